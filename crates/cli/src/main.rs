@@ -1,0 +1,91 @@
+//! `mentorstream`: the command for people.
+//!
+//! - `mentorstream up` runs the four services in one process (the local and demo default);
+//! - `mentorstream admin …` migrates the control database and manages tenants and API keys.
+
+#![allow(clippy::print_stdout)]
+
+mod admin;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use mentorstream_config::Config;
+use mentorstream_runtime::{Context, Listeners};
+
+#[derive(Debug, Parser)]
+#[command(name = "mentorstream", version, about = "Micro-mentorship with automatic KPI")]
+struct Cli {
+    /// Configuration file (TOML); MENTORSTREAM__SECTION__KEY variables override it.
+    #[arg(long, global = true, env = "MENTORSTREAM_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run ingest, mentorship, kpi-aggregator and notifier in this process.
+    Up,
+    /// Migrations, tenants and API keys.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Up => up(config).await,
+        Command::Admin(command) => admin::run(&config, command).await,
+    }
+}
+
+async fn up(config: Config) -> anyhow::Result<()> {
+    let telemetry = mentorstream_telemetry::init(&config.telemetry, "mentorstream")?;
+    let context = Context::connect(config, telemetry.clone()).await?;
+    context.tenants.migrate().await?;
+    let config = &context.config;
+    let ingest = Listeners::bind(&mentorstream_ingest::endpoints(config)).await?;
+    let mentorship = Listeners::bind(&mentorstream_mentorship::endpoints(config)).await?;
+    let kpi = Listeners::bind(&mentorstream_kpi_aggregator::endpoints(config)).await?;
+    let notifier = Listeners::bind(&mentorstream_notifier::endpoints(config)).await?;
+    let services = {
+        let context = context.clone();
+        async move {
+            tokio::try_join!(
+                async {
+                    mentorstream_ingest::run(context.clone(), ingest)
+                        .await
+                        .map_err(anyhow::Error::from)
+                },
+                async {
+                    mentorstream_mentorship::run(context.clone(), mentorship)
+                        .await
+                        .map_err(anyhow::Error::from)
+                },
+                async {
+                    mentorstream_kpi_aggregator::run(context.clone(), kpi)
+                        .await
+                        .map_err(anyhow::Error::from)
+                },
+                async {
+                    mentorstream_notifier::run(context.clone(), notifier)
+                        .await
+                        .map_err(anyhow::Error::from)
+                },
+            )
+            .map(|_| ())
+            .map_err(UpError)
+        }
+    };
+    let result = mentorstream_runtime::run_until_shutdown(&context, services).await;
+    telemetry.shutdown();
+    result
+}
+
+/// A service of `up` failed; carries the cause chain.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+struct UpError(anyhow::Error);

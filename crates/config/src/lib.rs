@@ -1,0 +1,333 @@
+//! Configuration of every Mentorstream process, typed and validated at start.
+//!
+//! Layers, later ones winning: the embedded `defaults.toml` (the local stack), an optional
+//! file, then environment variables `MENTORSTREAM__SECTION__KEY` (for example
+//! `MENTORSTREAM__KAFKA__BROKERS=kafka:9092`). Secrets (database URLs, Redis URL, Kafka
+//! passwords) are held in [`SecretString`] or redacted, so printing a config never shows them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+pub use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+const DEFAULTS: &str = include_str!("defaults.toml");
+const ENV_PREFIX: &str = "MENTORSTREAM__";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {} does not exist", .0.display())]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("invalid configuration: `{field}` {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub telemetry: TelemetryConfig,
+    pub kafka: KafkaConfig,
+    pub redis: RedisConfig,
+    pub postgres: PostgresConfig,
+    pub tls: TlsConfig,
+    pub shutdown: ShutdownConfig,
+    pub ingest: ServiceEndpoints,
+    pub mentorship: DatabaseServiceConfig,
+    pub kpi: ServiceEndpoints,
+    pub notifier: DatabaseServiceConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    pub log_format: LogFormat,
+    pub log_filter: String,
+    /// Empty: no trace export (trace context is still propagated).
+    pub otlp_endpoint: String,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    pub topics: Topics,
+    /// Extra librdkafka client properties.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let properties: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(key, value)| {
+                let secret = ["password", "secret", "key.pem", "token"]
+                    .iter()
+                    .any(|word| key.contains(word));
+                (key.as_str(), if secret { "[REDACTED]" } else { value })
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("partitions", &self.partitions)
+            .field("replication_factor", &self.replication_factor)
+            .field("topics", &self.topics)
+            .field("properties", &properties)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topics {
+    pub activity: String,
+    pub mentorship: String,
+    pub kpi_updates: String,
+    pub kpi_signals: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: SecretString,
+    /// Prefix of every key, so that tenants of one Redis (tests, rebuilds) stay apart.
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// The control database (tenants, API keys).
+    pub url: SecretString,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub enabled: bool,
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    /// When set, clients must present a certificate signed by this CA (mTLS).
+    pub client_ca_path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    #[serde(with = "humantime_serde")]
+    pub grace_period: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceEndpoints {
+    pub grpc_listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseServiceConfig {
+    pub grpc_listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// The service's own database.
+    pub database_url: SecretString,
+}
+
+impl DatabaseServiceConfig {
+    pub fn endpoints(&self) -> ServiceEndpoints {
+        ServiceEndpoints {
+            grpc_listen: self.grpc_listen,
+            admin_listen: self.admin_listen,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then `file` if given, then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::from_figment(Self::figment(file)?)
+    }
+
+    /// The layered sources, for callers (tests) that add their own overrides on top.
+    pub fn figment(file: Option<&Path>) -> Result<Figment, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::MissingFile(path.to_owned()));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        Ok(figment.merge(Env::prefixed(ENV_PREFIX).split("__")))
+    }
+
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid {
+                field,
+                reason: reason.into(),
+            }
+        }
+        if self.kafka.brokers.trim().is_empty() {
+            return Err(invalid("kafka.brokers", "must name at least one broker"));
+        }
+        if !(1..=1024).contains(&self.kafka.partitions) {
+            return Err(invalid(
+                "kafka.partitions",
+                format!("must be between 1 and 1024, got {}", self.kafka.partitions),
+            ));
+        }
+        if self.kafka.replication_factor < 1 {
+            return Err(invalid("kafka.replication_factor", "must be at least 1"));
+        }
+        let redis_url = self.redis.url.expose_secret();
+        if !(redis_url.starts_with("redis://") || redis_url.starts_with("rediss://")) {
+            return Err(invalid("redis.url", "must start with redis:// or rediss://"));
+        }
+        for (field, url) in [
+            ("postgres.url", &self.postgres.url),
+            ("mentorship.database_url", &self.mentorship.database_url),
+            ("notifier.database_url", &self.notifier.database_url),
+        ] {
+            let url = url.expose_secret();
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(invalid(field, "must start with postgres://"));
+            }
+        }
+        if self.postgres.max_connections == 0 {
+            return Err(invalid("postgres.max_connections", "must be at least 1"));
+        }
+        if self.tls.enabled {
+            if self.tls.cert_path.as_os_str().is_empty() {
+                return Err(invalid("tls.cert_path", "is required when tls.enabled is true"));
+            }
+            if self.tls.key_path.as_os_str().is_empty() {
+                return Err(invalid("tls.key_path", "is required when tls.enabled is true"));
+            }
+        }
+        if self.shutdown.grace_period.is_zero() {
+            return Err(invalid("shutdown.grace_period", "must be longer than zero"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn load_in(jail: &Jail, file: Option<&str>) -> Result<Config, ConfigError> {
+        let path = file.map(|name| jail.directory().join(name));
+        Config::load(path.as_deref())
+    }
+
+    #[test]
+    fn defaults_describe_the_local_stack() {
+        Jail::expect_with(|jail| {
+            let config = load_in(jail, None).expect("defaults are valid");
+            assert_eq!(config.kafka.brokers, "127.0.0.1:19092");
+            assert_eq!(config.ingest.grpc_listen.port(), 50051);
+            assert_eq!(config.notifier.admin_listen.port(), 9104);
+            assert_eq!(config.shutdown.grace_period, Duration::from_secs(25));
+            assert_eq!(config.telemetry.log_format, LogFormat::Human);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_then_environment_override_defaults() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "ms.toml",
+                "[kafka]\nbrokers = \"file:9092\"\npartitions = 3\n[telemetry]\nlog_format = \"json\"\n",
+            )?;
+            jail.set_env("MENTORSTREAM__KAFKA__BROKERS", "env:9092");
+            jail.set_env("MENTORSTREAM__SHUTDOWN__GRACE_PERIOD", "3s");
+            let config = load_in(jail, Some("ms.toml")).expect("valid");
+            assert_eq!(config.kafka.brokers, "env:9092");
+            assert_eq!(config.kafka.partitions, 3);
+            assert_eq!(config.telemetry.log_format, LogFormat::Json);
+            assert_eq!(config.shutdown.grace_period, Duration::from_secs(3));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn invalid_values_name_the_field() {
+        Jail::expect_with(|jail| {
+            jail.set_env("MENTORSTREAM__KAFKA__PARTITIONS", "0");
+            let err = load_in(jail, None).expect_err("zero partitions");
+            assert_eq!(
+                err.to_string(),
+                "invalid configuration: `kafka.partitions` must be between 1 and 1024, got 0"
+            );
+            jail.set_env("MENTORSTREAM__KAFKA__PARTITIONS", "6");
+            jail.set_env("MENTORSTREAM__TLS__ENABLED", "true");
+            let err = load_in(jail, None).expect_err("tls without cert");
+            assert_eq!(
+                err.to_string(),
+                "invalid configuration: `tls.cert_path` is required when tls.enabled is true"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_files_are_refused() {
+        Jail::expect_with(|jail| {
+            jail.set_env("MENTORSTREAM__KAFKA__BROKRES", "typo:9092");
+            let err = load_in(jail, None).expect_err("unknown key");
+            assert!(err.to_string().contains("brokres"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            let err = load_in(jail, Some("absent.toml")).expect_err("missing file");
+            assert!(matches!(err, ConfigError::MissingFile(_)), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_are_never_printed() {
+        Jail::expect_with(|jail| {
+            jail.set_env(
+                "MENTORSTREAM__POSTGRES__URL",
+                "postgres://u:hunter2@db:5432/ms",
+            );
+            jail.create_file(
+                "ms.toml",
+                "[kafka.properties]\n\"sasl.password\" = \"hunter3\"\n\"sasl.username\" = \"svc\"\n",
+            )?;
+            let config = load_in(jail, Some("ms.toml")).expect("valid");
+            let printed = format!("{config:?}");
+            assert!(!printed.contains("hunter2"), "{printed}");
+            assert!(!printed.contains("hunter3"), "{printed}");
+            assert!(printed.contains("svc"), "{printed}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,13 @@
+//! gRPC server plumbing shared by the four services.
+//!
+//! [`serve`] runs a tonic server with `grpc.health.v1`, server reflection (v1 and v1alpha, so
+//! grpcurl 1.8 works), the API-key [`auth`] layer, a tracing span per call continuing the
+//! caller's W3C trace, optional TLS/mTLS, and graceful shutdown.
+
+pub mod auth;
+pub mod error;
+mod server;
+
+pub use auth::{AuthLayer, authorize};
+pub use error::{ServiceError, field_violation, invalid_argument};
+pub use server::{GrpcError, HealthReporter, serve, tls_config};

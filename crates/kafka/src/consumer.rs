@@ -1,0 +1,157 @@
+use std::future::Future;
+use std::time::Duration;
+
+use mentorstream_config::KafkaConfig;
+use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::{DeadLetters, InboundRecord, KafkaError, client_config};
+
+/// A group consumer whose offsets move only when the application says a record is applied:
+/// automatic offset *storing* is off, and commits (periodic, and on [`Consumer::commit`])
+/// carry only stored offsets. A crash therefore redelivers, it never skips.
+pub struct Consumer {
+    inner: StreamConsumer,
+    group: String,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("group", &self.group)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    pub fn new(config: &KafkaConfig, group: &str, topics: &[&str]) -> Result<Self, KafkaError> {
+        let inner: StreamConsumer = client_config(config)
+            .set("group.id", group)
+            .set("enable.auto.offset.store", "false")
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .create()
+            .map_err(|source| KafkaError::Client {
+                what: "consumer",
+                source,
+            })?;
+        inner.subscribe(topics).map_err(KafkaError::Consume)?;
+        Ok(Self {
+            inner,
+            group: group.to_owned(),
+        })
+    }
+
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    pub async fn recv(&self) -> Result<BorrowedMessage<'_>, KafkaError> {
+        self.inner.recv().await.map_err(KafkaError::Consume)
+    }
+
+    /// Marks `message` as applied: its offset will be committed.
+    pub fn store(&self, message: &BorrowedMessage<'_>) -> Result<(), KafkaError> {
+        self.inner
+            .store_offset_from_message(message)
+            .map_err(KafkaError::Consume)
+    }
+
+    /// Commits the stored offsets now and waits for the broker.
+    pub fn commit(&self) -> Result<(), KafkaError> {
+        match self.inner.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => Ok(()),
+            // Nothing stored since the last commit.
+            Err(rdkafka::error::KafkaError::ConsumerCommit(
+                rdkafka::types::RDKafkaErrorCode::NoOffset,
+            )) => Ok(()),
+            Err(source) => Err(KafkaError::Commit {
+                group: self.group.clone(),
+                source,
+            }),
+        }
+    }
+
+    pub fn inner(&self) -> &StreamConsumer {
+        &self.inner
+    }
+}
+
+/// Why a record was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// The record can never be applied (undecodable, invalid): it goes to the dead-letter
+    /// topic and the stream moves on.
+    #[error("poison record: {0}")]
+    Poison(String),
+    /// Applying failed for a reason that may pass (a store is down): the same record is
+    /// retried after a pause, and nothing after it is applied before it.
+    #[error("transient failure: {0}")]
+    Transient(String),
+}
+
+/// Applies one record. Implementations must be idempotent: after a crash the records since
+/// the last commit are delivered again.
+pub trait RecordHandler: Send {
+    fn handle(
+        &mut self,
+        record: InboundRecord<'_>,
+    ) -> impl Future<Output = Result<(), HandleError>> + Send;
+}
+
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+/// Consumes until `shutdown` is cancelled, applying each record with `handler`, sending
+/// poison records to `dead_letters`, and storing offsets only of what was applied or
+/// dead-lettered. On shutdown it stops taking records, then commits synchronously.
+pub async fn run_consumer<H: RecordHandler>(
+    consumer: &Consumer,
+    dead_letters: &DeadLetters,
+    handler: &mut H,
+    shutdown: CancellationToken,
+) -> Result<(), KafkaError> {
+    loop {
+        let message = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            message = consumer.recv() => message?,
+        };
+        let record = InboundRecord::new(&message);
+        let span = tracing::info_span!(
+            "consume",
+            messaging.destination = message.topic(),
+            messaging.kafka.partition = message.partition(),
+            messaging.kafka.offset = message.offset(),
+            messaging.consumer.group = consumer.group(),
+        );
+        record.continue_trace(&span);
+        loop {
+            match handler.handle(record).instrument(span.clone()).await {
+                Ok(()) => break,
+                Err(HandleError::Poison(reason)) => {
+                    dead_letters
+                        .send(&message, &reason)
+                        .instrument(span.clone())
+                        .await?;
+                    break;
+                }
+                Err(HandleError::Transient(reason)) => {
+                    tracing::warn!(parent: &span, reason, "record not applied; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => {
+                            // Not applied: leave its offset uncommitted for the next owner.
+                            return consumer.commit();
+                        }
+                        () = tokio::time::sleep(RETRY_PAUSE) => {}
+                    }
+                }
+            }
+        }
+        consumer.store(&message)?;
+    }
+    consumer.commit()
+}

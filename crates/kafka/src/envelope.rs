@@ -1,0 +1,184 @@
+//! The record format of every Mentorstream topic: a protobuf payload with CloudEvents
+//! binary-mode headers (`ce_specversion`, `ce_id`, `ce_type`, `ce_source`, `ce_time`,
+//! `content-type: application/protobuf`) and W3C trace context (`traceparent`).
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use opentelemetry::propagation::{Extractor, Injector};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+
+pub const CONTENT_TYPE: &str = "application/protobuf";
+pub const SPEC_VERSION: &str = "1.0";
+
+/// CloudEvents attributes of one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloudEvent {
+    /// Unique per event; with `source` it identifies the event.
+    pub id: String,
+    /// The protobuf message name, e.g. `mentorstream.activity.v1.ActivityEvent`.
+    pub event_type: String,
+    /// Who produced it, e.g. `/mentorstream/ingest` or `/tenants/acme/crm`.
+    pub source: String,
+    pub time: DateTime<Utc>,
+}
+
+/// A record ready to be produced.
+#[derive(Debug, Clone)]
+pub struct OutboundRecord {
+    pub topic: String,
+    pub key: Vec<u8>,
+    pub payload: Vec<u8>,
+    pub event: CloudEvent,
+}
+
+impl OutboundRecord {
+    pub fn protobuf(
+        topic: impl Into<String>,
+        key: impl Into<Vec<u8>>,
+        message: &impl prost::Message,
+        event: CloudEvent,
+    ) -> Self {
+        Self {
+            topic: topic.into(),
+            key: key.into(),
+            payload: message.encode_to_vec(),
+            event,
+        }
+    }
+
+    /// Headers of the record: CloudEvents attributes plus the current span's trace context.
+    pub(crate) fn headers(&self) -> OwnedHeaders {
+        let time = self.event.time.to_rfc3339_opts(SecondsFormat::Micros, true);
+        let mut headers = HeaderWriter(
+            OwnedHeaders::new_with_capacity(8)
+                .insert(header("ce_specversion", SPEC_VERSION))
+                .insert(header("ce_id", &self.event.id))
+                .insert(header("ce_type", &self.event.event_type))
+                .insert(header("ce_source", &self.event.source))
+                .insert(header("ce_time", &time))
+                .insert(header("content-type", CONTENT_TYPE)),
+        );
+        mentorstream_telemetry::propagation::inject_current(&mut headers);
+        headers.0
+    }
+}
+
+fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
+    Header {
+        key,
+        value: Some(value),
+    }
+}
+
+struct HeaderWriter(OwnedHeaders);
+
+impl Injector for HeaderWriter {
+    fn set(&mut self, key: &str, value: String) {
+        let headers = std::mem::replace(&mut self.0, OwnedHeaders::new());
+        self.0 = headers.insert(Header {
+            key,
+            value: Some(&value),
+        });
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EnvelopeError {
+    #[error("record has no `{0}` header")]
+    MissingHeader(&'static str),
+    #[error("header `{header}` is not valid: {reason}")]
+    InvalidHeader {
+        header: &'static str,
+        reason: String,
+    },
+    #[error("content-type is `{0}`, expected `application/protobuf`")]
+    ContentType(String),
+    #[error("record has no payload")]
+    EmptyPayload,
+    #[error("payload is not a valid {message}: {reason}")]
+    Decode {
+        message: &'static str,
+        reason: String,
+    },
+}
+
+/// A consumed record seen through the envelope.
+#[derive(Debug, Clone, Copy)]
+pub struct InboundRecord<'a> {
+    message: &'a BorrowedMessage<'a>,
+}
+
+impl<'a> InboundRecord<'a> {
+    pub fn new(message: &'a BorrowedMessage<'a>) -> Self {
+        Self { message }
+    }
+
+    pub fn message(&self) -> &'a BorrowedMessage<'a> {
+        self.message
+    }
+
+    pub fn key(&self) -> Option<&'a [u8]> {
+        self.message.key()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        let headers = self.message.headers()?;
+        headers
+            .iter()
+            .find(|header| header.key == name)
+            .and_then(|header| header.value)
+            .and_then(|value| std::str::from_utf8(value).ok())
+    }
+
+    pub fn cloud_event(&self) -> Result<CloudEvent, EnvelopeError> {
+        let required = |name: &'static str| {
+            self.header(name)
+                .map(str::to_owned)
+                .ok_or(EnvelopeError::MissingHeader(name))
+        };
+        let time = required("ce_time")?;
+        let time = DateTime::parse_from_rfc3339(&time)
+            .map_err(|error| EnvelopeError::InvalidHeader {
+                header: "ce_time",
+                reason: error.to_string(),
+            })?
+            .with_timezone(&Utc);
+        Ok(CloudEvent {
+            id: required("ce_id")?,
+            event_type: required("ce_type")?,
+            source: required("ce_source")?,
+            time,
+        })
+    }
+
+    /// The protobuf payload, after checking the content type.
+    pub fn decode<M: prost::Message + Default>(&self) -> Result<M, EnvelopeError> {
+        match self.header("content-type") {
+            Some(CONTENT_TYPE) => {}
+            Some(other) => return Err(EnvelopeError::ContentType(other.to_owned())),
+            None => return Err(EnvelopeError::MissingHeader("content-type")),
+        }
+        let payload = self.message.payload().ok_or(EnvelopeError::EmptyPayload)?;
+        M::decode(payload).map_err(|error| EnvelopeError::Decode {
+            message: std::any::type_name::<M>(),
+            reason: error.to_string(),
+        })
+    }
+
+    /// Makes `span` a child of the producer's trace, carried in `traceparent`.
+    pub fn continue_trace(&self, span: &tracing::Span) {
+        mentorstream_telemetry::propagation::set_parent_from(span, self);
+    }
+}
+
+impl Extractor for InboundRecord<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.header(key)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.message
+            .headers()
+            .map(|headers| headers.iter().map(|header| header.key).collect())
+            .unwrap_or_default()
+    }
+}

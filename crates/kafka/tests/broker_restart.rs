@@ -1,0 +1,64 @@
+//! Restarts the shared local broker, so it is ignored in the parallel run; `make test` runs it
+//! alone afterwards (`--run-ignored only`).
+
+use std::process::Command;
+use std::time::Duration;
+
+use chrono::Utc;
+use mentorstream_config::Config;
+use mentorstream_kafka::admin::{TopicSpec, ensure_topics};
+use mentorstream_kafka::{CloudEvent, Consumer, Message, OutboundRecord, Producer};
+use mentorstream_testkit::unique;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+#[ignore = "restarts the shared broker: run alone (make test does)"]
+async fn records_survive_a_broker_restart() {
+    mentorstream_telemetry::init_for_tests();
+    let kafka = Config::load(None).expect("defaults").kafka;
+    let topic = unique("t.restart");
+    ensure_topics(&kafka, &[TopicSpec::new(&topic)])
+        .await
+        .expect("topic");
+    let producer = Producer::new(&kafka, WAIT).expect("producer");
+    let mut sent = Vec::new();
+    for n in 0..20 {
+        let payload = format!("record-{n}");
+        let record = OutboundRecord {
+            topic: topic.clone(),
+            key: format!("key-{}", n % 4).into_bytes(),
+            payload: payload.clone().into_bytes(),
+            event: CloudEvent {
+                id: payload.clone(),
+                event_type: "test".into(),
+                source: "/tests".into(),
+                time: Utc::now(),
+            },
+        };
+        producer.send(&record).await.expect("acknowledged");
+        sent.push(payload);
+    }
+    drop(producer);
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/local/stack.sh");
+    let status = Command::new(script)
+        .arg("restart-broker")
+        .status()
+        .expect("run stack script");
+    assert!(status.success(), "restart-broker failed: {status}");
+
+    let consumer = Consumer::new(&kafka, &unique("g"), &[&topic]).expect("consumer");
+    let mut received = Vec::new();
+    while received.len() < sent.len() {
+        let message = tokio::time::timeout(WAIT, consumer.recv())
+            .await
+            .expect("records after the restart")
+            .expect("consumed");
+        let payload = message.payload().expect("payload");
+        received.push(String::from_utf8(payload.to_vec()).expect("utf-8"));
+    }
+    received.sort();
+    sent.sort();
+    assert_eq!(received, sent);
+}

@@ -1,0 +1,45 @@
+//! The Mentorstream v1 protobuf contracts (`proto/`), generated at build time.
+//!
+//! Modules mirror the protobuf packages: `mentorstream.kpi.v1` is [`kpi::v1`].
+
+#![allow(missing_debug_implementations, clippy::large_enum_variant)]
+
+/// Encoded `FileDescriptorSet` of every Mentorstream proto file, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/mentorstream_descriptor.bin"));
+
+pub mod common {
+    pub mod v1 {
+        tonic::include_proto!("mentorstream.common.v1");
+    }
+}
+
+pub mod activity {
+    pub mod v1 {
+        tonic::include_proto!("mentorstream.activity.v1");
+    }
+}
+
+pub mod ingest {
+    pub mod v1 {
+        tonic::include_proto!("mentorstream.ingest.v1");
+    }
+}
+
+pub mod kpi {
+    pub mod v1 {
+        tonic::include_proto!("mentorstream.kpi.v1");
+    }
+}
+
+pub mod mentorship {
+    pub mod v1 {
+        tonic::include_proto!("mentorstream.mentorship.v1");
+    }
+}
+
+pub mod notification {
+    pub mod v1 {
+        tonic::include_proto!("mentorstream.notification.v1");
+    }
+}

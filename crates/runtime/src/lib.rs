@@ -1,0 +1,175 @@
+//! What every service process shares.
+//!
+//! A service library exposes `run(&Context, Listeners)`: the [`Context`] carries the typed
+//! configuration, telemetry, tenant registry and the shutdown path, passed down explicitly.
+//! A service binary is [`service_main`] around that function; `mentorstream up` builds one
+//! context and runs the four services in one process.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use mentorstream_config::{Config, ExposeSecret, ServiceEndpoints};
+use mentorstream_grpc::{GrpcError, HealthReporter};
+use mentorstream_shutdown::Shutdown;
+use mentorstream_telemetry::Telemetry;
+use mentorstream_tenancy::Tenants;
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+
+/// Everything a service needs from its process.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub config: Arc<Config>,
+    pub telemetry: Telemetry,
+    pub tenants: Tenants,
+    pub shutdown: Shutdown,
+}
+
+impl Context {
+    /// Connects to the control database. Telemetry must be initialised by the caller.
+    pub async fn connect(config: Config, telemetry: Telemetry) -> anyhow::Result<Self> {
+        let tenants = Tenants::connect(
+            config.postgres.url.expose_secret(),
+            config.postgres.max_connections,
+        )
+        .await
+        .context("cannot connect to the control database (postgres.url)")?;
+        Ok(Self {
+            config: Arc::new(config),
+            telemetry,
+            tenants,
+            shutdown: Shutdown::new(),
+        })
+    }
+}
+
+/// The bound sockets of one service. Binding before serving lets tests use port 0 and
+/// read the real port.
+#[derive(Debug)]
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(endpoints: &ServiceEndpoints) -> std::io::Result<Self> {
+        Ok(Self {
+            grpc: TcpListener::bind(endpoints.grpc_listen).await?,
+            admin: TcpListener::bind(endpoints.admin_listen).await?,
+        })
+    }
+
+    /// Both on 127.0.0.1 with ports chosen by the OS.
+    pub async fn ephemeral() -> std::io::Result<Self> {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Ok(Self {
+            grpc: TcpListener::bind(any).await?,
+            admin: TcpListener::bind(any).await?,
+        })
+    }
+
+    pub fn grpc_addr(&self) -> std::io::Result<SocketAddr> {
+        self.grpc.local_addr()
+    }
+
+    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
+        self.admin.local_addr()
+    }
+}
+
+/// Serves `routes` (plus health, reflection and authentication) and the admin endpoint until
+/// shutdown. `mark_serving` runs once the health service exists.
+pub async fn host(
+    service: &'static str,
+    context: &Context,
+    listeners: Listeners,
+    routes: Routes,
+    mark_serving: impl AsyncFnOnce(&HealthReporter),
+) -> Result<(), GrpcError> {
+    let (grpc_addr, admin_addr) = (listeners.grpc.local_addr(), listeners.admin.local_addr());
+    tracing::info!(
+        service,
+        grpc = ?grpc_addr.ok(),
+        admin = ?admin_addr.ok(),
+        "listening"
+    );
+    let admin = tokio::spawn(mentorstream_telemetry::serve_admin(
+        listeners.admin,
+        context.telemetry.clone(),
+        context.shutdown.token(),
+    ));
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    mark_serving(&reporter).await;
+    let served = mentorstream_grpc::serve(
+        listeners.grpc,
+        &context.config.tls,
+        Arc::new(context.tenants.clone()),
+        routes,
+        reporter,
+        health_service,
+        context.shutdown.token(),
+    )
+    .await;
+    match admin.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(service, %error, "admin endpoint failed"),
+        Err(error) => tracing::warn!(service, %error, "admin endpoint panicked"),
+    }
+    tracing::info!(service, "stopped serving");
+    served
+}
+
+/// Command line of every service binary.
+#[derive(Debug, clap::Parser)]
+pub struct ServiceArgs {
+    /// Configuration file (TOML); MENTORSTREAM__SECTION__KEY variables override it.
+    #[arg(long, env = "MENTORSTREAM_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// The `main` of a service binary: configuration, telemetry, control database, the service,
+/// then the one shutdown path (signal → stop intake → drain within the grace period → flush).
+pub async fn service_main<F, Fut, E>(service: &'static str, run: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Context) -> Fut,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    use clap::Parser;
+    let args = ServiceArgs::parse();
+    let config = Config::load(args.config.as_deref())?;
+    let telemetry = mentorstream_telemetry::init(&config.telemetry, service)?;
+    let context = Context::connect(config, telemetry.clone()).await?;
+    let result = run_until_shutdown(&context, run(context.clone())).await;
+    telemetry.shutdown();
+    result
+}
+
+/// Runs `services` until they end or a signal arrives, then drains within the grace period.
+pub async fn run_until_shutdown<E>(
+    context: &Context,
+    services: impl Future<Output = Result<(), E>> + Send + 'static,
+) -> anyhow::Result<()>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let shutdown = context.shutdown.clone();
+    shutdown.trigger_on_signals();
+    let stopper = shutdown.clone();
+    let main = shutdown.spawn(async move {
+        let result = services.await;
+        // A service that ends (or fails) ends the process: everything else stops too.
+        stopper.trigger();
+        result
+    });
+    shutdown.triggered().await;
+    let drained = shutdown.drain(context.config.shutdown.grace_period).await;
+    if main.is_finished() {
+        main.await.context("service task panicked")??;
+    }
+    drained?;
+    Ok(())
+}

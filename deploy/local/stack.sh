@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# The local stack on loopback: Tansu (Kafka API, SQLite storage) on 19092, Redis (AOF) on
+# 16379, PostgreSQL 15 on 15432. State lives under .stack/ (git-ignored).
+#
+#   deploy/local/stack.sh up       install what is missing, start what is not running
+#   deploy/local/stack.sh status   what runs, and whether this script started it
+#   deploy/local/stack.sh down     stop what this script started (nothing else)
+#   deploy/local/stack.sh restart-broker   stop and start the broker, keeping its data
+#
+# Idempotent: `up` reuses what runs. A process this script did not start is never stopped;
+# if one already serves a port, it is used as it is and said so.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+STATE="${MENTORSTREAM_STACK_DIR:-$ROOT/.stack}"
+KAFKA_PORT=19092
+REDIS_PORT=16379
+PG_PORT=15432
+TANSU_VERSION=0.6.0
+PG_VERSION=15
+PG_BIN="/usr/lib/postgresql/$PG_VERSION/bin"
+PG_ROLE=mentorstream
+PG_DATABASES=(mentorstream mentorstream_mentorship mentorstream_notifier)
+
+log() { printf '[stack] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() { # port name seconds
+  local deadline=$((SECONDS + $3))
+  until port_open "$1"; do
+    ((SECONDS < deadline)) || die "$2 did not open port $1 within $3 s (see $STATE/$2.log)"
+    sleep 0.2
+  done
+}
+
+# A pid file names a process of ours only while that pid runs the expected program.
+ours() { # name program
+  local pidfile="$STATE/$1.pid" pid
+  [[ -f $pidfile ]] || return 1
+  pid=$(head -n1 "$pidfile")
+  [[ -n $pid && -d /proc/$pid ]] || return 1
+  grep -q -- "$2" "/proc/$pid/cmdline" 2>/dev/null
+}
+
+as_postgres() {
+  if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+apt_install() {
+  [[ $(id -u) -eq 0 ]] || die "$* is missing; install it (apt-get install $*) or run as root"
+  if [[ ! -f "$STATE/.apt-updated" ]]; then
+    log "apt-get update"
+    apt-get update -qq >/dev/null
+    touch "$STATE/.apt-updated"
+  fi
+  log "installing $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+tansu_bin() {
+  if command -v tansu >/dev/null && tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+    command -v tansu
+  elif [[ -x "$HOME/.cargo/bin/tansu" ]]; then
+    echo "$HOME/.cargo/bin/tansu"
+  else
+    return 1
+  fi
+}
+
+install_missing() {
+  mkdir -p "$STATE"
+  command -v redis-server >/dev/null || apt_install redis-server
+  [[ -x "$PG_BIN/initdb" ]] || apt_install "postgresql-$PG_VERSION"
+  command -v psql >/dev/null || apt_install "postgresql-client-$PG_VERSION"
+  if ! tansu_bin >/dev/null; then
+    log "installing tansu $TANSU_VERSION with cargo (about 11 minutes on 2 cores, once)"
+    cargo install tansu --locked --version "$TANSU_VERSION" --features dynostore,libsql \
+      >"$STATE/tansu-install.log" 2>&1 || die "cargo install tansu failed: see $STATE/tansu-install.log"
+  fi
+}
+
+start_postgres() {
+  local data="$STATE/postgres/data" sock="$STATE/postgres"
+  if ours postgres postgres; then
+    log "postgres: running (ours) on $PG_PORT"
+  elif port_open $PG_PORT; then
+    log "postgres: port $PG_PORT is served by a process this script did not start; using it"
+    return
+  else
+    install -d -m 0755 "$STATE/postgres"
+    [[ $(id -u) -eq 0 ]] && chown postgres:postgres "$STATE/postgres"
+    if [[ ! -f $data/PG_VERSION ]]; then
+      log "postgres: initdb"
+      as_postgres "$PG_BIN/initdb" -D "$data" -U postgres --auth-local=trust \
+        --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$STATE/postgres/initdb.log" 2>&1 \
+        || die "initdb failed: see $STATE/postgres/initdb.log"
+    fi
+    log "postgres: starting on $PG_PORT"
+    as_postgres "$PG_BIN/pg_ctl" -D "$data" -l "$STATE/postgres/server.log" -w -t 60 \
+      -o "-p $PG_PORT -k $sock -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=on" \
+      start >/dev/null || die "postgres did not start: see $STATE/postgres/server.log"
+    head -n1 "$data/postmaster.pid" >"$STATE/postgres.pid"
+  fi
+  local psql=(psql -h "$sock" -p $PG_PORT -U postgres -v ON_ERROR_STOP=1 -qtA)
+  if [[ -z $("${psql[@]}" -c "SELECT 1 FROM pg_roles WHERE rolname = '$PG_ROLE'") ]]; then
+    "${psql[@]}" -c "CREATE ROLE $PG_ROLE LOGIN CREATEDB PASSWORD '$PG_ROLE'" >/dev/null
+  fi
+  for db in "${PG_DATABASES[@]}"; do
+    if [[ -z $("${psql[@]}" -c "SELECT 1 FROM pg_database WHERE datname = '$db'") ]]; then
+      "${psql[@]}" -c "CREATE DATABASE $db OWNER $PG_ROLE" >/dev/null
+    fi
+  done
+}
+
+start_redis() {
+  if ours redis redis-server; then
+    log "redis: running (ours) on $REDIS_PORT"
+  elif port_open $REDIS_PORT; then
+    log "redis: port $REDIS_PORT is served by a process this script did not start; using it"
+  else
+    mkdir -p "$STATE/redis"
+    log "redis: starting on $REDIS_PORT (AOF on)"
+    redis-server --bind 127.0.0.1 --port $REDIS_PORT --dir "$STATE/redis" \
+      --appendonly yes --appendfsync everysec --save "" --daemonize yes \
+      --pidfile "$STATE/redis.pid" --logfile "$STATE/redis.log" --protected-mode yes
+    wait_port $REDIS_PORT redis 30
+  fi
+}
+
+start_tansu() {
+  if ours tansu tansu; then
+    log "tansu: running (ours) on $KAFKA_PORT"
+  elif port_open $KAFKA_PORT; then
+    log "tansu: port $KAFKA_PORT is served by a process this script did not start; using it"
+  else
+    local bin
+    bin=$(tansu_bin) || die "tansu is not installed"
+    mkdir -p "$STATE/tansu"
+    log "tansu: starting on $KAFKA_PORT (SQLite storage in $STATE/tansu)"
+    # SQLite path is relative to the working directory: keep it in the state folder.
+    (cd "$STATE/tansu" && exec setsid "$bin" broker \
+      --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+      --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+      --storage-engine "sqlite://tansu.db" >>"$STATE/tansu.log" 2>&1 </dev/null) &
+    echo $! >"$STATE/tansu.pid"
+    wait_port $KAFKA_PORT tansu 60
+  fi
+}
+
+stop() { # name program
+  if ours "$1" "$2"; then
+    local pid
+    pid=$(head -n1 "$STATE/$1.pid")
+    log "$1: stopping (pid $pid)"
+    if [[ $1 == postgres ]]; then
+      as_postgres "$PG_BIN/pg_ctl" -D "$STATE/postgres/data" -m fast -w stop >/dev/null
+    else
+      kill "$pid"
+      for _ in $(seq 100); do [[ -d /proc/$pid ]] || break; sleep 0.1; done
+    fi
+    rm -f "$STATE/$1.pid"
+  else
+    log "$1: not running from this stack"
+  fi
+}
+
+status() {
+  local rc=0
+  for entry in "tansu tansu $KAFKA_PORT" "redis redis-server $REDIS_PORT" "postgres postgres $PG_PORT"; do
+    read -r name program port <<<"$entry"
+    if ours "$name" "$program"; then
+      echo "$name: running (pid $(head -n1 "$STATE/$name.pid"), port $port)"
+    elif port_open "$port"; then
+      echo "$name: port $port served by a process this script did not start"
+    else
+      echo "$name: stopped"; rc=1
+    fi
+  done
+  return $rc
+}
+
+case "${1:-}" in
+  up)
+    install_missing
+    start_postgres
+    start_redis
+    start_tansu
+    log "up: kafka 127.0.0.1:$KAFKA_PORT, redis 127.0.0.1:$REDIS_PORT, postgres 127.0.0.1:$PG_PORT"
+    ;;
+  down)
+    stop tansu tansu
+    stop redis redis-server
+    stop postgres postgres
+    ;;
+  restart-broker)
+    stop tansu tansu
+    start_tansu
+    ;;
+  status) status ;;
+  *) echo "usage: $0 up|status|down|restart-broker" >&2; exit 2 ;;
+esac

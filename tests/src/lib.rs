@@ -1,0 +1,1 @@
+//! End-to-end suite of Mentorstream; the tests live in `tests/tests/`.
