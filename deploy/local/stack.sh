@@ -6,6 +6,7 @@
 #   deploy/local/stack.sh status   what runs, and whether this script started it
 #   deploy/local/stack.sh down     stop what this script started (nothing else)
 #   deploy/local/stack.sh restart-broker   stop and start the broker, keeping its data
+#   deploy/local/stack.sh drop-test-databases   drop the test_* databases tests left behind
 #
 # Idempotent: `up` reuses what runs. A process this script did not start is never stopped;
 # if one already serves a port, it is used as it is and said so.
@@ -81,26 +82,47 @@ install_missing() {
   fi
 }
 
+# Where PostgreSQL keeps its data and socket: .stack/postgres, unless the postgres user cannot
+# reach it (a checkout under a private directory), then a folder of the postgres user, named
+# after this checkout and recorded in .stack/postgres.home.
+pg_home() {
+  local recorded="$STATE/postgres.home" home
+  if [[ -f $recorded ]]; then cat "$recorded"; return; fi
+  home="$STATE/postgres"
+  install -d -m 0755 "$home"
+  if [[ $(id -u) -eq 0 ]]; then
+    chown postgres:postgres "$home"
+    if ! runuser -u postgres -- test -w "$home"; then
+      home="/var/lib/postgresql/mentorstream-stack/$(printf %s "$ROOT" | sha1sum | cut -c1-12)"
+      install -d -m 0755 -o postgres -g postgres "$(dirname "$home")" "$home"
+      log "postgres: $STATE is not reachable by the postgres user; data in $home"
+    fi
+  fi
+  echo "$home" >"$recorded"
+  echo "$home"
+}
+
 start_postgres() {
-  local data="$STATE/postgres/data" sock="$STATE/postgres"
+  local home data sock
+  home=$(pg_home)
+  data="$home/data"
+  sock="$home"
   if ours postgres postgres; then
     log "postgres: running (ours) on $PG_PORT"
   elif port_open $PG_PORT; then
     log "postgres: port $PG_PORT is served by a process this script did not start; using it"
     return
   else
-    install -d -m 0755 "$STATE/postgres"
-    [[ $(id -u) -eq 0 ]] && chown postgres:postgres "$STATE/postgres"
     if [[ ! -f $data/PG_VERSION ]]; then
       log "postgres: initdb"
       as_postgres "$PG_BIN/initdb" -D "$data" -U postgres --auth-local=trust \
-        --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$STATE/postgres/initdb.log" 2>&1 \
-        || die "initdb failed: see $STATE/postgres/initdb.log"
+        --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$STATE/postgres-initdb.log" 2>&1 \
+        || die "initdb failed: see $STATE/postgres-initdb.log"
     fi
     log "postgres: starting on $PG_PORT"
-    as_postgres "$PG_BIN/pg_ctl" -D "$data" -l "$STATE/postgres/server.log" -w -t 60 \
-      -o "-p $PG_PORT -k $sock -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=on" \
-      start >/dev/null || die "postgres did not start: see $STATE/postgres/server.log"
+    as_postgres "$PG_BIN/pg_ctl" -D "$data" -l "$home/server.log" -w -t 60 \
+      -o "-p $PG_PORT -k $sock -c listen_addresses=127.0.0.1 -c max_connections=300" \
+      start >/dev/null || die "postgres did not start: see $home/server.log"
     head -n1 "$data/postmaster.pid" >"$STATE/postgres.pid"
   fi
   local psql=(psql -h "$sock" -p $PG_PORT -U postgres -v ON_ERROR_STOP=1 -qtA)
@@ -155,7 +177,7 @@ stop() { # name program
     pid=$(head -n1 "$STATE/$1.pid")
     log "$1: stopping (pid $pid)"
     if [[ $1 == postgres ]]; then
-      as_postgres "$PG_BIN/pg_ctl" -D "$STATE/postgres/data" -m fast -w stop >/dev/null
+      as_postgres "$PG_BIN/pg_ctl" -D "$(pg_home)/data" -m fast -w stop >/dev/null
     else
       kill "$pid"
       for _ in $(seq 100); do [[ -d /proc/$pid ]] || break; sleep 0.1; done
@@ -198,6 +220,13 @@ case "${1:-}" in
     stop tansu tansu
     start_tansu
     ;;
+  drop-test-databases)
+    sock=$(pg_home)
+    for db in $(psql -h "$sock" -p $PG_PORT -U postgres -qtA \
+        -c "SELECT datname FROM pg_database WHERE datname LIKE 'test\_%'"); do
+      psql -h "$sock" -p $PG_PORT -U postgres -q -c "DROP DATABASE \"$db\" WITH (FORCE)"
+    done
+    ;;
   status) status ;;
-  *) echo "usage: $0 up|status|down|restart-broker" >&2; exit 2 ;;
+  *) echo "usage: $0 up|status|down|restart-broker|drop-test-databases" >&2; exit 2 ;;
 esac

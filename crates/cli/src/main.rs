@@ -3,18 +3,23 @@
 //! - `mentorstream up` runs the four services in one process (the local and demo default);
 //! - `mentorstream admin …` migrates the control database and manages tenants and API keys.
 
-#![allow(clippy::print_stdout)]
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod admin;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use mentorstream_config::Config;
 use mentorstream_runtime::{Context, Listeners};
 
 #[derive(Debug, Parser)]
-#[command(name = "mentorstream", version, about = "Micro-mentorship with automatic KPI")]
+#[command(
+    name = "mentorstream",
+    version,
+    about = "Micro-mentorship with automatic KPI"
+)]
 struct Cli {
     /// Configuration file (TOML); MENTORSTREAM__SECTION__KEY variables override it.
     #[arg(long, global = true, env = "MENTORSTREAM_CONFIG")]
@@ -33,12 +38,22 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = Config::load(cli.config.as_deref())?;
-    match cli.command {
-        Command::Up => up(config).await,
-        Command::Admin(command) => admin::run(&config, command).await,
+    let result = match Config::load(cli.config.as_deref()) {
+        Ok(config) => match cli.command {
+            Command::Up => Box::pin(up(config)).await,
+            Command::Admin(command) => admin::run(&config, command).await,
+        },
+        Err(error) => Err(error.into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // A person reads this: the cause chain on one line, no backtrace.
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -80,7 +95,7 @@ async fn up(config: Config) -> anyhow::Result<()> {
             .map_err(UpError)
         }
     };
-    let result = mentorstream_runtime::run_until_shutdown(&context, services).await;
+    let result = mentorstream_runtime::run_until_shutdown(&context, Box::pin(services)).await;
     telemetry.shutdown();
     result
 }

@@ -163,7 +163,7 @@ impl DatabaseServiceConfig {
 impl Config {
     /// Defaults, then `file` if given, then the process environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::from_figment(Self::figment(file)?)
+        Self::from_figment(&Self::figment(file)?)
     }
 
     /// The layered sources, for callers (tests) that add their own overrides on top.
@@ -178,7 +178,7 @@ impl Config {
         Ok(figment.merge(Env::prefixed(ENV_PREFIX).split("__")))
     }
 
-    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+    pub fn from_figment(figment: &Figment) -> Result<Self, ConfigError> {
         let config: Config = figment.extract().map_err(Box::new)?;
         config.validate()?;
         Ok(config)
@@ -205,7 +205,10 @@ impl Config {
         }
         let redis_url = self.redis.url.expose_secret();
         if !(redis_url.starts_with("redis://") || redis_url.starts_with("rediss://")) {
-            return Err(invalid("redis.url", "must start with redis:// or rediss://"));
+            return Err(invalid(
+                "redis.url",
+                "must start with redis:// or rediss://",
+            ));
         }
         for (field, url) in [
             ("postgres.url", &self.postgres.url),
@@ -222,10 +225,16 @@ impl Config {
         }
         if self.tls.enabled {
             if self.tls.cert_path.as_os_str().is_empty() {
-                return Err(invalid("tls.cert_path", "is required when tls.enabled is true"));
+                return Err(invalid(
+                    "tls.cert_path",
+                    "is required when tls.enabled is true",
+                ));
             }
             if self.tls.key_path.as_os_str().is_empty() {
-                return Err(invalid("tls.key_path", "is required when tls.enabled is true"));
+                return Err(invalid(
+                    "tls.key_path",
+                    "is required when tls.enabled is true",
+                ));
             }
         }
         if self.shutdown.grace_period.is_zero() {
@@ -236,6 +245,8 @@ impl Config {
 }
 
 #[cfg(test)]
+// figment's Jail fixes the closure's error type; its size is not ours to choose.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use figment::Jail;

@@ -48,10 +48,8 @@ pub fn invalid_argument(
 pub fn field_violation(field: impl Into<String>, description: impl Into<String>) -> Status {
     let field = field.into();
     let description = description.into();
-    invalid_argument(
-        format!("{field}: {description}"),
-        [(field.clone(), description)],
-    )
+    let message = format!("{field}: {description}");
+    invalid_argument(message, [(field, description)])
 }
 
 #[cfg(test)]
@@ -63,7 +61,10 @@ mod tests {
         let status = invalid_argument(
             "2 fields are invalid",
             [
-                ("events[0].source".to_owned(), "must not be empty".to_owned()),
+                (
+                    "events[0].source".to_owned(),
+                    "must not be empty".to_owned(),
+                ),
                 ("events[1].partner_id".to_owned(), "too long".to_owned()),
             ],
         );

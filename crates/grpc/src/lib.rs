@@ -10,4 +10,4 @@ mod server;
 
 pub use auth::{AuthLayer, authorize};
 pub use error::{ServiceError, field_violation, invalid_argument};
-pub use server::{GrpcError, HealthReporter, serve, tls_config};
+pub use server::{GrpcError, Health, HealthReporter, serve, tls_config};

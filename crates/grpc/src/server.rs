@@ -2,13 +2,38 @@ use std::sync::Arc;
 
 use mentorstream_config::TlsConfig;
 use mentorstream_tenancy::Authenticate;
+use prost::Message;
+use prost_types::FileDescriptorSet;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
+use tonic_health::pb::health_server::HealthServer;
 pub use tonic_health::server::HealthReporter;
+use tonic_health::server::HealthService;
+
+/// The `grpc.health.v1` service of one server and the handle that sets its statuses.
+#[derive(Debug)]
+pub struct Health {
+    pub reporter: HealthReporter,
+    service: HealthServer<HealthService>,
+}
+
+impl Health {
+    pub fn new() -> Self {
+        let reporter = HealthReporter::new();
+        let service = HealthServer::new(HealthService::from_health_reporter(reporter.clone()));
+        Self { reporter, service }
+    }
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 use crate::AuthLayer;
 
@@ -49,25 +74,37 @@ pub fn tls_config(config: &TlsConfig) -> Result<Option<ServerTlsConfig>, GrpcErr
     Ok(Some(tls))
 }
 
-/// Serves `routes` plus health and reflection on `listener` until `shutdown` is cancelled,
-/// then lets in-flight calls finish. `configure_health` marks the services as serving.
+/// The Mentorstream descriptor set reduced to the services in `served` (full names), so
+/// reflection lists what this server answers rather than every contract.
+fn reflection_descriptors(served: &[&str]) -> Vec<u8> {
+    let mut set = FileDescriptorSet::decode(mentorstream_proto::FILE_DESCRIPTOR_SET)
+        .unwrap_or_else(|_| unreachable!("the embedded descriptor set is generated at build time"));
+    for file in &mut set.file {
+        let package = file.package().to_owned();
+        file.service
+            .retain(|service| served.contains(&format!("{package}.{}", service.name()).as_str()));
+    }
+    set.encode_to_vec()
+}
+
+/// Serves `routes` (whose services are named in `served`) plus health and reflection on
+/// `listener` until `shutdown` is cancelled, then lets in-flight calls finish.
 pub async fn serve(
     listener: TcpListener,
     tls: &TlsConfig,
     authenticator: Arc<dyn Authenticate>,
+    served: &[&str],
     routes: Routes,
-    health: HealthReporter,
-    health_service: tonic_health::pb::health_server::HealthServer<
-        impl tonic_health::pb::health_server::Health,
-    >,
+    health: Health,
     shutdown: CancellationToken,
 ) -> Result<(), GrpcError> {
+    let descriptors = reflection_descriptors(served);
     let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(mentorstream_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(&descriptors)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(mentorstream_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(&descriptors)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
@@ -76,17 +113,20 @@ pub async fn serve(
         builder = builder.tls_config(tls).map_err(GrpcError::Tls)?;
     }
     let routes = routes
-        .add_service(health_service)
+        .add_service(health.service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     let stopping = shutdown.clone();
+    let reporter = health.reporter.clone();
     let result = builder
         .layer(AuthLayer::new(authenticator))
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             stopping.cancelled().await;
             // Probes see NOT_SERVING while in-flight calls drain.
-            health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            reporter
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
         })
         .await;
     result.map_err(GrpcError::Serve)

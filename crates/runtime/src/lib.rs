@@ -80,12 +80,13 @@ impl Listeners {
     }
 }
 
-/// Serves `routes` (plus health, reflection and authentication) and the admin endpoint until
+/// Serves `routes` (the services named in `served`, plus health, reflection and authentication) and the admin endpoint until
 /// shutdown. `mark_serving` runs once the health service exists.
 pub async fn host(
     service: &'static str,
     context: &Context,
     listeners: Listeners,
+    served: &[&str],
     routes: Routes,
     mark_serving: impl AsyncFnOnce(&HealthReporter),
 ) -> Result<(), GrpcError> {
@@ -101,15 +102,15 @@ pub async fn host(
         context.telemetry.clone(),
         context.shutdown.token(),
     ));
-    let (reporter, health_service) = tonic_health::server::health_reporter();
-    mark_serving(&reporter).await;
+    let health = mentorstream_grpc::Health::new();
+    mark_serving(&health.reporter).await;
     let served = mentorstream_grpc::serve(
         listeners.grpc,
         &context.config.tls,
         Arc::new(context.tenants.clone()),
+        served,
         routes,
-        reporter,
-        health_service,
+        health,
         context.shutdown.token(),
     )
     .await;

@@ -114,7 +114,10 @@ mod tests {
             "committed"
         });
         shutdown.trigger();
-        shutdown.drain(Duration::from_secs(1)).await.expect("drains");
+        shutdown
+            .drain(Duration::from_secs(1))
+            .await
+            .expect("drains");
         assert_eq!(finished.await.expect("joins"), "committed");
     }
 

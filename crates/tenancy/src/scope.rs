@@ -78,11 +78,9 @@ impl Scopes {
     }
 
     pub fn parse_names<S: AsRef<str>>(names: &[S]) -> Result<Self, UnknownScope> {
-        names
-            .iter()
-            .try_fold(Scopes::default(), |scopes, name| {
-                Ok(scopes.with(name.as_ref().parse()?))
-            })
+        names.iter().try_fold(Scopes::default(), |scopes, name| {
+            Ok(scopes.with(name.as_ref().parse()?))
+        })
     }
 }
 

@@ -55,7 +55,7 @@ pub async fn isolated_config() -> Config {
             "notifier.database_url",
             notifier,
         ));
-    Config::from_figment(figment).expect("isolated configuration")
+    Config::from_figment(&figment).expect("isolated configuration")
 }
 
 /// Creates an empty database next to the control database and returns its URL.

@@ -4,8 +4,11 @@
 //! RPCs answer UNIMPLEMENTED.
 
 use mentorstream_config::{Config, ServiceEndpoints};
-use mentorstream_proto::mentorship::v1::mentorship_service_server::{MentorshipService, MentorshipServiceServer};
+use mentorstream_proto::mentorship::v1::mentorship_service_server::{
+    MentorshipService, MentorshipServiceServer,
+};
 use mentorstream_runtime::{Context, Listeners, host};
+use tonic::server::NamedService;
 use tonic::service::Routes;
 
 pub const SERVICE: &str = "mentorship";
@@ -26,9 +29,17 @@ pub fn endpoints(config: &Config) -> ServiceEndpoints {
 /// Serves until the context's shutdown begins.
 pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceError> {
     let routes = Routes::new(MentorshipServiceServer::new(Api));
-    host(SERVICE, &context, listeners, routes, async |health| {
-        health.set_serving::<MentorshipServiceServer<Api>>().await;
-    })
+    let served = [<MentorshipServiceServer<Api> as NamedService>::NAME];
+    host(
+        SERVICE,
+        &context,
+        listeners,
+        &served,
+        routes,
+        async |health| {
+            health.set_serving::<MentorshipServiceServer<Api>>().await;
+        },
+    )
     .await?;
     Ok(())
 }

@@ -3,7 +3,10 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     mentorstream_runtime::service_main(mentorstream_mentorship::SERVICE, |context| async move {
-        let listeners = mentorstream_runtime::Listeners::bind(&mentorstream_mentorship::endpoints(&context.config)).await?;
+        let listeners = mentorstream_runtime::Listeners::bind(&mentorstream_mentorship::endpoints(
+            &context.config,
+        ))
+        .await?;
         mentorstream_mentorship::run(context, listeners).await
     })
     .await

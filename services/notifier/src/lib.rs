@@ -4,8 +4,11 @@
 //! RPCs answer UNIMPLEMENTED.
 
 use mentorstream_config::{Config, ServiceEndpoints};
-use mentorstream_proto::notification::v1::notification_service_server::{NotificationService, NotificationServiceServer};
+use mentorstream_proto::notification::v1::notification_service_server::{
+    NotificationService, NotificationServiceServer,
+};
 use mentorstream_runtime::{Context, Listeners, host};
+use tonic::server::NamedService;
 use tonic::service::Routes;
 
 pub const SERVICE: &str = "notifier";
@@ -26,9 +29,17 @@ pub fn endpoints(config: &Config) -> ServiceEndpoints {
 /// Serves until the context's shutdown begins.
 pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceError> {
     let routes = Routes::new(NotificationServiceServer::new(Api));
-    host(SERVICE, &context, listeners, routes, async |health| {
-        health.set_serving::<NotificationServiceServer<Api>>().await;
-    })
+    let served = [<NotificationServiceServer<Api> as NamedService>::NAME];
+    host(
+        SERVICE,
+        &context,
+        listeners,
+        &served,
+        routes,
+        async |health| {
+            health.set_serving::<NotificationServiceServer<Api>>().await;
+        },
+    )
     .await?;
     Ok(())
 }

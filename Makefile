@@ -1,0 +1,61 @@
+# Mentorstream: `make demo` runs the system, `make test` proves it. Both bring the local stack
+# up first (installing what is missing), so a new machine needs nothing else.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+STACK := deploy/local/stack.sh
+TOOLS_BIN := $(CURDIR)/.stack/tools/bin
+export PATH := $(TOOLS_BIN):$(HOME)/.cargo/bin:$(PATH)
+# The proto baseline `buf breaking` compares against: the previous commit.
+BUF_AGAINST ?= HEAD~1
+
+.PHONY: help
+help:
+	@echo "make demo        stack up, build, run all services (mentorstream up)"
+	@echo "make test        stack up, fmt, clippy, buf lint/breaking, every test"
+	@echo "make stack-up | stack-down | stack-status"
+
+.PHONY: stack-up stack-down stack-status tools
+stack-up:
+	@$(STACK) up
+
+stack-down:
+	@$(STACK) down
+
+stack-status:
+	@$(STACK) status
+
+tools:
+	@deploy/local/tools.sh >/dev/null
+
+.PHONY: fmt-check clippy proto-check
+fmt-check:
+	cargo fmt --all --check
+
+clippy:
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+proto-check: tools
+	cd proto && buf lint
+	@if git cat-file -e "$(BUF_AGAINST):proto/buf.yaml" 2>/dev/null; then \
+	  echo "buf breaking against $(BUF_AGAINST)"; \
+	  buf breaking proto --against ".git#ref=$(BUF_AGAINST),subdir=proto"; \
+	else \
+	  echo "buf breaking: no baseline at $(BUF_AGAINST) yet"; \
+	fi
+
+.PHONY: test
+test: stack-up tools fmt-check clippy proto-check
+	@$(STACK) drop-test-databases
+	cargo nextest run --workspace --locked
+	# Restarts the shared broker, so it runs alone, after the parallel run.
+	cargo nextest run --locked -p mentorstream-kafka --test broker_restart --run-ignored only
+
+.PHONY: demo
+demo: stack-up
+	cargo build --locked -p mentorstream-cli
+	target/debug/mentorstream admin migrate
+	@echo "Starting all services (Ctrl-C stops them)."
+	target/debug/mentorstream up

@@ -1,0 +1,148 @@
+//! Tenants and API keys against the real local PostgreSQL, each test in its own database.
+
+use mentorstream_tenancy::{
+    AuthError, Authenticate, NewTenant, Scope, Scopes, TenancyError, Tenants,
+};
+use mentorstream_testkit::{fresh_database, unique};
+
+async fn tenants() -> Tenants {
+    let base = mentorstream_config::Config::load(None).expect("defaults");
+    let url = fresh_database(&base, "tenancy").await;
+    let tenants = Tenants::connect(&url, 2).await.expect("connect");
+    tenants.migrate().await.expect("migrate");
+    tenants
+}
+
+fn new_tenant(name: &str, time_zone: &str) -> NewTenant {
+    NewTenant {
+        name: name.into(),
+        time_zone: time_zone.into(),
+        default_locale: "ru".into(),
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_is_created_once_with_a_valid_time_zone() {
+    let tenants = tenants().await;
+    let name = unique("acme");
+    let tenant = tenants
+        .create_tenant(new_tenant(&name, "Europe/Moscow"))
+        .await
+        .expect("created");
+    assert_eq!(tenant.name, name);
+    assert_eq!(tenant.time_zone, chrono_tz::Europe::Moscow);
+    assert_eq!(tenant.default_locale, "ru");
+    assert_eq!(tenant.allowed_lateness.as_secs(), 35 * 24 * 3600);
+    assert_eq!(tenant.inactivity_days, 7);
+    assert_eq!(tenants.tenant(&name).await.expect("by name"), tenant);
+    assert_eq!(
+        tenants.tenant(&tenant.tenant_id).await.expect("by id"),
+        tenant
+    );
+
+    let duplicate = tenants
+        .create_tenant(new_tenant(&name, "Europe/Berlin"))
+        .await
+        .expect_err("same name");
+    assert_eq!(
+        duplicate.to_string(),
+        format!("a tenant named `{name}` already exists")
+    );
+    let bad_zone = tenants
+        .create_tenant(new_tenant("other", "Europe/Mosco"))
+        .await
+        .expect_err("bad zone");
+    assert_eq!(
+        bad_zone.to_string(),
+        "unknown time zone `Europe/Mosco`: expected an IANA name such as Europe/Moscow"
+    );
+    // Refused requests changed nothing.
+    let all = tenants.list_tenants().await.expect("list");
+    assert_eq!(all, [tenant]);
+}
+
+#[tokio::test]
+async fn keys_resolve_to_their_tenant_and_scopes_and_are_stored_only_as_hashes() {
+    let tenants = tenants().await;
+    let tenant = tenants
+        .create_tenant(new_tenant("acme", "Asia/Novosibirsk"))
+        .await
+        .expect("created");
+    let scopes: Scopes = "ingest,read".parse().expect("scopes");
+    let issued = tenants.create_key("acme", scopes).await.expect("issued");
+    assert_eq!(issued.tenant_id, tenant.tenant_id);
+
+    let principal = tenants
+        .authenticate(&issued.api_key)
+        .await
+        .expect("known key");
+    assert_eq!(principal.tenant_id, tenant.tenant_id);
+    assert_eq!(principal.key_id, issued.key_id);
+    assert!(principal.scopes.contains(Scope::Ingest));
+    assert!(principal.scopes.contains(Scope::Read));
+    assert!(!principal.scopes.contains(Scope::Admin));
+
+    let (stored_hash, stored_scopes): (Vec<u8>, Vec<String>) =
+        sqlx::query_as("SELECT secret_hash, scopes FROM api_keys WHERE key_id = $1")
+            .bind(&issued.key_id)
+            .fetch_one(tenants.pool())
+            .await
+            .expect("row");
+    let secret = issued.api_key.rsplit('_').next().expect("secret part");
+    assert_eq!(stored_hash.len(), 32);
+    assert_ne!(hex::encode(&stored_hash), secret);
+    assert_eq!(stored_scopes, ["ingest", "read"]);
+    let dump: String = sqlx::query_scalar("SELECT string_agg(t::text, ',') FROM api_keys t")
+        .fetch_one(tenants.pool())
+        .await
+        .expect("dump");
+    assert!(!dump.contains(secret), "the secret is not stored");
+
+    // A key with a changed secret, an unknown key and a revoked key are all refused alike.
+    let mut forged = issued.api_key.clone();
+    let last = forged.pop().expect("non-empty");
+    forged.push(if last == '0' { '1' } else { '0' });
+    assert!(matches!(
+        tenants.authenticate(&forged).await,
+        Err(AuthError::Unknown)
+    ));
+    assert!(matches!(
+        tenants.authenticate("ms_000000000000_00").await,
+        Err(AuthError::Unknown)
+    ));
+    assert!(tenants.revoke_key(&issued.key_id).await.expect("revoked"));
+    assert!(matches!(
+        tenants.authenticate(&issued.api_key).await,
+        Err(AuthError::Unknown)
+    ));
+    assert!(
+        !tenants
+            .revoke_key(&issued.key_id)
+            .await
+            .expect("second revoke")
+    );
+}
+
+#[tokio::test]
+async fn a_key_needs_a_known_tenant_and_a_scope() {
+    let tenants = tenants().await;
+    let err = tenants
+        .create_key("nobody", "read".parse().expect("scopes"))
+        .await
+        .expect_err("unknown tenant");
+    assert_eq!(err.to_string(), "no tenant with id or name `nobody`");
+    tenants
+        .create_tenant(new_tenant("acme", "UTC"))
+        .await
+        .expect("created");
+    let err = tenants
+        .create_key("acme", Scopes::default())
+        .await
+        .expect_err("no scopes");
+    assert!(matches!(err, TenancyError::NoScopes));
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys")
+        .fetch_one(tenants.pool())
+        .await
+        .expect("count");
+    assert_eq!(count, 0);
+}
