@@ -17,6 +17,7 @@ use mentorstream_shutdown::Shutdown;
 use mentorstream_telemetry::Telemetry;
 use mentorstream_tenancy::Tenants;
 use tokio::net::TcpListener;
+use tonic::server::NamedService;
 use tonic::service::Routes;
 
 /// Everything a service needs from its process.
@@ -121,6 +122,36 @@ pub async fn host(
     }
     tracing::info!(service, "stopped serving");
     served
+}
+
+/// [`host`] for a server of exactly one gRPC service, marked serving under its own name.
+pub async fn host_service<S>(
+    service: &'static str,
+    context: &Context,
+    listeners: Listeners,
+    server: S,
+) -> Result<(), GrpcError>
+where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    host(
+        service,
+        context,
+        listeners,
+        &[S::NAME],
+        Routes::new(server),
+        async |health| health.set_serving::<S>().await,
+    )
+    .await
 }
 
 /// Command line of every service binary.

@@ -5,9 +5,7 @@
 
 use mentorstream_config::{Config, ServiceEndpoints};
 use mentorstream_proto::ingest::v1::ingest_service_server::{IngestService, IngestServiceServer};
-use mentorstream_runtime::{Context, Listeners, host};
-use tonic::server::NamedService;
-use tonic::service::Routes;
+use mentorstream_runtime::{Context, Listeners, host_service};
 
 pub const SERVICE: &str = "ingest";
 
@@ -26,19 +24,7 @@ pub fn endpoints(config: &Config) -> ServiceEndpoints {
 
 /// Serves until the context's shutdown begins.
 pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceError> {
-    let routes = Routes::new(IngestServiceServer::new(Api));
-    let served = [<IngestServiceServer<Api> as NamedService>::NAME];
-    host(
-        SERVICE,
-        &context,
-        listeners,
-        &served,
-        routes,
-        async |health| {
-            health.set_serving::<IngestServiceServer<Api>>().await;
-        },
-    )
-    .await?;
+    host_service(SERVICE, &context, listeners, IngestServiceServer::new(Api)).await?;
     Ok(())
 }
 

@@ -5,9 +5,7 @@
 
 use mentorstream_config::{Config, ServiceEndpoints};
 use mentorstream_proto::kpi::v1::kpi_service_server::{KpiService, KpiServiceServer};
-use mentorstream_runtime::{Context, Listeners, host};
-use tonic::server::NamedService;
-use tonic::service::Routes;
+use mentorstream_runtime::{Context, Listeners, host_service};
 
 pub const SERVICE: &str = "kpi";
 
@@ -26,19 +24,7 @@ pub fn endpoints(config: &Config) -> ServiceEndpoints {
 
 /// Serves until the context's shutdown begins.
 pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceError> {
-    let routes = Routes::new(KpiServiceServer::new(Api));
-    let served = [<KpiServiceServer<Api> as NamedService>::NAME];
-    host(
-        SERVICE,
-        &context,
-        listeners,
-        &served,
-        routes,
-        async |health| {
-            health.set_serving::<KpiServiceServer<Api>>().await;
-        },
-    )
-    .await?;
+    host_service(SERVICE, &context, listeners, KpiServiceServer::new(Api)).await?;
     Ok(())
 }
 

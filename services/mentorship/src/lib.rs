@@ -7,9 +7,7 @@ use mentorstream_config::{Config, ServiceEndpoints};
 use mentorstream_proto::mentorship::v1::mentorship_service_server::{
     MentorshipService, MentorshipServiceServer,
 };
-use mentorstream_runtime::{Context, Listeners, host};
-use tonic::server::NamedService;
-use tonic::service::Routes;
+use mentorstream_runtime::{Context, Listeners, host_service};
 
 pub const SERVICE: &str = "mentorship";
 
@@ -28,17 +26,11 @@ pub fn endpoints(config: &Config) -> ServiceEndpoints {
 
 /// Serves until the context's shutdown begins.
 pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceError> {
-    let routes = Routes::new(MentorshipServiceServer::new(Api));
-    let served = [<MentorshipServiceServer<Api> as NamedService>::NAME];
-    host(
+    host_service(
         SERVICE,
         &context,
         listeners,
-        &served,
-        routes,
-        async |health| {
-            health.set_serving::<MentorshipServiceServer<Api>>().await;
-        },
+        MentorshipServiceServer::new(Api),
     )
     .await?;
     Ok(())

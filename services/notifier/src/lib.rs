@@ -7,9 +7,7 @@ use mentorstream_config::{Config, ServiceEndpoints};
 use mentorstream_proto::notification::v1::notification_service_server::{
     NotificationService, NotificationServiceServer,
 };
-use mentorstream_runtime::{Context, Listeners, host};
-use tonic::server::NamedService;
-use tonic::service::Routes;
+use mentorstream_runtime::{Context, Listeners, host_service};
 
 pub const SERVICE: &str = "notifier";
 
@@ -28,17 +26,11 @@ pub fn endpoints(config: &Config) -> ServiceEndpoints {
 
 /// Serves until the context's shutdown begins.
 pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceError> {
-    let routes = Routes::new(NotificationServiceServer::new(Api));
-    let served = [<NotificationServiceServer<Api> as NamedService>::NAME];
-    host(
+    host_service(
         SERVICE,
         &context,
         listeners,
-        &served,
-        routes,
-        async |health| {
-            health.set_serving::<NotificationServiceServer<Api>>().await;
-        },
+        NotificationServiceServer::new(Api),
     )
     .await?;
     Ok(())
