@@ -91,11 +91,16 @@ pub async fn host(
     routes: Routes,
     mark_serving: impl AsyncFnOnce(&HealthReporter),
 ) -> Result<(), GrpcError> {
-    let (grpc_addr, admin_addr) = (listeners.grpc.local_addr(), listeners.admin.local_addr());
+    let describe = |addr: std::io::Result<SocketAddr>| {
+        addr.map_or_else(
+            |error| format!("unknown ({error})"),
+            |addr| addr.to_string(),
+        )
+    };
     tracing::info!(
         service,
-        grpc = ?grpc_addr.ok(),
-        admin = ?admin_addr.ok(),
+        grpc = %describe(listeners.grpc_addr()),
+        admin = %describe(listeners.admin_addr()),
         "listening"
     );
     let admin = tokio::spawn(mentorstream_telemetry::serve_admin(
