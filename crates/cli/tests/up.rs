@@ -78,6 +78,13 @@ fn mentorstream(env: &Env, args: &[&str]) -> std::process::Output {
         .expect("run mentorstream")
 }
 
+/// Runs an admin command that must succeed and answers JSON.
+fn admin_json(env: &Env, args: &[&str]) -> serde_json::Value {
+    let output = mentorstream(env, &[&["admin"], args, &["--json"]].concat());
+    assert!(output.status.success(), "{output:?}");
+    serde_json::from_slice(&output.stdout).expect("json")
+}
+
 async fn connect(addr: SocketAddr) -> Channel {
     for _ in 0..200 {
         if let Ok(channel) = Channel::from_shared(format!("http://{addr}"))
@@ -115,37 +122,23 @@ async fn admin_commands_then_up_serves_every_service_until_sigterm() {
         "error: unknown time zone `Mars/Olympus`: expected an IANA name such as Europe/Moscow"
     );
 
-    let created = mentorstream(
+    let tenant = admin_json(
         &env,
         &[
-            "admin",
             "create-tenant",
             "--name",
             "acme",
             "--timezone",
             "Europe/Moscow",
-            "--json",
         ],
     );
-    assert!(created.status.success(), "{created:?}");
-    let tenant: serde_json::Value = serde_json::from_slice(&created.stdout).expect("json");
     assert_eq!(tenant["name"], "acme");
     assert_eq!(tenant["time_zone"], "Europe/Moscow");
 
-    let key = mentorstream(
+    let key = admin_json(
         &env,
-        &[
-            "admin",
-            "create-key",
-            "--tenant",
-            "acme",
-            "--scopes",
-            "ingest,read",
-            "--json",
-        ],
+        &["create-key", "--tenant", "acme", "--scopes", "ingest,read"],
     );
-    assert!(key.status.success(), "{key:?}");
-    let key: serde_json::Value = serde_json::from_slice(&key.stdout).expect("json");
     assert_eq!(key["tenant_id"], tenant["tenant_id"]);
     assert_eq!(key["scopes"], serde_json::json!(["ingest", "read"]));
     let api_key = key["api_key"].as_str().expect("api key").to_owned();

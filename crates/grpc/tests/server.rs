@@ -99,6 +99,13 @@ async fn start(tls: TlsConfig) -> Server {
     }
 }
 
+impl Server {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.served.await.expect("joins").expect("clean stop");
+    }
+}
+
 fn no_tls() -> TlsConfig {
     TlsConfig {
         enabled: false,
@@ -178,8 +185,7 @@ async fn health_answers_without_a_key_and_reflection_lists_the_services() {
         described.contains("rpc IngestStream ( stream .mentorstream.ingest.v1.IngestStreamRequest ) returns ( stream .mentorstream.ingest.v1.IngestStreamResponse );"),
         "{described}"
     );
-    server.shutdown.cancel();
-    server.served.await.expect("joins").expect("clean stop");
+    server.stop().await;
 }
 
 #[tokio::test]
@@ -230,8 +236,7 @@ async fn calls_need_a_known_key_with_the_right_scope() {
         .ingest(with_key(Some(&server.ingest_key)))
         .await
         .expect("the ingest key passes");
-    server.shutdown.cancel();
-    server.served.await.expect("joins").expect("clean stop");
+    server.stop().await;
 }
 
 struct Pki {
@@ -314,8 +319,7 @@ async fn tls_and_mutual_tls_are_a_configuration_switch() {
         .ingest(with_key(Some(&server.ingest_key)))
         .await
         .expect("served over TLS");
-    server.shutdown.cancel();
-    server.served.await.expect("joins").expect("clean stop");
+    server.stop().await;
 
     let mutual = TlsConfig {
         client_ca_path: pki.dir.join("ca.pem"),
@@ -343,6 +347,5 @@ async fn tls_and_mutual_tls_are_a_configuration_switch() {
         .ingest(with_key(Some(&server.ingest_key)))
         .await
         .expect("served over mTLS");
-    server.shutdown.cancel();
-    server.served.await.expect("joins").expect("clean stop");
+    server.stop().await;
 }
