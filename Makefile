@@ -50,8 +50,6 @@ proto-check: tools
 test: stack-up tools fmt-check clippy proto-check
 	@$(STACK) drop-test-databases
 	cargo nextest run --workspace --locked
-	# Restarts the shared broker, so it runs alone, after the parallel run.
-	cargo nextest run --locked -p mentorstream-kafka --test broker_restart --run-ignored only
 
 .PHONY: demo
 demo: stack-up

@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# The local stack on loopback: Tansu (Kafka API, SQLite storage) on 19092, Redis (AOF) on
-# 16379, PostgreSQL 15 on 15432. State lives under .stack/ (git-ignored).
+# The local stack on loopback: Tansu (Kafka API) on 19092, Redis (AOF) on 16379, PostgreSQL 15
+# on 15432. State lives under .stack/ (git-ignored).
+#
+# Tansu keeps its data in memory by default: its SQLite engine is durable but fetches a few
+# hundred records per second once a partition holds some thousands (measured: 20,000 records
+# took 91 s to consume, against 1 s from memory), which the aggregator, the tests and the demo
+# cannot live with. Tests of broker crashes run a private SQLite broker of their own
+# (mentorstream_testkit::PrivateBroker). MENTORSTREAM_TANSU_STORAGE=sqlite://tansu.db selects
+# durable storage here (relative to .stack/tansu).
 #
 #   deploy/local/stack.sh up       install what is missing, start what is not running
 #   deploy/local/stack.sh status   what runs, and whether this script started it
 #   deploy/local/stack.sh down     stop what this script started (nothing else)
-#   deploy/local/stack.sh restart-broker   stop and start the broker, keeping its data
+#   deploy/local/stack.sh restart-broker   stop and start the broker (in-memory data is lost)
 #   deploy/local/stack.sh drop-test-databases   drop the test_* databases tests left behind
 #
 # Idempotent: `up` reuses what runs. A process this script did not start is never stopped;
@@ -18,6 +25,7 @@ KAFKA_PORT=19092
 REDIS_PORT=16379
 PG_PORT=15432
 TANSU_VERSION=0.6.0
+TANSU_STORAGE="${MENTORSTREAM_TANSU_STORAGE:-memory://tansu/}"
 PG_VERSION=15
 PG_BIN="/usr/lib/postgresql/$PG_VERSION/bin"
 PG_ROLE=mentorstream
@@ -160,12 +168,12 @@ start_tansu() {
     local bin
     bin=$(tansu_bin) || die "tansu is not installed"
     mkdir -p "$STATE/tansu"
-    log "tansu: starting on $KAFKA_PORT (SQLite storage in $STATE/tansu)"
-    # SQLite path is relative to the working directory: keep it in the state folder.
+    log "tansu: starting on $KAFKA_PORT (storage $TANSU_STORAGE)"
+    # A SQLite path is relative to the working directory: keep it in the state folder.
     (cd "$STATE/tansu" && exec setsid "$bin" broker \
       --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
       --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-      --storage-engine "sqlite://tansu.db" >>"$STATE/tansu.log" 2>&1 </dev/null) &
+      --storage-engine "$TANSU_STORAGE" >>"$STATE/tansu.log" 2>&1 </dev/null) &
     echo $! >"$STATE/tansu.pid"
     wait_port $KAFKA_PORT tansu 60
   fi
@@ -181,6 +189,12 @@ stop() { # name program
     else
       kill "$pid"
       for _ in $(seq 100); do [[ -d /proc/$pid ]] || break; sleep 0.1; done
+      if [[ -d /proc/$pid ]]; then
+        # A busy Tansu can ignore SIGTERM; a second copy must never start beside it.
+        log "$1: did not stop within 10 s; killing it"
+        kill -9 "$pid"
+        for _ in $(seq 50); do [[ -d /proc/$pid ]] || break; sleep 0.1; done
+      fi
     fi
     rm -f "$STATE/$1.pid"
   else

@@ -65,7 +65,7 @@ impl DeadLetters {
         );
         metrics::counter!("mentorstream_dead_letters_total", "topic" => message.topic().to_owned())
             .increment(1);
-        match self.producer.inner().send(record, Timeout::Never).await {
+        match self.producer.client().send(record, Timeout::Never).await {
             Ok(delivered) => Ok(Delivery {
                 partition: delivered.partition,
                 offset: delivered.offset,

@@ -20,7 +20,7 @@ use rdkafka::ClientConfig;
 pub use consumer::{Consumer, HandleError, RecordHandler, run_consumer};
 pub use dead_letters::{DeadLetters, headers as dlq_headers};
 pub use envelope::{CloudEvent, InboundRecord, OutboundRecord};
-pub use producer::{Delivery, Producer};
+pub use producer::{Delivery, PendingDelivery, Producer};
 pub use rdkafka::message::{BorrowedMessage, Headers, Message};
 
 #[derive(Debug, thiserror::Error)]

@@ -1,22 +1,23 @@
-//! Restarts the shared local broker, so it is ignored in the parallel run; `make test` runs it
-//! alone afterwards (`--run-ignored only`).
+//! Acknowledged records survive a crash of the broker: SIGKILL, then a restart on the same
+//! storage. A private broker with durable (SQLite) storage, so the shared one is not disturbed.
 
-use std::process::Command;
 use std::time::Duration;
 
 use chrono::Utc;
 use mentorstream_config::Config;
 use mentorstream_kafka::admin::{TopicSpec, ensure_topics};
 use mentorstream_kafka::{CloudEvent, Consumer, Message, OutboundRecord, Producer};
-use mentorstream_testkit::unique;
+use mentorstream_testkit::{PrivateBroker, unique};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 #[tokio::test]
-#[ignore = "restarts the shared broker: run alone (make test does)"]
-async fn records_survive_a_broker_restart() {
+async fn acknowledged_records_survive_a_broker_crash() {
     mentorstream_telemetry::init_for_tests();
-    let kafka = Config::load(None).expect("defaults").kafka;
+    let mut broker = PrivateBroker::start().await;
+    let mut kafka = Config::load(None).expect("defaults").kafka;
+    kafka.brokers = broker.brokers();
+    kafka.partitions = 3;
     let topic = unique("t.restart");
     ensure_topics(&kafka, &[TopicSpec::new(&topic)])
         .await
@@ -41,12 +42,8 @@ async fn records_survive_a_broker_restart() {
     }
     drop(producer);
 
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/local/stack.sh");
-    let status = Command::new(script)
-        .arg("restart-broker")
-        .status()
-        .expect("run stack script");
-    assert!(status.success(), "restart-broker failed: {status}");
+    broker.kill();
+    broker.resume().await;
 
     let consumer = Consumer::new(&kafka, &unique("g"), &[&topic]).expect("consumer");
     let mut received = Vec::new();

@@ -239,3 +239,38 @@ async fn shutdown_commits_the_offsets_of_what_was_processed() {
     .expect("clean shutdown");
     assert_eq!(handler.seen, ["e4", "e5"]);
 }
+
+#[tokio::test]
+async fn a_producer_fails_while_its_broker_is_down_and_works_again_after_a_crash_restart() {
+    mentorstream_telemetry::init_for_tests();
+    let mut broker = mentorstream_testkit::PrivateBroker::start().await;
+    let mut kafka = kafka_config();
+    kafka.brokers = broker.brokers();
+    let topic = topic(&kafka, "crash").await;
+    let producer = Producer::new(&kafka, Duration::from_secs(2)).expect("producer");
+    let send = async |id: &str| {
+        producer
+            .send(&record(
+                &topic,
+                "tenant-1/partner-1",
+                &ping("partner-1", id),
+            ))
+            .await
+    };
+    send("before").await.expect("broker up");
+
+    broker.kill();
+    let failed = send("during").await.expect_err("broker down");
+    assert!(failed.to_string().contains("Message timed out"), "{failed}");
+
+    broker.resume().await;
+    let mut after = send("after").await;
+    for _ in 0..20 {
+        if after.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        after = send("after").await;
+    }
+    after.expect("the producer recovers once the broker is back");
+}

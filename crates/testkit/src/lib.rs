@@ -3,7 +3,8 @@
 //! Every test gets its own PostgreSQL database ([`fresh_database`]) and its own names for
 //! topics, consumer groups and Redis key prefixes ([`unique`]), so tests run in parallel and
 //! never see each other's data. The stack's addresses come from the same defaults as the
-//! services, overridable with the usual `MENTORSTREAM__...` variables.
+//! services, overridable with the usual `MENTORSTREAM__...` variables. A test that must stop
+//! the broker starts a [`PrivateBroker`] of its own.
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
@@ -29,4 +30,104 @@ pub async fn fresh_database(base: &Config, purpose: &str) -> String {
         .await
         .expect("create test database");
     format!("{server}/{name}")
+}
+
+/// A Tansu broker of one test's own, on a free port with SQLite storage in a temporary
+/// directory: a test can stop and restart it without disturbing the shared broker and the
+/// tests running against it.
+#[derive(Debug)]
+pub struct PrivateBroker {
+    directory: tempfile::TempDir,
+    port: u16,
+    process: Option<std::process::Child>,
+}
+
+impl PrivateBroker {
+    /// Starts a broker and waits until it accepts connections.
+    pub async fn start() -> Self {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let mut broker = Self {
+            directory,
+            port,
+            process: None,
+        };
+        broker.resume().await;
+        broker
+    }
+
+    /// `bootstrap.servers` of this broker.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The broker's log, for a failing test to show.
+    pub fn log_path(&self) -> std::path::PathBuf {
+        self.directory.path().join("tansu.log")
+    }
+
+    /// Kills the broker (SIGKILL) and waits until it is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+
+    /// Starts the broker again on the same port and storage.
+    pub async fn resume(&mut self) {
+        assert!(self.process.is_none(), "the broker is running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("log");
+        let listener = format!("tcp://127.0.0.1:{}", self.port);
+        let process = std::process::Command::new(tansu_binary())
+            .current_dir(self.directory.path())
+            .args(["broker", "--listener-url", &listener])
+            .args(["--advertised-listener-url", &listener])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start tansu (make stack-up installs it)");
+        self.process = Some(process);
+        for _ in 0..600 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("private tansu did not listen on {} within 30 s", self.port);
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The Tansu binary deploy/local/stack.sh installs: `$TANSU`, else `tansu` on the PATH, else
+/// cargo's bin directory.
+fn tansu_binary() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("TANSU") {
+        return path.into();
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|directory| directory.join("tansu"))
+            .find(|candidate| candidate.is_file())
+    });
+    on_path.unwrap_or_else(|| {
+        let home = std::env::var_os("HOME").expect("HOME is set");
+        std::path::Path::new(&home).join(".cargo/bin/tansu")
+    })
 }
