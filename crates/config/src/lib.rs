@@ -38,7 +38,7 @@ pub struct Config {
     pub postgres: PostgresConfig,
     pub tls: TlsConfig,
     pub shutdown: ShutdownConfig,
-    pub ingest: ServiceEndpoints,
+    pub ingest: IngestConfig,
     pub mentorship: DatabaseServiceConfig,
     pub kpi: ServiceEndpoints,
     pub notifier: DatabaseServiceConfig,
@@ -144,6 +144,32 @@ pub struct ServiceEndpoints {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    pub grpc_listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// How long Kafka may take to acknowledge a record before the caller gets UNAVAILABLE.
+    #[serde(with = "humantime_serde")]
+    pub delivery_timeout: Duration,
+    /// How long a request waits for an event that another request is publishing right now
+    /// before it answers UNAVAILABLE.
+    #[serde(with = "humantime_serde")]
+    pub claim_wait: Duration,
+    /// Events of one IngestStream accepted from the client but not yet acknowledged to it;
+    /// when reached, the stream stops reading (HTTP/2 flow control pushes back on the client).
+    pub stream_max_in_flight: usize,
+}
+
+impl IngestConfig {
+    pub fn endpoints(&self) -> ServiceEndpoints {
+        ServiceEndpoints {
+            grpc_listen: self.grpc_listen,
+            admin_listen: self.admin_listen,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DatabaseServiceConfig {
     pub grpc_listen: SocketAddr,
     pub admin_listen: SocketAddr,
@@ -236,6 +262,18 @@ impl Config {
                     "is required when tls.enabled is true",
                 ));
             }
+        }
+        if self.ingest.delivery_timeout < Duration::from_secs(1) {
+            return Err(invalid("ingest.delivery_timeout", "must be at least 1s"));
+        }
+        if !(1..=1_000_000).contains(&self.ingest.stream_max_in_flight) {
+            return Err(invalid(
+                "ingest.stream_max_in_flight",
+                format!(
+                    "must be between 1 and 1000000, got {}",
+                    self.ingest.stream_max_in_flight
+                ),
+            ));
         }
         if self.shutdown.grace_period.is_zero() {
             return Err(invalid("shutdown.grace_period", "must be longer than zero"));

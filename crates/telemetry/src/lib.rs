@@ -11,7 +11,7 @@ pub mod propagation;
 use std::sync::OnceLock;
 
 use mentorstream_config::{LogFormat, TelemetryConfig};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -95,11 +95,24 @@ pub fn init(config: &TelemetryConfig, service_name: &str) -> Result<Telemetry, T
 
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     opentelemetry::global::set_tracer_provider(tracer_provider.clone());
-    let metrics = PrometheusBuilder::new().install_recorder()?;
+    let metrics = prometheus().install_recorder()?;
     Ok(Telemetry {
         tracer_provider,
         metrics,
     })
+}
+
+/// The Prometheus exporter: metrics named `*_seconds` are histograms with buckets from 100 µs
+/// to 10 s (latencies of broker and store round trips), not summaries, so they aggregate
+/// across replicas.
+fn prometheus() -> PrometheusBuilder {
+    const LATENCY_BUCKETS: &[f64] = &[
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        5.0, 10.0,
+    ];
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+        .expect("the bucket list is not empty")
 }
 
 /// Telemetry for tests: initialised once per test binary, logs to the test writer.
@@ -122,9 +135,9 @@ pub fn init_for_tests() -> Telemetry {
                 .with(otel_layer)
                 .try_init();
             opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-            let metrics = PrometheusBuilder::new()
+            let metrics = prometheus()
                 .install_recorder()
-                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle());
+                .unwrap_or_else(|_| prometheus().build_recorder().handle());
             Telemetry {
                 tracer_provider,
                 metrics,

@@ -24,9 +24,9 @@ pub use scope::{Scope, Scopes, UnknownScope};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// How long a resolved key is trusted before it is read again (so a revocation takes effect
+/// How long a resolved key or tenant is trusted before it is read again (so a revocation takes effect
 /// within this time without a database read on every request).
-const KEY_CACHE_TTL: Duration = Duration::from_secs(30);
+const CACHE_TTL: Duration = Duration::from_secs(30);
 /// Allowed lateness of events unless a tenant says otherwise: 35 days.
 pub const DEFAULT_ALLOWED_LATENESS: Duration = Duration::from_secs(35 * 24 * 3600);
 
@@ -116,6 +116,7 @@ struct CachedKey {
 pub struct Tenants {
     pool: PgPool,
     keys: Arc<RwLock<HashMap<String, CachedKey>>>,
+    tenants: Arc<RwLock<HashMap<String, (Tenant, Instant)>>>,
 }
 
 impl Tenants {
@@ -123,6 +124,7 @@ impl Tenants {
         Self {
             pool,
             keys: Arc::default(),
+            tenants: Arc::default(),
         }
     }
 
@@ -183,6 +185,26 @@ impl Tenants {
             .try_into()
     }
 
+    /// The tenant with this id, read at most once per cache period (30 s): for hot paths
+    /// that need a tenant's settings on every request.
+    pub async fn cached_tenant(&self, tenant_id: &str) -> Result<Tenant, TenancyError> {
+        if let Some((tenant, fetched)) = self
+            .tenants
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(tenant_id)
+            && fetched.elapsed() < CACHE_TTL
+        {
+            return Ok(tenant.clone());
+        }
+        let tenant = self.tenant(tenant_id).await?;
+        self.tenants
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(tenant_id.to_owned(), (tenant.clone(), Instant::now()));
+        Ok(tenant)
+    }
+
     pub async fn list_tenants(&self) -> Result<Vec<Tenant>, TenancyError> {
         let rows: Vec<TenantRow> = sqlx::query_as(
             "SELECT tenant_id, name, time_zone, default_locale, allowed_lateness_secs, \
@@ -239,7 +261,7 @@ impl Tenants {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(key.key_id())
-            .filter(|cached| cached.fetched.elapsed() < KEY_CACHE_TTL)
+            .filter(|cached| cached.fetched.elapsed() < CACHE_TTL)
             .cloned();
         let cached = match cached {
             Some(cached) => cached,
