@@ -6,6 +6,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use mentorstream_config::Config;
+use mentorstream_proto::activity::v1::{ActivityEvent, ActivityPing, PingKind, activity_event};
+use mentorstream_proto::ingest::v1::EventStatus;
 use mentorstream_proto::ingest::v1::IngestRequest;
 use mentorstream_proto::ingest::v1::ingest_service_client::IngestServiceClient;
 use mentorstream_testkit::fresh_database;
@@ -40,6 +42,14 @@ async fn isolated_env() -> Env {
         (
             "MENTORSTREAM__SHUTDOWN__GRACE_PERIOD".to_owned(),
             "10s".to_owned(),
+        ),
+        (
+            "MENTORSTREAM__KAFKA__TOPICS__ACTIVITY".to_owned(),
+            mentorstream_testkit::unique("t.activity"),
+        ),
+        (
+            "MENTORSTREAM__REDIS__KEY_PREFIX".to_owned(),
+            mentorstream_testkit::unique("ms-test"),
         ),
     ];
     let mut grpc = Vec::new();
@@ -187,15 +197,33 @@ async fn admin_commands_then_up_serves_every_service_until_sigterm() {
         assert_eq!(status, 200);
     }
 
-    // Authenticated, but the ingest RPC lands with its own issue.
+    // Authenticated and served end to end: an event is accepted.
     let mut ingest = IngestServiceClient::new(connect(env.grpc[0].1).await);
-    let mut request = tonic::Request::new(IngestRequest::default());
+    let event = ActivityEvent {
+        source: "app".into(),
+        source_event_id: "up-1".into(),
+        occurred_at: Some(std::time::SystemTime::now().into()),
+        partner_id: "p-1".into(),
+        payload: Some(activity_event::Payload::ActivityPing(ActivityPing {
+            kind: PingKind::App.into(),
+        })),
+        ..ActivityEvent::default()
+    };
+    let mut request = tonic::Request::new(IngestRequest {
+        events: vec![event],
+    });
     request.metadata_mut().insert(
         "authorization",
         format!("Bearer {api_key}").parse().expect("ascii"),
     );
-    let answer = ingest.ingest(request).await.expect_err("not yet built");
-    assert_eq!(answer.code(), Code::Unimplemented);
+    let answer = ingest.ingest(request).await.expect("ingested");
+    let statuses: Vec<i32> = answer
+        .into_inner()
+        .results
+        .iter()
+        .map(|result| result.status)
+        .collect();
+    assert_eq!(statuses, [i32::from(EventStatus::Accepted)]);
     let unauthenticated = ingest
         .ingest(IngestRequest::default())
         .await

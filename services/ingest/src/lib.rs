@@ -1,13 +1,36 @@
 //! Ingest service: validated, idempotent, durable intake of activity events over gRPC.
 //!
-//! Until this service's issue lands it serves health, reflection and authentication, and its
-//! RPCs answer UNIMPLEMENTED.
+//! A request's events are validated ([`validate`]), deduplicated by (tenant, source,
+//! source_event_id) in Redis ([`dedup`]) and published to the activity topic keyed by tenant
+//! and partner ([`intake`]). ACCEPTED is answered only after the broker acknowledged the record;
+//! when Kafka or Redis cannot be reached the caller gets UNAVAILABLE and a retry is safe: it
+//! never answers DUPLICATE for an event that was not published. IngestStream ([`stream`]) does
+//! the same for an unbounded stream with bounded in-flight events.
+
+mod api;
+pub mod dedup;
+pub mod intake;
+mod metrics;
+mod stream;
+pub mod validate;
+
+use std::time::Duration;
 
 use mentorstream_config::{Config, ServiceEndpoints};
-use mentorstream_proto::ingest::v1::ingest_service_server::{IngestService, IngestServiceServer};
+use mentorstream_kafka::admin::{TopicSpec, ensure_topics};
+use mentorstream_kafka::{KafkaError, Producer};
+use mentorstream_proto::ingest::v1::ingest_service_server::IngestServiceServer;
+use mentorstream_redis::KeySpace;
 use mentorstream_runtime::{Context, Listeners, host_service};
 
+use crate::dedup::Dedup;
+use crate::intake::Intake;
+
 pub const SERVICE: &str = "ingest";
+
+/// How much longer than the Kafka delivery timeout a claim lives: a publish that is still
+/// running when its claim expires could be published twice.
+const CLAIM_MARGIN: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -15,21 +38,42 @@ pub enum ServiceError {
     Bind(#[from] std::io::Error),
     #[error(transparent)]
     Grpc(#[from] mentorstream_grpc::GrpcError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Redis(#[from] mentorstream_redis::ConnectError),
 }
 
 /// Where this service listens, from the configuration.
 pub fn endpoints(config: &Config) -> ServiceEndpoints {
-    config.ingest.clone()
+    config.ingest.endpoints()
 }
 
-/// Serves until the context's shutdown begins.
+/// Serves until the context's shutdown begins, then waits for what the broker still owes.
 pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceError> {
-    host_service(SERVICE, &context, listeners, IngestServiceServer::new(Api)).await?;
+    let config = &context.config;
+    let topic = config.kafka.topics.activity.clone();
+    ensure_topics(&config.kafka, &[TopicSpec::new(&topic)]).await?;
+    let producer = Producer::new(&config.kafka, config.ingest.delivery_timeout)?;
+    let dedup = Dedup::new(
+        mentorstream_redis::connect(&config.redis)?,
+        KeySpace::new(&config.redis.key_prefix, SERVICE),
+        config.ingest.delivery_timeout + CLAIM_MARGIN,
+    );
+    let api = api::Api {
+        intake: Intake::new(producer.clone(), dedup, topic, config.ingest.claim_wait),
+        tenants: context.tenants.clone(),
+        stream_max_in_flight: config.ingest.stream_max_in_flight,
+        shutdown: context.shutdown.token(),
+    };
+    let server = IngestServiceServer::new(api)
+        // Larger than the 4 MiB batch limit, so an oversized batch gets a precise
+        // INVALID_ARGUMENT instead of a transport error.
+        .max_decoding_message_size(2 * validate::MAX_BATCH_BYTES);
+    let served = host_service(SERVICE, &context, listeners, server).await;
+    if let Err(error) = producer.flush(config.ingest.delivery_timeout) {
+        tracing::warn!(%error, "records still unacknowledged at shutdown");
+    }
+    served?;
     Ok(())
 }
-
-#[derive(Debug)]
-struct Api;
-
-#[tonic::async_trait]
-impl IngestService for Api {}
