@@ -13,7 +13,12 @@ use std::time::Duration;
 use mentorstream_config::{ExposeSecret, RedisConfig};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-pub use redis::{Cmd, Pipeline, RedisError, Script, Value, cmd, pipe};
+pub use redis::{Cmd, ErrorKind, Pipeline, RedisError, Script, ServerErrorKind, Value, cmd, pipe};
+
+/// Whether Redis answered that it does not know a script (restarted, or a new primary).
+pub fn is_no_script(error: &RedisError) -> bool {
+    error.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+}
 
 /// A cheap-to-clone handle; clones share one multiplexed connection.
 pub type Connection = ConnectionManager;
@@ -69,6 +74,12 @@ impl KeySpace {
         }
         key
     }
+
+    /// A Redis Cluster hash tag `{<prefix>:<component>:<part>:<part>...}`: every key that starts
+    /// with it lives in the same slot, so one Lua call may touch all of them.
+    pub fn hash_tag(&self, parts: &[&str]) -> String {
+        format!("{{{}}}", self.key(parts))
+    }
 }
 
 #[cfg(test)]
@@ -83,5 +94,9 @@ mod tests {
             "ms-test:ingest:dedup:t1:ab"
         );
         assert_eq!(keys.key(&[]), "ms-test:ingest:");
+        assert_eq!(
+            keys.hash_tag(&["t1", "p", "alice"]),
+            "{ms-test:ingest:t1:p:alice}"
+        );
     }
 }

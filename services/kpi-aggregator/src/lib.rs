@@ -3,6 +3,11 @@
 //! Until this service's issue lands it serves health, reflection and authentication, and its
 //! RPCs answer UNIMPLEMENTED.
 
+pub mod calendar;
+pub mod fold;
+pub mod metric;
+pub mod store;
+
 use mentorstream_config::{Config, ServiceEndpoints};
 use mentorstream_proto::kpi::v1::kpi_service_server::{KpiService, KpiServiceServer};
 use mentorstream_runtime::{Context, Listeners, host_service};
