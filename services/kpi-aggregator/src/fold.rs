@@ -20,11 +20,9 @@ pub struct ShardEvent {
     pub operations: Vec<Operation>,
 }
 
-/// An operation of the partner script.
+/// An operation of the shard script.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operation {
-    /// Adds to the counter in the event's buckets.
-    Add { counter: Counter, amount: i64 },
     /// Counts `amounts` once per `fact`, in the buckets of the earliest event (by `rank`).
     First {
         fact: String,
@@ -39,6 +37,9 @@ pub enum Operation {
     },
     /// A refund of an order's volume (hundredths), in the order's buckets.
     Refund { order_id: String, volume: i64 },
+    /// The partner's enrolment: the genealogy edge to the sponsor (empty for a root) and the
+    /// sponsor's recruit. The earliest enrolment counts.
+    Enrol { sponsor_id: String, rank: String },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -66,8 +67,11 @@ pub fn partner_event(
         amounts: vec![(Counter::ActiveDays, 1)],
     }];
     match event.payload.as_ref().ok_or(FoldError::Payload)? {
-        // The sponsor's recruits and the genealogy edge are stage-2 effects.
-        Payload::PartnerEnrolled(_) | Payload::ActivityPing(_) => {}
+        Payload::PartnerEnrolled(enrolled) => operations.push(Operation::Enrol {
+            sponsor_id: enrolled.sponsor_id.clone(),
+            rank,
+        }),
+        Payload::ActivityPing(_) => {}
         Payload::OrderPlaced(order) => operations.push(Operation::Order {
             order_id: order.order_id.clone(),
             rank,

@@ -1,22 +1,33 @@
-//! The KPI state in Redis (docs/kpi-state.md): shard keys, the stage-1 partner script with
-//! its offset watermarks, and reads of counters.
+//! The KPI state in Redis (docs/kpi-state.md): shard keys, the shard script, and the two
+//! stages that keep every number exact.
+//!
+//! [`Store::apply`] runs stage 1 (one script call per partner shard of a batch, refused at or
+//! below the shard's offset watermark) and then forwards the outbox entries those calls left,
+//! hop by hop, until none is pending: the batch's effects on sponsors, teams up the genealogy
+//! and the tenant are then applied, exactly once, and its offsets may be committed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use mentorstream_redis::{Connection, KeySpace, RedisError, Value, cmd, pipe};
+use mentorstream_redis::{Cmd, Connection, KeySpace, RedisError, Value, cmd, pipe};
 
 use crate::calendar::{Bucket, DAY_RETENTION, MONTH_RETENTION, WEEK_RETENTION};
 use crate::fold::{Operation, ShardEvent};
 use crate::metric::Counter;
 
-const PARTNER_SCRIPT: &str = include_str!("partner.lua");
+const SHARD_SCRIPT: &str = include_str!("shard.lua");
+
+/// Forwarding hops of one apply before it gives up: deeper than any genealogy, so reaching it
+/// means the sponsor data has a cycle.
+const MAX_HOPS: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("Redis is unavailable: {0}")]
     Redis(#[from] RedisError),
-    #[error("unexpected answer from the partner script: {0}")]
+    #[error("unexpected answer from the shard script: {0}")]
     Answer(String),
+    #[error("team roll-ups did not end after {MAX_HOPS} hops: the genealogy has a cycle")]
+    Cycle,
 }
 
 /// Events of one topic-partition for one partner shard, in offset order.
@@ -29,12 +40,33 @@ pub struct PartnerBatch {
     pub events: Vec<ShardEvent>,
 }
 
+/// Whose counters to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject<'a> {
+    Partner(&'a str),
+    /// A partner and their whole downline.
+    Team(&'a str),
+    Tenant,
+}
+
+/// An entry of a shard's outbox, to be applied to another shard.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct OutboxEntry {
+    tenant_id: String,
+    target: String,
+    source: String,
+    seq: u64,
+    kind: String,
+    /// `bucket \x1f counter \x1f amount`, joined by `\x1e`.
+    changes: String,
+}
+
 /// Where the shards of one key namespace live.
 #[derive(Clone)]
 pub struct Store {
     connection: Connection,
     keys: KeySpace,
-    partner_script_sha: String,
+    script_sha: String,
 }
 
 impl std::fmt::Debug for Store {
@@ -50,7 +82,7 @@ impl Store {
         Self {
             connection,
             keys,
-            partner_script_sha: mentorstream_redis::Script::new(PARTNER_SCRIPT)
+            script_sha: mentorstream_redis::Script::new(SHARD_SCRIPT)
                 .get_hash()
                 .to_owned(),
         }
@@ -61,60 +93,171 @@ impl Store {
         self.keys.hash_tag(&[tenant_id, "p", partner_id])
     }
 
-    /// Applies batches, one script call per shard in one round trip. A batch whose shard has
-    /// already applied part of it (a redelivery after a crash) is cut at the shard's
-    /// watermark and sent again, so every event is applied exactly once.
-    pub async fn apply_partners(&self, batches: &[PartnerBatch]) -> Result<(), StoreError> {
+    /// The hash tag of the tenant's shard.
+    pub fn tenant_shard(&self, tenant_id: &str) -> String {
+        self.keys.hash_tag(&[tenant_id])
+    }
+
+    /// Applies `batches` and everything they cause, exactly once.
+    pub async fn apply(&self, batches: &[PartnerBatch]) -> Result<(), StoreError> {
+        let pending = self.apply_events(batches).await?;
+        self.forward(pending, None).await
+    }
+
+    /// What a consumer that crashes part-way has done, for fault tests: stage 1, then
+    /// `hops` forwarding hops, the last of them applied at its targets but not trimmed from
+    /// its sources. A redelivery of the batch must finish the work without counting twice.
+    #[doc(hidden)]
+    pub async fn apply_interrupted(
+        &self,
+        batches: &[PartnerBatch],
+        hops: usize,
+    ) -> Result<(), StoreError> {
+        let pending = self.apply_events(batches).await?;
+        if hops == 0 {
+            return Ok(());
+        }
+        self.forward(pending, Some(hops)).await
+    }
+
+    async fn apply_events(
+        &self,
+        batches: &[PartnerBatch],
+    ) -> Result<BTreeSet<OutboxEntry>, StoreError> {
+        let mut outboxes = BTreeSet::new();
         let mut pending: Vec<(&PartnerBatch, i64)> = batches
             .iter()
             .filter(|batch| !batch.events.is_empty())
             .map(|batch| (batch, i64::MIN))
             .collect();
         while !pending.is_empty() {
-            let answers = self.invoke_partner(&pending).await?;
+            let calls: Vec<Cmd> = pending
+                .iter()
+                .map(|(batch, watermark)| self.events_call(batch, *watermark))
+                .collect();
+            let answers = self.invoke(calls).await?;
             let mut refused = Vec::new();
             for ((batch, _), answer) in pending.into_iter().zip(answers) {
-                match answer {
-                    ScriptAnswer::Applied => {}
-                    ScriptAnswer::AlreadyUpTo(watermark) => {
-                        if batch.events.iter().any(|event| event.offset > watermark) {
-                            refused.push((batch, watermark));
-                        }
-                    }
+                let shard = self.partner_shard(&batch.tenant_id, &batch.partner_id);
+                let (applied, watermark, entries) =
+                    parse_answer(&answer, &batch.tenant_id, &shard)?;
+                outboxes.extend(entries);
+                // Refused: the shard applied this partition up to `watermark` before (a
+                // redelivery). What lies beyond it is sent again.
+                if !applied && batch.events.iter().any(|event| event.offset > watermark) {
+                    refused.push((batch, watermark));
                 }
             }
             pending = refused;
         }
+        Ok(outboxes)
+    }
+
+    /// Stage 2: applies outbox entries to their targets, hop by hop, until no target has
+    /// anything pending; then trims everything it forwarded from the sources, deepest hop
+    /// first (or, for fault tests, stops before trimming after `crash_after` hops).
+    ///
+    /// Trimming only at the end keeps every entry of an unfinished chain reachable from the
+    /// batch's own partner shards: a redelivery is refused there but gets their pending
+    /// entries, forwards them again (targets skip what they applied) and gets the targets'
+    /// pending entries in turn, down to the end of the chain.
+    async fn forward(
+        &self,
+        mut pending: BTreeSet<OutboxEntry>,
+        crash_after: Option<usize>,
+    ) -> Result<(), StoreError> {
+        let mut hops: Vec<BTreeSet<OutboxEntry>> = Vec::new();
+        let mut forwarded: BTreeSet<OutboxEntry> = BTreeSet::new();
+        while !pending.is_empty() {
+            if hops.len() == MAX_HOPS {
+                return Err(StoreError::Cycle);
+            }
+            let mut by_target: BTreeMap<(&str, &str), Vec<&OutboxEntry>> = BTreeMap::new();
+            for entry in &pending {
+                by_target
+                    .entry((&entry.tenant_id, &entry.target))
+                    .or_default()
+                    .push(entry);
+            }
+            let calls: Vec<Cmd> = by_target
+                .iter()
+                .map(|((tenant_id, target), entries)| {
+                    self.forwarded_call(tenant_id, target, entries)
+                })
+                .collect();
+            let answers = self.invoke(calls).await?;
+            let mut next = BTreeSet::new();
+            for (((tenant_id, target), _), answer) in by_target.iter().zip(answers) {
+                let (_, _, entries) = parse_answer(&answer, tenant_id, target)?;
+                next.extend(entries);
+            }
+            forwarded.extend(pending.iter().cloned());
+            next.retain(|entry| !forwarded.contains(entry));
+            hops.push(pending);
+            if crash_after == Some(hops.len()) {
+                return Ok(());
+            }
+            pending = next;
+        }
+        if hops.is_empty() {
+            return Ok(());
+        }
+        let mut trims = pipe();
+        for hop in hops.iter().rev() {
+            let mut by_source: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+            for entry in hop {
+                by_source.entry(&entry.source).or_default().push(entry.seq);
+            }
+            for (source, seqs) in by_source {
+                trims
+                    .cmd("HDEL")
+                    .arg(format!("{source}:out"))
+                    .arg(seqs)
+                    .ignore();
+            }
+        }
+        trims
+            .query_async::<()>(&mut self.connection.clone())
+            .await?;
         Ok(())
     }
 
-    async fn invoke_partner(
-        &self,
-        batches: &[(&PartnerBatch, i64)],
-    ) -> Result<Vec<ScriptAnswer>, StoreError> {
+    /// Sends script calls in one round trip, loading the script first if Redis lost it.
+    async fn invoke(&self, calls: Vec<Cmd>) -> Result<Vec<Value>, StoreError> {
         let mut pipeline = pipe();
-        for (batch, watermark) in batches {
-            pipeline.add_command(self.partner_call(batch, *watermark));
+        for call in calls {
+            pipeline.add_command(call);
         }
         let mut connection = self.connection.clone();
-        let values: Vec<Value> = match pipeline.query_async(&mut connection).await {
-            Ok(values) => values,
+        match pipeline.query_async(&mut connection).await {
+            Ok(values) => Ok(values),
             Err(error) if mentorstream_redis::is_no_script(&error) => {
-                // Redis restarted or failed over: load the script and send again. Calls that
-                // went through before are refused by their watermark.
+                // Redis restarted or failed over. Calls that went through before are refused
+                // by their watermarks when sent again.
                 let _: String = cmd("SCRIPT")
                     .arg("LOAD")
-                    .arg(PARTNER_SCRIPT)
+                    .arg(SHARD_SCRIPT)
                     .query_async(&mut connection)
                     .await?;
-                pipeline.query_async(&mut connection).await?
+                Ok(pipeline.query_async(&mut connection).await?)
             }
-            Err(error) => return Err(error.into()),
-        };
-        values.iter().map(ScriptAnswer::parse).collect()
+            Err(error) => Err(error.into()),
+        }
     }
 
-    fn partner_call(&self, batch: &PartnerBatch, watermark: i64) -> mentorstream_redis::Cmd {
+    fn script_call(&self, shard: &str, tenant_id: &str, mode: &str) -> Cmd {
+        let mut call = cmd("EVALSHA");
+        call.arg(&self.script_sha).arg(1).arg(shard).arg(mode);
+        for retention in [DAY_RETENTION, WEEK_RETENTION, MONTH_RETENTION] {
+            call.arg(retention.as_secs());
+        }
+        let partner_prefix = self.partner_shard(tenant_id, "");
+        call.arg(partner_prefix.trim_end_matches('}'))
+            .arg(self.tenant_shard(tenant_id));
+        call
+    }
+
+    fn events_call(&self, batch: &PartnerBatch, watermark: i64) -> Cmd {
         let events: Vec<&ShardEvent> = batch
             .events
             .iter()
@@ -122,16 +265,9 @@ impl Store {
             .collect();
         let first = events.first().map_or(0, |event| event.offset);
         let last = events.last().map_or(0, |event| event.offset);
-        let mut call = cmd("EVALSHA");
-        call.arg(&self.partner_script_sha)
-            .arg(1)
-            .arg(self.partner_shard(&batch.tenant_id, &batch.partner_id))
-            .arg(&batch.source)
-            .arg(first)
-            .arg(last);
-        for retention in [DAY_RETENTION, WEEK_RETENTION, MONTH_RETENTION] {
-            call.arg(retention.as_secs());
-        }
+        let shard = self.partner_shard(&batch.tenant_id, &batch.partner_id);
+        let mut call = self.script_call(&shard, &batch.tenant_id, "events");
+        call.arg(&batch.source).arg(first).arg(last);
         for event in events {
             call.arg(&event.id);
             for bucket in &event.buckets {
@@ -140,9 +276,6 @@ impl Store {
             call.arg(event.operations.len());
             for operation in &event.operations {
                 match operation {
-                    Operation::Add { counter, amount } => {
-                        call.arg("add").arg(counter.field()).arg(amount);
-                    }
                     Operation::First {
                         fact,
                         rank,
@@ -163,23 +296,56 @@ impl Store {
                     Operation::Refund { order_id, volume } => {
                         call.arg("refund").arg(order_id).arg(volume);
                     }
+                    Operation::Enrol { sponsor_id, rank } => {
+                        call.arg("enrol").arg(sponsor_id).arg(rank);
+                    }
                 }
             }
         }
         call
     }
 
-    /// A partner's personal counters in `buckets`, summed (a rolling window is many days).
-    pub async fn personal(
+    fn forwarded_call(&self, tenant_id: &str, target: &str, entries: &[&OutboxEntry]) -> Cmd {
+        let mut call = self.script_call(target, tenant_id, "forwarded");
+        // In sequence order per source: the target's watermark per source only moves up.
+        let mut entries = entries.to_vec();
+        entries.sort_by(|a, b| (&a.source, a.seq).cmp(&(&b.source, b.seq)));
+        for entry in entries {
+            let changes: Vec<Vec<&str>> = entry
+                .changes
+                .split('\u{1e}')
+                .map(|change| change.split('\u{1f}').collect())
+                .collect();
+            call.arg(&entry.source)
+                .arg(entry.seq)
+                .arg(&entry.kind)
+                .arg(changes.len());
+            for change in changes {
+                for part in change {
+                    call.arg(part);
+                }
+            }
+        }
+        call
+    }
+
+    /// A subject's counters in `buckets`, summed (a rolling window is many days).
+    pub async fn counters(
         &self,
         tenant_id: &str,
-        partner_id: &str,
+        subject: Subject<'_>,
         buckets: &[Bucket],
     ) -> Result<BTreeMap<Counter, i64>, StoreError> {
-        let shard = self.partner_shard(tenant_id, partner_id);
+        let (shard, kind) = match subject {
+            Subject::Partner(partner) => (self.partner_shard(tenant_id, partner), "c"),
+            Subject::Team(partner) => (self.partner_shard(tenant_id, partner), "t"),
+            Subject::Tenant => (self.tenant_shard(tenant_id), "c"),
+        };
         let mut pipeline = pipe();
         for bucket in buckets {
-            pipeline.cmd("HGETALL").arg(format!("{shard}:c:{bucket}"));
+            pipeline
+                .cmd("HGETALL")
+                .arg(format!("{shard}:{kind}:{bucket}"));
         }
         let hashes: Vec<BTreeMap<String, i64>> =
             pipeline.query_async(&mut self.connection.clone()).await?;
@@ -196,32 +362,52 @@ impl Store {
     }
 }
 
-/// What the partner script answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ScriptAnswer {
-    Applied,
-    /// Refused: the shard has applied this source up to this offset.
-    AlreadyUpTo(i64),
-}
-
-impl ScriptAnswer {
-    fn parse(value: &Value) -> Result<Self, StoreError> {
-        let unexpected = || StoreError::Answer(format!("{value:?}"));
-        let Value::Array(parts) = value else {
+/// `{applied, watermark, seq, entry, ...}` of the shard script run on `shard` of `tenant_id`.
+fn parse_answer(
+    value: &Value,
+    tenant_id: &str,
+    shard: &str,
+) -> Result<(bool, i64, Vec<OutboxEntry>), StoreError> {
+    let unexpected = || StoreError::Answer(format!("{value:?}"));
+    let Value::Array(parts) = value else {
+        return Err(unexpected());
+    };
+    let text = |value: &Value| match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        Value::SimpleString(text) => Some(text.clone()),
+        Value::Int(number) => Some(number.to_string()),
+        _ => None,
+    };
+    let [applied, watermark, entries @ ..] = parts.as_slice() else {
+        return Err(unexpected());
+    };
+    let applied = text(applied).ok_or_else(unexpected)? == "1";
+    let watermark = text(watermark)
+        .and_then(|watermark| watermark.parse().ok())
+        .ok_or_else(unexpected)?;
+    let mut outbox = Vec::with_capacity(entries.len() / 2);
+    for pair in entries.chunks(2) {
+        let [seq, entry] = pair else {
             return Err(unexpected());
         };
-        let number = |value: &Value| match value {
-            Value::Int(number) => Some(*number),
-            Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
-            _ => None,
+        let seq = text(seq)
+            .and_then(|seq| seq.parse().ok())
+            .ok_or_else(unexpected)?;
+        let entry = text(entry).ok_or_else(unexpected)?;
+        let mut fields = entry.splitn(3, '\u{1d}');
+        let (Some(target), Some(kind), Some(changes)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            return Err(unexpected());
         };
-        match parts.as_slice() {
-            [status, offset] => match (number(status), number(offset)) {
-                (Some(1), Some(_)) => Ok(Self::Applied),
-                (Some(0), Some(watermark)) => Ok(Self::AlreadyUpTo(watermark)),
-                _ => Err(unexpected()),
-            },
-            _ => Err(unexpected()),
-        }
+        outbox.push(OutboxEntry {
+            tenant_id: tenant_id.to_owned(),
+            target: target.to_owned(),
+            source: shard.to_owned(),
+            seq,
+            kind: kind.to_owned(),
+            changes: changes.to_owned(),
+        });
     }
+    Ok((applied, watermark, outbox))
 }

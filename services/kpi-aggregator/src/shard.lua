@@ -1,0 +1,396 @@
+-- One atomic step on one shard of the KPI state (docs/kpi-state.md).
+--
+-- KEYS[1]  the shard's key root, a hash tag: {<prefix>:kpi:<tenant>:p:<partner>} or
+--          {<prefix>:kpi:<tenant>} for the tenant shard
+-- ARGV[1]  mode: "events" (stage 1), "forwarded" (stage 2) or "trim"
+-- ARGV[2..4] retention in seconds of day, week and month buckets
+-- ARGV[5]  key root of the tenant's partner shards without the partner and the closing brace,
+--          e.g. "{ms:kpi:t1:p:"
+-- ARGV[6]  key root of the tenant shard
+--
+-- events:    ARGV[7] watermark field (topic/partition), ARGV[8] first offset, ARGV[9] last
+--            offset, then per event: id day week month n_ops and n_ops operations:
+--              first <fact> <rank> <n> (<counter> <amount>){n}
+--              order <order id> <rank> <volume>
+--              refund <order id> <volume>
+--              enrol <sponsor or empty> <rank>
+--            A batch whose first offset is at or below the shard's watermark for that field
+--            changes nothing (it was applied before); the answer says so.
+-- forwarded: ARGV[7..] entries of other shards' outboxes: source seq kind n (bucket counter
+--            amount){n}; kind is personal, team or tenant. An entry whose seq is at or below
+--            the shard's watermark for its source was applied before and is skipped.
+-- trim:      ARGV[7..] outbox sequence numbers the targets have applied.
+--
+-- Answer: {applied (1 or 0), watermark, seq1, entry1, seq2, entry2, ...}: the shard's pending
+-- outbox entries, each "target \29 kind \29 bucket \31 counter \31 amount \30 ...".
+--
+-- Every key starts with KEYS[1], so all live in its hash slot. Amounts are integers (volumes in
+-- hundredths). Ranks order "first" facts: zero-padded occurred_at micros, source and
+-- source_event_id joined by \30, compared bytewise. Stored facts join fields with \31; ids
+-- cannot contain control characters (ingest refuses them).
+
+local root = KEYS[1]
+local mode = ARGV[1]
+local retention = { d = ARGV[2], w = ARGV[3], m = ARGV[4] }
+local partner_prefix = ARGV[5]
+local tenant_root = ARGV[6]
+
+local facts = root .. ':f'
+local held = root .. ':held'
+local outbox = root .. ':out'
+local touched = {}
+-- Changes of this shard's own (personal) counters and of its team counters in this call.
+local personal_changes = {}
+local team_changes = {}
+
+local function pending()
+  local answer = redis.call('HGETALL', outbox)
+  return answer
+end
+
+if mode == 'trim' then
+  for k = 7, #ARGV do
+    redis.call('HDEL', outbox, ARGV[k])
+  end
+  return { 1, '0' }
+end
+
+local function split(text, separator)
+  local fields, start = {}, 1
+  while true do
+    local stop = string.find(text, separator, start, true)
+    if not stop then
+      fields[#fields + 1] = string.sub(text, start)
+      return fields
+    end
+    fields[#fields + 1] = string.sub(text, start, stop - 1)
+    start = stop + 1
+  end
+end
+
+local function accumulate(changes, bucket, counter, amount)
+  local fields = changes[bucket]
+  if not fields then
+    fields = {}
+    changes[bucket] = fields
+  end
+  fields[counter] = (fields[counter] or 0) + amount
+end
+
+local function counter_add(kind, bucket, counter, amount)
+  local key = root .. ':' .. kind .. ':' .. bucket
+  redis.call('HINCRBY', key, counter, string.format('%d', amount))
+  touched[key] = string.sub(bucket, 1, 1)
+end
+
+-- A change of this partner's own counters: it also changes the partner's team, its upline's
+-- teams and the tenant, which finish() takes care of.
+local function personal(buckets, counter, amount)
+  if amount == 0 then
+    return
+  end
+  for _, bucket in ipairs(buckets) do
+    counter_add('c', bucket, counter, amount)
+    accumulate(personal_changes, bucket, counter, amount)
+  end
+end
+
+local function team(bucket, counter, amount)
+  if amount == 0 then
+    return
+  end
+  counter_add('t', bucket, counter, amount)
+  redis.call('SADD', root .. ':tb', bucket)
+  accumulate(team_changes, bucket, counter, amount)
+end
+
+local function emit(target, kind, changes)
+  local triples = {}
+  for bucket, fields in pairs(changes) do
+    for counter, amount in pairs(fields) do
+      if amount ~= 0 then
+        triples[#triples + 1] = bucket .. '\31' .. counter .. '\31' .. string.format('%d', amount)
+      end
+    end
+  end
+  if #triples == 0 then
+    return
+  end
+  table.sort(triples)
+  local seq = redis.call('INCR', root .. ':oseq')
+  redis.call('HSET', outbox, seq, target .. '\29' .. kind .. '\29' .. table.concat(triples, '\30'))
+end
+
+local function partner_root(partner)
+  return partner_prefix .. partner .. '}'
+end
+
+local function enrolment()
+  local current = redis.call('HGET', facts, 'enrol')
+  if current then
+    return split(current, '\31')
+  end
+  return nil
+end
+
+-- The whole team of this partner, every bucket, as changes (negated when `sign` is -1).
+local function team_snapshot(sign)
+  local snapshot = {}
+  for _, bucket in ipairs(redis.call('SMEMBERS', root .. ':tb')) do
+    local fields = redis.call('HGETALL', root .. ':t:' .. bucket)
+    if #fields == 0 then
+      redis.call('SREM', root .. ':tb', bucket)
+    end
+    for k = 1, #fields, 2 do
+      accumulate(snapshot, bucket, fields[k], sign * tonumber(fields[k + 1]))
+    end
+  end
+  return snapshot
+end
+
+-- Keeps the earliest candidate of a fact; moves its amounts when an earlier one arrives.
+local function first(fact, rank, buckets, amounts)
+  local current = redis.call('HGET', facts, fact)
+  if current then
+    local stored = split(current, '\31')
+    if stored[1] <= rank then
+      return
+    end
+    local old = { stored[2], stored[3], stored[4], 'life' }
+    for k = 5, #stored, 2 do
+      personal(old, stored[k], -tonumber(stored[k + 1]))
+    end
+  end
+  local record = { rank, buckets[1], buckets[2], buckets[3] }
+  for _, pair in ipairs(amounts) do
+    personal(buckets, pair[1], pair[2])
+    record[#record + 1] = pair[1]
+    record[#record + 1] = string.format('%d', pair[2])
+  end
+  redis.call('HSET', facts, fact, table.concat(record, '\31'))
+end
+
+-- An order's net volume: what it placed minus what was refunded of it, never below zero.
+local function net(volume, refunded)
+  return volume - math.min(volume, refunded)
+end
+
+-- The earliest OrderPlaced of an order id counts; refunds stay with the order id.
+local function order(order_id, rank, volume, buckets)
+  local fact = 'o\30' .. order_id
+  local current = redis.call('HGET', facts, fact)
+  local refunded
+  if current then
+    local stored = split(current, '\31')
+    if stored[1] <= rank then
+      return
+    end
+    refunded = tonumber(stored[6])
+    local old = { stored[2], stored[3], stored[4], 'life' }
+    personal(old, 'ord', -1)
+    personal(old, 'pv', -net(tonumber(stored[5]), refunded))
+  else
+    refunded = tonumber(redis.call('HGET', held, order_id) or '0')
+    redis.call('HDEL', held, order_id)
+  end
+  personal(buckets, 'ord', 1)
+  personal(buckets, 'pv', net(volume, refunded))
+  redis.call('HSET', facts, fact, table.concat(
+    { rank, buckets[1], buckets[2], buckets[3], string.format('%d', volume), string.format('%d', refunded) }, '\31'))
+end
+
+-- A refund subtracts in its order's buckets; before its order arrives it is held.
+local function refund(order_id, volume)
+  local fact = 'o\30' .. order_id
+  local current = redis.call('HGET', facts, fact)
+  if not current then
+    redis.call('HINCRBY', held, order_id, string.format('%d', volume))
+    return
+  end
+  local stored = split(current, '\31')
+  local placed = tonumber(stored[5])
+  local refunded = tonumber(stored[6])
+  personal({ stored[2], stored[3], stored[4], 'life' }, 'pv', net(placed, refunded + volume) - net(placed, refunded))
+  stored[6] = string.format('%d', refunded + volume)
+  redis.call('HSET', facts, fact, table.concat(stored, '\31'))
+end
+
+-- The earliest enrolment gives the sponsor (the genealogy edge) and the sponsor's recruit.
+-- When the sponsor changes, the team built so far moves: the snapshot and the parent pointer
+-- change in this one call, so every team change is either in the snapshot or forwarded later.
+local function enrol(sponsor, rank, buckets)
+  local stored = enrolment()
+  local old_sponsor = ''
+  if stored then
+    if stored[1] <= rank then
+      return
+    end
+    old_sponsor = stored[2]
+    if old_sponsor ~= '' then
+      local recruit = {}
+      for _, bucket in ipairs({ stored[3], stored[4], stored[5], 'life' }) do
+        accumulate(recruit, bucket, 'rec', -1)
+      end
+      emit(partner_root(old_sponsor), 'personal', recruit)
+    end
+  end
+  redis.call('HSET', facts, 'enrol', table.concat({ rank, sponsor, buckets[1], buckets[2], buckets[3] }, '\31'))
+  if sponsor ~= '' then
+    local recruit = {}
+    for _, bucket in ipairs(buckets) do
+      accumulate(recruit, bucket, 'rec', 1)
+    end
+    emit(partner_root(sponsor), 'personal', recruit)
+  end
+  if old_sponsor ~= sponsor then
+    if old_sponsor ~= '' then
+      emit(partner_root(old_sponsor), 'team', team_snapshot(-1))
+    end
+    if sponsor ~= '' then
+      emit(partner_root(sponsor), 'team', team_snapshot(1))
+    end
+  end
+end
+
+-- Personal changes reach this partner's team and the tenant; team changes reach the parent.
+local function finish()
+  if root ~= tenant_root then
+    for bucket, fields in pairs(personal_changes) do
+      for counter, amount in pairs(fields) do
+        team(bucket, counter, amount)
+      end
+    end
+    emit(tenant_root, 'tenant', personal_changes)
+    local stored = enrolment()
+    if stored and stored[2] ~= '' then
+      emit(partner_root(stored[2]), 'team', team_changes)
+    end
+  end
+  for key, kind in pairs(touched) do
+    local ttl = retention[kind]
+    if ttl then
+      redis.call('EXPIRE', key, ttl)
+    end
+  end
+end
+
+local function answer(applied, watermark)
+  local reply = { applied, string.format('%d', watermark) }
+  local entries = pending()
+  for k = 1, #entries do
+    reply[#reply + 1] = entries[k]
+  end
+  return reply
+end
+
+if mode == 'forwarded' then
+  -- Parse everything before writing anything: a malformed call must change nothing.
+  local entries = {}
+  local k = 7
+  while k <= #ARGV do
+    local entry = { source = ARGV[k], seq = tonumber(ARGV[k + 1]), kind = ARGV[k + 2], changes = {} }
+    local count = tonumber(ARGV[k + 3])
+    if not entry.seq or not count then
+      return redis.error_reply('malformed forwarded entry at argument ' .. k)
+    end
+    k = k + 4
+    for c = 1, count do
+      entry.changes[c] = { ARGV[k], ARGV[k + 1], tonumber(ARGV[k + 2]) }
+      k = k + 3
+    end
+    entries[#entries + 1] = entry
+  end
+  local watermarks = root .. ':fw'
+  for _, entry in ipairs(entries) do
+    local applied = tonumber(redis.call('HGET', watermarks, entry.source) or '0')
+    if entry.seq > applied then
+      for _, change in ipairs(entry.changes) do
+        local bucket, counter, amount = change[1], change[2], change[3]
+        if entry.kind == 'personal' then
+          personal({ bucket }, counter, amount)
+        elseif entry.kind == 'team' then
+          team(bucket, counter, amount)
+        else
+          counter_add('c', bucket, counter, amount)
+        end
+      end
+      redis.call('HSET', watermarks, entry.source, entry.seq)
+    end
+  end
+  finish()
+  return answer(1, 0)
+end
+
+if mode ~= 'events' then
+  return redis.error_reply('unknown mode ' .. tostring(mode))
+end
+
+local watermark_field = ARGV[7]
+local first_offset = tonumber(ARGV[8])
+local last_offset = tonumber(ARGV[9])
+local watermark = tonumber(redis.call('HGET', root .. ':wm', watermark_field) or '-1')
+if first_offset <= watermark then
+  return answer(0, watermark)
+end
+
+-- Parse everything before writing anything: a malformed call must change nothing.
+local events = {}
+local i = 10
+while i <= #ARGV do
+  local event = { id = ARGV[i], buckets = { ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], 'life' }, ops = {} }
+  local operations = tonumber(ARGV[i + 4])
+  if not operations then
+    return redis.error_reply('malformed event at argument ' .. i)
+  end
+  i = i + 5
+  for _ = 1, operations do
+    local operation = ARGV[i]
+    if operation == 'first' then
+      local fact, rank, count = ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+      i = i + 4
+      local amounts = {}
+      for k = 1, count do
+        amounts[k] = { ARGV[i], tonumber(ARGV[i + 1]) }
+        i = i + 2
+      end
+      event.ops[#event.ops + 1] = { 'first', fact, rank, amounts }
+    elseif operation == 'order' then
+      event.ops[#event.ops + 1] = { 'order', ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3]) }
+      i = i + 4
+    elseif operation == 'refund' then
+      event.ops[#event.ops + 1] = { 'refund', ARGV[i + 1], tonumber(ARGV[i + 2]) }
+      i = i + 3
+    elseif operation == 'enrol' then
+      event.ops[#event.ops + 1] = { 'enrol', ARGV[i + 1], ARGV[i + 2] }
+      i = i + 3
+    else
+      return redis.error_reply('unknown operation ' .. tostring(operation) .. ' at argument ' .. i)
+    end
+  end
+  events[#events + 1] = event
+end
+
+for _, event in ipairs(events) do
+  local buckets = event.buckets
+  -- An event id is seen once per shard: a record published twice counts once. Its day never
+  -- changes, so the set of the event's day is enough, and expires with the day bucket.
+  local seen = root .. ':s:' .. buckets[1]
+  if redis.call('SADD', seen, event.id) == 1 then
+    redis.call('EXPIRE', seen, retention.d)
+    for _, op in ipairs(event.ops) do
+      if op[1] == 'first' then
+        first(op[2], op[3], buckets, op[4])
+      elseif op[1] == 'order' then
+        order(op[2], op[3], op[4], buckets)
+      elseif op[1] == 'refund' then
+        refund(op[2], op[3])
+      else
+        enrol(op[2], op[3], buckets)
+      end
+    end
+  end
+end
+
+finish()
+redis.call('HSET', root .. ':wm', watermark_field, string.format('%d', last_offset))
+return answer(1, last_offset)
