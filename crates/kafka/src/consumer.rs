@@ -27,7 +27,21 @@ impl std::fmt::Debug for Consumer {
 
 impl Consumer {
     pub fn new(config: &KafkaConfig, group: &str, topics: &[&str]) -> Result<Self, KafkaError> {
-        let inner: StreamConsumer = client_config(config)
+        Self::with_properties(config, group, topics, &[])
+    }
+
+    /// [`Consumer::new`] with extra librdkafka properties (e.g. `enable.partition.eof`).
+    pub fn with_properties(
+        config: &KafkaConfig,
+        group: &str,
+        topics: &[&str],
+        properties: &[(&str, &str)],
+    ) -> Result<Self, KafkaError> {
+        let mut client = client_config(config);
+        for (key, value) in properties {
+            client.set(*key, *value);
+        }
+        let inner: StreamConsumer = client
             .set("group.id", group)
             .set("enable.auto.offset.store", "false")
             .set("enable.auto.commit", "true")

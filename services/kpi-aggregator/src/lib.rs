@@ -1,18 +1,33 @@
 //! KPI aggregator: exact windowed KPIs in Redis, group and team roll-ups, signals, KPI queries.
 //!
-//! Until this service's issue lands it serves health, reflection and authentication, and its
-//! RPCs answer UNIMPLEMENTED.
+//! The consumer ([`consume`]) folds activity records ([`fold`]) into the KPI state in Redis
+//! ([`store`], docs/kpi-state.md) and records how far it got ([`progress`]); KpiService
+//! ([`api`]) reads it. Built so far: personal, team and tenant counters from activity events,
+//! and GetScorecard. Group subjects, signals and the other RPCs are still to come.
 
+mod api;
 pub mod calendar;
+pub mod consume;
 pub mod fold;
 pub mod metric;
+pub mod progress;
 pub mod store;
 
 use mentorstream_config::{Config, ServiceEndpoints};
-use mentorstream_proto::kpi::v1::kpi_service_server::{KpiService, KpiServiceServer};
+use mentorstream_kafka::admin::{TopicSpec, ensure_topics};
+use mentorstream_kafka::{Consumer, DeadLetters, KafkaError, Producer};
+use mentorstream_proto::kpi::v1::kpi_service_server::KpiServiceServer;
+use mentorstream_redis::KeySpace;
 use mentorstream_runtime::{Context, Listeners, host_service};
 
+use crate::consume::Aggregator;
+use crate::progress::Progress;
+use crate::store::Store;
+
 pub const SERVICE: &str = "kpi";
+
+/// How long a dead letter may take to be acknowledged.
+const DEAD_LETTER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -20,6 +35,10 @@ pub enum ServiceError {
     Bind(#[from] std::io::Error),
     #[error(transparent)]
     Grpc(#[from] mentorstream_grpc::GrpcError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Redis(#[from] mentorstream_redis::ConnectError),
 }
 
 /// Where this service listens, from the configuration.
@@ -27,14 +46,54 @@ pub fn endpoints(config: &Config) -> ServiceEndpoints {
     config.kpi.clone()
 }
 
-/// Serves until the context's shutdown begins.
-pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceError> {
-    host_service(SERVICE, &context, listeners, KpiServiceServer::new(Api)).await?;
-    Ok(())
+/// The consumer group of a key namespace: a fresh namespace (a rebuild) reads from the start.
+pub fn consumer_group(config: &Config) -> String {
+    format!("{}-kpi", config.redis.key_prefix)
 }
 
-#[derive(Debug)]
-struct Api;
-
-#[tonic::async_trait]
-impl KpiService for Api {}
+/// Consumes and serves until the context's shutdown begins.
+pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceError> {
+    let config = &context.config;
+    let topic = config.kafka.topics.activity.clone();
+    ensure_topics(&config.kafka, &[TopicSpec::new(&topic)]).await?;
+    let connection = mentorstream_redis::connect(&config.redis)?;
+    let keys = KeySpace::new(&config.redis.key_prefix, SERVICE);
+    let store = Store::new(connection.clone(), keys.clone());
+    let progress = Progress::new(
+        connection,
+        keys.key(&["progress"]),
+        topic.clone(),
+        config.kafka.partitions,
+    );
+    let aggregator = Aggregator {
+        store: store.clone(),
+        tenants: context.tenants.clone(),
+        dead_letters: DeadLetters::new(Producer::new(&config.kafka, DEAD_LETTER_TIMEOUT)?),
+        progress: progress.clone(),
+    };
+    let consumer = Consumer::with_properties(
+        &config.kafka,
+        &consumer_group(config),
+        &[&topic],
+        &[("enable.partition.eof", "true")],
+    )?;
+    let api = api::Api {
+        store,
+        progress,
+        tenants: context.tenants.clone(),
+    };
+    let shutdown = context.shutdown.token();
+    let consuming = async {
+        let consumed = consume::run(&consumer, &aggregator, shutdown).await;
+        if consumed.is_err() {
+            // The process must not keep answering KPIs that no longer move.
+            context.shutdown.trigger();
+        }
+        consumed
+    };
+    let serving = host_service(SERVICE, &context, listeners, KpiServiceServer::new(api));
+    let (consumed, served) = tokio::join!(consuming, serving);
+    served?;
+    consumed?;
+    Ok(())
+}

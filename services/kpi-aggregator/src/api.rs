@@ -1,0 +1,255 @@
+//! KpiService over gRPC. GetScorecard answers partner, team and tenant subjects; the other
+//! RPCs, and group subjects, answer UNIMPLEMENTED until their part of the aggregator lands.
+
+use chrono::{NaiveDate, Utc};
+use mentorstream_grpc::{authorize, field_violation};
+use mentorstream_proto::common::v1::{Decimal, LocalDate};
+use mentorstream_proto::kpi::v1::kpi_service_server::KpiService;
+use mentorstream_proto::kpi::v1::{
+    GetScorecardRequest, GetScorecardResponse, Metric, MetricValue, SubjectKind, WindowKind,
+    metric_value,
+};
+use mentorstream_tenancy::{Principal, Scope, TenancyError, Tenant, Tenants};
+use tonic::{Request, Response, Status};
+
+use crate::calendar::{Calendar, Window};
+use crate::metric::Counter;
+use crate::progress::Progress;
+use crate::store::{Store, Subject};
+
+/// Longest partner id, as at ingest.
+const MAX_ID_CHARS: usize = 128;
+
+#[derive(Debug, Clone)]
+pub struct Api {
+    pub store: Store,
+    pub progress: Progress,
+    pub tenants: Tenants,
+}
+
+#[tonic::async_trait]
+impl KpiService for Api {
+    async fn get_scorecard(
+        &self,
+        request: Request<GetScorecardRequest>,
+    ) -> Result<Response<GetScorecardResponse>, Status> {
+        let principal = authorize(&request, Scope::Read)?;
+        let tenant = self.tenant(&principal).await?;
+        let request = request.into_inner();
+        let proto_subject = request
+            .subject
+            .clone()
+            .ok_or_else(|| field_violation("subject", "is required"))?;
+        let subject = subject(&proto_subject)?;
+        let proto_window = request
+            .window
+            .ok_or_else(|| field_violation("window", "is required"))?;
+        let calendar = Calendar::new(tenant.time_zone);
+        let window = window(&proto_window, &calendar)?;
+        let as_of = self.progress.as_of().await.map_err(unavailable)?;
+        let counters = self
+            .store
+            .counters(&tenant.tenant_id, subject, &window.buckets())
+            .await
+            .map_err(unavailable)?;
+        let count = |counter: Counter| counters.get(&counter).copied().unwrap_or(0);
+        let mut values: Vec<MetricValue> = Counter::ALL
+            .into_iter()
+            .filter_map(|counter| {
+                let metric = counter.metric()?;
+                let value = if counter == Counter::SalesVolume {
+                    metric_value::Value::Decimal(decimal(count(counter)))
+                } else {
+                    metric_value::Value::Count(count(counter))
+                };
+                Some(MetricValue {
+                    metric: metric.into(),
+                    value: Some(value),
+                })
+            })
+            .collect();
+        let ratings = count(Counter::FeedbackCount);
+        if ratings > 0 {
+            #[allow(clippy::cast_precision_loss)] // sums of 1–5 ratings stay far below 2^52
+            let average = count(Counter::FeedbackSum) as f64 / ratings as f64;
+            values.push(MetricValue {
+                metric: Metric::FeedbackAvg.into(),
+                value: Some(metric_value::Value::Ratio(average)),
+            });
+        }
+        values.sort_by_key(|value| value.metric);
+        Ok(Response::new(GetScorecardResponse {
+            subject: Some(proto_subject),
+            window: Some(proto_window_with_anchor(&proto_window, window)),
+            values,
+            targets: Vec::new(),
+            as_of: as_of.map(|time| prost_types::Timestamp {
+                seconds: time.timestamp(),
+                nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+            }),
+        }))
+    }
+}
+
+impl Api {
+    async fn tenant(&self, principal: &Principal) -> Result<Tenant, Status> {
+        match self.tenants.cached_tenant(&principal.tenant_id).await {
+            Ok(tenant) => Ok(tenant),
+            Err(TenancyError::UnknownTenant(_)) => Err(Status::permission_denied(
+                "the tenant of this API key no longer exists",
+            )),
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+}
+
+fn unavailable(error: impl std::fmt::Display) -> Status {
+    tracing::warn!(%error, "answering UNAVAILABLE");
+    Status::unavailable("the KPI store cannot be read right now; retry")
+}
+
+fn subject(subject: &mentorstream_proto::kpi::v1::Subject) -> Result<Subject<'_>, Status> {
+    let id = || {
+        if subject.id.is_empty() {
+            Err(field_violation(
+                "subject.id",
+                "is required for partner and team subjects",
+            ))
+        } else if subject.id.chars().count() > MAX_ID_CHARS {
+            Err(field_violation(
+                "subject.id",
+                format!("must be at most {MAX_ID_CHARS} characters"),
+            ))
+        } else {
+            Ok(subject.id.as_str())
+        }
+    };
+    match SubjectKind::try_from(subject.kind) {
+        Ok(SubjectKind::Partner) => Ok(Subject::Partner(id()?)),
+        Ok(SubjectKind::Team) => Ok(Subject::Team(id()?)),
+        Ok(SubjectKind::Tenant) => Ok(Subject::Tenant),
+        Ok(SubjectKind::Group) => Err(Status::unimplemented(
+            "group scorecards need mentorship events, which the aggregator does not consume yet",
+        )),
+        Ok(SubjectKind::Unspecified) | Err(_) => Err(field_violation(
+            "subject.kind",
+            "must be SUBJECT_KIND_PARTNER, SUBJECT_KIND_GROUP, SUBJECT_KIND_TEAM or \
+             SUBJECT_KIND_TENANT",
+        )),
+    }
+}
+
+fn window(
+    window: &mentorstream_proto::kpi::v1::Window,
+    calendar: &Calendar,
+) -> Result<Window, Status> {
+    let anchor = match &window.anchor {
+        None => calendar.local_day(Utc::now()),
+        Some(date) => u32::try_from(date.month)
+            .ok()
+            .zip(u32::try_from(date.day).ok())
+            .and_then(|(month, day)| NaiveDate::from_ymd_opt(date.year, month, day))
+            .ok_or_else(|| {
+                field_violation(
+                    "window.anchor",
+                    format!(
+                        "{:04}-{:02}-{:02} is not a calendar date",
+                        date.year, date.month, date.day
+                    ),
+                )
+            })?,
+    };
+    Ok(match WindowKind::try_from(window.kind) {
+        Ok(WindowKind::Day) => Window::Day(anchor),
+        Ok(WindowKind::Week) => Window::Week(anchor),
+        Ok(WindowKind::Month) => Window::Month(anchor),
+        Ok(WindowKind::Rolling7d) => Window::Rolling {
+            days: 7,
+            ending: anchor,
+        },
+        Ok(WindowKind::Rolling30d) => Window::Rolling {
+            days: 30,
+            ending: anchor,
+        },
+        Ok(WindowKind::Rolling90d) => Window::Rolling {
+            days: 90,
+            ending: anchor,
+        },
+        Ok(WindowKind::Lifetime) => Window::Lifetime,
+        Ok(WindowKind::Unspecified) | Err(_) => {
+            return Err(field_violation(
+                "window.kind",
+                "must be one of DAY, WEEK, MONTH, ROLLING_7D, ROLLING_30D, ROLLING_90D, LIFETIME",
+            ));
+        }
+    })
+}
+
+/// The request's window with the anchor it was resolved with (today, when none was given).
+fn proto_window_with_anchor(
+    requested: &mentorstream_proto::kpi::v1::Window,
+    resolved: Window,
+) -> mentorstream_proto::kpi::v1::Window {
+    let anchor = match resolved {
+        Window::Day(day) | Window::Week(day) | Window::Month(day) => Some(day),
+        Window::Rolling { ending, .. } => Some(ending),
+        Window::Lifetime => None,
+    };
+    mentorstream_proto::kpi::v1::Window {
+        kind: requested.kind,
+        anchor: anchor.map(|day| {
+            use chrono::Datelike as _;
+            LocalDate {
+                year: day.year(),
+                month: i32::try_from(day.month()).unwrap_or_default(),
+                day: i32::try_from(day.day()).unwrap_or_default(),
+            }
+        }),
+    }
+}
+
+/// Hundredths as a decimal: 6975 → "69.75", -5 → "-0.05".
+pub fn decimal(hundredths: i64) -> Decimal {
+    let sign = if hundredths < 0 { "-" } else { "" };
+    let magnitude = hundredths.unsigned_abs();
+    Decimal {
+        value: format!("{sign}{}.{:02}", magnitude / 100, magnitude % 100),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hundredths_print_as_decimals() {
+        assert_eq!(decimal(6975).value, "69.75");
+        assert_eq!(decimal(5).value, "0.05");
+        assert_eq!(decimal(0).value, "0.00");
+        assert_eq!(decimal(-5).value, "-0.05");
+    }
+
+    #[test]
+    fn windows_need_a_kind_and_a_real_date() {
+        let calendar = Calendar::new(chrono_tz::Europe::Moscow);
+        let bad_date = mentorstream_proto::kpi::v1::Window {
+            kind: WindowKind::Day.into(),
+            anchor: Some(LocalDate {
+                year: 2026,
+                month: 2,
+                day: 30,
+            }),
+        };
+        let status = window(&bad_date, &calendar).expect_err("no such date");
+        assert_eq!(
+            status.message(),
+            "window.anchor: 2026-02-30 is not a calendar date"
+        );
+        let no_kind = mentorstream_proto::kpi::v1::Window::default();
+        assert_eq!(
+            window(&no_kind, &calendar).expect_err("no kind").message(),
+            "window.kind: must be one of DAY, WEEK, MONTH, ROLLING_7D, ROLLING_30D, \
+             ROLLING_90D, LIFETIME"
+        );
+    }
+}

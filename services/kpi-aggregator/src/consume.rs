@@ -1,0 +1,180 @@
+//! The aggregator's consumer: batches of activity records → the KPI state → stored offsets.
+//!
+//! Whatever librdkafka has ready (up to a batch) is decoded, folded into one batch per partner
+//! shard and applied with [`Store::apply`]; only then are the records' offsets stored for the
+//! next commit. A record that can never be applied (undecodable, unknown tenant, malformed
+//! volume) goes to the dead-letter topic. While Redis or the control database is unavailable
+//! the batch is retried and nothing is committed, so a crash or a rebalance redelivers it and
+//! the shard watermarks make that harmless.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use mentorstream_kafka::{
+    BorrowedMessage, Consumer, DeadLetters, InboundRecord, KafkaError, Message as _,
+};
+use mentorstream_proto::activity::v1::ActivityEvent;
+use mentorstream_tenancy::{TenancyError, Tenants};
+use tokio_util::sync::CancellationToken;
+
+use crate::calendar::Calendar;
+use crate::fold::partner_event;
+use crate::progress::Progress;
+use crate::store::{PartnerBatch, Store};
+
+/// Records applied together at most.
+const MAX_BATCH: usize = 4096;
+/// Pause before retrying a batch while Redis or the control database is away.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+/// What the consumer applies records with.
+#[derive(Debug, Clone)]
+pub struct Aggregator {
+    pub store: Store,
+    pub tenants: Tenants,
+    pub dead_letters: DeadLetters,
+    pub progress: Progress,
+}
+
+/// Why one record was not folded.
+enum Unfolded {
+    /// Never applicable: to the dead-letter topic.
+    Poison(String),
+    /// Try the batch again later.
+    Transient(String),
+}
+
+/// Consumes until `shutdown`, then commits what was applied.
+pub async fn run(
+    consumer: &Consumer,
+    aggregator: &Aggregator,
+    shutdown: CancellationToken,
+) -> Result<(), KafkaError> {
+    let mut chunks = consumer.inner().stream().ready_chunks(MAX_BATCH);
+    loop {
+        let chunk = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            chunk = chunks.next() => match chunk {
+                Some(chunk) => chunk,
+                None => break,
+            },
+        };
+        // A partition read to its end holds nothing accepted before this moment that is not in
+        // this chunk (up to the broker's propagation delay).
+        let received_at = chrono::Utc::now();
+        let mut messages = Vec::with_capacity(chunk.len());
+        let mut drained = Vec::new();
+        for item in chunk {
+            match item {
+                Ok(message) => messages.push(message),
+                Err(rdkafka::error::KafkaError::PartitionEOF(partition)) => drained.push(partition),
+                Err(error) => tracing::warn!(%error, "consumer error"),
+            }
+        }
+        if !aggregator.apply(&messages, &shutdown).await? {
+            break;
+        }
+        for message in &messages {
+            consumer.store(message)?;
+        }
+        aggregator
+            .progress
+            .record(&messages, &drained, received_at)
+            .await;
+    }
+    consumer.commit()
+}
+
+/// Waits before a retry; `false` when shutdown came first.
+async fn pause(shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        () = shutdown.cancelled() => false,
+        () = tokio::time::sleep(RETRY_PAUSE) => true,
+    }
+}
+
+impl Aggregator {
+    /// Applies `messages`; `false` when shutdown came first (nothing may be committed then).
+    async fn apply(
+        &self,
+        messages: &[BorrowedMessage<'_>],
+        shutdown: &CancellationToken,
+    ) -> Result<bool, KafkaError> {
+        let batches = loop {
+            match self.fold(messages).await {
+                Ok((batches, poison)) => {
+                    for (message, reason) in poison {
+                        self.dead_letters.send(message, &reason).await?;
+                    }
+                    break batches;
+                }
+                Err(reason) => tracing::warn!(reason, "cannot fold a batch; retrying"),
+            }
+            if !pause(shutdown).await {
+                return Ok(false);
+            }
+        };
+        loop {
+            match self.store.apply(&batches).await {
+                Ok(()) => return Ok(true),
+                Err(error) => tracing::warn!(%error, "cannot apply a batch; retrying"),
+            }
+            if !pause(shutdown).await {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// One batch per (tenant, partner, partition), and the records that can never be applied.
+    async fn fold<'m>(
+        &self,
+        messages: &'m [BorrowedMessage<'m>],
+    ) -> Result<(Vec<PartnerBatch>, Vec<(&'m BorrowedMessage<'m>, String)>), String> {
+        let mut batches: BTreeMap<(String, String, i32), PartnerBatch> = BTreeMap::new();
+        let mut poison = Vec::new();
+        for message in messages {
+            match self.fold_one(message).await {
+                Ok((event, shard_event)) => batches
+                    .entry((
+                        event.tenant_id.clone(),
+                        event.partner_id.clone(),
+                        message.partition(),
+                    ))
+                    .or_insert_with(|| PartnerBatch {
+                        tenant_id: event.tenant_id.clone(),
+                        partner_id: event.partner_id.clone(),
+                        source: format!("{}/{}", message.topic(), message.partition()),
+                        events: Vec::new(),
+                    })
+                    .events
+                    .push(shard_event),
+                Err(Unfolded::Poison(reason)) => poison.push((message, reason)),
+                Err(Unfolded::Transient(reason)) => return Err(reason),
+            }
+        }
+        Ok((batches.into_values().collect(), poison))
+    }
+
+    async fn fold_one(
+        &self,
+        message: &BorrowedMessage<'_>,
+    ) -> Result<(ActivityEvent, crate::fold::ShardEvent), Unfolded> {
+        let record = InboundRecord::new(message);
+        let event: ActivityEvent = record
+            .decode()
+            .map_err(|error| Unfolded::Poison(error.to_string()))?;
+        let tenant = match self.tenants.cached_tenant(&event.tenant_id).await {
+            Ok(tenant) => tenant,
+            Err(TenancyError::UnknownTenant(tenant)) => {
+                return Err(Unfolded::Poison(format!("unknown tenant `{tenant}`")));
+            }
+            Err(error) => return Err(Unfolded::Transient(error.to_string())),
+        };
+        let calendar = Calendar::new(tenant.time_zone);
+        let shard_event = partner_event(&event, message.offset(), &calendar)
+            .map_err(|error| Unfolded::Poison(error.to_string()))?;
+        Ok((event, shard_event))
+    }
+}
