@@ -40,7 +40,7 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     pub ingest: IngestConfig,
     pub mentorship: DatabaseServiceConfig,
-    pub kpi: ServiceEndpoints,
+    pub kpi: KpiConfig,
     pub notifier: DatabaseServiceConfig,
 }
 
@@ -166,6 +166,35 @@ impl IngestConfig {
             admin_listen: self.admin_listen,
         }
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KpiConfig {
+    pub grpc_listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub partitions: PartitionAssignment,
+}
+
+impl KpiConfig {
+    pub fn endpoints(&self) -> ServiceEndpoints {
+        ServiceEndpoints {
+            grpc_listen: self.grpc_listen,
+            admin_listen: self.admin_listen,
+        }
+    }
+}
+
+/// How an aggregator instance gets its partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PartitionAssignment {
+    /// The instances of the consumer group share the partitions (several replicas).
+    Group,
+    /// This instance reads every partition itself, resuming from the group's committed
+    /// offsets, with no group coordination (one replica; Tansu 0.6 does not move a crashed
+    /// member's partitions to a restarted one).
+    All,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -4,6 +4,7 @@ use std::time::Duration;
 use mentorstream_config::KafkaConfig;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -37,6 +38,43 @@ impl Consumer {
         topics: &[&str],
         properties: &[(&str, &str)],
     ) -> Result<Self, KafkaError> {
+        let consumer = Self::create(config, group, properties)?;
+        consumer
+            .inner
+            .subscribe(topics)
+            .map_err(KafkaError::Consume)?;
+        Ok(consumer)
+    }
+
+    /// A consumer of every partition of `topic` (0 to `partitions` − 1) without group
+    /// membership: it resumes from the group's committed offsets and commits to them, but no
+    /// coordinator moves partitions. For a single instance.
+    pub fn assigned(
+        config: &KafkaConfig,
+        group: &str,
+        topic: &str,
+        partitions: i32,
+        properties: &[(&str, &str)],
+    ) -> Result<Self, KafkaError> {
+        let consumer = Self::create(config, group, properties)?;
+        let mut assignment = TopicPartitionList::new();
+        for partition in 0..partitions {
+            assignment
+                .add_partition_offset(topic, partition, Offset::Stored)
+                .map_err(KafkaError::Consume)?;
+        }
+        consumer
+            .inner
+            .assign(&assignment)
+            .map_err(KafkaError::Consume)?;
+        Ok(consumer)
+    }
+
+    fn create(
+        config: &KafkaConfig,
+        group: &str,
+        properties: &[(&str, &str)],
+    ) -> Result<Self, KafkaError> {
         let mut client = client_config(config);
         for (key, value) in properties {
             client.set(*key, *value);
@@ -53,7 +91,6 @@ impl Consumer {
                 what: "consumer",
                 source,
             })?;
-        inner.subscribe(topics).map_err(KafkaError::Consume)?;
         Ok(Self {
             inner,
             group: group.to_owned(),
@@ -81,6 +118,22 @@ impl Consumer {
             Ok(()) => Ok(()),
             // Nothing stored since the last commit.
             Err(rdkafka::error::KafkaError::ConsumerCommit(
+                rdkafka::types::RDKafkaErrorCode::NoOffset,
+            )) => Ok(()),
+            Err(source) => Err(KafkaError::Commit {
+                group: self.group.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// Asks for the stored offsets to be committed without waiting for the broker: for the
+    /// end of a consumer that is about to be closed (closing commits them too) and must not
+    /// block its runtime on a slow coordinator.
+    pub fn commit_in_background(&self) -> Result<(), KafkaError> {
+        match self.inner.commit_consumer_state(CommitMode::Async) {
+            Ok(())
+            | Err(rdkafka::error::KafkaError::ConsumerCommit(
                 rdkafka::types::RDKafkaErrorCode::NoOffset,
             )) => Ok(()),
             Err(source) => Err(KafkaError::Commit {

@@ -84,7 +84,8 @@ pub async fn run(
             .record(&messages, &drained, received_at)
             .await;
     }
-    consumer.commit()
+    // Whatever is not committed now is redelivered and refused by the shard watermarks.
+    consumer.commit_in_background()
 }
 
 /// Waits before a retry; `false` when shutdown came first.

@@ -13,7 +13,7 @@ pub mod metric;
 pub mod progress;
 pub mod store;
 
-use mentorstream_config::{Config, ServiceEndpoints};
+use mentorstream_config::{Config, PartitionAssignment, ServiceEndpoints};
 use mentorstream_kafka::admin::{TopicSpec, ensure_topics};
 use mentorstream_kafka::{Consumer, DeadLetters, KafkaError, Producer};
 use mentorstream_proto::kpi::v1::kpi_service_server::KpiServiceServer;
@@ -43,7 +43,7 @@ pub enum ServiceError {
 
 /// Where this service listens, from the configuration.
 pub fn endpoints(config: &Config) -> ServiceEndpoints {
-    config.kpi.clone()
+    config.kpi.endpoints()
 }
 
 /// The consumer group of a key namespace: a fresh namespace (a rebuild) reads from the start.
@@ -71,12 +71,20 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
         dead_letters: DeadLetters::new(Producer::new(&config.kafka, DEAD_LETTER_TIMEOUT)?),
         progress: progress.clone(),
     };
-    let consumer = Consumer::with_properties(
-        &config.kafka,
-        &consumer_group(config),
-        &[&topic],
-        &[("enable.partition.eof", "true")],
-    )?;
+    let reporting_ends = [("enable.partition.eof", "true")];
+    let group = consumer_group(config);
+    let consumer = match config.kpi.partitions {
+        PartitionAssignment::Group => {
+            Consumer::with_properties(&config.kafka, &group, &[&topic], &reporting_ends)?
+        }
+        PartitionAssignment::All => Consumer::assigned(
+            &config.kafka,
+            &group,
+            &topic,
+            config.kafka.partitions,
+            &reporting_ends,
+        )?,
+    };
     let api = api::Api {
         store,
         progress,

@@ -1,0 +1,322 @@
+//! Driving a running aggregator: producing the scenario to its topic, waiting until it has
+//! applied everything, and comparing its scorecards with the rules.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use mentorstream_config::KafkaConfig;
+use mentorstream_kafka::{CloudEvent, OutboundRecord, Producer};
+use mentorstream_proto::activity::v1::ActivityEvent;
+use mentorstream_proto::common::v1::LocalDate;
+use mentorstream_proto::kpi::v1::kpi_service_client::KpiServiceClient;
+use mentorstream_proto::kpi::v1::{
+    GetScorecardRequest, GetScorecardResponse, Metric, Subject, SubjectKind, Window, WindowKind,
+    metric_value,
+};
+use prost::Message as _;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tonic::Request;
+use tonic::transport::Channel;
+
+use super::{Key, event, ping};
+
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// A KpiService client with a read key.
+pub struct Reader {
+    pub client: KpiServiceClient<Channel>,
+    pub api_key: String,
+}
+
+impl Reader {
+    pub async fn connect(addr: std::net::SocketAddr, api_key: String) -> Self {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match KpiServiceClient::connect(format!("http://{addr}")).await {
+                Ok(client) => return Self { client, api_key },
+                Err(error) => {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "no KpiService at {addr}: {error}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    pub async fn scorecard(
+        &mut self,
+        kind: SubjectKind,
+        id: &str,
+        window: Window,
+    ) -> Result<GetScorecardResponse, tonic::Status> {
+        let mut request = Request::new(GetScorecardRequest {
+            subject: Some(Subject {
+                kind: kind.into(),
+                id: id.into(),
+            }),
+            window: Some(window),
+        });
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", self.api_key).parse().expect("ascii"),
+        );
+        Ok(self.client.get_scorecard(request).await?.into_inner())
+    }
+}
+
+/// Migrates the control database and creates tenant `acme` (Europe/Moscow) with a read key.
+pub async fn create_tenant(tenants: &mentorstream_tenancy::Tenants) -> (String, String) {
+    tenants.migrate().await.expect("migrate");
+    let tenant = tenants
+        .create_tenant(mentorstream_tenancy::NewTenant {
+            name: "acme".into(),
+            time_zone: "Europe/Moscow".into(),
+            default_locale: "ru-RU".into(),
+        })
+        .await
+        .expect("tenant");
+    let key = tenants
+        .create_key("acme", "read".parse().expect("scopes"))
+        .await
+        .expect("key");
+    (tenant.tenant_id, key.api_key)
+}
+
+/// Produces `events` as ingest would (keyed by tenant and partner).
+pub async fn produce(kafka: &KafkaConfig, topic: &str, events: &[ActivityEvent]) {
+    let producer = Producer::new(kafka, WAIT).expect("producer");
+    for event in events {
+        producer
+            .send(&record(topic, event))
+            .await
+            .expect("produced");
+    }
+}
+
+/// A record nobody can decode, keyed like `event`.
+pub async fn produce_poison(kafka: &KafkaConfig, topic: &str, event: &ActivityEvent) {
+    let producer = Producer::new(kafka, WAIT).expect("producer");
+    let mut poison = record(topic, event);
+    poison.payload = vec![0xff, 0xff, 0xff];
+    producer.send(&poison).await.expect("produced");
+}
+
+fn record(topic: &str, event: &ActivityEvent) -> OutboundRecord {
+    OutboundRecord::protobuf(
+        topic,
+        format!("{}/{}", event.tenant_id, event.partner_id),
+        event,
+        CloudEvent {
+            id: event.source_event_id.clone(),
+            event_type: "mentorstream.activity.v1.ActivityEvent".into(),
+            source: "/tests/kpi".into(),
+            time: Utc::now(),
+        },
+    )
+}
+
+/// A ping of a partner of its own in every partition, after everything else. Once a sentinel
+/// counts, every record before it in its partition is applied: records of a partition are
+/// applied in order. (`as_of` cannot tell on Tansu, whose high watermarks lag.)
+pub async fn produce_sentinels(
+    kafka: &KafkaConfig,
+    topic: &str,
+    tenant_id: &str,
+) -> Vec<ActivityEvent> {
+    let producer: FutureProducer = mentorstream_kafka::client_config(kafka)
+        .create()
+        .expect("producer");
+    let mut sentinels = Vec::new();
+    for partition in 0..kafka.partitions {
+        let name = format!("sentinel-{partition}");
+        let mut sentinel = event(&name, &name, "2026-12-20 12:00", ping());
+        sentinel.tenant_id = tenant_id.to_owned();
+        let payload = sentinel.encode_to_vec();
+        let key = format!("{tenant_id}/{name}");
+        let header = |key, value| Header {
+            key,
+            value: Some(value),
+        };
+        let record = FutureRecord::to(topic)
+            .partition(partition)
+            .key(&key)
+            .payload(&payload)
+            .headers(
+                OwnedHeaders::new()
+                    .insert(header("ce_specversion", "1.0"))
+                    .insert(header("ce_id", &name))
+                    .insert(header("ce_type", "mentorstream.activity.v1.ActivityEvent"))
+                    .insert(header("ce_source", "/tests/kpi"))
+                    .insert(header("ce_time", "2026-12-20T09:00:00Z"))
+                    .insert(header("content-type", "application/protobuf")),
+            );
+        producer
+            .send(record, WAIT)
+            .await
+            .expect("sentinel produced");
+        sentinels.push(sentinel);
+    }
+    sentinels
+}
+
+/// Waits until every sentinel counts.
+pub async fn wait_for(reader: &mut Reader, sentinels: &[ActivityEvent]) {
+    let deadline = tokio::time::Instant::now() + WAIT * 2;
+    for sentinel in sentinels {
+        loop {
+            let answer = reader
+                .scorecard(
+                    SubjectKind::Partner,
+                    &sentinel.partner_id,
+                    window(WindowKind::Lifetime, None),
+                )
+                .await;
+            if answer
+                .as_ref()
+                .is_ok_and(|answer| numbers(answer).get("act") == Some(&1))
+            {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} never counted ({answer:?})",
+                sentinel.partner_id
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Compares the scorecards of partners, teams and the tenant in many windows with `expected`.
+pub async fn assert_scorecards(reader: &mut Reader, expected: &BTreeMap<Key, i64>) {
+    let windows = [
+        (WindowKind::Day, (2026, 11, 29)),
+        (WindowKind::Week, (2026, 11, 26)),
+        (WindowKind::Week, (2026, 11, 30)),
+        (WindowKind::Month, (2026, 11, 1)),
+        (WindowKind::Month, (2026, 12, 31)),
+        (WindowKind::Rolling7d, (2026, 12, 2)),
+        (WindowKind::Rolling30d, (2026, 12, 15)),
+        (WindowKind::Lifetime, (2026, 12, 31)),
+    ];
+    let subjects = [
+        (SubjectKind::Partner, "ann", "c"),
+        (SubjectKind::Partner, "bob", "c"),
+        (SubjectKind::Partner, "n4", "c"),
+        (SubjectKind::Team, "root", "t"),
+        (SubjectKind::Team, "n3", "t"),
+        (SubjectKind::Team, "n7", "t"),
+        (SubjectKind::Tenant, "", "tenant"),
+    ];
+    for (kind, id, oracle_kind) in subjects {
+        for (window_kind, anchor) in windows {
+            let answer = reader
+                .scorecard(kind, id, window(window_kind, Some(anchor)))
+                .await
+                .expect("scorecard");
+            assert!(answer.as_of.is_some());
+            assert_eq!(
+                numbers(&answer),
+                oracle(expected, oracle_kind, id, &buckets(window_kind, anchor)),
+                "{kind:?} {id} {window_kind:?} {anchor:?}"
+            );
+        }
+    }
+    // The scenario is not empty where it matters.
+    assert!(
+        oracle(expected, "tenant", "", &["life".into()])
+            .get("pv")
+            .is_some_and(|pv| *pv > 0)
+    );
+}
+
+pub fn window(kind: WindowKind, anchor: Option<(i32, i32, i32)>) -> Window {
+    Window {
+        kind: kind.into(),
+        anchor: anchor.map(|(year, month, day)| LocalDate { year, month, day }),
+    }
+}
+
+/// The bucket keys a window sums, computed here from the rules (not from the service).
+pub fn buckets(kind: WindowKind, anchor: (i32, i32, i32)) -> Vec<String> {
+    use chrono::{Datelike, Days, NaiveDate};
+    let day = NaiveDate::from_ymd_opt(
+        anchor.0,
+        anchor.1.try_into().expect("month"),
+        anchor.2.try_into().expect("day"),
+    )
+    .expect("date");
+    let rolling = |days: u64| {
+        (0..days)
+            .map(|back| format!("d:{}", day - Days::new(back)))
+            .collect()
+    };
+    match kind {
+        WindowKind::Day => vec![format!("d:{day}")],
+        WindowKind::Week => vec![format!(
+            "w:{}-W{:02}",
+            day.iso_week().year(),
+            day.iso_week().week()
+        )],
+        WindowKind::Month => vec![format!("m:{}-{:02}", day.year(), day.month())],
+        WindowKind::Rolling7d => rolling(7),
+        WindowKind::Rolling30d => rolling(30),
+        WindowKind::Rolling90d => rolling(90),
+        WindowKind::Lifetime => vec!["life".into()],
+        WindowKind::Unspecified => panic!("no kind"),
+    }
+}
+
+/// The scorecard's values as field → number (volumes in hundredths), to compare with the oracle.
+pub fn numbers(scorecard: &GetScorecardResponse) -> BTreeMap<String, i64> {
+    let field = |metric: Metric| match metric {
+        Metric::Recruits => "rec",
+        Metric::SalesVolume => "pv",
+        Metric::Orders => "ord",
+        Metric::ModulesCompleted => "mod",
+        Metric::LearningMinutes => "min",
+        Metric::EventsAttended => "evt",
+        Metric::SessionsCompleted => "ses",
+        Metric::SessionsMissed => "mis",
+        Metric::FeedbackCount => "fbc",
+        Metric::RankAdvancements => "rank",
+        Metric::ActiveDays => "act",
+        other => panic!("unexpected metric {other:?}"),
+    };
+    scorecard
+        .values
+        .iter()
+        .map(|value| {
+            let metric = Metric::try_from(value.metric).expect("known metric");
+            let number = match value.value.as_ref().expect("value") {
+                metric_value::Value::Count(count) => *count,
+                metric_value::Value::Decimal(decimal) => {
+                    decimal.value.replace('.', "").parse().expect("hundredths")
+                }
+                metric_value::Value::Ratio(_) => panic!("no ratios without feedback"),
+            };
+            (field(metric).to_owned(), number)
+        })
+        .filter(|(_, number)| *number != 0)
+        .collect()
+}
+
+pub fn oracle(
+    expected: &BTreeMap<Key, i64>,
+    kind: &str,
+    subject: &str,
+    buckets: &[String],
+) -> BTreeMap<String, i64> {
+    let mut sums: BTreeMap<String, i64> = BTreeMap::new();
+    for ((k, s, bucket, field), value) in expected {
+        if k == kind && s == subject && buckets.contains(bucket) {
+            *sums.entry(field.clone()).or_default() += value;
+        }
+    }
+    sums.retain(|_, value| *value != 0);
+    sums
+}
