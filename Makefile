@@ -51,6 +51,11 @@ test: stack-up tools fmt-check clippy proto-check
 	@$(STACK) drop-test-databases
 	cargo nextest run --workspace --locked
 
+# Seeded measurements on the local stack; see docs/benchmarks.md. Release build.
+.PHONY: bench
+bench: stack-up
+	cargo run --release --locked -p mentorstream-bench -- aggregator --partners 100000 --events 200000
+
 .PHONY: demo
 demo: stack-up
 	cargo build --locked -p mentorstream-cli

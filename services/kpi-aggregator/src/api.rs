@@ -1,24 +1,27 @@
-//! KpiService over gRPC. GetScorecard answers partner, team and tenant subjects; the other
-//! RPCs, and group subjects, answer UNIMPLEMENTED until their part of the aggregator lands.
+//! KpiService over gRPC. GetScorecard and GetSeries answer partner, team and tenant subjects;
+//! the other RPCs, and group subjects, answer UNIMPLEMENTED until their part of the aggregator
+//! lands.
 
 use chrono::{NaiveDate, Utc};
 use mentorstream_grpc::{authorize, field_violation};
 use mentorstream_proto::common::v1::{Decimal, LocalDate};
 use mentorstream_proto::kpi::v1::kpi_service_server::KpiService;
 use mentorstream_proto::kpi::v1::{
-    GetScorecardRequest, GetScorecardResponse, Metric, MetricValue, SubjectKind, WindowKind,
-    metric_value,
+    GetScorecardRequest, GetScorecardResponse, GetSeriesRequest, GetSeriesResponse, Metric,
+    MetricValue, SeriesPoint, SubjectKind, WindowKind, metric_value,
 };
 use mentorstream_tenancy::{Principal, Scope, TenancyError, Tenant, Tenants};
 use tonic::{Request, Response, Status};
 
-use crate::calendar::{Calendar, Window};
+use crate::calendar::{Calendar, Granularity, Window};
 use crate::metric::Counter;
 use crate::progress::Progress;
 use crate::store::{Store, Subject};
 
 /// Longest partner id, as at ingest.
 const MAX_ID_CHARS: usize = 128;
+/// Points of one series at most (a little over a year of days).
+const MAX_SERIES_POINTS: usize = 400;
 
 #[derive(Debug, Clone)]
 pub struct Api {
@@ -29,6 +32,13 @@ pub struct Api {
 
 #[tonic::async_trait]
 impl KpiService for Api {
+    async fn get_series(
+        &self,
+        request: Request<GetSeriesRequest>,
+    ) -> Result<Response<GetSeriesResponse>, Status> {
+        self.series(request).await.map(Response::new)
+    }
+
     async fn get_scorecard(
         &self,
         request: Request<GetScorecardRequest>,
@@ -83,15 +93,116 @@ impl KpiService for Api {
             window: Some(proto_window_with_anchor(&proto_window, window)),
             values,
             targets: Vec::new(),
-            as_of: as_of.map(|time| prost_types::Timestamp {
-                seconds: time.timestamp(),
-                nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
-            }),
+            as_of: as_of.map(timestamp),
         }))
     }
 }
 
 impl Api {
+    /// GetSeries: one metric of one subject per day, week or month.
+    async fn series(
+        &self,
+        request: Request<GetSeriesRequest>,
+    ) -> Result<GetSeriesResponse, Status> {
+        let principal = authorize(&request, Scope::Read)?;
+        let tenant = self.tenant(&principal).await?;
+        let request = request.into_inner();
+        let proto_subject = request
+            .subject
+            .as_ref()
+            .ok_or_else(|| field_violation("subject", "is required"))?;
+        let subject = subject(proto_subject)?;
+        let metric = Metric::try_from(request.metric).unwrap_or(Metric::Unspecified);
+        let counter = match metric {
+            Metric::FeedbackAvg => Counter::FeedbackSum,
+            other => Counter::ALL
+                .into_iter()
+                .find(|counter| counter.metric() == Some(other))
+                .ok_or_else(|| {
+                    field_violation(
+                        "metric",
+                        "must be a bucketed metric (not GROUP_SIZE, RETENTION_30D or unspecified)",
+                    )
+                })?,
+        };
+        let granularity =
+            match mentorstream_proto::kpi::v1::Granularity::try_from(request.granularity) {
+                Ok(mentorstream_proto::kpi::v1::Granularity::Day) => Granularity::Day,
+                Ok(mentorstream_proto::kpi::v1::Granularity::Week) => Granularity::Week,
+                Ok(mentorstream_proto::kpi::v1::Granularity::Month) => Granularity::Month,
+                _ => return Err(field_violation("granularity", "must be DAY, WEEK or MONTH")),
+            };
+        let date = |field: &str, date: Option<&LocalDate>| {
+            let date = date.ok_or_else(|| field_violation(field, "is required"))?;
+            local_date(date).ok_or_else(|| {
+                field_violation(
+                    field,
+                    format!(
+                        "{:04}-{:02}-{:02} is not a calendar date",
+                        date.year, date.month, date.day
+                    ),
+                )
+            })
+        };
+        let from = date("from", request.from.as_ref())?;
+        let to = date("to", request.to.as_ref())?;
+        if from > to {
+            return Err(field_violation(
+                "to",
+                format!("must not be before from ({from})"),
+            ));
+        }
+        let points = crate::calendar::series(granularity, from, to);
+        if points.len() > MAX_SERIES_POINTS {
+            return Err(field_violation(
+                "to",
+                format!(
+                    "a series has at most {MAX_SERIES_POINTS} points, this one would have {}",
+                    points.len()
+                ),
+            ));
+        }
+        let as_of = self.progress.as_of().await.map_err(unavailable)?;
+        let buckets: Vec<_> = points.iter().map(|(_, bucket)| *bucket).collect();
+        let values = self
+            .store
+            .counters_by_bucket(&tenant.tenant_id, subject, &buckets)
+            .await
+            .map_err(unavailable)?;
+        let points = points
+            .into_iter()
+            .zip(values)
+            .map(|((start, _), counters)| {
+                let count = |counter: Counter| counters.get(&counter).copied().unwrap_or(0);
+                let value = match metric {
+                    Metric::SalesVolume => metric_value::Value::Decimal(decimal(count(counter))),
+                    Metric::FeedbackAvg => {
+                        let ratings = count(Counter::FeedbackCount);
+                        #[allow(clippy::cast_precision_loss)] // sums of 1–5 ratings
+                        let average = if ratings == 0 {
+                            0.0
+                        } else {
+                            count(counter) as f64 / ratings as f64
+                        };
+                        metric_value::Value::Ratio(average)
+                    }
+                    _ => metric_value::Value::Count(count(counter)),
+                };
+                SeriesPoint {
+                    bucket_start: Some(to_local_date(start)),
+                    value: Some(MetricValue {
+                        metric: metric.into(),
+                        value: Some(value),
+                    }),
+                }
+            })
+            .collect();
+        Ok(GetSeriesResponse {
+            points,
+            as_of: as_of.map(timestamp),
+        })
+    }
+
     async fn tenant(&self, principal: &Principal) -> Result<Tenant, Status> {
         match self.tenants.cached_tenant(&principal.tenant_id).await {
             Ok(tenant) => Ok(tenant),
@@ -145,19 +256,15 @@ fn window(
 ) -> Result<Window, Status> {
     let anchor = match &window.anchor {
         None => calendar.local_day(Utc::now()),
-        Some(date) => u32::try_from(date.month)
-            .ok()
-            .zip(u32::try_from(date.day).ok())
-            .and_then(|(month, day)| NaiveDate::from_ymd_opt(date.year, month, day))
-            .ok_or_else(|| {
-                field_violation(
-                    "window.anchor",
-                    format!(
-                        "{:04}-{:02}-{:02} is not a calendar date",
-                        date.year, date.month, date.day
-                    ),
-                )
-            })?,
+        Some(date) => local_date(date).ok_or_else(|| {
+            field_violation(
+                "window.anchor",
+                format!(
+                    "{:04}-{:02}-{:02} is not a calendar date",
+                    date.year, date.month, date.day
+                ),
+            )
+        })?,
     };
     Ok(match WindowKind::try_from(window.kind) {
         Ok(WindowKind::Day) => Window::Day(anchor),
@@ -197,14 +304,29 @@ fn proto_window_with_anchor(
     };
     mentorstream_proto::kpi::v1::Window {
         kind: requested.kind,
-        anchor: anchor.map(|day| {
-            use chrono::Datelike as _;
-            LocalDate {
-                year: day.year(),
-                month: i32::try_from(day.month()).unwrap_or_default(),
-                day: i32::try_from(day.day()).unwrap_or_default(),
-            }
-        }),
+        anchor: anchor.map(to_local_date),
+    }
+}
+
+fn local_date(date: &LocalDate) -> Option<NaiveDate> {
+    let month = u32::try_from(date.month).ok()?;
+    let day = u32::try_from(date.day).ok()?;
+    NaiveDate::from_ymd_opt(date.year, month, day)
+}
+
+fn to_local_date(day: NaiveDate) -> LocalDate {
+    use chrono::Datelike as _;
+    LocalDate {
+        year: day.year(),
+        month: i32::try_from(day.month()).unwrap_or_default(),
+        day: i32::try_from(day.day()).unwrap_or_default(),
+    }
+}
+
+fn timestamp(time: chrono::DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: time.timestamp(),
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
     }
 }
 

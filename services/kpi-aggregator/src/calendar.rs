@@ -86,6 +86,45 @@ impl Window {
     }
 }
 
+/// Series granularity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Granularity {
+    Day,
+    Week,
+    Month,
+}
+
+/// The buckets of a series from the one containing `from` to the one containing `to`, each
+/// with its first local day.
+pub fn series(
+    granularity: Granularity,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Vec<(NaiveDate, Bucket)> {
+    let mut points = Vec::new();
+    let mut start = match granularity {
+        Granularity::Day => from,
+        Granularity::Week => from.week(chrono::Weekday::Mon).first_day(),
+        Granularity::Month => from.with_day(1).unwrap_or(from),
+    };
+    while start <= to {
+        let (bucket, next) = match granularity {
+            Granularity::Day => (Bucket::Day(start), start.checked_add_days(Days::new(1))),
+            Granularity::Week => (week_of(start), start.checked_add_days(Days::new(7))),
+            Granularity::Month => (
+                month_of(start),
+                start.checked_add_months(chrono::Months::new(1)),
+            ),
+        };
+        points.push((start, bucket));
+        match next {
+            Some(next) => start = next,
+            None => break,
+        }
+    }
+    points
+}
+
 /// The tenant's calendar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Calendar {
@@ -245,6 +284,36 @@ mod tests {
         .buckets();
         assert_eq!(ninety.len(), 90);
         assert_eq!(ninety.first(), Some(&Bucket::Day(date("2026-08-29"))));
+    }
+
+    #[test]
+    fn series_cover_the_buckets_containing_both_ends() {
+        let points = |granularity, from, to| -> Vec<(String, String)> {
+            series(granularity, date(from), date(to))
+                .into_iter()
+                .map(|(start, bucket)| (start.to_string(), bucket.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            points(Granularity::Week, "2026-11-26", "2026-12-02"),
+            [
+                ("2026-11-23".to_owned(), "w:2026-W48".to_owned()),
+                ("2026-11-30".to_owned(), "w:2026-W49".to_owned())
+            ]
+        );
+        assert_eq!(
+            points(Granularity::Month, "2026-11-30", "2027-01-01"),
+            [
+                ("2026-11-01".to_owned(), "m:2026-11".to_owned()),
+                ("2026-12-01".to_owned(), "m:2026-12".to_owned()),
+                ("2027-01-01".to_owned(), "m:2027-01".to_owned())
+            ]
+        );
+        assert_eq!(
+            points(Granularity::Day, "2026-11-26", "2026-11-28").len(),
+            3
+        );
+        assert!(points(Granularity::Day, "2026-11-28", "2026-11-26").is_empty());
     }
 
     #[test]

@@ -336,6 +336,23 @@ impl Store {
         subject: Subject<'_>,
         buckets: &[Bucket],
     ) -> Result<BTreeMap<Counter, i64>, StoreError> {
+        let mut totals = BTreeMap::new();
+        for counters in self.counters_by_bucket(tenant_id, subject, buckets).await? {
+            for (counter, value) in counters {
+                *totals.entry(counter).or_default() += value;
+            }
+        }
+        totals.retain(|_, value| *value != 0);
+        Ok(totals)
+    }
+
+    /// A subject's counters in each of `buckets`, in one round trip.
+    pub async fn counters_by_bucket(
+        &self,
+        tenant_id: &str,
+        subject: Subject<'_>,
+        buckets: &[Bucket],
+    ) -> Result<Vec<BTreeMap<Counter, i64>>, StoreError> {
         let (shard, kind) = match subject {
             Subject::Partner(partner) => (self.partner_shard(tenant_id, partner), "c"),
             Subject::Team(partner) => (self.partner_shard(tenant_id, partner), "t"),
@@ -349,16 +366,14 @@ impl Store {
         }
         let hashes: Vec<BTreeMap<String, i64>> =
             pipeline.query_async(&mut self.connection.clone()).await?;
-        let mut totals = BTreeMap::new();
-        for hash in hashes {
-            for (field, value) in hash {
-                if let Some(counter) = Counter::from_field(&field) {
-                    *totals.entry(counter).or_default() += value;
-                }
-            }
-        }
-        totals.retain(|_, value| *value != 0);
-        Ok(totals)
+        Ok(hashes
+            .into_iter()
+            .map(|hash| {
+                hash.into_iter()
+                    .filter_map(|(field, value)| Some((Counter::from_field(&field)?, value)))
+                    .collect()
+            })
+            .collect())
     }
 }
 

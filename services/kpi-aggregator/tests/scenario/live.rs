@@ -11,8 +11,8 @@ use mentorstream_proto::activity::v1::ActivityEvent;
 use mentorstream_proto::common::v1::LocalDate;
 use mentorstream_proto::kpi::v1::kpi_service_client::KpiServiceClient;
 use mentorstream_proto::kpi::v1::{
-    GetScorecardRequest, GetScorecardResponse, Metric, Subject, SubjectKind, Window, WindowKind,
-    metric_value,
+    GetScorecardRequest, GetScorecardResponse, GetSeriesRequest, Granularity, Metric, Subject,
+    SubjectKind, Window, WindowKind, metric_value,
 };
 use prost::Message as _;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -66,6 +66,145 @@ impl Reader {
         );
         Ok(self.client.get_scorecard(request).await?.into_inner())
     }
+}
+
+impl Reader {
+    /// `(first day of the bucket, number)` of one metric (volumes in hundredths).
+    pub async fn series(
+        &mut self,
+        kind: SubjectKind,
+        id: &str,
+        metric: Metric,
+        granularity: Granularity,
+        from: (i32, i32, i32),
+        to: (i32, i32, i32),
+    ) -> Vec<(String, i64)> {
+        let date = |(year, month, day)| Some(LocalDate { year, month, day });
+        let mut request = Request::new(GetSeriesRequest {
+            subject: Some(Subject {
+                kind: kind.into(),
+                id: id.into(),
+            }),
+            metric: metric.into(),
+            granularity: granularity.into(),
+            from: date(from),
+            to: date(to),
+        });
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", self.api_key).parse().expect("ascii"),
+        );
+        let answer = self
+            .client
+            .get_series(request)
+            .await
+            .expect("series")
+            .into_inner();
+        assert!(answer.as_of.is_some());
+        answer
+            .points
+            .into_iter()
+            .map(|point| {
+                let start = point.bucket_start.expect("start");
+                let number = match point.value.and_then(|value| value.value).expect("value") {
+                    metric_value::Value::Count(count) => count,
+                    metric_value::Value::Decimal(decimal) => {
+                        decimal.value.replace('.', "").parse().expect("hundredths")
+                    }
+                    metric_value::Value::Ratio(_) => panic!("no ratios here"),
+                };
+                (
+                    format!("{:04}-{:02}-{:02}", start.year, start.month, start.day),
+                    number,
+                )
+            })
+            .collect()
+    }
+}
+
+/// Compares a few series with `expected`: a partner's volume by day across a week boundary, by
+/// month across a month boundary, and the whole tree's orders by ISO week.
+pub async fn assert_series(reader: &mut Reader, expected: &BTreeMap<Key, i64>) {
+    let value = |kind: &str, subject: &str, bucket: String, field: &str| {
+        expected
+            .get(&(
+                kind.to_owned(),
+                subject.to_owned(),
+                bucket,
+                field.to_owned(),
+            ))
+            .copied()
+            .unwrap_or(0)
+    };
+    let days = reader
+        .series(
+            SubjectKind::Partner,
+            "ann",
+            Metric::SalesVolume,
+            Granularity::Day,
+            (2026, 11, 27),
+            (2026, 12, 3),
+        )
+        .await;
+    let expected_days: Vec<(String, i64)> = (27..=30)
+        .map(|day| format!("2026-11-{day:02}"))
+        .chain((1..=3).map(|day| format!("2026-12-{day:02}")))
+        .map(|day| {
+            let number = value("c", "ann", format!("d:{day}"), "pv");
+            (day, number)
+        })
+        .collect();
+    assert_eq!(days, expected_days);
+    let months = reader
+        .series(
+            SubjectKind::Partner,
+            "ann",
+            Metric::Orders,
+            Granularity::Month,
+            (2026, 11, 30),
+            (2026, 12, 1),
+        )
+        .await;
+    assert_eq!(
+        months,
+        [
+            (
+                "2026-11-01".to_owned(),
+                value("c", "ann", "m:2026-11".into(), "ord")
+            ),
+            (
+                "2026-12-01".to_owned(),
+                value("c", "ann", "m:2026-12".into(), "ord")
+            ),
+        ]
+    );
+    let weeks = reader
+        .series(
+            SubjectKind::Team,
+            "root",
+            Metric::Orders,
+            Granularity::Week,
+            (2026, 11, 26),
+            (2026, 12, 2),
+        )
+        .await;
+    assert_eq!(
+        weeks,
+        [
+            (
+                "2026-11-23".to_owned(),
+                value("t", "root", "w:2026-W48".into(), "ord")
+            ),
+            (
+                "2026-11-30".to_owned(),
+                value("t", "root", "w:2026-W49".into(), "ord")
+            ),
+        ]
+    );
+    assert!(
+        weeks.iter().all(|(_, orders)| *orders > 0),
+        "the scenario has orders both weeks"
+    );
 }
 
 /// Migrates the control database and creates tenant `acme` (Europe/Moscow) with a read key.

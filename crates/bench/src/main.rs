@@ -1,0 +1,403 @@
+//! `make bench`: seeded, reproducible measurements on the local stack (DESIGN.md §11).
+//!
+//! `mentorstream-bench aggregator` pre-produces a genealogy of N partners (enrolments) and M
+//! activity events to a fresh topic, then runs the aggregator pipeline in this process over
+//! them with team roll-ups, and reports events per aggregator CPU-second (this process's CPU
+//! time while consuming, from /proc/self/stat; production is excluded), wall throughput, and
+//! the CPU time Redis spent meanwhile. The report goes to stdout and target/bench/report.json.
+
+// Printing the report is this binary's job.
+#![allow(clippy::print_stdout)]
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use chrono::{TimeZone, Utc};
+use clap::Parser;
+use mentorstream_config::Config;
+use mentorstream_kafka::admin::{TopicSpec, ensure_topics};
+use mentorstream_kafka::{CloudEvent, Consumer, DeadLetters, OutboundRecord, Producer};
+use mentorstream_kpi_aggregator::calendar::Bucket;
+use mentorstream_kpi_aggregator::consume::{self, Aggregator};
+use mentorstream_kpi_aggregator::metric::Counter;
+use mentorstream_kpi_aggregator::progress::Progress;
+use mentorstream_kpi_aggregator::store::{Store, Subject};
+use mentorstream_proto::activity::v1::{
+    ActivityEvent, ActivityPing, ModuleCompleted, OrderPlaced, OrderRefunded, PartnerEnrolled,
+    PingKind, activity_event::Payload,
+};
+use mentorstream_proto::common::v1::Decimal;
+use mentorstream_redis::{KeySpace, cmd};
+use mentorstream_tenancy::{NewTenant, Tenants};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+#[derive(Debug, Parser)]
+#[command(about = "Measurements of Mentorstream on the local stack")]
+enum Command {
+    /// The aggregator alone over pre-produced events, with team roll-ups.
+    Aggregator {
+        /// Partners in the genealogy (each has one enrolment event).
+        #[arg(long, default_value_t = 100_000)]
+        partners: usize,
+        /// Activity events besides the enrolments.
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+}
+
+#[derive(Debug, Serialize)]
+struct AggregatorReport {
+    partners: usize,
+    records: usize,
+    genealogy_max_depth: usize,
+    genealogy_mean_depth: f64,
+    wall_seconds: f64,
+    aggregator_cpu_seconds: f64,
+    redis_cpu_seconds: f64,
+    events_per_aggregator_cpu_second: f64,
+    events_per_wall_second: f64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let command = Command::parse();
+    // Warnings only (RUST_LOG overrides), so the report stands out.
+    mentorstream_telemetry::init_for_tests();
+    match command {
+        Command::Aggregator {
+            partners,
+            events,
+            seed,
+        } => {
+            let report = aggregator(partners, events, seed).await?;
+            println!("aggregator, team roll-ups over a {partners}-partner genealogy (seed {seed})");
+            println!(
+                "  records {}  genealogy depth max {} mean {:.1}",
+                report.records, report.genealogy_max_depth, report.genealogy_mean_depth
+            );
+            println!(
+                "  {:.0} events per aggregator CPU-second ({:.2} CPU-s), {:.0} events per wall second ({:.2} s), Redis {:.2} CPU-s",
+                report.events_per_aggregator_cpu_second,
+                report.aggregator_cpu_seconds,
+                report.events_per_wall_second,
+                report.wall_seconds,
+                report.redis_cpu_seconds
+            );
+            std::fs::create_dir_all("target/bench")?;
+            std::fs::write(
+                "target/bench/report.json",
+                serde_json::to_string_pretty(&serde_json::json!({ "aggregator": report }))?,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+async fn aggregator(
+    partners: usize,
+    activity: usize,
+    seed: u64,
+) -> anyhow::Result<AggregatorReport> {
+    let mut config = Config::load(None)?;
+    let suffix = mentorstream_testkit::unique("bench");
+    config.kafka.topics.activity = format!("{suffix}.activity");
+    config.redis.key_prefix = suffix.clone();
+    let database = mentorstream_testkit::fresh_database(&config, "bench").await;
+    let tenants = Tenants::connect(&database, 4).await?;
+    tenants.migrate().await?;
+    let tenant = tenants
+        .create_tenant(NewTenant {
+            name: "bench".into(),
+            time_zone: "Europe/Moscow".into(),
+            default_locale: "ru-RU".into(),
+        })
+        .await?;
+    let topic = config.kafka.topics.activity.clone();
+    ensure_topics(&config.kafka, &[TopicSpec::new(&topic)]).await?;
+
+    let (events, depths) = generate(&tenant.tenant_id, partners, activity, seed);
+    let producer = Producer::new(&config.kafka, Duration::from_secs(60))?;
+    let mut pending = Vec::with_capacity(events.len());
+    for event in &events {
+        pending.push(producer.enqueue(&record(&topic, event)).await?);
+    }
+    for delivery in pending {
+        delivery.await?;
+    }
+    // One sentinel per partition after everything: when all count, everything is applied.
+    let sentinels = sentinels(&config, &topic, &tenant.tenant_id).await?;
+
+    let connection = mentorstream_redis::connect(&config.redis)?;
+    let keys = KeySpace::new(&config.redis.key_prefix, "kpi");
+    let store = Store::new(connection.clone(), keys.clone());
+    let aggregator = Aggregator {
+        store: store.clone(),
+        tenants: tenants.clone(),
+        dead_letters: DeadLetters::new(producer.clone()),
+        progress: Progress::new(
+            connection.clone(),
+            keys.key(&["progress"]),
+            topic.clone(),
+            config.kafka.partitions,
+        ),
+    };
+    let consumer = Consumer::assigned(
+        &config.kafka,
+        &format!("{suffix}-kpi"),
+        &topic,
+        config.kafka.partitions,
+        &[("enable.partition.eof", "true")],
+    )?;
+    let redis_before = redis_cpu(&connection).await?;
+    let cpu_before = process_cpu()?;
+    let started = Instant::now();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let consuming = {
+        let shutdown = shutdown.clone();
+        async move { consume::run(&consumer, &aggregator, shutdown).await }
+    };
+    let waiting = async {
+        for sentinel in &sentinels {
+            loop {
+                let counters = store
+                    .counters(
+                        &tenant.tenant_id,
+                        Subject::Partner(sentinel),
+                        &[Bucket::Lifetime],
+                    )
+                    .await?;
+                if counters.get(&Counter::ActiveDays) == Some(&1) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let elapsed = started.elapsed();
+        let cpu = process_cpu()? - cpu_before;
+        shutdown.cancel();
+        anyhow::Ok((elapsed, cpu))
+    };
+    let (consumed, measured) = tokio::join!(consuming, waiting);
+    consumed?;
+    let (elapsed, cpu) = measured?;
+    let redis = redis_cpu(&connection).await? - redis_before;
+    let records = events.len() + sentinels.len();
+    #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+    let per = |seconds: f64| records as f64 / seconds;
+    #[allow(clippy::cast_precision_loss)]
+    let mean_depth = depths.iter().sum::<usize>() as f64 / depths.len().max(1) as f64;
+    Ok(AggregatorReport {
+        partners,
+        records,
+        genealogy_max_depth: depths.iter().copied().max().unwrap_or(0),
+        genealogy_mean_depth: mean_depth,
+        wall_seconds: elapsed.as_secs_f64(),
+        aggregator_cpu_seconds: cpu,
+        redis_cpu_seconds: redis,
+        events_per_aggregator_cpu_second: per(cpu),
+        events_per_wall_second: per(elapsed.as_secs_f64()),
+    })
+}
+
+/// Enrolments of a random recursive tree (each partner sponsored by a uniformly chosen earlier
+/// one: depth grows like ln N, as in real genealogies), then activity of random partners.
+fn generate(
+    tenant_id: &str,
+    partners: usize,
+    activity: usize,
+    seed: u64,
+) -> (Vec<ActivityEvent>, Vec<usize>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let start = Utc
+        .with_ymd_and_hms(2026, 11, 1, 0, 0, 0)
+        .single()
+        .unwrap_or_default();
+    let at = |rng: &mut StdRng| {
+        let offset = rng.random_range(0..25 * 86_400);
+        prost_types_timestamp(start.timestamp() + offset)
+    };
+    let mut depths = Vec::with_capacity(partners);
+    let mut events = Vec::with_capacity(partners + activity);
+    for partner in 0..partners {
+        let sponsor = (partner > 0).then(|| rng.random_range(0..partner));
+        depths.push(sponsor.map_or(0, |sponsor| depths[sponsor] + 1));
+        events.push(event(
+            tenant_id,
+            partner,
+            format!("enrol-{partner}"),
+            at(&mut rng),
+            Payload::PartnerEnrolled(PartnerEnrolled {
+                sponsor_id: sponsor
+                    .map(|sponsor| format!("p{sponsor}"))
+                    .unwrap_or_default(),
+                display_name: String::new(),
+                locale: "ru-RU".into(),
+                time_zone: "Europe/Moscow".into(),
+            }),
+        ));
+    }
+    for n in 0..activity {
+        let partner = rng.random_range(0..partners);
+        let payload = match rng.random_range(0..10) {
+            0..=3 => Payload::OrderPlaced(OrderPlaced {
+                order_id: format!("o{n}"),
+                volume: Some(Decimal {
+                    value: format!(
+                        "{}.{:02}",
+                        rng.random_range(1..200),
+                        rng.random_range(0..100)
+                    ),
+                }),
+                amount: None,
+            }),
+            4 => Payload::OrderRefunded(OrderRefunded {
+                order_id: format!("o{}", rng.random_range(0..n.max(1))),
+                volume: Some(Decimal {
+                    value: "5.00".into(),
+                }),
+            }),
+            5 | 6 => Payload::ModuleCompleted(ModuleCompleted {
+                module_id: format!("m{}", rng.random_range(0..20)),
+                minutes: 15,
+            }),
+            _ => Payload::ActivityPing(ActivityPing {
+                kind: PingKind::App.into(),
+            }),
+        };
+        events.push(event(
+            tenant_id,
+            partner,
+            format!("a{n}"),
+            at(&mut rng),
+            payload,
+        ));
+    }
+    (events, depths)
+}
+
+fn prost_types_timestamp(seconds: i64) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp { seconds, nanos: 0 })
+}
+
+fn event(
+    tenant_id: &str,
+    partner: usize,
+    id: String,
+    occurred_at: Option<prost_types::Timestamp>,
+    payload: Payload,
+) -> ActivityEvent {
+    ActivityEvent {
+        tenant_id: tenant_id.to_owned(),
+        source: "bench".into(),
+        source_event_id: id,
+        occurred_at,
+        partner_id: format!("p{partner}"),
+        accepted_at: None,
+        payload: Some(payload),
+    }
+}
+
+fn record(topic: &str, event: &ActivityEvent) -> OutboundRecord {
+    OutboundRecord::protobuf(
+        topic,
+        format!("{}/{}", event.tenant_id, event.partner_id),
+        event,
+        CloudEvent {
+            id: event.source_event_id.clone(),
+            event_type: "mentorstream.activity.v1.ActivityEvent".into(),
+            source: "/bench".into(),
+            time: Utc::now(),
+        },
+    )
+}
+
+/// A ping of partner `sentinel-<p>` into every partition p; returns the partner ids.
+async fn sentinels(config: &Config, topic: &str, tenant_id: &str) -> anyhow::Result<Vec<String>> {
+    use prost::Message as _;
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = mentorstream_kafka::client_config(&config.kafka).create()?;
+    let mut names = Vec::new();
+    for partition in 0..config.kafka.partitions {
+        let name = format!("sentinel-{partition}");
+        let event = ActivityEvent {
+            tenant_id: tenant_id.to_owned(),
+            source: "bench".into(),
+            source_event_id: name.clone(),
+            occurred_at: prost_types_timestamp(Utc::now().timestamp() - 3600),
+            partner_id: name.clone(),
+            accepted_at: None,
+            payload: Some(Payload::ActivityPing(ActivityPing {
+                kind: PingKind::App.into(),
+            })),
+        };
+        let payload = event.encode_to_vec();
+        let header = |key, value| Header {
+            key,
+            value: Some(value),
+        };
+        let record = FutureRecord::to(topic)
+            .partition(partition)
+            .key(&name)
+            .payload(&payload)
+            .headers(
+                OwnedHeaders::new()
+                    .insert(header("ce_specversion", "1.0"))
+                    .insert(header("ce_id", &name))
+                    .insert(header("ce_type", "mentorstream.activity.v1.ActivityEvent"))
+                    .insert(header("ce_source", "/bench"))
+                    .insert(header("ce_time", "2026-11-26T00:00:00Z"))
+                    .insert(header("content-type", "application/protobuf")),
+            );
+        producer
+            .send(record, Duration::from_secs(60))
+            .await
+            .map_err(|(error, _)| error)?;
+        names.push(name);
+    }
+    Ok(names)
+}
+
+/// User + system CPU seconds of this process so far (all threads).
+fn process_cpu() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("malformed /proc/self/stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks = |index: usize| -> anyhow::Result<f64> {
+        Ok(fields
+            .get(index)
+            .context("short /proc/self/stat")?
+            .parse::<f64>()?)
+    };
+    // utime and stime are fields 14 and 15 of stat(5); here 0-based after the state field.
+    Ok((ticks(11)? + ticks(12)?) / clock_ticks_per_second())
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // USER_HZ is 100 on every Linux configuration this project runs on.
+    100.0
+}
+
+/// CPU seconds Redis has used so far (used_cpu_user + used_cpu_sys of INFO cpu).
+async fn redis_cpu(connection: &mentorstream_redis::Connection) -> anyhow::Result<f64> {
+    let info: String = cmd("INFO")
+        .arg("cpu")
+        .query_async(&mut connection.clone())
+        .await?;
+    let value = |name: &str| -> f64 {
+        info.lines()
+            .find_map(|line| line.strip_prefix(&format!("{name}:")))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    Ok(value("used_cpu_user") + value("used_cpu_sys"))
+}
