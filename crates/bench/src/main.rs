@@ -129,7 +129,7 @@ async fn aggregator(
         delivery.await?;
     }
     // One sentinel per partition after everything: when all count, everything is applied.
-    let sentinels = sentinels(&config, &topic, &tenant.tenant_id).await?;
+    let sentinels = sentinels(&producer, &config, &topic, &tenant.tenant_id).await?;
 
     let connection = mentorstream_redis::connect(&config.redis)?;
     let keys = KeySpace::new(&config.redis.key_prefix, "kpi");
@@ -315,12 +315,14 @@ fn record(topic: &str, event: &ActivityEvent) -> OutboundRecord {
     )
 }
 
-/// A ping of partner `sentinel-<p>` into every partition p; returns the partner ids.
-async fn sentinels(config: &Config, topic: &str, tenant_id: &str) -> anyhow::Result<Vec<String>> {
-    use prost::Message as _;
-    use rdkafka::message::{Header, OwnedHeaders};
-    use rdkafka::producer::{FutureProducer, FutureRecord};
-    let producer: FutureProducer = mentorstream_kafka::client_config(&config.kafka).create()?;
+/// A ping of partner `sentinel-<p>` into every partition p, after everything else: when all
+/// count, every record before them is applied. Returns the partner ids.
+async fn sentinels(
+    producer: &Producer,
+    config: &Config,
+    topic: &str,
+    tenant_id: &str,
+) -> anyhow::Result<Vec<String>> {
     let mut names = Vec::new();
     for partition in 0..config.kafka.partitions {
         let name = format!("sentinel-{partition}");
@@ -335,28 +337,9 @@ async fn sentinels(config: &Config, topic: &str, tenant_id: &str) -> anyhow::Res
                 kind: PingKind::App.into(),
             })),
         };
-        let payload = event.encode_to_vec();
-        let header = |key, value| Header {
-            key,
-            value: Some(value),
-        };
-        let record = FutureRecord::to(topic)
-            .partition(partition)
-            .key(&name)
-            .payload(&payload)
-            .headers(
-                OwnedHeaders::new()
-                    .insert(header("ce_specversion", "1.0"))
-                    .insert(header("ce_id", &name))
-                    .insert(header("ce_type", "mentorstream.activity.v1.ActivityEvent"))
-                    .insert(header("ce_source", "/bench"))
-                    .insert(header("ce_time", "2026-11-26T00:00:00Z"))
-                    .insert(header("content-type", "application/protobuf")),
-            );
         producer
-            .send(record, Duration::from_secs(60))
-            .await
-            .map_err(|(error, _)| error)?;
+            .send(&record(topic, &event).to_partition(partition))
+            .await?;
         names.push(name);
     }
     Ok(names)

@@ -25,6 +25,9 @@ pub struct CloudEvent {
 #[derive(Debug, Clone)]
 pub struct OutboundRecord {
     pub topic: String,
+    /// `None`: the partition of the key (what every service uses). `Some`: this partition, for
+    /// tests and benchmarks that must reach each partition.
+    pub partition: Option<i32>,
     pub key: Vec<u8>,
     pub payload: Vec<u8>,
     pub event: CloudEvent,
@@ -39,10 +42,18 @@ impl OutboundRecord {
     ) -> Self {
         Self {
             topic: topic.into(),
+            partition: None,
             key: key.into(),
             payload: message.encode_to_vec(),
             event,
         }
+    }
+
+    /// The same record, sent to `partition` whatever its key.
+    #[must_use]
+    pub fn to_partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
     }
 
     /// Headers of the record: CloudEvents attributes plus the current span's trace context.

@@ -91,6 +91,7 @@ impl Producer {
             .key(&record.key)
             .payload(&record.payload)
             .headers(headers);
+        future_record.partition = record.partition;
         loop {
             let generation = self.shared.current();
             match generation.client.send_result(future_record) {

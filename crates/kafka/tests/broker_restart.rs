@@ -28,6 +28,7 @@ async fn acknowledged_records_survive_a_broker_crash() {
         let payload = format!("record-{n}");
         let record = OutboundRecord {
             topic: topic.clone(),
+            partition: None,
             key: format!("key-{}", n % 4).into_bytes(),
             payload: payload.clone().into_bytes(),
             event: CloudEvent {

@@ -14,9 +14,6 @@ use mentorstream_proto::kpi::v1::{
     GetScorecardRequest, GetScorecardResponse, GetSeriesRequest, Granularity, Metric, Subject,
     SubjectKind, Window, WindowKind, metric_value,
 };
-use prost::Message as _;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use tonic::Request;
 use tonic::transport::Channel;
 
@@ -266,35 +263,14 @@ pub async fn produce_sentinels(
     topic: &str,
     tenant_id: &str,
 ) -> Vec<ActivityEvent> {
-    let producer: FutureProducer = mentorstream_kafka::client_config(kafka)
-        .create()
-        .expect("producer");
+    let producer = Producer::new(kafka, WAIT).expect("producer");
     let mut sentinels = Vec::new();
     for partition in 0..kafka.partitions {
         let name = format!("sentinel-{partition}");
         let mut sentinel = event(&name, &name, "2026-12-20 12:00", ping());
         sentinel.tenant_id = tenant_id.to_owned();
-        let payload = sentinel.encode_to_vec();
-        let key = format!("{tenant_id}/{name}");
-        let header = |key, value| Header {
-            key,
-            value: Some(value),
-        };
-        let record = FutureRecord::to(topic)
-            .partition(partition)
-            .key(&key)
-            .payload(&payload)
-            .headers(
-                OwnedHeaders::new()
-                    .insert(header("ce_specversion", "1.0"))
-                    .insert(header("ce_id", &name))
-                    .insert(header("ce_type", "mentorstream.activity.v1.ActivityEvent"))
-                    .insert(header("ce_source", "/tests/kpi"))
-                    .insert(header("ce_time", "2026-12-20T09:00:00Z"))
-                    .insert(header("content-type", "application/protobuf")),
-            );
         producer
-            .send(record, WAIT)
+            .send(&record(topic, &sentinel).to_partition(partition))
             .await
             .expect("sentinel produced");
         sentinels.push(sentinel);
