@@ -1,14 +1,15 @@
 //! KpiService over gRPC. GetScorecard and GetSeries answer partner, team and tenant subjects;
-//! the other RPCs, and group subjects, answer UNIMPLEMENTED until their part of the aggregator
-//! lands.
+//! GetLeaderboard ranks partners tenant-wide. The other RPCs, group subjects and rankings
+//! within a team answer UNIMPLEMENTED until their part of the aggregator lands.
 
 use chrono::{NaiveDate, Utc};
 use mentorstream_grpc::{authorize, field_violation};
 use mentorstream_proto::common::v1::{Decimal, LocalDate};
 use mentorstream_proto::kpi::v1::kpi_service_server::KpiService;
 use mentorstream_proto::kpi::v1::{
-    GetScorecardRequest, GetScorecardResponse, GetSeriesRequest, GetSeriesResponse, Metric,
-    MetricValue, SeriesPoint, SubjectKind, WindowKind, metric_value,
+    GetLeaderboardRequest, GetLeaderboardResponse, GetScorecardRequest, GetScorecardResponse,
+    GetSeriesRequest, GetSeriesResponse, LeaderboardEntry, Metric, MetricValue, SeriesPoint,
+    SubjectKind, WindowKind, metric_value,
 };
 use mentorstream_tenancy::{Principal, Scope, TenancyError, Tenant, Tenants};
 use tonic::{Request, Response, Status};
@@ -22,6 +23,9 @@ use crate::store::{Store, Subject};
 const MAX_ID_CHARS: usize = 128;
 /// Points of one series at most (a little over a year of days).
 const MAX_SERIES_POINTS: usize = 400;
+/// Leaderboard page sizes: the default and the largest.
+const DEFAULT_PAGE_SIZE: usize = 50;
+const MAX_PAGE_SIZE: usize = 500;
 
 #[derive(Debug, Clone)]
 pub struct Api {
@@ -32,6 +36,13 @@ pub struct Api {
 
 #[tonic::async_trait]
 impl KpiService for Api {
+    async fn get_leaderboard(
+        &self,
+        request: Request<GetLeaderboardRequest>,
+    ) -> Result<Response<GetLeaderboardResponse>, Status> {
+        self.leaderboard(request).await.map(Response::new)
+    }
+
     async fn get_series(
         &self,
         request: Request<GetSeriesRequest>,
@@ -99,6 +110,109 @@ impl KpiService for Api {
 }
 
 impl Api {
+    /// GetLeaderboard: partners ranked tenant-wide by one counter metric in a window.
+    async fn leaderboard(
+        &self,
+        request: Request<GetLeaderboardRequest>,
+    ) -> Result<GetLeaderboardResponse, Status> {
+        let principal = authorize(&request, Scope::Read)?;
+        let tenant = self.tenant(&principal).await?;
+        let request = request.into_inner();
+        match SubjectKind::try_from(request.entry_kind) {
+            Ok(SubjectKind::Partner) => {}
+            Ok(SubjectKind::Group) => {
+                return Err(Status::unimplemented(
+                    "group leaderboards need mentorship events, which the aggregator does not \
+                     consume yet",
+                ));
+            }
+            _ => {
+                return Err(field_violation(
+                    "entry_kind",
+                    "must be SUBJECT_KIND_PARTNER or SUBJECT_KIND_GROUP",
+                ));
+            }
+        }
+        if !request.team_root_id.is_empty() {
+            return Err(Status::unimplemented(
+                "leaderboards within a team are not built yet; leave team_root_id empty for the \
+                 tenant-wide ranking",
+            ));
+        }
+        let metric = Metric::try_from(request.metric).unwrap_or(Metric::Unspecified);
+        let counter = Counter::ALL
+            .into_iter()
+            .find(|counter| counter.metric() == Some(metric))
+            .ok_or_else(|| {
+                field_violation(
+                    "metric",
+                    "must be a counted metric (not FEEDBACK_AVG, GROUP_SIZE, RETENTION_30D or \
+                     unspecified)",
+                )
+            })?;
+        let proto_window = request
+            .window
+            .ok_or_else(|| field_violation("window", "is required"))?;
+        let window = window(&proto_window, &Calendar::new(tenant.time_zone))?;
+        let page_size = match usize::try_from(request.page_size).unwrap_or(usize::MAX) {
+            0 => DEFAULT_PAGE_SIZE,
+            size if size <= MAX_PAGE_SIZE => size,
+            size => {
+                return Err(field_violation(
+                    "page_size",
+                    format!("must be at most {MAX_PAGE_SIZE}, got {size}"),
+                ));
+            }
+        };
+        let offset = if request.page_token.is_empty() {
+            0
+        } else {
+            request
+                .page_token
+                .parse::<usize>()
+                .map_err(|_| field_violation("page_token", "is not a token this server issued"))?
+        };
+        let as_of = self.progress.as_of().await.map_err(unavailable)?;
+        let (page, more) = self
+            .store
+            .leaderboard(
+                &tenant.tenant_id,
+                counter,
+                &window.buckets(),
+                offset,
+                page_size,
+            )
+            .await
+            .map_err(unavailable)?;
+        let entries = (offset + 1..)
+            .zip(page)
+            .map(|(rank, (partner, value))| LeaderboardEntry {
+                rank: u32::try_from(rank).unwrap_or(u32::MAX),
+                subject: Some(mentorstream_proto::kpi::v1::Subject {
+                    kind: SubjectKind::Partner.into(),
+                    id: partner,
+                }),
+                value: Some(MetricValue {
+                    metric: metric.into(),
+                    value: Some(if counter == Counter::SalesVolume {
+                        metric_value::Value::Decimal(decimal(value))
+                    } else {
+                        metric_value::Value::Count(value)
+                    }),
+                }),
+            })
+            .collect::<Vec<_>>();
+        Ok(GetLeaderboardResponse {
+            next_page_token: if more {
+                (offset + entries.len()).to_string()
+            } else {
+                String::new()
+            },
+            entries,
+            as_of: as_of.map(timestamp),
+        })
+    }
+
     /// GetSeries: one metric of one subject per day, week or month.
     async fn series(
         &self,

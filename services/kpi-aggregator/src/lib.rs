@@ -2,8 +2,9 @@
 //!
 //! The consumer ([`consume`]) folds activity records ([`fold`]) into the KPI state in Redis
 //! ([`store`], docs/kpi-state.md) and records how far it got ([`progress`]); KpiService
-//! ([`api`]) reads it. Built so far: personal, team and tenant counters from activity events,
-//! and GetScorecard. Group subjects, signals and the other RPCs are still to come.
+//! ([`api`]) reads it. Built so far: personal, team and tenant counters and tenant-wide
+//! leaderboards from activity events; GetScorecard, GetSeries and GetLeaderboard. Group
+//! subjects, signals and the other RPCs are still to come.
 
 mod api;
 pub mod calendar;

@@ -17,8 +17,9 @@
 --            A batch whose first offset is at or below the shard's watermark for that field
 --            changes nothing (it was applied before); the answer says so.
 -- forwarded: ARGV[7..] entries of other shards' outboxes: source seq kind n (bucket counter
---            amount){n}; kind is personal, team or tenant. An entry whose seq is at or below
---            the shard's watermark for its source was applied before and is skipped.
+--            amount){n}; kind is personal, team or tenant (a partner's personal changes: the
+--            tenant's counters and leaderboards). An entry whose seq is at or below the shard's
+--            watermark for its source was applied before and is skipped.
 -- trim:      ARGV[7..] outbox sequence numbers the targets have applied.
 --
 -- Answer: {applied (1 or 0), watermark, seq1, entry1, seq2, entry2, ...}: the shard's pending
@@ -102,6 +103,22 @@ local function team(bucket, counter, amount)
   counter_add('t', bucket, counter, amount)
   redis.call('SADD', root .. ':tb', bucket)
   accumulate(team_changes, bucket, counter, amount)
+end
+
+-- The tenant-wide leaderboard of a counter in a bucket: a sorted set of partners scored by the
+-- negated value, so that ascending order is best first with ties by partner id. A partner whose
+-- value returns to zero leaves it.
+local function board(source, bucket, counter, amount)
+  if string.sub(source, 1, #partner_prefix) ~= partner_prefix then
+    return
+  end
+  local partner = string.sub(source, #partner_prefix + 1, -2)
+  local key = root .. ':lb:' .. counter .. ':' .. bucket
+  local score = tonumber(redis.call('ZINCRBY', key, string.format('%d', -amount), partner))
+  if score == 0 then
+    redis.call('ZREM', key, partner)
+  end
+  touched[key] = string.sub(bucket, 1, 1)
 end
 
 local function emit(target, kind, changes)
@@ -312,6 +329,7 @@ if mode == 'forwarded' then
           team(bucket, counter, amount)
         else
           counter_add('c', bucket, counter, amount)
+          board(entry.source, bucket, counter, amount)
         end
       end
       redis.call('HSET', watermarks, entry.source, entry.seq)

@@ -346,6 +346,56 @@ impl Store {
         Ok(totals)
     }
 
+    /// One page of the tenant-wide ranking of partners by `counter` summed over `buckets`:
+    /// best first, ties by partner id, partners at zero left out. Returns the page and
+    /// whether more follow.
+    pub async fn leaderboard(
+        &self,
+        tenant_id: &str,
+        counter: Counter,
+        buckets: &[Bucket],
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<(String, i64)>, bool), StoreError> {
+        let shard = self.tenant_shard(tenant_id);
+        let keys: Vec<String> = buckets
+            .iter()
+            .map(|bucket| format!("{shard}:lb:{}:{bucket}", counter.field()))
+            .collect();
+        let mut connection = self.connection.clone();
+        // Scores are negated values: ascending order is best first, ties by member.
+        let ranked: Vec<(String, f64)> = if let [key] = keys.as_slice() {
+            let last = offset.saturating_add(limit);
+            cmd("ZRANGE")
+                .arg(key)
+                .arg(offset)
+                .arg(last)
+                .arg("WITHSCORES")
+                .query_async(&mut connection)
+                .await?
+        } else {
+            let all: Vec<(String, f64)> = cmd("ZUNION")
+                .arg(keys.len())
+                .arg(&keys)
+                .arg("WITHSCORES")
+                .query_async(&mut connection)
+                .await?;
+            all.into_iter()
+                .filter(|(_, score)| *score != 0.0)
+                .skip(offset)
+                .take(limit.saturating_add(1))
+                .collect()
+        };
+        let more = ranked.len() > limit;
+        #[allow(clippy::cast_possible_truncation)] // scores are sums of integer counters
+        let page = ranked
+            .into_iter()
+            .take(limit)
+            .map(|(partner, score)| (partner, -score as i64))
+            .collect();
+        Ok((page, more))
+    }
+
     /// A subject's counters in each of `buckets`, in one round trip.
     pub async fn counters_by_bucket(
         &self,

@@ -59,7 +59,7 @@ impl Deployment {
 
     /// Starts an instance on ports the OS chooses; returns it and its gRPC address, read from
     /// its "listening" log line (its logs are passed on to the test's output).
-    fn start(&self) -> (Child, std::net::SocketAddr) {
+    fn start(&self) -> (Instance, std::net::SocketAddr) {
         let mut child = Command::new(BIN)
             .arg("--config")
             .arg(self.file.path())
@@ -89,16 +89,27 @@ impl Deployment {
         let grpc = address
             .recv_timeout(std::time::Duration::from_secs(60))
             .expect("the aggregator logs where it listens");
-        (child, grpc.parse().expect("socket address"))
+        (Instance(child), grpc.parse().expect("socket address"))
     }
 }
 
-fn kill_9(child: &mut Child) {
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reaped");
+/// A running aggregator process; killed if a failing test drops it, so none outlives the test.
+struct Instance(Child);
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
-fn terminate(child: &mut Child) {
+fn kill_9(instance: &mut Instance) {
+    instance.0.kill().expect("SIGKILL");
+    instance.0.wait().expect("reaped");
+}
+
+fn terminate(instance: &mut Instance) {
+    let child = &mut instance.0;
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

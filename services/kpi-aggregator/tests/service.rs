@@ -9,8 +9,8 @@ use mentorstream_proto::kpi::v1::{SubjectKind, WindowKind};
 use mentorstream_runtime::{Context, Listeners};
 use mentorstream_testkit::{fresh_database, unique};
 use scenario::live::{
-    Reader, assert_scorecards, assert_series, create_tenant, produce, produce_poison,
-    produce_sentinels, wait_for, window,
+    Reader, assert_leaderboards, assert_scorecards, assert_series, create_tenant, produce,
+    produce_poison, produce_sentinels, wait_for, window,
 };
 use scenario::{expected, scenario};
 use tonic::Code;
@@ -75,6 +75,7 @@ async fn scorecards_equal_the_rules_applied_to_the_records_on_the_topic() {
     let expected = expected(&events);
     assert_scorecards(&mut reader, &expected).await;
     assert_series(&mut reader, &expected).await;
+    assert_leaderboards(&mut reader, &expected).await;
 
     let refused = reader
         .scorecard(SubjectKind::Partner, "", window(WindowKind::Lifetime, None))

@@ -11,8 +11,8 @@ use mentorstream_proto::activity::v1::ActivityEvent;
 use mentorstream_proto::common::v1::LocalDate;
 use mentorstream_proto::kpi::v1::kpi_service_client::KpiServiceClient;
 use mentorstream_proto::kpi::v1::{
-    GetScorecardRequest, GetScorecardResponse, GetSeriesRequest, Granularity, Metric, Subject,
-    SubjectKind, Window, WindowKind, metric_value,
+    GetLeaderboardRequest, GetScorecardRequest, GetScorecardResponse, GetSeriesRequest,
+    Granularity, Metric, Subject, SubjectKind, Window, WindowKind, metric_value,
 };
 use tonic::Request;
 use tonic::transport::Channel;
@@ -116,6 +116,105 @@ impl Reader {
                 )
             })
             .collect()
+    }
+}
+
+impl Reader {
+    /// Every page of a tenant-wide partner leaderboard, `page_size` at a time, as
+    /// (rank, partner, number).
+    pub async fn leaderboard(
+        &mut self,
+        metric: Metric,
+        window: Window,
+        page_size: u32,
+    ) -> Vec<(u32, String, i64)> {
+        let mut entries = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let mut request = Request::new(GetLeaderboardRequest {
+                entry_kind: SubjectKind::Partner.into(),
+                metric: metric.into(),
+                window: Some(window),
+                team_root_id: String::new(),
+                page_size,
+                page_token: page_token.clone(),
+            });
+            request.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {}", self.api_key).parse().expect("ascii"),
+            );
+            let answer = self
+                .client
+                .get_leaderboard(request)
+                .await
+                .expect("leaderboard")
+                .into_inner();
+            assert!(answer.as_of.is_some());
+            assert!(answer.entries.len() <= page_size as usize);
+            for entry in answer.entries {
+                let number = match entry.value.and_then(|value| value.value).expect("value") {
+                    metric_value::Value::Count(count) => count,
+                    metric_value::Value::Decimal(decimal) => {
+                        decimal.value.replace('.', "").parse().expect("hundredths")
+                    }
+                    metric_value::Value::Ratio(_) => panic!("no ratios here"),
+                };
+                entries.push((entry.rank, entry.subject.expect("subject").id, number));
+            }
+            if answer.next_page_token.is_empty() {
+                return entries;
+            }
+            page_token = answer.next_page_token;
+        }
+    }
+}
+
+/// Compares tenant-wide leaderboards, read page by page, with the ranking the rules give:
+/// highest first, ties by partner id, partners at zero left out.
+pub async fn assert_leaderboards(reader: &mut Reader, expected: &BTreeMap<Key, i64>) {
+    for (metric, field, window_kind, anchor) in [
+        (
+            Metric::SalesVolume,
+            "pv",
+            WindowKind::Lifetime,
+            (2026, 12, 31),
+        ),
+        (Metric::Orders, "ord", WindowKind::Month, (2026, 11, 15)),
+        (
+            Metric::ActiveDays,
+            "act",
+            WindowKind::Rolling7d,
+            (2026, 12, 2),
+        ),
+        (Metric::Recruits, "rec", WindowKind::Month, (2026, 11, 26)),
+    ] {
+        let window_buckets = buckets(window_kind, anchor);
+        let mut totals: BTreeMap<String, i64> = BTreeMap::new();
+        for ((kind, partner, bucket, counter), value) in expected {
+            if kind == "c" && counter == field && window_buckets.contains(bucket) {
+                *totals.entry(partner.clone()).or_default() += value;
+            }
+        }
+        let mut ranking: Vec<(String, i64)> = totals
+            .into_iter()
+            .filter(|(_, value)| *value != 0)
+            .collect();
+        ranking.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let expected_entries: Vec<(u32, String, i64)> = (1..)
+            .zip(ranking)
+            .map(|(rank, (partner, value))| (rank, partner, value))
+            .collect();
+        assert!(
+            expected_entries.len() > 3,
+            "{metric:?}: the scenario ranks several partners"
+        );
+        assert_eq!(
+            reader
+                .leaderboard(metric, window(window_kind, Some(anchor)), 4)
+                .await,
+            expected_entries,
+            "{metric:?} {window_kind:?} {anchor:?}"
+        );
     }
 }
 
@@ -278,7 +377,7 @@ pub async fn produce_sentinels(
     sentinels
 }
 
-/// Waits until every sentinel counts.
+/// Waits until every sentinel counts and `as_of` is known.
 pub async fn wait_for(reader: &mut Reader, sentinels: &[ActivityEvent]) {
     let deadline = tokio::time::Instant::now() + WAIT * 2;
     for sentinel in sentinels {
@@ -290,10 +389,10 @@ pub async fn wait_for(reader: &mut Reader, sentinels: &[ActivityEvent]) {
                     window(WindowKind::Lifetime, None),
                 )
                 .await;
-            if answer
-                .as_ref()
-                .is_ok_and(|answer| numbers(answer).get("act") == Some(&1))
-            {
+            // Counted, and the progress of its batch recorded (that comes right after).
+            if answer.as_ref().is_ok_and(|answer| {
+                numbers(answer).get("act") == Some(&1) && answer.as_of.is_some()
+            }) {
                 break;
             }
             assert!(
