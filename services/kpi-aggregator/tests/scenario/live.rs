@@ -44,23 +44,29 @@ impl Reader {
         }
     }
 
+    /// `message` with this reader's key.
+    fn authorized<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", self.api_key).parse().expect("ascii"),
+        );
+        request
+    }
+
     pub async fn scorecard(
         &mut self,
         kind: SubjectKind,
         id: &str,
         window: Window,
     ) -> Result<GetScorecardResponse, tonic::Status> {
-        let mut request = Request::new(GetScorecardRequest {
+        let request = self.authorized(GetScorecardRequest {
             subject: Some(Subject {
                 kind: kind.into(),
                 id: id.into(),
             }),
             window: Some(window),
         });
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {}", self.api_key).parse().expect("ascii"),
-        );
         Ok(self.client.get_scorecard(request).await?.into_inner())
     }
 }
@@ -77,7 +83,7 @@ impl Reader {
         to: (i32, i32, i32),
     ) -> Vec<(String, i64)> {
         let date = |(year, month, day)| Some(LocalDate { year, month, day });
-        let mut request = Request::new(GetSeriesRequest {
+        let request = self.authorized(GetSeriesRequest {
             subject: Some(Subject {
                 kind: kind.into(),
                 id: id.into(),
@@ -87,10 +93,6 @@ impl Reader {
             from: date(from),
             to: date(to),
         });
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {}", self.api_key).parse().expect("ascii"),
-        );
         let answer = self
             .client
             .get_series(request)
@@ -131,7 +133,7 @@ impl Reader {
         let mut entries = Vec::new();
         let mut page_token = String::new();
         loop {
-            let mut request = Request::new(GetLeaderboardRequest {
+            let request = self.authorized(GetLeaderboardRequest {
                 entry_kind: SubjectKind::Partner.into(),
                 metric: metric.into(),
                 window: Some(window),
@@ -139,10 +141,6 @@ impl Reader {
                 page_size,
                 page_token: page_token.clone(),
             });
-            request.metadata_mut().insert(
-                "authorization",
-                format!("Bearer {}", self.api_key).parse().expect("ascii"),
-            );
             let answer = self
                 .client
                 .get_leaderboard(request)
