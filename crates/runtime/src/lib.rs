@@ -110,7 +110,7 @@ pub async fn host(
     ));
     let health = mentorstream_grpc::Health::new();
     mark_serving(&health.reporter).await;
-    let served = mentorstream_grpc::serve(
+    let serving = mentorstream_grpc::serve(
         listeners.grpc,
         &context.config.tls,
         Arc::new(context.tenants.clone()),
@@ -118,8 +118,22 @@ pub async fn host(
         routes,
         health,
         context.shutdown.token(),
-    )
-    .await;
+    );
+    // A client that keeps its connection open can hold hyper's graceful shutdown forever
+    // (hyperium/hyper#4170) and tonic has no forced stop: in-flight calls get half the grace
+    // period, then the server is dropped, leaving the rest for consumers and producers.
+    let drain = context.config.shutdown.grace_period / 2;
+    let shutdown = context.shutdown.token();
+    let served = tokio::select! {
+        served = serving => served,
+        () = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(drain).await;
+        } => {
+            tracing::warn!(service, drain = ?drain, "connections still open after shutdown; closing them");
+            Ok(())
+        }
+    };
     match admin.await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => tracing::warn!(service, %error, "admin endpoint failed"),
