@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use mentorstream_tenancy::{AuthError, Authenticate, Principal, Scope};
+use mentorstream_tenancy::{
+    AuthError, Authenticate, Principal, Scope, TenancyError, Tenant, Tenants,
+};
 use tonic::Status;
 use tonic::body::Body;
 use tower::{Layer, Service};
@@ -141,6 +143,23 @@ fn bearer_key(headers: &http::HeaderMap) -> Result<String, AuthError> {
         .filter(|key| !key.is_empty())
         .map(str::to_owned)
         .ok_or(AuthError::MalformedHeader)
+}
+
+/// The settings of the caller's tenant (cached): PERMISSION_DENIED when the key's tenant is
+/// gone, UNAVAILABLE when the control database cannot be read.
+pub async fn caller_tenant(tenants: &Tenants, principal: &Principal) -> Result<Tenant, Status> {
+    match tenants.cached_tenant(&principal.tenant_id).await {
+        Ok(tenant) => Ok(tenant),
+        Err(TenancyError::UnknownTenant(_)) => Err(Status::permission_denied(
+            "the tenant of this API key no longer exists",
+        )),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the caller's tenant");
+            Err(Status::unavailable(
+                "cannot read the tenant's settings right now; retry",
+            ))
+        }
+    }
 }
 
 /// The caller's principal, if its key carries `scope`.

@@ -8,6 +8,6 @@ pub mod auth;
 pub mod error;
 mod server;
 
-pub use auth::{AuthLayer, authorize};
+pub use auth::{AuthLayer, authorize, caller_tenant};
 pub use error::{ServiceError, field_violation, invalid_argument};
 pub use server::{GrpcError, Health, HealthReporter, serve, tls_config};

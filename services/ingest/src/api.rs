@@ -3,12 +3,12 @@
 use std::pin::Pin;
 
 use futures::Stream;
-use mentorstream_grpc::{authorize, invalid_argument};
+use mentorstream_grpc::{authorize, caller_tenant, invalid_argument};
 use mentorstream_proto::ingest::v1::ingest_service_server::IngestService;
 use mentorstream_proto::ingest::v1::{
     IngestRequest, IngestResponse, IngestStreamRequest, IngestStreamResponse,
 };
-use mentorstream_tenancy::{Principal, Scope, TenancyError, Tenants};
+use mentorstream_tenancy::{Principal, Scope, Tenants};
 use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -117,22 +117,17 @@ impl IngestService for Api {
 
 impl Api {
     async fn tenant_scope(&self, principal: &Principal) -> Result<TenantScope, Status> {
-        match self.tenants.cached_tenant(&principal.tenant_id).await {
-            Ok(tenant) => Ok(TenantScope {
-                tenant_id: tenant.tenant_id,
-                allowed_lateness: tenant.allowed_lateness,
-            }),
-            Err(TenancyError::UnknownTenant(_)) => Err(Status::permission_denied(
-                "the tenant of this API key no longer exists",
-            )),
-            Err(error) => {
-                metrics::unavailable("tenant");
-                tracing::warn!(%error, "cannot read the tenant");
-                Err(Status::unavailable(
-                    "cannot read the tenant's settings right now; retry",
-                ))
-            }
-        }
+        let tenant = caller_tenant(&self.tenants, principal)
+            .await
+            .inspect_err(|status| {
+                if status.code() == tonic::Code::Unavailable {
+                    metrics::unavailable("tenant");
+                }
+            })?;
+        Ok(TenantScope {
+            tenant_id: tenant.tenant_id,
+            allowed_lateness: tenant.allowed_lateness,
+        })
     }
 }
 

@@ -22,7 +22,7 @@ use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use mentorstream_redis::{Connection, KeySpace, RedisError, Value, cmd, pipe};
+use mentorstream_redis::{Connection, KeySpace, RedisError, cmd, pipe};
 use sha2::{Digest, Sha256};
 
 /// Deletes a claim only if it is still the caller's (it may have expired and been taken).
@@ -230,14 +230,6 @@ impl Dedup {
         }
         pipeline
             .query_async::<()>(&mut self.connection.clone())
-            .await?;
-        Ok(())
-    }
-
-    /// Whether Redis answers at all (for readiness).
-    pub async fn ping(&self) -> Result<(), DedupError> {
-        let _: Value = cmd("PING")
-            .query_async(&mut self.connection.clone())
             .await?;
         Ok(())
     }

@@ -161,10 +161,6 @@ impl Intake {
         }
     }
 
-    pub fn dedup(&self) -> &Dedup {
-        &self.dedup
-    }
-
     /// Validates `events`, claims the valid ones and enqueues those nobody had, in order.
     /// `token` identifies the request (or stream) holding the claims.
     pub async fn prepare(
@@ -359,15 +355,6 @@ impl Intake {
 }
 
 impl Prepared {
-    /// Number of events in the batch.
-    pub fn len(&self) -> usize {
-        self.verdicts.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.verdicts.is_empty()
-    }
-
     /// Waits for the broker, then confirms what it acknowledged and releases the rest.
     pub async fn settle(self, intake: &Intake) -> Settled {
         let Self {

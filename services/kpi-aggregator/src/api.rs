@@ -3,7 +3,7 @@
 //! within a team answer UNIMPLEMENTED until their part of the aggregator lands.
 
 use chrono::{NaiveDate, Utc};
-use mentorstream_grpc::{authorize, field_violation};
+use mentorstream_grpc::{authorize, caller_tenant, field_violation};
 use mentorstream_proto::common::v1::{Decimal, LocalDate};
 use mentorstream_proto::kpi::v1::kpi_service_server::KpiService;
 use mentorstream_proto::kpi::v1::{
@@ -11,7 +11,7 @@ use mentorstream_proto::kpi::v1::{
     GetSeriesRequest, GetSeriesResponse, LeaderboardEntry, Metric, MetricValue, SeriesPoint,
     SubjectKind, WindowKind, metric_value,
 };
-use mentorstream_tenancy::{Principal, Scope, TenancyError, Tenant, Tenants};
+use mentorstream_tenancy::{Principal, Scope, Tenant, Tenants};
 use tonic::{Request, Response, Status};
 
 use crate::calendar::{Calendar, Granularity, Window};
@@ -318,13 +318,7 @@ impl Api {
     }
 
     async fn tenant(&self, principal: &Principal) -> Result<Tenant, Status> {
-        match self.tenants.cached_tenant(&principal.tenant_id).await {
-            Ok(tenant) => Ok(tenant),
-            Err(TenancyError::UnknownTenant(_)) => Err(Status::permission_denied(
-                "the tenant of this API key no longer exists",
-            )),
-            Err(error) => Err(unavailable(error)),
-        }
+        caller_tenant(&self.tenants, principal).await
     }
 }
 
