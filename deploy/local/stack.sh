@@ -80,7 +80,7 @@ tansu_bin() {
 
 install_missing() {
   mkdir -p "$STATE"
-  command -v redis-server >/dev/null || apt_install redis-server
+  command -v redis-server >/dev/null && command -v redis-cli >/dev/null || apt_install redis-server redis-tools
   [[ -x "$PG_BIN/initdb" ]] || apt_install "postgresql-$PG_VERSION"
   command -v psql >/dev/null || apt_install "postgresql-client-$PG_VERSION"
   if ! tansu_bin >/dev/null; then

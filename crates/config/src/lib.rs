@@ -108,6 +108,8 @@ pub struct RedisConfig {
     pub url: SecretString,
     /// Prefix of every key, so that tenants of one Redis (tests, rebuilds) stay apart.
     pub key_prefix: String,
+    /// `url` names one node of a Redis Cluster; the others are discovered from it.
+    pub cluster: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,17 +1,27 @@
 //! The Redis connection the services share.
 //!
-//! [`connect`] builds a multiplexed, self-reconnecting connection from [`RedisConfig`]: it does
-//! not need Redis to be up when the service starts, and every command fails within the response
-//! timeout instead of hanging when Redis is down, so callers can answer UNAVAILABLE and let the
-//! client retry. AUTH travels in the URL (`redis://user:password@host:port`).
+//! [`connect`] builds a multiplexed, self-reconnecting connection from [`RedisConfig`], to one
+//! Redis or to a Redis Cluster (`redis.cluster`): it does not need Redis to be up when the
+//! service starts, and every command fails within the response timeout instead of hanging when
+//! Redis is down, so callers can answer UNAVAILABLE and let the client retry. AUTH travels in
+//! the URL (`redis://user:password@host:port`).
+//!
+//! On a cluster a pipeline must stay within one hash slot; [`Connection::each`] runs commands
+//! for many slots in one round trip on a single Redis and concurrently, one per slot's node, on
+//! a cluster.
 //!
 //! [`KeySpace`] builds keys under the configured prefix, so that several deployments or tests
 //! share one Redis without seeing each other's keys.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use mentorstream_config::{ExposeSecret, RedisConfig};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::RedisFuture;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use tokio::sync::OnceCell;
 
 pub use redis::{Cmd, ErrorKind, Pipeline, RedisError, Script, ServerErrorKind, Value, cmd, pipe};
 
@@ -19,9 +29,6 @@ pub use redis::{Cmd, ErrorKind, Pipeline, RedisError, Script, ServerErrorKind, V
 pub fn is_no_script(error: &RedisError) -> bool {
     error.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
 }
-
-/// A cheap-to-clone handle; clones share one multiplexed connection.
-pub type Connection = ConnectionManager;
 
 /// How long one command may wait for its answer before it fails.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -36,16 +43,135 @@ pub enum ConnectError {
     Setup(RedisError),
 }
 
+/// A cheap-to-clone handle; clones share one multiplexed connection (per node on a cluster).
+#[derive(Clone)]
+pub struct Connection {
+    target: Target,
+}
+
+#[derive(Clone)]
+enum Target {
+    Single(ConnectionManager),
+    /// Connected on first use, and again after a failed attempt; the cluster connection
+    /// itself follows slot moves and reconnects to nodes.
+    Cluster(Arc<LazyCluster>),
+}
+
+struct LazyCluster {
+    client: ClusterClient,
+    connection: OnceCell<ClusterConnection>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.target {
+            Target::Single(_) => "single",
+            Target::Cluster(_) => "cluster",
+        };
+        f.debug_struct("Connection").field("kind", &kind).finish()
+    }
+}
+
 /// A connection to the configured Redis, established on first use.
 pub fn connect(config: &RedisConfig) -> Result<Connection, ConnectError> {
-    let client =
-        redis::Client::open(config.url.expose_secret()).map_err(ConnectError::InvalidUrl)?;
-    let manager_config = ConnectionManagerConfig::new()
-        .set_response_timeout(Some(RESPONSE_TIMEOUT))
-        .set_connection_timeout(Some(CONNECTION_TIMEOUT))
-        .set_number_of_retries(2)
-        .set_max_delay(Duration::from_millis(500));
-    ConnectionManager::new_lazy_with_config(client, manager_config).map_err(ConnectError::Setup)
+    let url = config.url.expose_secret();
+    let target = if config.cluster {
+        let client = ClusterClient::builder([url])
+            .response_timeout(RESPONSE_TIMEOUT)
+            .connection_timeout(CONNECTION_TIMEOUT)
+            .retries(2)
+            .build()
+            .map_err(ConnectError::InvalidUrl)?;
+        Target::Cluster(Arc::new(LazyCluster {
+            client,
+            connection: OnceCell::new(),
+        }))
+    } else {
+        let client = redis::Client::open(url).map_err(ConnectError::InvalidUrl)?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        Target::Single(
+            ConnectionManager::new_lazy_with_config(client, manager_config)
+                .map_err(ConnectError::Setup)?,
+        )
+    };
+    Ok(Connection { target })
+}
+
+impl Connection {
+    /// Runs `commands`, each of which touches one hash slot, and answers in their order: one
+    /// pipeline on a single Redis; on a cluster every command goes to its slot's node, all at
+    /// once. Fails with the first error.
+    pub async fn each(&self, commands: Vec<Cmd>) -> Result<Vec<Value>, RedisError> {
+        match &self.target {
+            Target::Single(connection) => {
+                let mut pipeline = pipe();
+                for command in commands {
+                    pipeline.add_command(command);
+                }
+                pipeline.query_async(&mut connection.clone()).await
+            }
+            Target::Cluster(_) => {
+                let calls = commands.iter().map(|command| {
+                    let mut connection = self.clone();
+                    async move { command.query_async::<Value>(&mut connection).await }
+                });
+                futures::future::try_join_all(calls).await
+            }
+        }
+    }
+}
+
+impl LazyCluster {
+    async fn connection(&self) -> Result<ClusterConnection, RedisError> {
+        self.connection
+            .get_or_try_init(|| self.client.get_async_connection())
+            .await
+            .cloned()
+    }
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, command: &'a Cmd) -> RedisFuture<'a, Value> {
+        match &mut self.target {
+            Target::Single(connection) => connection.req_packed_command(command),
+            Target::Cluster(cluster) => Box::pin(async move {
+                cluster
+                    .connection()
+                    .await?
+                    .req_packed_command(command)
+                    .await
+            }),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match &mut self.target {
+            Target::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Target::Cluster(cluster) => Box::pin(async move {
+                cluster
+                    .connection()
+                    .await?
+                    .req_packed_commands(pipeline, offset, count)
+                    .await
+            }),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match &self.target {
+            Target::Single(connection) => connection.get_db(),
+            Target::Cluster(_) => 0,
+        }
+    }
 }
 
 /// Keys of one component under the configured prefix: `<prefix>:<component>:<rest>`.

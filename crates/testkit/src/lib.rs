@@ -4,7 +4,8 @@
 //! topics, consumer groups and Redis key prefixes ([`unique`]), so tests run in parallel and
 //! never see each other's data. The stack's addresses come from the same defaults as the
 //! services, overridable with the usual `MENTORSTREAM__...` variables. A test that must stop
-//! the broker starts a [`PrivateBroker`] of its own.
+//! the broker starts a [`PrivateBroker`] of its own; one that needs Redis Cluster starts a
+//! [`RedisCluster`].
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
@@ -46,10 +47,7 @@ impl PrivateBroker {
     /// Starts a broker and waits until it accepts connections.
     pub async fn start() -> Self {
         let directory = tempfile::tempdir().expect("temporary directory");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let mut broker = Self {
             directory,
             port,
@@ -96,16 +94,7 @@ impl PrivateBroker {
             .spawn()
             .expect("start tansu (make stack-up installs it)");
         self.process = Some(process);
-        for _ in 0..600 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("private tansu did not listen on {} within 30 s", self.port);
+        wait_for_port(self.port).await;
     }
 }
 
@@ -130,4 +119,142 @@ fn tansu_binary() -> std::path::PathBuf {
         let home = std::env::var_os("HOME").expect("HOME is set");
         std::path::Path::new(&home).join(".cargo/bin/tansu")
     })
+}
+
+/// A Redis Cluster of three primaries of one test's own: local `redis-server` processes in
+/// cluster mode on free ports (each also needs its port + 10000 for the cluster bus), in a
+/// temporary directory, without persistence. Stopped when dropped.
+#[derive(Debug)]
+pub struct RedisCluster {
+    _directory: tempfile::TempDir,
+    ports: Vec<u16>,
+    processes: Vec<std::process::Child>,
+}
+
+impl RedisCluster {
+    /// Starts three nodes, assigns the slots among them and waits until the cluster is ok.
+    pub async fn start() -> Self {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let mut ports = Vec::new();
+        while ports.len() < 3 {
+            let port = free_port();
+            if port < 55_000 && port_is_free(port + 10_000) && !ports.contains(&port) {
+                ports.push(port);
+            }
+        }
+        let mut processes = Vec::new();
+        for port in &ports {
+            let node = directory.path().join(port.to_string());
+            std::fs::create_dir(&node).expect("node directory");
+            let log = std::fs::File::create(node.join("redis.log")).expect("log");
+            let process = std::process::Command::new("redis-server")
+                .current_dir(&node)
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args([
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                ])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .spawn()
+                .expect("start redis-server (make stack-up installs it)");
+            processes.push(process);
+        }
+        let cluster = Self {
+            _directory: directory,
+            ports,
+            processes,
+        };
+        for port in &cluster.ports {
+            wait_for_port(*port).await;
+        }
+        let nodes: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect();
+        let created = std::process::Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&nodes)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("run redis-cli");
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        for port in &cluster.ports {
+            let mut ok = false;
+            for _ in 0..200 {
+                let info = std::process::Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "cluster", "info"])
+                    .output()
+                    .expect("run redis-cli");
+                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                    ok = true;
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            assert!(
+                ok,
+                "the cluster node on {port} did not become ok within 10 s"
+            );
+        }
+        cluster
+    }
+
+    /// The URL of one node; clients discover the others from it.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.ports[0])
+    }
+
+    /// `base`'s Redis settings pointed at this cluster.
+    pub fn config(
+        &self,
+        base: &mentorstream_config::RedisConfig,
+    ) -> mentorstream_config::RedisConfig {
+        mentorstream_config::RedisConfig {
+            url: self.url().into(),
+            key_prefix: base.key_prefix.clone(),
+            cluster: true,
+        }
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for process in &mut self.processes {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn port_is_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+async fn wait_for_port(port: u16) {
+    for _ in 0..600 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("nothing listened on {port} within 30 s");
 }

@@ -22,7 +22,7 @@ use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use mentorstream_redis::{Connection, KeySpace, RedisError, cmd, pipe};
+use mentorstream_redis::{Connection, KeySpace, RedisError, Value, cmd};
 use sha2::{Digest, Sha256};
 
 /// Deletes a claim only if it is still the caller's (it may have expired and been taken).
@@ -165,24 +165,27 @@ impl Dedup {
             return Ok(Vec::new());
         }
         let lease_ms = u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX);
-        let mut pipeline = pipe();
-        for entry in entries {
-            pipeline
-                .cmd("SET")
-                .arg(&entry.key)
-                .arg(claim_value(entry.fingerprint, token))
-                .arg("NX")
-                .arg("GET")
-                .arg("PX")
-                .arg(lease_ms);
-        }
-        let answers: Vec<Option<String>> =
-            pipeline.query_async(&mut self.connection.clone()).await?;
+        let claims = entries
+            .iter()
+            .map(|entry| {
+                let mut claim = cmd("SET");
+                claim
+                    .arg(&entry.key)
+                    .arg(claim_value(entry.fingerprint, token))
+                    .arg("NX")
+                    .arg("GET")
+                    .arg("PX")
+                    .arg(lease_ms);
+                claim
+            })
+            .collect();
+        let answers = self.connection.each(claims).await?;
         answers
-            .into_iter()
+            .iter()
             .map(|answer| match answer {
-                None => Ok(Seen::Claimed),
-                Some(value) => parse_seen(&value, token),
+                Value::Nil => Ok(Seen::Claimed),
+                Value::BulkString(value) => parse_seen(&String::from_utf8_lossy(value), token),
+                other => Err(DedupError::Corrupt(format!("{other:?}"))),
             })
             .collect()
     }
@@ -192,19 +195,19 @@ impl Dedup {
         if entries.is_empty() {
             return Ok(());
         }
-        let mut pipeline = pipe();
-        for entry in entries {
-            pipeline
-                .cmd("SET")
-                .arg(&entry.key)
-                .arg(format!("A:{}", entry.fingerprint.hex()))
-                .arg("PXAT")
-                .arg(entry.keep_until.timestamp_millis())
-                .ignore();
-        }
-        pipeline
-            .query_async::<()>(&mut self.connection.clone())
-            .await?;
+        let acceptances = entries
+            .iter()
+            .map(|entry| {
+                let mut acceptance = cmd("SET");
+                acceptance
+                    .arg(&entry.key)
+                    .arg(format!("A:{}", entry.fingerprint.hex()))
+                    .arg("PXAT")
+                    .arg(entry.keep_until.timestamp_millis());
+                acceptance
+            })
+            .collect();
+        self.connection.each(acceptances).await?;
         Ok(())
     }
 
@@ -213,24 +216,21 @@ impl Dedup {
         if entries.is_empty() {
             return Ok(());
         }
-        let mut pipeline = pipe();
-        for entry in entries {
-            // EVAL rather than EVALSHA: a pipeline cannot recover from NOSCRIPT, and this
-            // path only runs after a failure, so the script's bytes do not matter.
-            pipeline
-                .add_command(
-                    cmd("EVAL")
-                        .arg(RELEASE_SCRIPT)
-                        .arg(1)
-                        .arg(&entry.key)
-                        .arg(claim_value(entry.fingerprint, token))
-                        .clone(),
-                )
-                .ignore();
-        }
-        pipeline
-            .query_async::<()>(&mut self.connection.clone())
-            .await?;
+        // EVAL rather than EVALSHA: a pipeline cannot recover from NOSCRIPT, and this path
+        // only runs after a failure, so the script's bytes do not matter.
+        let releases = entries
+            .iter()
+            .map(|entry| {
+                let mut release = cmd("EVAL");
+                release
+                    .arg(RELEASE_SCRIPT)
+                    .arg(1)
+                    .arg(&entry.key)
+                    .arg(claim_value(entry.fingerprint, token));
+                release
+            })
+            .collect();
+        self.connection.each(releases).await?;
         Ok(())
     }
 }

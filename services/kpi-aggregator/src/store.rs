@@ -202,44 +202,36 @@ impl Store {
         if hops.is_empty() {
             return Ok(());
         }
-        let mut trims = pipe();
+        let mut trims = Vec::new();
         for hop in hops.iter().rev() {
             let mut by_source: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
             for entry in hop {
                 by_source.entry(&entry.source).or_default().push(entry.seq);
             }
             for (source, seqs) in by_source {
-                trims
-                    .cmd("HDEL")
-                    .arg(format!("{source}:out"))
-                    .arg(seqs)
-                    .ignore();
+                let mut trim = cmd("HDEL");
+                trim.arg(format!("{source}:out")).arg(seqs);
+                trims.push(trim);
             }
         }
-        trims
-            .query_async::<()>(&mut self.connection.clone())
-            .await?;
+        self.connection.each(trims).await?;
         Ok(())
     }
 
     /// Sends script calls in one round trip, loading the script first if Redis lost it.
     async fn invoke(&self, calls: Vec<Cmd>) -> Result<Vec<Value>, StoreError> {
-        let mut pipeline = pipe();
-        for call in calls {
-            pipeline.add_command(call);
-        }
-        let mut connection = self.connection.clone();
-        match pipeline.query_async(&mut connection).await {
+        match self.connection.each(calls.clone()).await {
             Ok(values) => Ok(values),
             Err(error) if mentorstream_redis::is_no_script(&error) => {
-                // Redis restarted or failed over. Calls that went through before are refused
-                // by their watermarks when sent again.
+                // Redis restarted or failed over (on a cluster SCRIPT LOAD reaches every
+                // node). Calls that went through before are refused by their watermarks when
+                // sent again.
                 let _: String = cmd("SCRIPT")
                     .arg("LOAD")
                     .arg(SHARD_SCRIPT)
-                    .query_async(&mut connection)
+                    .query_async(&mut self.connection.clone())
                     .await?;
-                Ok(pipeline.query_async(&mut connection).await?)
+                Ok(self.connection.each(calls).await?)
             }
             Err(error) => Err(error.into()),
         }

@@ -7,7 +7,7 @@ mod scenario;
 use mentorstream_config::Config;
 use mentorstream_proto::kpi::v1::{SubjectKind, WindowKind};
 use mentorstream_runtime::{Context, Listeners};
-use mentorstream_testkit::{fresh_database, unique};
+use mentorstream_testkit::{RedisCluster, fresh_database, unique};
 use scenario::live::{
     Reader, assert_leaderboards, assert_scorecards, assert_series, create_tenant, produce,
     produce_poison, produce_sentinels, wait_for, window,
@@ -25,11 +25,15 @@ struct Aggregator {
 }
 
 impl Aggregator {
-    async fn start() -> Self {
+    /// An aggregator on the local stack's Redis, or on `cluster`.
+    async fn start(cluster: Option<&RedisCluster>) -> Self {
         let telemetry = mentorstream_telemetry::init_for_tests();
         let mut config = Config::load(None).expect("defaults");
         config.kafka.partitions = 3;
         config.kafka.topics.activity = unique("t.activity");
+        if let Some(cluster) = cluster {
+            config.redis = cluster.config(&config.redis);
+        }
         config.redis.key_prefix = unique("ms-test");
         config.postgres.url = fresh_database(&config, "kpi").await.into();
         let context = Context::connect(config, telemetry).await.expect("context");
@@ -57,7 +61,17 @@ impl Aggregator {
 
 #[tokio::test]
 async fn scorecards_equal_the_rules_applied_to_the_records_on_the_topic() {
-    let aggregator = Aggregator::start().await;
+    scorecards_equal_the_rules(None).await;
+}
+
+#[tokio::test]
+async fn on_a_redis_cluster_scorecards_equal_the_rules() {
+    let cluster = RedisCluster::start().await;
+    scorecards_equal_the_rules(Some(&cluster)).await;
+}
+
+async fn scorecards_equal_the_rules(cluster: Option<&RedisCluster>) {
+    let aggregator = Aggregator::start(cluster).await;
     let config = &aggregator.context.config;
     let topic = config.kafka.topics.activity.clone();
     let mut events = scenario();
