@@ -135,13 +135,14 @@ async fn aggregator(
     let keys = KeySpace::new(&config.redis.key_prefix, "kpi");
     let store = Store::new(connection.clone(), keys.clone());
     let aggregator = Aggregator {
+        activity_topic: topic.clone(),
         store: store.clone(),
         tenants: tenants.clone(),
         dead_letters: DeadLetters::new(producer.clone()),
         progress: Progress::new(
             connection.clone(),
             keys.key(&["progress"]),
-            topic.clone(),
+            vec![topic.clone()],
             config.kafka.partitions,
         ),
     };
@@ -158,7 +159,8 @@ async fn aggregator(
     let shutdown = tokio_util::sync::CancellationToken::new();
     let consuming = {
         let shutdown = shutdown.clone();
-        async move { consume::run(&consumer, &aggregator, shutdown).await }
+        let topic = topic.clone();
+        async move { consume::run(&consumer, &topic, &aggregator, shutdown).await }
     };
     let waiting = async {
         for sentinel in &sentinels {

@@ -1,6 +1,6 @@
-//! KpiService over gRPC. GetScorecard and GetSeries answer partner, team and tenant subjects;
-//! GetLeaderboard ranks partners tenant-wide. The other RPCs, group subjects and rankings
-//! within a team answer UNIMPLEMENTED until their part of the aggregator lands.
+//! KpiService over gRPC. GetScorecard and GetSeries answer partner, group, team and tenant
+//! subjects; GetLeaderboard ranks partners tenant-wide. The other RPCs and rankings of groups
+//! or within a team answer UNIMPLEMENTED until their part of the aggregator lands.
 
 use chrono::{NaiveDate, Utc};
 use mentorstream_grpc::{authorize, caller_tenant, field_violation};
@@ -68,11 +68,19 @@ impl KpiService for Api {
         let calendar = Calendar::new(tenant.time_zone);
         let window = window(&proto_window, &calendar)?;
         let as_of = self.progress.as_of().await.map_err(unavailable)?;
-        let counters = self
+        let mut counters = self
             .store
             .counters(&tenant.tenant_id, subject, &window.buckets())
             .await
             .map_err(unavailable)?;
+        let mut group_values = Vec::new();
+        if let Subject::Group(group_id) = subject {
+            let (feedback, values) = self
+                .group(&tenant.tenant_id, group_id, window, &calendar)
+                .await?;
+            counters.extend(feedback);
+            group_values = values;
+        }
         let count = |counter: Counter| counters.get(&counter).copied().unwrap_or(0);
         let mut values: Vec<MetricValue> = Counter::ALL
             .into_iter()
@@ -98,6 +106,7 @@ impl KpiService for Api {
                 value: Some(metric_value::Value::Ratio(average)),
             });
         }
+        values.extend(group_values);
         values.sort_by_key(|value| value.metric);
         Ok(Response::new(GetScorecardResponse {
             subject: Some(proto_subject),
@@ -110,6 +119,69 @@ impl KpiService for Api {
 }
 
 impl Api {
+    /// What a group's scorecard has beyond its counters: the mentor's own feedback in the
+    /// window, `group_size` (current mentees) and `retention_30d`: of the current mentees
+    /// enrolled at least 30 days before the window's last day, the share with an active day
+    /// in the 30 days ending with it (left out while none is eligible).
+    async fn group(
+        &self,
+        tenant_id: &str,
+        group_id: &str,
+        window: Window,
+        calendar: &Calendar,
+    ) -> Result<(Vec<(Counter, i64)>, Vec<MetricValue>), Status> {
+        let members = self
+            .store
+            .group_members(tenant_id, group_id)
+            .await
+            .map_err(unavailable)?;
+        let mut feedback = vec![(Counter::FeedbackSum, 0), (Counter::FeedbackCount, 0)];
+        if let Some(mentor_id) = &members.mentor_id {
+            let mentor = self
+                .store
+                .counters(tenant_id, Subject::Partner(mentor_id), &window.buckets())
+                .await
+                .map_err(unavailable)?;
+            for (counter, value) in &mut feedback {
+                *value = mentor.get(counter).copied().unwrap_or(0);
+            }
+        }
+        let mut values = vec![MetricValue {
+            metric: Metric::GroupSize.into(),
+            value: Some(metric_value::Value::Count(
+                i64::try_from(members.mentee_ids.len()).unwrap_or(i64::MAX),
+            )),
+        }];
+        let last_day = match window {
+            Window::Day(day) | Window::Week(day) | Window::Month(day) => day,
+            Window::Rolling { ending, .. } => ending,
+            Window::Lifetime => calendar.local_day(Utc::now()),
+        };
+        let last_30_days = Window::Rolling {
+            days: 30,
+            ending: last_day,
+        };
+        let (eligible, retained) = self
+            .store
+            .retention(
+                tenant_id,
+                &members.mentee_ids,
+                last_day - chrono::Days::new(30),
+                &last_30_days.buckets(),
+            )
+            .await
+            .map_err(unavailable)?;
+        if eligible > 0 {
+            #[allow(clippy::cast_precision_loss)] // group sizes are small
+            let share = retained as f64 / eligible as f64;
+            values.push(MetricValue {
+                metric: Metric::Retention30d.into(),
+                value: Some(metric_value::Value::Ratio(share)),
+            });
+        }
+        Ok((feedback, values))
+    }
+
     /// GetLeaderboard: partners ranked tenant-wide by one counter metric in a window.
     async fn leaderboard(
         &self,
@@ -278,6 +350,25 @@ impl Api {
         }
         let as_of = self.progress.as_of().await.map_err(unavailable)?;
         let buckets: Vec<_> = points.iter().map(|(_, bucket)| *bucket).collect();
+        // A group's feedback is its mentor's own.
+        let mentor_id;
+        let subject = match subject {
+            Subject::Group(group_id)
+                if matches!(counter, Counter::FeedbackSum | Counter::FeedbackCount) =>
+            {
+                mentor_id = self
+                    .store
+                    .group_members(&tenant.tenant_id, group_id)
+                    .await
+                    .map_err(unavailable)?
+                    .mentor_id;
+                match &mentor_id {
+                    Some(mentor_id) => Subject::Partner(mentor_id),
+                    None => subject,
+                }
+            }
+            other => other,
+        };
         let values = self
             .store
             .counters_by_bucket(&tenant.tenant_id, subject, &buckets)
@@ -332,7 +423,7 @@ fn subject(subject: &mentorstream_proto::kpi::v1::Subject) -> Result<Subject<'_>
         if subject.id.is_empty() {
             Err(field_violation(
                 "subject.id",
-                "is required for partner and team subjects",
+                "is required for partner, group and team subjects",
             ))
         } else if subject.id.chars().count() > MAX_ID_CHARS {
             Err(field_violation(
@@ -347,9 +438,7 @@ fn subject(subject: &mentorstream_proto::kpi::v1::Subject) -> Result<Subject<'_>
         Ok(SubjectKind::Partner) => Ok(Subject::Partner(id()?)),
         Ok(SubjectKind::Team) => Ok(Subject::Team(id()?)),
         Ok(SubjectKind::Tenant) => Ok(Subject::Tenant),
-        Ok(SubjectKind::Group) => Err(Status::unimplemented(
-            "group scorecards need mentorship events, which the aggregator does not consume yet",
-        )),
+        Ok(SubjectKind::Group) => Ok(Subject::Group(id()?)),
         Ok(SubjectKind::Unspecified) | Err(_) => Err(field_violation(
             "subject.kind",
             "must be SUBJECT_KIND_PARTNER, SUBJECT_KIND_GROUP, SUBJECT_KIND_TEAM or \

@@ -1,8 +1,9 @@
-//! The aggregator's consumer: batches of activity records → the KPI state → stored offsets.
+//! The aggregator's consumers: batches of activity or mentorship records → the KPI state →
+//! stored offsets.
 //!
 //! Whatever librdkafka has ready (up to a batch) is decoded, folded into one batch per partner
-//! shard and applied with [`Store::apply`]; only then are the records' offsets stored for the
-//! next commit. A record that can never be applied (undecodable, unknown tenant, malformed
+//! shard and partition and applied with [`Store::apply`]; only then are the records' offsets
+//! stored for the next commit. A record that can never be applied (undecodable, unknown tenant, malformed
 //! volume) goes to the dead-letter topic. While Redis or the control database is unavailable
 //! the batch is retried and nothing is committed, so a crash or a rebalance redelivers it and
 //! the shard watermarks make that harmless.
@@ -15,11 +16,12 @@ use mentorstream_kafka::{
     BorrowedMessage, Consumer, DeadLetters, InboundRecord, KafkaError, Message as _,
 };
 use mentorstream_proto::activity::v1::ActivityEvent;
+use mentorstream_proto::mentorship::v1::MentorshipEvent;
 use mentorstream_tenancy::{TenancyError, Tenants};
 use tokio_util::sync::CancellationToken;
 
 use crate::calendar::Calendar;
-use crate::fold::partner_event;
+use crate::fold::{ShardEvent, mentorship_event, partner_event};
 use crate::progress::Progress;
 use crate::store::{PartnerBatch, Store};
 
@@ -31,6 +33,8 @@ const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// What the consumer applies records with.
 #[derive(Debug, Clone)]
 pub struct Aggregator {
+    /// Records of this topic are activity events; of any other, mentorship events.
+    pub activity_topic: String,
     pub store: Store,
     pub tenants: Tenants,
     pub dead_letters: DeadLetters,
@@ -45,9 +49,10 @@ enum Unfolded {
     Transient(String),
 }
 
-/// Consumes until `shutdown`, then commits what was applied.
+/// Consumes until `shutdown`, then commits what was applied. `consumer` reads `topic` only.
 pub async fn run(
     consumer: &Consumer,
+    topic: &str,
     aggregator: &Aggregator,
     shutdown: CancellationToken,
 ) -> Result<(), KafkaError> {
@@ -81,7 +86,7 @@ pub async fn run(
         }
         aggregator
             .progress
-            .record(&messages, &drained, received_at)
+            .record(topic, &messages, &drained, received_at)
             .await;
     }
     // Whatever is not committed now is redelivered and refused by the shard watermarks.
@@ -128,29 +133,35 @@ impl Aggregator {
         }
     }
 
-    /// One batch per (tenant, partner, partition), and the records that can never be applied.
+    /// One batch per (tenant, partner, topic, partition), and the records that can never be
+    /// applied.
     async fn fold<'m>(
         &self,
         messages: &'m [BorrowedMessage<'m>],
     ) -> Result<(Vec<PartnerBatch>, Vec<(&'m BorrowedMessage<'m>, String)>), String> {
-        let mut batches: BTreeMap<(String, String, i32), PartnerBatch> = BTreeMap::new();
+        let mut batches: BTreeMap<(String, String, &str, i32), PartnerBatch> = BTreeMap::new();
         let mut poison = Vec::new();
         for message in messages {
             match self.fold_one(message).await {
-                Ok((event, shard_event)) => batches
-                    .entry((
-                        event.tenant_id.clone(),
-                        event.partner_id.clone(),
-                        message.partition(),
-                    ))
-                    .or_insert_with(|| PartnerBatch {
-                        tenant_id: event.tenant_id.clone(),
-                        partner_id: event.partner_id.clone(),
-                        source: format!("{}/{}", message.topic(), message.partition()),
-                        events: Vec::new(),
-                    })
-                    .events
-                    .push(shard_event),
+                Ok((tenant_id, shard_events)) => {
+                    for (partner_id, shard_event) in shard_events {
+                        batches
+                            .entry((
+                                tenant_id.clone(),
+                                partner_id.clone(),
+                                message.topic(),
+                                message.partition(),
+                            ))
+                            .or_insert_with(|| PartnerBatch {
+                                tenant_id: tenant_id.clone(),
+                                partner_id,
+                                source: format!("{}/{}", message.topic(), message.partition()),
+                                events: Vec::new(),
+                            })
+                            .events
+                            .push(shard_event);
+                    }
+                }
                 Err(Unfolded::Poison(reason)) => poison.push((message, reason)),
                 Err(Unfolded::Transient(reason)) => return Err(reason),
             }
@@ -158,24 +169,35 @@ impl Aggregator {
         Ok((batches.into_values().collect(), poison))
     }
 
+    /// The tenant of a record and its events for each partner shard it concerns.
     async fn fold_one(
         &self,
         message: &BorrowedMessage<'_>,
-    ) -> Result<(ActivityEvent, crate::fold::ShardEvent), Unfolded> {
+    ) -> Result<(String, Vec<(String, ShardEvent)>), Unfolded> {
         let record = InboundRecord::new(message);
-        let event: ActivityEvent = record
-            .decode()
-            .map_err(|error| Unfolded::Poison(error.to_string()))?;
-        let tenant = match self.tenants.cached_tenant(&event.tenant_id).await {
-            Ok(tenant) => tenant,
+        let poison = |error: &dyn std::fmt::Display| Unfolded::Poison(error.to_string());
+        if message.topic() == self.activity_topic {
+            let event: ActivityEvent = record.decode().map_err(|error| poison(&error))?;
+            let calendar = self.calendar(&event.tenant_id).await?;
+            let shard_event = partner_event(&event, message.offset(), &calendar)
+                .map_err(|error| poison(&error))?;
+            Ok((event.tenant_id, vec![(event.partner_id, shard_event)]))
+        } else {
+            let event: MentorshipEvent = record.decode().map_err(|error| poison(&error))?;
+            let calendar = self.calendar(&event.tenant_id).await?;
+            let shard_events = mentorship_event(&event, message.offset(), &calendar)
+                .map_err(|error| poison(&error))?;
+            Ok((event.tenant_id, shard_events))
+        }
+    }
+
+    async fn calendar(&self, tenant_id: &str) -> Result<Calendar, Unfolded> {
+        match self.tenants.cached_tenant(tenant_id).await {
+            Ok(tenant) => Ok(Calendar::new(tenant.time_zone)),
             Err(TenancyError::UnknownTenant(tenant)) => {
-                return Err(Unfolded::Poison(format!("unknown tenant `{tenant}`")));
+                Err(Unfolded::Poison(format!("unknown tenant `{tenant}`")))
             }
-            Err(error) => return Err(Unfolded::Transient(error.to_string())),
-        };
-        let calendar = Calendar::new(tenant.time_zone);
-        let shard_event = partner_event(&event, message.offset(), &calendar)
-            .map_err(|error| Unfolded::Poison(error.to_string()))?;
-        Ok((event, shard_event))
+            Err(error) => Err(Unfolded::Transient(error.to_string())),
+        }
     }
 }

@@ -1,8 +1,10 @@
-//! What an activity event does to its partner's shard (stage 1 of docs/kpi-state.md), as
-//! operations for the partner script. Pure: the tenant's calendar is a parameter.
+//! What an activity or mentorship event does to partner shards (stage 1 of
+//! docs/kpi-state.md), as operations for the shard script. Pure: the tenant's calendar is a
+//! parameter.
 
 use chrono::{DateTime, Utc};
 use mentorstream_proto::activity::v1::{ActivityEvent, activity_event::Payload};
+use mentorstream_proto::mentorship::v1::{MentorshipEvent, mentorship_event};
 use sha2::{Digest, Sha256};
 
 use crate::calendar::{Bucket, Calendar};
@@ -40,7 +42,32 @@ pub enum Operation {
     /// The partner's enrolment: the genealogy edge to the sponsor (empty for a root) and the
     /// sponsor's recruit. The earliest enrolment counts.
     Enrol { sponsor_id: String, rank: String },
+    /// A mentee assigned to or unassigned from a group; the partner is the mentee.
+    Member {
+        rank: String,
+        change: MembershipChange,
+        group_id: String,
+        mentor_id: String,
+    },
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MembershipChange {
+    Assign,
+    Unassign,
+}
+
+impl MembershipChange {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Assign => "assign",
+            Self::Unassign => "unassign",
+        }
+    }
+}
+
+/// The `source` of mentorship events in ranks and identities: their ids are the outbox's.
+pub const MENTORSHIP_SOURCE: &str = "mentorship";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FoldError {
@@ -108,8 +135,115 @@ pub fn partner_event(
     })
 }
 
+/// The operations of a mentorship `event` at `offset`, per partner it concerns: sessions
+/// completed and missed (once per session for the mentor and each mentee), feedback received
+/// by the mentor (once per mentee and session), and membership changes of the mentee. Events
+/// that change no KPI give none.
+pub fn mentorship_event(
+    event: &MentorshipEvent,
+    offset: i64,
+    calendar: &Calendar,
+) -> Result<Vec<(String, ShardEvent)>, FoldError> {
+    use mentorship_event::Payload as Mentorship;
+    let occurred_at = event
+        .occurred_at
+        .as_ref()
+        .and_then(timestamp)
+        .ok_or(FoldError::Time)?;
+    let [day, week, month, _] = calendar.buckets(occurred_at);
+    let rank = rank(occurred_at, MENTORSHIP_SOURCE, &event.event_id);
+    let id = identity(MENTORSHIP_SOURCE, &event.event_id);
+    let session = |session_id: &str, counter: Counter| Operation::First {
+        fact: format!("ses\u{1e}{session_id}"),
+        rank: rank.clone(),
+        amounts: vec![(counter, 1)],
+    };
+    let member = |change, group_id: &str, mentor_id: &str| Operation::Member {
+        rank: rank.clone(),
+        change,
+        group_id: group_id.to_owned(),
+        mentor_id: mentor_id.to_owned(),
+    };
+    let operations: Vec<(&str, Operation)> =
+        match event.payload.as_ref().ok_or(FoldError::Payload)? {
+            Mentorship::MenteeAssigned(assigned) => vec![(
+                &assigned.mentee_id,
+                member(
+                    MembershipChange::Assign,
+                    &assigned.group_id,
+                    &assigned.mentor_id,
+                ),
+            )],
+            Mentorship::MenteeUnassigned(unassigned) => vec![(
+                &unassigned.mentee_id,
+                member(
+                    MembershipChange::Unassign,
+                    &unassigned.group_id,
+                    &unassigned.mentor_id,
+                ),
+            )],
+            Mentorship::SessionCompleted(completed) => {
+                let mut operations = vec![(
+                    completed.mentor_id.as_str(),
+                    session(&completed.session_id, Counter::SessionsCompleted),
+                )];
+                for mentee in &completed.mentee_ids {
+                    let counter = if completed.attendee_ids.contains(mentee) {
+                        Counter::SessionsCompleted
+                    } else {
+                        Counter::SessionsMissed
+                    };
+                    operations.push((mentee, session(&completed.session_id, counter)));
+                }
+                operations
+            }
+            Mentorship::SessionMissed(missed) => std::iter::once(&missed.mentor_id)
+                .chain(&missed.mentee_ids)
+                .map(|partner| {
+                    (
+                        partner.as_str(),
+                        session(&missed.session_id, Counter::SessionsMissed),
+                    )
+                })
+                .collect(),
+            Mentorship::FeedbackSubmitted(feedback) => vec![(
+                &feedback.mentor_id,
+                Operation::First {
+                    fact: format!(
+                        "fb\u{1e}{}\u{1e}{}",
+                        feedback.session_id, feedback.mentee_id
+                    ),
+                    rank: rank.clone(),
+                    amounts: vec![
+                        (Counter::FeedbackSum, i64::from(feedback.rating)),
+                        (Counter::FeedbackCount, 1),
+                    ],
+                },
+            )],
+            _ => Vec::new(),
+        };
+    Ok(operations
+        .into_iter()
+        .filter(|(partner, _)| !partner.is_empty())
+        .map(|(partner, operation)| {
+            (
+                partner.to_owned(),
+                ShardEvent {
+                    offset,
+                    id: id.clone(),
+                    buckets: [day, week, month],
+                    operations: vec![operation],
+                },
+            )
+        })
+        .collect())
+}
+
 fn occurred_at(event: &ActivityEvent) -> Option<DateTime<Utc>> {
-    let time = event.occurred_at.as_ref()?;
+    timestamp(event.occurred_at.as_ref()?)
+}
+
+fn timestamp(time: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(time.seconds, u32::try_from(time.nanos).ok()?)
 }
 

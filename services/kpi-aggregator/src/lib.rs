@@ -1,10 +1,10 @@
 //! KPI aggregator: exact windowed KPIs in Redis, group and team roll-ups, signals, KPI queries.
 //!
-//! The consumer ([`consume`]) folds activity records ([`fold`]) into the KPI state in Redis
-//! ([`store`], docs/kpi-state.md) and records how far it got ([`progress`]); KpiService
-//! ([`api`]) reads it. Built so far: personal, team and tenant counters and tenant-wide
-//! leaderboards from activity events; GetScorecard, GetSeries and GetLeaderboard. Group
-//! subjects, signals and the other RPCs are still to come.
+//! The consumers ([`consume`], one per topic) fold activity and mentorship records ([`fold`])
+//! into the KPI state in Redis ([`store`], docs/kpi-state.md) and record how far they got
+//! ([`progress`]); KpiService ([`api`]) reads it. Built so far: personal, group, team and tenant
+//! counters and tenant-wide leaderboards; GetScorecard, GetSeries and GetLeaderboard. Signals
+//! and the other RPCs are still to come.
 
 mod api;
 pub mod calendar;
@@ -55,54 +55,74 @@ pub fn consumer_group(config: &Config) -> String {
 /// Consumes and serves until the context's shutdown begins.
 pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceError> {
     let config = &context.config;
-    let topic = config.kafka.topics.activity.clone();
-    ensure_topics(&config.kafka, &[TopicSpec::new(&topic)]).await?;
+    let topics = [
+        config.kafka.topics.activity.clone(),
+        config.kafka.topics.mentorship.clone(),
+    ];
+    let specs: Vec<TopicSpec> = topics.iter().map(TopicSpec::new).collect();
+    ensure_topics(&config.kafka, &specs).await?;
     let connection = mentorstream_redis::connect(&config.redis)?;
     let keys = KeySpace::new(&config.redis.key_prefix, SERVICE);
     let store = Store::new(connection.clone(), keys.clone());
     let progress = Progress::new(
         connection,
         keys.key(&["progress"]),
-        topic.clone(),
+        topics.to_vec(),
         config.kafka.partitions,
     );
     let aggregator = Aggregator {
+        activity_topic: config.kafka.topics.activity.clone(),
         store: store.clone(),
         tenants: context.tenants.clone(),
         dead_letters: DeadLetters::new(Producer::new(&config.kafka, DEAD_LETTER_TIMEOUT)?),
         progress: progress.clone(),
     };
-    let reporting_ends = [("enable.partition.eof", "true")];
-    let group = consumer_group(config);
-    let consumer = match config.kpi.partitions {
-        PartitionAssignment::Group => {
-            Consumer::with_properties(&config.kafka, &group, &[&topic], &reporting_ends)?
-        }
-        PartitionAssignment::All => Consumer::assigned(
-            &config.kafka,
-            &group,
-            &topic,
-            config.kafka.partitions,
-            &reporting_ends,
-        )?,
-    };
+    // One consumer per topic: librdkafka reports the end of a partition without its topic,
+    // and `as_of` needs to know which one ended.
+    let consumers = topics
+        .iter()
+        .map(|topic| Ok((consumer(config, topic)?, topic.as_str())))
+        .collect::<Result<Vec<_>, KafkaError>>()?;
     let api = api::Api {
         store,
         progress,
         tenants: context.tenants.clone(),
     };
-    let shutdown = context.shutdown.token();
-    let consuming = async {
-        let consumed = consume::run(&consumer, &aggregator, shutdown).await;
-        if consumed.is_err() {
-            // The process must not keep answering KPIs that no longer move.
-            context.shutdown.trigger();
+    let consuming = futures::future::try_join_all(consumers.iter().map(|(consumer, topic)| {
+        let shutdown = context.shutdown.token();
+        let aggregator = &aggregator;
+        let context = &context;
+        async move {
+            let consumed = consume::run(consumer, topic, aggregator, shutdown).await;
+            if consumed.is_err() {
+                // The process must not keep answering KPIs that no longer move.
+                context.shutdown.trigger();
+            }
+            consumed
         }
-        consumed
-    };
+    }));
     let serving = host_service(SERVICE, &context, listeners, KpiServiceServer::new(api));
     let (consumed, served) = tokio::join!(consuming, serving);
     served?;
     consumed?;
     Ok(())
+}
+
+/// The consumer of `topic`, in the consumer group of the key namespace; in `partitions =
+/// "group"` mode the replicas share each topic's partitions.
+fn consumer(config: &Config, topic: &str) -> Result<Consumer, KafkaError> {
+    let reporting_ends = [("enable.partition.eof", "true")];
+    let group = consumer_group(config);
+    match config.kpi.partitions {
+        PartitionAssignment::Group => {
+            Consumer::with_properties(&config.kafka, &group, &[topic], &reporting_ends)
+        }
+        PartitionAssignment::All => Consumer::assigned(
+            &config.kafka,
+            &group,
+            topic,
+            config.kafka.partitions,
+            &reporting_ends,
+        ),
+    }
 }

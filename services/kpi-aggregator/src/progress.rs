@@ -1,6 +1,6 @@
 //! How far the aggregator has applied each partition: the `as_of` of every KPI answer.
 //!
-//! Per partition of the activity topic, Redis keeps the latest instant up to which every
+//! Per partition of the topics the aggregator reads, Redis keeps the latest instant up to which every
 //! record is applied: the broker timestamp of the last applied record or, when the consumer
 //! reached the end of the partition, the moment it did. `as_of` is the minimum over all
 //! partitions, so an answer never claims an event it has not counted. Values only move
@@ -26,7 +26,7 @@ const ADVANCE: &str = "for i = 1, #ARGV, 2 do \
 pub struct Progress {
     connection: Connection,
     key: String,
-    topic: String,
+    topics: Vec<String>,
     partitions: i32,
 }
 
@@ -34,25 +34,28 @@ impl std::fmt::Debug for Progress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Progress")
             .field("key", &self.key)
-            .field("topic", &self.topic)
+            .field("topics", &self.topics)
             .finish_non_exhaustive()
     }
 }
 
 impl Progress {
-    pub fn new(connection: Connection, key: String, topic: String, partitions: i32) -> Self {
+    /// Progress over `partitions` partitions of each of `topics`.
+    pub fn new(connection: Connection, key: String, topics: Vec<String>, partitions: i32) -> Self {
         Self {
             connection,
             key,
-            topic,
+            topics,
             partitions,
         }
     }
 
-    /// Records that `applied` are applied and that `drained` partitions were read to their end
-    /// as of `received_at`. Best effort: a failure only makes `as_of` older until the next batch.
+    /// Records that `applied` records of `topic` are applied and that its `drained` partitions
+    /// were read to their end as of `received_at`. Best effort: a failure only makes `as_of`
+    /// older until the next batch.
     pub async fn record(
         &self,
+        topic: &str,
         applied: &[BorrowedMessage<'_>],
         drained: &[i32],
         received_at: DateTime<Utc>,
@@ -76,7 +79,7 @@ impl Progress {
         let mut call = cmd("EVAL");
         call.arg(ADVANCE).arg(1).arg(&self.key);
         for (partition, millis) in latest {
-            call.arg(format!("{}/{partition}", self.topic)).arg(millis);
+            call.arg(format!("{topic}/{partition}")).arg(millis);
         }
         if let Err(error) = call.query_async::<i64>(&mut self.connection.clone()).await {
             tracing::warn!(%error, "cannot record progress");
@@ -91,11 +94,13 @@ impl Progress {
             .query_async(&mut self.connection.clone())
             .await?;
         let mut earliest = None;
-        for partition in 0..self.partitions {
-            let Some(millis) = stored.get(&format!("{}/{partition}", self.topic)) else {
-                return Ok(None);
-            };
-            earliest = Some(earliest.map_or(*millis, |earliest: i64| earliest.min(*millis)));
+        for topic in &self.topics {
+            for partition in 0..self.partitions {
+                let Some(millis) = stored.get(&format!("{topic}/{partition}")) else {
+                    return Ok(None);
+                };
+                earliest = Some(earliest.map_or(*millis, |earliest: i64| earliest.min(*millis)));
+            }
         }
         Ok(earliest.and_then(DateTime::from_timestamp_millis))
     }

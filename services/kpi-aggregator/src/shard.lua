@@ -1,7 +1,7 @@
 -- One atomic step on one shard of the KPI state (docs/kpi-state.md).
 --
--- KEYS[1]  the shard's key root, a hash tag: {<prefix>:kpi:<tenant>:p:<partner>} or
---          {<prefix>:kpi:<tenant>} for the tenant shard
+-- KEYS[1]  the shard's key root, a hash tag: {<prefix>:kpi:<tenant>:p:<partner>},
+--          {<prefix>:kpi:<tenant>:g:<group>} or {<prefix>:kpi:<tenant>} for the tenant shard
 -- ARGV[1]  mode: "events" (stage 1), "forwarded" (stage 2) or "trim"
 -- ARGV[2..4] retention in seconds of day, week and month buckets
 -- ARGV[5]  key root of the tenant's partner shards without the partner and the closing brace,
@@ -14,21 +14,36 @@
 --              order <order id> <rank> <volume>
 --              refund <order id> <volume>
 --              enrol <sponsor or empty> <rank>
+--              member <rank> <assign|unassign> <group> <mentor>
 --            A batch whose first offset is at or below the shard's watermark for that field
 --            changes nothing (it was applied before); the answer says so.
--- forwarded: ARGV[7..] entries of other shards' outboxes: source seq kind n (bucket counter
---            amount){n}; kind is personal, team or tenant (a partner's personal changes: the
---            tenant's counters and leaderboards). An entry whose seq is at or below the shard's
+-- forwarded: ARGV[7..] entries of other shards' outboxes: source seq kind rank n (bucket
+--            counter amount){n}. kind is
+--              personal  changes of this partner's own counters caused by the event of `rank`
+--                        (a recruit), in its day, week, month and lifetime buckets;
+--              team      changes of this partner's team counters;
+--              tenant    a partner's personal changes: the tenant's counters and leaderboards;
+--              group     a mentee's contributions to this group's counters;
+--              member    changes of this group's current members: bucket = mentee,
+--                        counter = mentor, amount = +1 or -1;
+--              mentor    the group's mentor: bucket = mentor (counter and amount unused).
+--            rank is empty except for personal. An entry whose seq is at or below the shard's
 --            watermark for its source was applied before and is skipped.
 -- trim:      ARGV[7..] outbox sequence numbers the targets have applied.
 --
 -- Answer: {applied (1 or 0), watermark, seq1, entry1, seq2, entry2, ...}: the shard's pending
--- outbox entries, each "target \29 kind \29 bucket \31 counter \31 amount \30 ...".
+-- outbox entries, each "target \29 kind \29 rank \29 bucket \31 counter \31 amount \30 ...".
 --
 -- Every key starts with KEYS[1], so all live in its hash slot. Amounts are integers (volumes in
 -- hundredths). Ranks order "first" facts: zero-padded occurred_at micros, source and
 -- source_event_id joined by \30, compared bytewise. Stored facts join fields with \31; ids
 -- cannot contain control characters (ingest refuses them).
+--
+-- Group attribution (a mentee's contributions count for the group whose membership interval
+-- covers the contribution's occurred_at) lives in the partner shard: membership events in
+-- `:mem` (rank -> kind \31 group \31 mentor) and every personal contribution in a log per day
+-- `:lg:<day>` (rank \31 week \31 month \31 counter -> amount, days indexed in `:lgd`). A late
+-- membership event re-attributes the logged contributions whose group it changes.
 
 local root = KEYS[1]
 local mode = ARGV[1]
@@ -43,6 +58,13 @@ local touched = {}
 -- Changes of this shard's own (personal) counters and of its team counters in this call.
 local personal_changes = {}
 local team_changes = {}
+-- Per group: changes of its counters, and of its current members.
+local group_changes = {}
+local member_changes = {}
+-- Per group: its mentor, as named by an assignment in this call.
+local group_mentors = {}
+-- Log days already indexed in this call.
+local logged_days = {}
 
 local function pending()
   local answer = redis.call('HGETALL', outbox)
@@ -84,9 +106,86 @@ local function counter_add(kind, bucket, counter, amount)
   touched[key] = string.sub(bucket, 1, 1)
 end
 
--- A change of this partner's own counters: it also changes the partner's team, its upline's
--- teams and the tenant, which finish() takes care of.
-local function personal(buckets, counter, amount)
+-- This partner's membership events, sorted by rank; loaded on first use.
+local membership_cache
+local function membership()
+  if not membership_cache then
+    membership_cache = {}
+    local stored = redis.call('HGETALL', root .. ':mem')
+    for k = 1, #stored, 2 do
+      local fields = split(stored[k + 1], '\31')
+      membership_cache[#membership_cache + 1] =
+        { rank = stored[k], kind = fields[1], group = fields[2], mentor = fields[3] }
+    end
+    table.sort(membership_cache, function(a, b) return a.rank < b.rank end)
+  end
+  return membership_cache
+end
+
+-- The assignment in effect at the time of `rank` under `events` (all of them when rank is
+-- nil), or nil. Membership changes at its occurred_at: a contribution at the very moment of
+-- an assignment is the group's. Unassigning from another group than the current one changes
+-- nothing, so a transfer's two events may come in either order.
+local function assignment_at(events, rank)
+  local time = rank and string.sub(rank, 1, 20)
+  local current = nil
+  for _, event in ipairs(events) do
+    if time and string.sub(event.rank, 1, 20) > time then
+      break
+    end
+    if event.kind == 'assign' then
+      current = event
+    elseif current and current.group == event.group then
+      current = nil
+    end
+  end
+  return current
+end
+
+local function per_group(all, group, bucket, counter, amount)
+  local changes = all[group]
+  if not changes then
+    changes = {}
+    all[group] = changes
+  end
+  accumulate(changes, bucket, counter, amount)
+end
+
+local function group_add(group, bucket, counter, amount)
+  per_group(group_changes, group, bucket, counter, amount)
+end
+
+-- Feedback is the mentor's own, never a mentee's contribution to a group.
+local mentor_only = { fbs = true, fbc = true }
+
+-- Logs a contribution of the event of `rank` and counts it for the group then in effect.
+local function contribute(rank, buckets, counter, amount)
+  if mentor_only[counter] then
+    return
+  end
+  local day = buckets[1]
+  local log = root .. ':lg:' .. day
+  local field = rank .. '\31' .. buckets[2] .. '\31' .. buckets[3] .. '\31' .. counter
+  if redis.call('HINCRBY', log, field, string.format('%d', amount)) == 0 then
+    redis.call('HDEL', log, field)
+  end
+  if not logged_days[day] then
+    logged_days[day] = true
+    redis.call('SADD', root .. ':lgd', day)
+    redis.call('EXPIRE', log, retention.d)
+  end
+  local assignment = assignment_at(membership(), rank)
+  if assignment then
+    for _, bucket in ipairs(buckets) do
+      group_add(assignment.group, bucket, counter, amount)
+    end
+  end
+end
+
+-- A change of this partner's own counters, caused by the event of `rank`, in its day, week,
+-- month and lifetime buckets: it also changes the partner's team, its upline's teams, the
+-- tenant and the group the partner belonged to then, which finish() takes care of.
+local function personal(buckets, counter, amount, rank)
   if amount == 0 then
     return
   end
@@ -94,6 +193,7 @@ local function personal(buckets, counter, amount)
     counter_add('c', bucket, counter, amount)
     accumulate(personal_changes, bucket, counter, amount)
   end
+  contribute(rank, buckets, counter, amount)
 end
 
 local function team(bucket, counter, amount)
@@ -121,7 +221,7 @@ local function board(source, bucket, counter, amount)
   touched[key] = string.sub(bucket, 1, 1)
 end
 
-local function emit(target, kind, changes)
+local function emit(target, kind, changes, rank)
   local triples = {}
   for bucket, fields in pairs(changes) do
     for counter, amount in pairs(fields) do
@@ -135,11 +235,16 @@ local function emit(target, kind, changes)
   end
   table.sort(triples)
   local seq = redis.call('INCR', root .. ':oseq')
-  redis.call('HSET', outbox, seq, target .. '\29' .. kind .. '\29' .. table.concat(triples, '\30'))
+  redis.call('HSET', outbox, seq,
+    target .. '\29' .. kind .. '\29' .. (rank or '') .. '\29' .. table.concat(triples, '\30'))
 end
 
 local function partner_root(partner)
   return partner_prefix .. partner .. '}'
+end
+
+local function group_root(group)
+  return string.sub(tenant_root, 1, -2) .. ':g:' .. group .. '}'
 end
 
 local function enrolment()
@@ -175,12 +280,12 @@ local function first(fact, rank, buckets, amounts)
     end
     local old = { stored[2], stored[3], stored[4], 'life' }
     for k = 5, #stored, 2 do
-      personal(old, stored[k], -tonumber(stored[k + 1]))
+      personal(old, stored[k], -tonumber(stored[k + 1]), stored[1])
     end
   end
   local record = { rank, buckets[1], buckets[2], buckets[3] }
   for _, pair in ipairs(amounts) do
-    personal(buckets, pair[1], pair[2])
+    personal(buckets, pair[1], pair[2], rank)
     record[#record + 1] = pair[1]
     record[#record + 1] = string.format('%d', pair[2])
   end
@@ -204,14 +309,14 @@ local function order(order_id, rank, volume, buckets)
     end
     refunded = tonumber(stored[6])
     local old = { stored[2], stored[3], stored[4], 'life' }
-    personal(old, 'ord', -1)
-    personal(old, 'pv', -net(tonumber(stored[5]), refunded))
+    personal(old, 'ord', -1, stored[1])
+    personal(old, 'pv', -net(tonumber(stored[5]), refunded), stored[1])
   else
     refunded = tonumber(redis.call('HGET', held, order_id) or '0')
     redis.call('HDEL', held, order_id)
   end
-  personal(buckets, 'ord', 1)
-  personal(buckets, 'pv', net(volume, refunded))
+  personal(buckets, 'ord', 1, rank)
+  personal(buckets, 'pv', net(volume, refunded), rank)
   redis.call('HSET', facts, fact, table.concat(
     { rank, buckets[1], buckets[2], buckets[3], string.format('%d', volume), string.format('%d', refunded) }, '\31'))
 end
@@ -227,7 +332,8 @@ local function refund(order_id, volume)
   local stored = split(current, '\31')
   local placed = tonumber(stored[5])
   local refunded = tonumber(stored[6])
-  personal({ stored[2], stored[3], stored[4], 'life' }, 'pv', net(placed, refunded + volume) - net(placed, refunded))
+  personal({ stored[2], stored[3], stored[4], 'life' }, 'pv',
+    net(placed, refunded + volume) - net(placed, refunded), stored[1])
   stored[6] = string.format('%d', refunded + volume)
   redis.call('HSET', facts, fact, table.concat(stored, '\31'))
 end
@@ -248,7 +354,7 @@ local function enrol(sponsor, rank, buckets)
       for _, bucket in ipairs({ stored[3], stored[4], stored[5], 'life' }) do
         accumulate(recruit, bucket, 'rec', -1)
       end
-      emit(partner_root(old_sponsor), 'personal', recruit)
+      emit(partner_root(old_sponsor), 'personal', recruit, stored[1])
     end
   end
   redis.call('HSET', facts, 'enrol', table.concat({ rank, sponsor, buckets[1], buckets[2], buckets[3] }, '\31'))
@@ -257,7 +363,7 @@ local function enrol(sponsor, rank, buckets)
     for _, bucket in ipairs(buckets) do
       accumulate(recruit, bucket, 'rec', 1)
     end
-    emit(partner_root(sponsor), 'personal', recruit)
+    emit(partner_root(sponsor), 'personal', recruit, rank)
   end
   if old_sponsor ~= sponsor then
     if old_sponsor ~= '' then
@@ -269,7 +375,61 @@ local function enrol(sponsor, rank, buckets)
   end
 end
 
--- Personal changes reach this partner's team and the tenant; team changes reach the parent.
+-- A membership event. The contributions logged so far whose group it changes move from the
+-- old group to the new one, and a change of the current assignment changes both groups'
+-- members, all in this call: every contribution is counted for exactly the group whose
+-- interval covers it, whichever of the events arrived first.
+local function member(rank, kind, group, mentor)
+  local before = membership()
+  local after = {}
+  for k, event in ipairs(before) do
+    after[k] = event
+  end
+  after[#after + 1] = { rank = rank, kind = kind, group = group, mentor = mentor }
+  table.sort(after, function(a, b) return a.rank < b.rank end)
+  redis.call('HSET', root .. ':mem', rank, kind .. '\31' .. group .. '\31' .. mentor)
+  membership_cache = after
+  if kind == 'assign' then
+    group_mentors[group] = mentor
+  end
+  for _, day in ipairs(redis.call('SMEMBERS', root .. ':lgd')) do
+    local log = redis.call('HGETALL', root .. ':lg:' .. day)
+    if #log == 0 then
+      redis.call('SREM', root .. ':lgd', day)
+    end
+    for k = 1, #log, 2 do
+      local fields = split(log[k], '\31')
+      local old = assignment_at(before, fields[1])
+      local new = assignment_at(after, fields[1])
+      local old_group = old and old.group
+      local new_group = new and new.group
+      if old_group ~= new_group then
+        local amount = tonumber(log[k + 1])
+        for _, bucket in ipairs({ day, fields[2], fields[3], 'life' }) do
+          if old_group then
+            group_add(old_group, bucket, fields[4], -amount)
+          end
+          if new_group then
+            group_add(new_group, bucket, fields[4], amount)
+          end
+        end
+      end
+    end
+  end
+  local was, is = assignment_at(before, nil), assignment_at(after, nil)
+  if (was and was.group) ~= (is and is.group) then
+    local mentee = string.sub(root, #partner_prefix + 1, -2)
+    if was then
+      per_group(member_changes, was.group, mentee, was.mentor, -1)
+    end
+    if is then
+      per_group(member_changes, is.group, mentee, is.mentor, 1)
+    end
+  end
+end
+
+-- Personal changes reach this partner's team and the tenant; team changes reach the parent;
+-- group changes reach their groups.
 local function finish()
   if root ~= tenant_root then
     for bucket, fields in pairs(personal_changes) do
@@ -282,6 +442,15 @@ local function finish()
     if stored and stored[2] ~= '' then
       emit(partner_root(stored[2]), 'team', team_changes)
     end
+  end
+  for group, changes in pairs(group_changes) do
+    emit(group_root(group), 'group', changes)
+  end
+  for group, changes in pairs(member_changes) do
+    emit(group_root(group), 'member', changes)
+  end
+  for group, mentor in pairs(group_mentors) do
+    emit(group_root(group), 'mentor', { [mentor] = { mentor = 1 } })
   end
   for key, kind in pairs(touched) do
     local ttl = retention[kind]
@@ -305,12 +474,14 @@ if mode == 'forwarded' then
   local entries = {}
   local k = 7
   while k <= #ARGV do
-    local entry = { source = ARGV[k], seq = tonumber(ARGV[k + 1]), kind = ARGV[k + 2], changes = {} }
-    local count = tonumber(ARGV[k + 3])
+    local entry = {
+      source = ARGV[k], seq = tonumber(ARGV[k + 1]), kind = ARGV[k + 2], rank = ARGV[k + 3], changes = {}
+    }
+    local count = tonumber(ARGV[k + 4])
     if not entry.seq or not count then
       return redis.error_reply('malformed forwarded entry at argument ' .. k)
     end
-    k = k + 4
+    k = k + 5
     for c = 1, count do
       entry.changes[c] = { ARGV[k], ARGV[k + 1], tonumber(ARGV[k + 2]) }
       k = k + 3
@@ -321,15 +492,33 @@ if mode == 'forwarded' then
   for _, entry in ipairs(entries) do
     local applied = tonumber(redis.call('HGET', watermarks, entry.source) or '0')
     if entry.seq > applied then
+      if entry.kind == 'personal' then
+        -- One cause: per counter, the same amount in its day, week, month and lifetime.
+        local buckets, amounts = {}, {}
+        local slot = { d = 1, w = 2, m = 3, l = 4 }
+        for _, change in ipairs(entry.changes) do
+          buckets[slot[string.sub(change[1], 1, 1)]] = change[1]
+          amounts[change[2]] = change[3]
+        end
+        for counter, amount in pairs(amounts) do
+          personal(buckets, counter, amount, entry.rank)
+        end
+      end
       for _, change in ipairs(entry.changes) do
         local bucket, counter, amount = change[1], change[2], change[3]
-        if entry.kind == 'personal' then
-          personal({ bucket }, counter, amount)
-        elseif entry.kind == 'team' then
+        if entry.kind == 'team' then
           team(bucket, counter, amount)
-        else
+        elseif entry.kind == 'tenant' then
           counter_add('c', bucket, counter, amount)
           board(entry.source, bucket, counter, amount)
+        elseif entry.kind == 'group' then
+          counter_add('c', bucket, counter, amount)
+        elseif entry.kind == 'member' then
+          if redis.call('HINCRBY', root .. ':members', bucket, amount) == 0 then
+            redis.call('HDEL', root .. ':members', bucket)
+          end
+        elseif entry.kind == 'mentor' then
+          redis.call('SET', root .. ':mentor', bucket)
         end
       end
       redis.call('HSET', watermarks, entry.source, entry.seq)
@@ -381,6 +570,9 @@ while i <= #ARGV do
     elseif operation == 'enrol' then
       event.ops[#event.ops + 1] = { 'enrol', ARGV[i + 1], ARGV[i + 2] }
       i = i + 3
+    elseif operation == 'member' then
+      event.ops[#event.ops + 1] = { 'member', ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4] }
+      i = i + 5
     else
       return redis.error_reply('unknown operation ' .. tostring(operation) .. ' at argument ' .. i)
     end
@@ -402,8 +594,10 @@ for _, event in ipairs(events) do
         order(op[2], op[3], op[4], buckets)
       elseif op[1] == 'refund' then
         refund(op[2], op[3])
-      else
+      elseif op[1] == 'enrol' then
         enrol(op[2], op[3], buckets)
+      else
+        member(op[2], op[3], op[4], op[5])
       end
     end
   end

@@ -46,7 +46,18 @@ pub enum Subject<'a> {
     Partner(&'a str),
     /// A partner and their whole downline.
     Team(&'a str),
+    /// A mentor's group: its mentees' contributions while assigned.
+    Group(&'a str),
     Tenant,
+}
+
+/// Who a group is now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupMembers {
+    /// The mentor, once the group has had a mentee.
+    pub mentor_id: Option<String>,
+    /// Current mentees, sorted.
+    pub mentee_ids: Vec<String>,
 }
 
 /// An entry of a shard's outbox, to be applied to another shard.
@@ -57,6 +68,8 @@ struct OutboxEntry {
     source: String,
     seq: u64,
     kind: String,
+    /// The rank of the event that caused a `personal` entry; empty otherwise.
+    rank: String,
     /// `bucket \x1f counter \x1f amount`, joined by `\x1e`.
     changes: String,
 }
@@ -91,6 +104,11 @@ impl Store {
     /// The hash tag of a partner's shard.
     pub fn partner_shard(&self, tenant_id: &str, partner_id: &str) -> String {
         self.keys.hash_tag(&[tenant_id, "p", partner_id])
+    }
+
+    /// The hash tag of a group's shard.
+    pub fn group_shard(&self, tenant_id: &str, group_id: &str) -> String {
+        self.keys.hash_tag(&[tenant_id, "g", group_id])
     }
 
     /// The hash tag of the tenant's shard.
@@ -291,6 +309,18 @@ impl Store {
                     Operation::Enrol { sponsor_id, rank } => {
                         call.arg("enrol").arg(sponsor_id).arg(rank);
                     }
+                    Operation::Member {
+                        rank,
+                        change,
+                        group_id,
+                        mentor_id,
+                    } => {
+                        call.arg("member")
+                            .arg(rank)
+                            .arg(change.as_str())
+                            .arg(group_id)
+                            .arg(mentor_id);
+                    }
                 }
             }
         }
@@ -311,6 +341,7 @@ impl Store {
             call.arg(&entry.source)
                 .arg(entry.seq)
                 .arg(&entry.kind)
+                .arg(&entry.rank)
                 .arg(changes.len());
             for change in changes {
                 for part in change {
@@ -388,6 +419,81 @@ impl Store {
         Ok((page, more))
     }
 
+    /// A group's mentor and current mentees.
+    pub async fn group_members(
+        &self,
+        tenant_id: &str,
+        group_id: &str,
+    ) -> Result<GroupMembers, StoreError> {
+        let shard = self.group_shard(tenant_id, group_id);
+        let (mentor_id, members): (Option<String>, BTreeMap<String, i64>) = pipe()
+            .cmd("GET")
+            .arg(format!("{shard}:mentor"))
+            .cmd("HGETALL")
+            .arg(format!("{shard}:members"))
+            .query_async(&mut self.connection.clone())
+            .await?;
+        Ok(GroupMembers {
+            mentor_id,
+            mentee_ids: members
+                .into_iter()
+                .filter(|(_, count)| *count > 0)
+                .map(|(mentee, _)| mentee)
+                .collect(),
+        })
+    }
+
+    /// Of `mentee_ids`, how many enrolled on or before `enrolled_by` (eligible) and how many of
+    /// those have an active day among `days` (retained).
+    pub async fn retention(
+        &self,
+        tenant_id: &str,
+        mentee_ids: &[String],
+        enrolled_by: chrono::NaiveDate,
+        days: &[Bucket],
+    ) -> Result<(usize, usize), StoreError> {
+        let cut_off = Bucket::Day(enrolled_by).to_string();
+        let reads = mentee_ids.iter().map(|mentee| {
+            let shard = self.partner_shard(tenant_id, mentee);
+            let mut pipeline = pipe();
+            pipeline.cmd("HGET").arg(format!("{shard}:f")).arg("enrol");
+            for day in days {
+                pipeline
+                    .cmd("HGET")
+                    .arg(format!("{shard}:c:{day}"))
+                    .arg(Counter::ActiveDays.field());
+            }
+            let mut connection = self.connection.clone();
+            async move {
+                pipeline
+                    .query_async::<Vec<Option<String>>>(&mut connection)
+                    .await
+            }
+        });
+        let (mut eligible, mut retained) = (0, 0);
+        for answers in futures::future::try_join_all(reads).await? {
+            let Some((enrolment, active)) = answers.split_first() else {
+                continue;
+            };
+            // rank \x1f sponsor \x1f day bucket \x1f ...
+            let enrolled_on = enrolment
+                .as_deref()
+                .and_then(|fact| fact.split('\u{1f}').nth(2));
+            if enrolled_on.is_some_and(|day| day <= cut_off.as_str()) {
+                eligible += 1;
+                let active_days = |days: &Option<String>| {
+                    days.as_deref()
+                        .and_then(|days| days.parse::<i64>().ok())
+                        .unwrap_or(0)
+                };
+                if active.iter().any(|days| active_days(days) > 0) {
+                    retained += 1;
+                }
+            }
+        }
+        Ok((eligible, retained))
+    }
+
     /// A subject's counters in each of `buckets`, in one round trip.
     pub async fn counters_by_bucket(
         &self,
@@ -398,6 +504,7 @@ impl Store {
         let (shard, kind) = match subject {
             Subject::Partner(partner) => (self.partner_shard(tenant_id, partner), "c"),
             Subject::Team(partner) => (self.partner_shard(tenant_id, partner), "t"),
+            Subject::Group(group) => (self.group_shard(tenant_id, group), "c"),
             Subject::Tenant => (self.tenant_shard(tenant_id), "c"),
         };
         let mut pipeline = pipe();
@@ -451,9 +558,9 @@ fn parse_answer(
             .and_then(|seq| seq.parse().ok())
             .ok_or_else(unexpected)?;
         let entry = text(entry).ok_or_else(unexpected)?;
-        let mut fields = entry.splitn(3, '\u{1d}');
-        let (Some(target), Some(kind), Some(changes)) =
-            (fields.next(), fields.next(), fields.next())
+        let mut fields = entry.splitn(4, '\u{1d}');
+        let (Some(target), Some(kind), Some(rank), Some(changes)) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
         else {
             return Err(unexpected());
         };
@@ -463,6 +570,7 @@ fn parse_answer(
             source: shard.to_owned(),
             seq,
             kind: kind.to_owned(),
+            rank: rank.to_owned(),
             changes: changes.to_owned(),
         });
     }

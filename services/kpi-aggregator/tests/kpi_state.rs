@@ -10,15 +10,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono_tz::Europe::Moscow;
 use mentorstream_config::{Config, RedisConfig};
 use mentorstream_kpi_aggregator::calendar::Calendar;
-use mentorstream_kpi_aggregator::fold::partner_event;
+use mentorstream_kpi_aggregator::fold::{mentorship_event, partner_event};
 use mentorstream_kpi_aggregator::store::{PartnerBatch, Store};
-use mentorstream_proto::activity::v1::ActivityEvent;
 use mentorstream_redis::{KeySpace, cmd};
 use mentorstream_testkit::{RedisCluster, unique};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use scenario::{Key, TENANT, expected, scenario};
+use scenario::{Events, Key, Record, TENANT};
 
 /// Every non-zero counter under `prefix`, keyed like [`expected`]; and that no outbox holds
 /// anything any more.
@@ -45,9 +44,10 @@ async fn stored(
     for key in keys {
         let (shard, rest) = key.split_once('}').expect("hash tag");
         let (kind, subject, bucket) = if let Some(bucket) = rest.strip_prefix(":c:") {
-            match shard.split_once(":p:") {
-                Some((_, partner)) => ("c", partner, bucket),
-                None => ("tenant", "", bucket),
+            match (shard.split_once(":p:"), shard.split_once(":g:")) {
+                (Some((_, partner)), _) => ("c", partner, bucket),
+                (None, Some((_, group))) => ("g", group, bucket),
+                (None, None) => ("tenant", "", bucket),
             }
         } else if let Some(bucket) = rest.strip_prefix(":t:") {
             (
@@ -80,23 +80,50 @@ async fn stored(
     counters
 }
 
-/// Feeds `arrival` to the store as a consumer of three partitions would (partition by
-/// partner): batches of random size from a random partition at a time; sometimes the previous
-/// batch again with the next (a redelivery), sometimes a crash after stage 1, after which the
-/// batch is delivered again.
-async fn feed(store: &Store, arrival: &[ActivityEvent], rng: &mut StdRng) {
+/// Fails with the counters that differ (stored, expected), not both whole maps.
+fn assert_same(stored: &BTreeMap<Key, i64>, expected: &BTreeMap<Key, i64>, context: &str) {
+    let differing: Vec<(&Key, Option<&i64>, Option<&i64>)> = stored
+        .keys()
+        .chain(expected.keys())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .map(|key| (key, stored.get(key), expected.get(key)))
+        .filter(|(_, stored, expected)| stored != expected)
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "{context}: {} counters differ (key, stored, expected): {differing:?}",
+        differing.len()
+    );
+    assert!(!expected.is_empty());
+}
+
+/// Feeds `arrival` to the store as the consumers of three activity partitions (by partner)
+/// and two mentorship partitions (by key) would: batches of random size from a random
+/// partition at a time; sometimes the previous batch again with the next (a redelivery),
+/// sometimes a crash after stage 1 and a few forwarding hops, after which the batch is
+/// delivered again.
+async fn feed(store: &Store, arrival: &[Record], rng: &mut StdRng) {
     let calendar = Calendar::new(Moscow);
-    let mut partitions: Vec<Vec<&ActivityEvent>> = vec![Vec::new(); 3];
-    for event in arrival {
-        let partition = event.partner_id.bytes().map(usize::from).sum::<usize>() % 3;
-        partitions[partition].push(event);
+    let mut partitions: Vec<(String, Vec<&Record>)> = (0..3)
+        .map(|partition| (format!("activity/{partition}"), Vec::new()))
+        .chain((0..2).map(|partition| (format!("mentorship/{partition}"), Vec::new())))
+        .collect();
+    for record in arrival {
+        let hash = record.key().bytes().map(usize::from).sum::<usize>();
+        let partition = match record {
+            Record::Activity(_) => hash % 3,
+            Record::Mentorship(_) => 3 + hash % 2,
+        };
+        partitions[partition].1.push(record);
     }
+    let count = partitions.len();
     // Per partition: the next offset to read and the last committed one.
-    let mut next = [0_usize; 3];
-    let mut committed = [0_usize; 3];
-    while (0..3).any(|partition| committed[partition] < partitions[partition].len()) {
-        let partition = rng.random_range(0..3);
-        let records = &partitions[partition];
+    let mut next = vec![0_usize; count];
+    let mut committed = vec![0_usize; count];
+    while (0..count).any(|partition| committed[partition] < partitions[partition].1.len()) {
+        let partition = rng.random_range(0..count);
+        let (source, records) = &partitions[partition];
         if committed[partition] >= records.len() {
             continue;
         }
@@ -106,21 +133,30 @@ async fn feed(store: &Store, arrival: &[ActivityEvent], rng: &mut StdRng) {
             next[partition].max(committed[partition])
         };
         let to = (from + rng.random_range(1..=6)).min(records.len());
-        let mut by_partner: BTreeMap<&str, PartnerBatch> = BTreeMap::new();
-        for (offset, event) in records.iter().enumerate().take(to).skip(from) {
-            by_partner
-                .entry(&event.partner_id)
-                .or_insert_with(|| PartnerBatch {
-                    tenant_id: TENANT.into(),
-                    partner_id: event.partner_id.clone(),
-                    source: format!("activity/{partition}"),
-                    events: Vec::new(),
-                })
-                .events
-                .push(
-                    partner_event(event, i64::try_from(offset).expect("small"), &calendar)
-                        .expect("folds"),
-                );
+        let mut by_partner: BTreeMap<String, PartnerBatch> = BTreeMap::new();
+        for (offset, record) in records.iter().enumerate().take(to).skip(from) {
+            let offset = i64::try_from(offset).expect("small");
+            let shard_events = match record {
+                Record::Activity(event) => vec![(
+                    event.partner_id.clone(),
+                    partner_event(event, offset, &calendar).expect("folds"),
+                )],
+                Record::Mentorship(event) => {
+                    mentorship_event(event, offset, &calendar).expect("folds")
+                }
+            };
+            for (partner_id, shard_event) in shard_events {
+                by_partner
+                    .entry(partner_id.clone())
+                    .or_insert_with(|| PartnerBatch {
+                        tenant_id: TENANT.into(),
+                        partner_id,
+                        source: source.clone(),
+                        events: Vec::new(),
+                    })
+                    .events
+                    .push(shard_event);
+            }
         }
         let batches: Vec<PartnerBatch> = by_partner.into_values().collect();
         if rng.random_bool(0.2) {
@@ -157,8 +193,8 @@ async fn a_redis_cluster_gives_the_same_counters() {
 
 /// Spot checks that the oracle reads the rules as intended.
 fn check_oracle() {
-    let events = scenario();
-    let expected = expected(&events);
+    let events = Events::scenario();
+    let expected = events.expected();
     let key = |kind: &str, subject: &str, bucket: &str, field: &str| {
         (
             kind.to_owned(),
@@ -206,13 +242,61 @@ fn check_oracle() {
         "bob's orders reach the bottom of the chain"
     );
     assert!(team_orders("n3") > team_orders("n4"));
+
+    let group = |subject: &str, bucket: &str, field: &str| {
+        expected.get(&key("g", subject, bucket, field)).copied()
+    };
+    // ann's order at 23:50 on Sunday counts for g-1, the one at 00:10 on Monday for g-2; her
+    // ping at 00:00 Monday is still g-1's (the transfer was at 00:05).
+    assert_eq!(group("g-1", "d:2026-11-29", "ord"), Some(1));
+    assert_eq!(group("g-2", "d:2026-11-30", "ord"), Some(1), "ann's o-2");
+    assert_eq!(group("g-2", "d:2026-12-01", "ord"), Some(1), "bob's o-10");
+    assert_eq!(group("g-1", "d:2026-11-30", "act"), Some(1));
+    // bob's o-9 counts on 27 Nov (its earlier placement), before he joined g-2: no group's.
+    assert_eq!(group("g-2", "d:2026-11-27", "pv"), None);
+    assert_eq!(
+        group("g-1", "life", "ses"),
+        Some(1),
+        "ann attended s-1; x1 missed it"
+    );
+    assert_eq!(group("g-1", "life", "mis"), Some(1));
+    assert_eq!(
+        group("g-2", "life", "ses"),
+        Some(2),
+        "s-3 once for ann and bob"
+    );
+    assert_eq!(group("g-2", "life", "mis"), Some(2), "s-2 for ann and bob");
+    assert_eq!(
+        group("g-1", "life", "fbs"),
+        None,
+        "feedback is the mentor's own"
+    );
+    assert_eq!(
+        personal("n2", "life", "fbs"),
+        Some(5),
+        "the earlier rating counts"
+    );
+    assert_eq!(personal("n4", "life", "fbc"), Some(2));
+    assert_eq!(personal("n4", "life", "ses"), Some(1));
+    assert_eq!(
+        scenario::members(&events.mentorship, "g-2"),
+        (
+            vec!["ann".to_owned(), "bob".to_owned()],
+            Some("n4".to_owned())
+        )
+    );
+    assert_eq!(
+        scenario::members(&events.mentorship, "g-1"),
+        (Vec::new(), Some("n2".to_owned()))
+    );
 }
 
 /// Feeds the scenario with each seed's arrival order, batching, redeliveries and crashes, and
 /// compares every counter with the oracle.
 async fn agrees_with_the_rules(redis: &RedisConfig, seeds: std::ops::Range<u64>) {
-    let events = scenario();
-    let expected = expected(&events);
+    let events = Events::scenario();
+    let expected = events.expected();
+    let records = events.records();
     for seed in seeds {
         let mut rng = StdRng::seed_from_u64(seed);
         let prefix = unique("ms-test");
@@ -220,30 +304,41 @@ async fn agrees_with_the_rules(redis: &RedisConfig, seeds: std::ops::Range<u64>)
         let store = Store::new(connection.clone(), KeySpace::new(&prefix, "kpi"));
         // Arrival order: shuffled (enrolments after the activity below them), and some events
         // published twice (ingest's crash window).
-        let mut arrival = events.clone();
+        let mut arrival = records.clone();
         for _ in 0..8 {
-            let copy = arrival[rng.random_range(0..events.len())].clone();
+            let copy = arrival[rng.random_range(0..records.len())].clone();
             arrival.push(copy);
         }
         if seed > 0 {
             arrival.shuffle(&mut rng);
         }
         feed(&store, &arrival, &mut rng).await;
-        assert_eq!(
-            stored(&mut connection, &prefix).await,
-            expected,
-            "seed {seed}"
+        assert_same(
+            &stored(&mut connection, &prefix).await,
+            &expected,
+            &format!("seed {seed}"),
         );
 
         // Everything again, as a consumer that lost its committed offsets would: no change.
         feed(&store, &arrival, &mut rng).await;
-        assert_eq!(
-            stored(&mut connection, &prefix).await,
-            expected,
-            "seed {seed}, replayed"
+        assert_same(
+            &stored(&mut connection, &prefix).await,
+            &expected,
+            &format!("seed {seed}, replayed"),
         );
 
+        for group in ["g-1", "g-2"] {
+            let (mentees, mentor) = scenario::members(&events.mentorship, group);
+            let stored = store.group_members(TENANT, group).await.expect("members");
+            assert_eq!(
+                (stored.mentee_ids, stored.mentor_id),
+                (mentees, mentor),
+                "seed {seed}, {group}"
+            );
+        }
+
         let partners: BTreeSet<&str> = events
+            .activity
             .iter()
             .map(|event| event.partner_id.as_str())
             .collect();

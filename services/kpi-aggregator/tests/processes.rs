@@ -13,7 +13,7 @@ use mentorstream_testkit::{fresh_database, unique};
 use scenario::live::{
     Reader, assert_scorecards, create_tenant, numbers, produce, produce_sentinels, wait_for, window,
 };
-use scenario::{expected, scenario};
+use scenario::{Events, Record};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mentorstream-kpi-aggregator");
 
@@ -31,6 +31,7 @@ impl Deployment {
         let mut config = Config::load(None).expect("defaults");
         config.kafka.partitions = 3;
         config.kafka.topics.activity = unique("t.activity");
+        config.kafka.topics.mentorship = unique("t.mentorship");
         config.redis.key_prefix = unique("ms-test");
         let database = fresh_database(&config, "kpi").await;
         let tenants = Tenants::connect(&database, 2)
@@ -40,12 +41,12 @@ impl Deployment {
         let file = tempfile::NamedTempFile::new().expect("config file");
         // Short sessions, so partitions of a killed instance move within seconds.
         let toml = format!(
-            "[kafka]\npartitions = 3\n[kafka.topics]\nactivity = \"{}\"\n\
+            "[kafka]\npartitions = 3\n[kafka.topics]\nactivity = \"{}\"\nmentorship = \"{}\"\n\
              [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\
              \"heartbeat.interval.ms\" = \"500\"\n\
              [redis]\nkey_prefix = \"{}\"\n[postgres]\nurl = \"{database}\"\n\
              [shutdown]\ngrace_period = \"10s\"\n[kpi]\npartitions = \"{partitions}\"\n",
-            config.kafka.topics.activity, config.redis.key_prefix
+            config.kafka.topics.activity, config.kafka.topics.mentorship, config.redis.key_prefix
         );
         std::fs::write(file.path(), toml).expect("write config");
         config.postgres.url = database.into();
@@ -119,26 +120,20 @@ fn terminate(instance: &mut Instance) {
     assert!(exited.success(), "graceful shutdown: {exited}");
 }
 
-fn chunks(
-    events: &[mentorstream_proto::activity::v1::ActivityEvent],
-    parts: usize,
-) -> Vec<&[mentorstream_proto::activity::v1::ActivityEvent]> {
-    let size = events.len().div_ceil(parts);
-    events.chunks(size).collect()
+fn chunks(records: &[Record], parts: usize) -> Vec<&[Record]> {
+    let size = records.len().div_ceil(parts);
+    records.chunks(size).collect()
 }
 
 #[tokio::test]
 async fn killed_with_sigkill_mid_stream_the_aggregator_still_counts_everything_once() {
     let deployment = Deployment::new("all").await;
     let kafka = &deployment.config.kafka;
-    let topic = &kafka.topics.activity;
-    let mut events = scenario();
-    for event in &mut events {
-        event.tenant_id = deployment.tenant_id.clone();
-    }
+    let mut events = Events::scenario().for_tenant(&deployment.tenant_id);
+    let records = events.records();
     let (mut instance, mut addr) = deployment.start();
-    for part in chunks(&events, 4) {
-        produce(kafka, topic, part).await;
+    for part in chunks(&records, 4) {
+        produce(kafka, part).await;
         // Let it get going (it has counted something), then kill it wherever it is.
         let mut reader = Reader::connect(addr, deployment.api_key.clone()).await;
         let deadline = tokio::time::Instant::now() + scenario::live::WAIT;
@@ -161,11 +156,11 @@ async fn killed_with_sigkill_mid_stream_the_aggregator_still_counts_everything_o
         kill_9(&mut instance);
         (instance, addr) = deployment.start();
     }
-    let sentinels = produce_sentinels(kafka, topic, &deployment.tenant_id).await;
-    events.extend(sentinels.iter().cloned());
+    let sentinels = produce_sentinels(kafka, &deployment.tenant_id).await;
+    events.extend(sentinels.clone());
     let mut reader = Reader::connect(addr, deployment.api_key.clone()).await;
     wait_for(&mut reader, &sentinels).await;
-    assert_scorecards(&mut reader, &expected(&events)).await;
+    assert_scorecards(&mut reader, &events).await;
     // With a client still connected, SIGTERM still ends the process cleanly within the grace
     // period.
     terminate(&mut instance);
@@ -179,29 +174,26 @@ async fn killed_with_sigkill_mid_stream_the_aggregator_still_counts_everything_o
 async fn two_instances_in_one_group_count_everything_once_while_partitions_move() {
     let deployment = Deployment::new("group").await;
     let kafka = &deployment.config.kafka;
-    let topic = &kafka.topics.activity;
-    let mut events = scenario();
-    for event in &mut events {
-        event.tenant_id = deployment.tenant_id.clone();
-    }
-    let parts = chunks(&events, 4);
+    let mut events = Events::scenario().for_tenant(&deployment.tenant_id);
+    let records = events.records();
+    let parts = chunks(&records, 4);
     let (mut first, first_addr) = deployment.start();
     let (mut second, _) = deployment.start();
-    produce(kafka, topic, parts[0]).await;
+    produce(kafka, parts[0]).await;
     // The second leaves: its partitions move to the first.
     terminate(&mut second);
-    produce(kafka, topic, parts[1]).await;
+    produce(kafka, parts[1]).await;
     // It comes back: partitions move again.
     let (mut second, second_addr) = deployment.start();
-    produce(kafka, topic, parts[2]).await;
+    produce(kafka, parts[2]).await;
     // The first leaves too: everything moves to the second.
     terminate(&mut first);
-    produce(kafka, topic, parts[3]).await;
-    let sentinels = produce_sentinels(kafka, topic, &deployment.tenant_id).await;
-    events.extend(sentinels.iter().cloned());
+    produce(kafka, parts[3]).await;
+    let sentinels = produce_sentinels(kafka, &deployment.tenant_id).await;
+    events.extend(sentinels.clone());
     let _ = first_addr;
     let mut reader = Reader::connect(second_addr, deployment.api_key.clone()).await;
     wait_for(&mut reader, &sentinels).await;
-    assert_scorecards(&mut reader, &expected(&events)).await;
+    assert_scorecards(&mut reader, &events).await;
     terminate(&mut second);
 }

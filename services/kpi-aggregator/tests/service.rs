@@ -8,11 +8,11 @@ use mentorstream_config::Config;
 use mentorstream_proto::kpi::v1::{SubjectKind, WindowKind};
 use mentorstream_runtime::{Context, Listeners};
 use mentorstream_testkit::{RedisCluster, fresh_database, unique};
+use scenario::Events;
 use scenario::live::{
     Reader, assert_leaderboards, assert_scorecards, assert_series, create_tenant, produce,
     produce_poison, produce_sentinels, wait_for, window,
 };
-use scenario::{expected, scenario};
 use tonic::Code;
 
 /// The aggregator running in this process.
@@ -31,6 +31,7 @@ impl Aggregator {
         let mut config = Config::load(None).expect("defaults");
         config.kafka.partitions = 3;
         config.kafka.topics.activity = unique("t.activity");
+        config.kafka.topics.mentorship = unique("t.mentorship");
         if let Some(cluster) = cluster {
             config.redis = cluster.config(&config.redis);
         }
@@ -73,21 +74,18 @@ async fn on_a_redis_cluster_scorecards_equal_the_rules() {
 async fn scorecards_equal_the_rules(cluster: Option<&RedisCluster>) {
     let aggregator = Aggregator::start(cluster).await;
     let config = &aggregator.context.config;
-    let topic = config.kafka.topics.activity.clone();
-    let mut events = scenario();
-    for event in &mut events {
-        event.tenant_id = aggregator.tenant_id.clone();
-    }
-    produce(&config.kafka, &topic, &events[..10]).await;
+    let mut events = Events::scenario().for_tenant(&aggregator.tenant_id);
+    let records = events.records();
+    produce(&config.kafka, &records[..10]).await;
     // A record no one can decode: it goes to the dead letters and changes nothing.
-    produce_poison(&config.kafka, &topic, &events[10]).await;
-    produce(&config.kafka, &topic, &events[10..]).await;
-    let sentinels = produce_sentinels(&config.kafka, &topic, &aggregator.tenant_id).await;
-    events.extend(sentinels.iter().cloned());
+    produce_poison(&config.kafka, &events.activity[10]).await;
+    produce(&config.kafka, &records[10..]).await;
+    let sentinels = produce_sentinels(&config.kafka, &aggregator.tenant_id).await;
+    events.extend(sentinels.clone());
     let mut reader = Reader::connect(aggregator.addr, aggregator.api_key.clone()).await;
     wait_for(&mut reader, &sentinels).await;
-    let expected = expected(&events);
-    assert_scorecards(&mut reader, &expected).await;
+    assert_scorecards(&mut reader, &events).await;
+    let expected = events.expected();
     assert_series(&mut reader, &expected).await;
     assert_leaderboards(&mut reader, &expected).await;
 
@@ -98,7 +96,7 @@ async fn scorecards_equal_the_rules(cluster: Option<&RedisCluster>) {
     assert_eq!(refused.code(), Code::InvalidArgument);
     assert_eq!(
         refused.message(),
-        "subject.id: is required for partner and team subjects"
+        "subject.id: is required for partner, group and team subjects"
     );
     aggregator.stop().await;
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::Utc;
-use mentorstream_config::KafkaConfig;
+use mentorstream_config::{KafkaConfig, Topics};
 use mentorstream_kafka::{CloudEvent, OutboundRecord, Producer};
 use mentorstream_proto::activity::v1::ActivityEvent;
 use mentorstream_proto::common::v1::LocalDate;
@@ -17,7 +17,7 @@ use mentorstream_proto::kpi::v1::{
 use tonic::Request;
 use tonic::transport::Channel;
 
-use super::{Key, event, ping};
+use super::{Events, Key, Record, event, feedback, mentorship, ping};
 
 pub const WAIT: Duration = Duration::from_secs(60);
 
@@ -319,92 +319,133 @@ pub async fn create_tenant(tenants: &mentorstream_tenancy::Tenants) -> (String, 
     (tenant.tenant_id, key.api_key)
 }
 
-/// Produces `events` as ingest would (keyed by tenant and partner).
-pub async fn produce(kafka: &KafkaConfig, topic: &str, events: &[ActivityEvent]) {
+/// Produces `records` as ingest and the mentorship service would: activity keyed by tenant and
+/// partner, mentorship events by tenant and mentee or session.
+pub async fn produce(kafka: &KafkaConfig, records: &[Record]) {
     let producer = Producer::new(kafka, WAIT).expect("producer");
-    for event in events {
+    for record in records {
         producer
-            .send(&record(topic, event))
+            .send(&outbound(&kafka.topics, record))
             .await
             .expect("produced");
     }
 }
 
 /// A record nobody can decode, keyed like `event`.
-pub async fn produce_poison(kafka: &KafkaConfig, topic: &str, event: &ActivityEvent) {
+pub async fn produce_poison(kafka: &KafkaConfig, event: &ActivityEvent) {
     let producer = Producer::new(kafka, WAIT).expect("producer");
-    let mut poison = record(topic, event);
+    let mut poison = outbound(&kafka.topics, &Record::Activity(event.clone()));
     poison.payload = vec![0xff, 0xff, 0xff];
     producer.send(&poison).await.expect("produced");
 }
 
-fn record(topic: &str, event: &ActivityEvent) -> OutboundRecord {
-    OutboundRecord::protobuf(
-        topic,
-        format!("{}/{}", event.tenant_id, event.partner_id),
-        event,
-        CloudEvent {
-            id: event.source_event_id.clone(),
-            event_type: "mentorstream.activity.v1.ActivityEvent".into(),
-            source: "/tests/kpi".into(),
-            time: Utc::now(),
-        },
-    )
+fn outbound(topics: &Topics, record: &Record) -> OutboundRecord {
+    let key = format!("{}/{}", record.tenant_id(), record.key());
+    let cloud_event = |id: &str, event_type: &str| CloudEvent {
+        id: id.to_owned(),
+        event_type: event_type.to_owned(),
+        source: "/tests/kpi".into(),
+        time: Utc::now(),
+    };
+    match record {
+        Record::Activity(event) => OutboundRecord::protobuf(
+            &topics.activity,
+            key,
+            event,
+            cloud_event(
+                &event.source_event_id,
+                "mentorstream.activity.v1.ActivityEvent",
+            ),
+        ),
+        Record::Mentorship(event) => OutboundRecord::protobuf(
+            &topics.mentorship,
+            key,
+            event,
+            cloud_event(
+                &event.event_id,
+                "mentorstream.mentorship.v1.MentorshipEvent",
+            ),
+        ),
+    }
 }
 
-/// A ping of a partner of its own in every partition, after everything else. Once a sentinel
-/// counts, every record before it in its partition is applied: records of a partition are
-/// applied in order. (`as_of` cannot tell on Tansu, whose high watermarks lag.)
-pub async fn produce_sentinels(
-    kafka: &KafkaConfig,
-    topic: &str,
-    tenant_id: &str,
-) -> Vec<ActivityEvent> {
+/// After everything else, in every partition of both topics, an event of a partner of its
+/// own: a ping on the activity topic, a feedback to a mentor on the mentorship topic. Once a
+/// sentinel counts, every record before it in its partition is applied: records of a
+/// partition are applied in order. (`as_of` cannot tell on Tansu, whose high watermarks lag.)
+pub async fn produce_sentinels(kafka: &KafkaConfig, tenant_id: &str) -> Events {
     let producer = Producer::new(kafka, WAIT).expect("producer");
-    let mut sentinels = Vec::new();
+    let mut sentinels = Events::default();
     for partition in 0..kafka.partitions {
         let name = format!("sentinel-{partition}");
         let mut sentinel = event(&name, &name, "2026-12-20 12:00", ping());
         sentinel.tenant_id = tenant_id.to_owned();
+        let record = Record::Activity(sentinel.clone());
         producer
-            .send(&record(topic, &sentinel).to_partition(partition))
+            .send(&outbound(&kafka.topics, &record).to_partition(partition))
             .await
             .expect("sentinel produced");
-        sentinels.push(sentinel);
+        sentinels.activity.push(sentinel);
+
+        let name = format!("mentor-sentinel-{partition}");
+        let mut sentinel = mentorship(
+            &name,
+            "2026-12-20 12:00",
+            feedback(&name, &name, "nobody", 5),
+        );
+        sentinel.tenant_id = tenant_id.to_owned();
+        let record = Record::Mentorship(sentinel.clone());
+        producer
+            .send(&outbound(&kafka.topics, &record).to_partition(partition))
+            .await
+            .expect("sentinel produced");
+        sentinels.mentorship.push(sentinel);
     }
     sentinels
 }
 
 /// Waits until every sentinel counts and `as_of` is known.
-pub async fn wait_for(reader: &mut Reader, sentinels: &[ActivityEvent]) {
+pub async fn wait_for(reader: &mut Reader, sentinels: &Events) {
     let deadline = tokio::time::Instant::now() + WAIT * 2;
-    for sentinel in sentinels {
+    let partners = sentinels
+        .activity
+        .iter()
+        .map(|sentinel| sentinel.partner_id.clone())
+        .chain(
+            sentinels
+                .mentorship
+                .iter()
+                .map(|sentinel| sentinel.event_id.clone()),
+        );
+    for partner in partners {
         loop {
             let answer = reader
                 .scorecard(
                     SubjectKind::Partner,
-                    &sentinel.partner_id,
+                    &partner,
                     window(WindowKind::Lifetime, None),
                 )
                 .await;
             // Counted, and the progress of its batch recorded (that comes right after).
-            if answer.as_ref().is_ok_and(|answer| {
-                numbers(answer).get("act") == Some(&1) && answer.as_of.is_some()
-            }) {
+            if answer
+                .as_ref()
+                .is_ok_and(|answer| !numbers(answer).is_empty() && answer.as_of.is_some())
+            {
                 break;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{} never counted ({answer:?})",
-                sentinel.partner_id
+                "{partner} never counted ({answer:?})"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }
 
-/// Compares the scorecards of partners, teams and the tenant in many windows with `expected`.
-pub async fn assert_scorecards(reader: &mut Reader, expected: &BTreeMap<Key, i64>) {
+/// Compares the scorecards of partners, groups, teams and the tenant in many windows with the
+/// rules applied to `events`.
+pub async fn assert_scorecards(reader: &mut Reader, events: &Events) {
+    let expected = &events.expected();
     let windows = [
         (WindowKind::Day, (2026, 11, 29)),
         (WindowKind::Week, (2026, 11, 26)),
@@ -419,6 +460,8 @@ pub async fn assert_scorecards(reader: &mut Reader, expected: &BTreeMap<Key, i64
         (SubjectKind::Partner, "ann", "c"),
         (SubjectKind::Partner, "bob", "c"),
         (SubjectKind::Partner, "n4", "c"),
+        (SubjectKind::Group, "g-1", "g"),
+        (SubjectKind::Group, "g-2", "g"),
         (SubjectKind::Team, "root", "t"),
         (SubjectKind::Team, "n3", "t"),
         (SubjectKind::Team, "n7", "t"),
@@ -431,12 +474,56 @@ pub async fn assert_scorecards(reader: &mut Reader, expected: &BTreeMap<Key, i64
                 .await
                 .expect("scorecard");
             assert!(answer.as_of.is_some());
+            let window_buckets = buckets(window_kind, anchor);
+            let mut numbers_expected = oracle(expected, oracle_kind, id, &window_buckets);
+            if kind == SubjectKind::Group {
+                // A group's feedback is its mentor's own; its size is its current mentees.
+                let (mentees, mentor) = super::members(&events.mentorship, id);
+                if let Some(mentor) = mentor {
+                    let mentor = oracle(expected, "c", &mentor, &window_buckets);
+                    for field in ["fbs", "fbc"] {
+                        if let Some(value) = mentor.get(field) {
+                            numbers_expected.insert(field.to_owned(), *value);
+                        }
+                    }
+                }
+                if !mentees.is_empty() {
+                    numbers_expected
+                        .insert("gsz".into(), i64::try_from(mentees.len()).expect("small"));
+                }
+            }
             assert_eq!(
                 numbers(&answer),
-                oracle(expected, oracle_kind, id, &buckets(window_kind, anchor)),
+                numbers_expected,
                 "{kind:?} {id} {window_kind:?} {anchor:?}"
             );
         }
+    }
+    // retention_30d of g-2 (ann and bob, enrolled 9 and 10 November) as of three days.
+    for (anchor, share) in [
+        // Neither enrolled 30 days before: left out.
+        ((2026, 12, 1), None),
+        // Both active in the 30 days before.
+        ((2026, 12, 15), Some(1.0)),
+        // Only bob (5 December) is active in 5 December – 3 January.
+        ((2027, 1, 3), Some(0.5)),
+        ((2027, 1, 10), Some(0.0)),
+    ] {
+        let answer = reader
+            .scorecard(
+                SubjectKind::Group,
+                "g-2",
+                window(WindowKind::Rolling30d, Some(anchor)),
+            )
+            .await
+            .expect("scorecard");
+        let retention = answer.values.iter().find_map(|value| {
+            match (Metric::try_from(value.metric), value.value.as_ref()?) {
+                (Ok(Metric::Retention30d), metric_value::Value::Ratio(share)) => Some(*share),
+                _ => None,
+            }
+        });
+        assert_eq!(retention, share, "retention_30d of g-2 as of {anchor:?}");
     }
     // The scenario is not empty where it matters.
     assert!(
@@ -497,21 +584,38 @@ pub fn numbers(scorecard: &GetScorecardResponse) -> BTreeMap<String, i64> {
         Metric::FeedbackCount => "fbc",
         Metric::RankAdvancements => "rank",
         Metric::ActiveDays => "act",
+        Metric::GroupSize => "gsz",
         other => panic!("unexpected metric {other:?}"),
+    };
+    let count = |metric: Metric| {
+        scorecard.values.iter().find_map(|value| {
+            match (Metric::try_from(value.metric), value.value.as_ref()?) {
+                (Ok(found), metric_value::Value::Count(count)) if found == metric => Some(*count),
+                _ => None,
+            }
+        })
     };
     scorecard
         .values
         .iter()
-        .map(|value| {
+        .filter_map(|value| {
             let metric = Metric::try_from(value.metric).expect("known metric");
             let number = match value.value.as_ref().expect("value") {
                 metric_value::Value::Count(count) => *count,
                 metric_value::Value::Decimal(decimal) => {
                     decimal.value.replace('.', "").parse().expect("hundredths")
                 }
-                metric_value::Value::Ratio(_) => panic!("no ratios without feedback"),
+                // The average times the count is the sum of ratings (small integers).
+                metric_value::Value::Ratio(average) if metric == Metric::FeedbackAvg => {
+                    let ratings = count(Metric::FeedbackCount).expect("a count with the average");
+                    #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+                    let sum = (average * ratings as f64).round() as i64;
+                    return Some(("fbs".to_owned(), sum));
+                }
+                // Compared where the test knows its expected value.
+                metric_value::Value::Ratio(_) => return None,
             };
-            (field(metric).to_owned(), number)
+            Some((field(metric).to_owned(), number))
         })
         .filter(|(_, number)| *number != 0)
         .collect()

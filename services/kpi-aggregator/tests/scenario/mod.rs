@@ -15,10 +15,101 @@ use mentorstream_proto::activity::v1::{
     OrderRefunded, PingKind, RankAchieved, activity_event::Payload,
 };
 use mentorstream_proto::common::v1::Decimal;
+use mentorstream_proto::mentorship::v1::{
+    FeedbackSubmitted, MenteeAssigned, MenteeUnassigned, MentorshipEvent, SessionCompleted,
+    SessionMissed, mentorship_event,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 pub const TENANT: &str = "tenant-1";
+
+/// The scenario's events of both topics the aggregator reads.
+#[derive(Debug, Clone, Default)]
+pub struct Events {
+    pub activity: Vec<ActivityEvent>,
+    pub mentorship: Vec<MentorshipEvent>,
+}
+
+impl Events {
+    pub fn scenario() -> Self {
+        Self {
+            activity: scenario(),
+            mentorship: mentorship_scenario(),
+        }
+    }
+
+    pub fn for_tenant(mut self, tenant_id: &str) -> Self {
+        for event in &mut self.activity {
+            event.tenant_id = tenant_id.to_owned();
+        }
+        for event in &mut self.mentorship {
+            event.tenant_id = tenant_id.to_owned();
+        }
+        self
+    }
+
+    pub fn extend(&mut self, more: Self) {
+        self.activity.extend(more.activity);
+        self.mentorship.extend(more.mentorship);
+    }
+
+    pub fn expected(&self) -> BTreeMap<Key, i64> {
+        expected(&self.activity, &self.mentorship)
+    }
+
+    /// Every event as a record, the two topics interleaved.
+    pub fn records(&self) -> Vec<Record> {
+        let mut records: Vec<Record> = Vec::new();
+        let mut mentorship = self.mentorship.iter();
+        for (n, event) in self.activity.iter().enumerate() {
+            records.push(Record::Activity(event.clone()));
+            if n % 4 == 3
+                && let Some(event) = mentorship.next()
+            {
+                records.push(Record::Mentorship(event.clone()));
+            }
+        }
+        records.extend(mentorship.cloned().map(Record::Mentorship));
+        records
+    }
+}
+
+/// A record of one of the two topics.
+#[derive(Debug, Clone)]
+pub enum Record {
+    Activity(ActivityEvent),
+    Mentorship(MentorshipEvent),
+}
+
+impl Record {
+    /// What the producers key it by: the partner for activity, the mentee for assignments and
+    /// the session for session events.
+    pub fn key(&self) -> String {
+        match self {
+            Self::Activity(event) => event.partner_id.clone(),
+            Self::Mentorship(event) => match event.payload.as_ref().expect("payload") {
+                mentorship_event::Payload::MenteeAssigned(assigned) => assigned.mentee_id.clone(),
+                mentorship_event::Payload::MenteeUnassigned(unassigned) => {
+                    unassigned.mentee_id.clone()
+                }
+                mentorship_event::Payload::SessionCompleted(session) => session.session_id.clone(),
+                mentorship_event::Payload::SessionMissed(session) => session.session_id.clone(),
+                mentorship_event::Payload::FeedbackSubmitted(feedback) => {
+                    feedback.session_id.clone()
+                }
+                other => panic!("not in the scenario: {other:?}"),
+            },
+        }
+    }
+
+    pub fn tenant_id(&self) -> &str {
+        match self {
+            Self::Activity(event) => &event.tenant_id,
+            Self::Mentorship(event) => &event.tenant_id,
+        }
+    }
+}
 
 /// A moment in Moscow local time.
 pub fn local(text: &str) -> DateTime<Utc> {
@@ -215,12 +306,140 @@ pub fn activity_across_the_tree() -> Vec<ActivityEvent> {
         .collect()
 }
 
-/// A counter: (kind: "c" personal, "t" team, "tenant"; subject; bucket key; field).
+pub fn mentorship(id: &str, at: &str, payload: mentorship_event::Payload) -> MentorshipEvent {
+    let at = local(at);
+    MentorshipEvent {
+        tenant_id: TENANT.into(),
+        event_id: id.into(),
+        occurred_at: Some(prost_types::Timestamp {
+            seconds: at.timestamp(),
+            nanos: 0,
+        }),
+        payload: Some(payload),
+        ..MentorshipEvent::default()
+    }
+}
+
+pub fn assign(group: &str, mentor: &str, mentee: &str) -> mentorship_event::Payload {
+    mentorship_event::Payload::MenteeAssigned(MenteeAssigned {
+        group_id: group.into(),
+        mentor_id: mentor.into(),
+        mentee_id: mentee.into(),
+    })
+}
+
+pub fn unassign(group: &str, mentor: &str, mentee: &str) -> mentorship_event::Payload {
+    mentorship_event::Payload::MenteeUnassigned(MenteeUnassigned {
+        group_id: group.into(),
+        mentor_id: mentor.into(),
+        mentee_id: mentee.into(),
+    })
+}
+
+pub fn completed(
+    session: &str,
+    group: &str,
+    mentor: &str,
+    mentees: &[&str],
+    attendees: &[&str],
+) -> mentorship_event::Payload {
+    mentorship_event::Payload::SessionCompleted(SessionCompleted {
+        session_id: session.into(),
+        group_id: group.into(),
+        mentor_id: mentor.into(),
+        mentee_ids: mentees.iter().map(|&mentee| mentee.into()).collect(),
+        attendee_ids: attendees.iter().map(|&mentee| mentee.into()).collect(),
+        ..SessionCompleted::default()
+    })
+}
+
+pub fn missed(
+    session: &str,
+    group: &str,
+    mentor: &str,
+    mentees: &[&str],
+) -> mentorship_event::Payload {
+    mentorship_event::Payload::SessionMissed(SessionMissed {
+        session_id: session.into(),
+        group_id: group.into(),
+        mentor_id: mentor.into(),
+        mentee_ids: mentees.iter().map(|&mentee| mentee.into()).collect(),
+        ..SessionMissed::default()
+    })
+}
+
+pub fn feedback(
+    session: &str,
+    mentor: &str,
+    mentee: &str,
+    rating: u32,
+) -> mentorship_event::Payload {
+    mentorship_event::Payload::FeedbackSubmitted(FeedbackSubmitted {
+        session_id: session.into(),
+        mentor_id: mentor.into(),
+        mentee_id: mentee.into(),
+        rating,
+    })
+}
+
+/// Two mentors' groups: g-1 (n2) and g-2 (n4). ann moves from g-1 to g-2 five minutes after
+/// local midnight at a week boundary (the transfer's two events at the same moment), between
+/// her orders and pings; x1 leaves g-1; bob joins g-2 after his first order. Sessions completed
+/// (with a mentee absent), missed and completed twice; feedback given twice for one session.
+pub fn mentorship_scenario() -> Vec<MentorshipEvent> {
+    vec![
+        mentorship("e1", "2026-11-22 10:00", assign("g-1", "n2", "ann")),
+        mentorship("e2", "2026-11-10 09:00", assign("g-1", "n2", "x1")),
+        mentorship("e3", "2026-11-26 12:00", unassign("g-1", "n2", "x1")),
+        mentorship("e4", "2026-11-30 00:05", unassign("g-1", "n2", "ann")),
+        mentorship("e5", "2026-11-30 00:05", assign("g-2", "n4", "ann")),
+        mentorship("e6", "2026-11-28 12:00", assign("g-2", "n4", "bob")),
+        mentorship(
+            "e7",
+            "2026-11-24 19:00",
+            completed("s-1", "g-1", "n2", &["ann", "x1"], &["ann"]),
+        ),
+        mentorship(
+            "e8",
+            "2026-12-02 21:00",
+            missed("s-2", "g-2", "n4", &["ann", "bob"]),
+        ),
+        mentorship(
+            "e9",
+            "2026-12-03 19:30",
+            completed("s-3", "g-2", "n4", &["ann", "bob"], &["ann", "bob"]),
+        ),
+        mentorship(
+            "e10",
+            "2026-12-03 20:00",
+            completed("s-3", "g-2", "n4", &["ann", "bob"], &["ann", "bob"]),
+        ),
+        mentorship("e11", "2026-11-24 20:00", feedback("s-1", "n2", "ann", 5)),
+        mentorship("e12", "2026-11-25 08:00", feedback("s-1", "n2", "ann", 1)),
+        mentorship("e13", "2026-12-03 21:00", feedback("s-3", "n4", "bob", 4)),
+        mentorship("e14", "2026-12-03 21:05", feedback("s-3", "n4", "ann", 3)),
+    ]
+}
+
+/// A counter: (kind: "c" personal, "t" team, "g" group, "tenant"; subject; bucket key; field).
 pub type Key = (String, String, String, String);
 
-/// Personal, team and tenant counters: DESIGN.md §6 computed directly from the event set.
-pub fn expected(events: &[ActivityEvent]) -> BTreeMap<Key, i64> {
-    let personal = expected_personal(events);
+/// Personal, team, group and tenant counters: DESIGN.md §6 computed directly from the event
+/// sets.
+pub fn expected(events: &[ActivityEvent], mentorship: &[MentorshipEvent]) -> BTreeMap<Key, i64> {
+    let contributions = contributions(events, mentorship);
+    let mut personal: BTreeMap<(String, String, String), i64> = BTreeMap::new();
+    for contribution in &contributions {
+        for bucket in buckets(contribution.at) {
+            *personal
+                .entry((
+                    contribution.partner.clone(),
+                    bucket,
+                    contribution.field.to_owned(),
+                ))
+                .or_default() += contribution.amount;
+        }
+    }
     let mut parents: BTreeMap<String, String> = BTreeMap::new();
     let mut enrolled_at: BTreeMap<String, (i64, String)> = BTreeMap::new();
     for event in events {
@@ -262,26 +481,136 @@ pub fn expected(events: &[ActivityEvent]) -> BTreeMap<Key, i64> {
                 .cloned();
         }
     }
+    // A mentee's contributions count for the group whose membership covers their moment.
+    for contribution in &contributions {
+        if matches!(contribution.field, "fbs" | "fbc") {
+            continue;
+        }
+        if let Some((group, _)) =
+            assignment(mentorship, &contribution.partner, Some(contribution.at))
+        {
+            for bucket in buckets(contribution.at) {
+                *all.entry((
+                    "g".into(),
+                    group.clone(),
+                    bucket,
+                    contribution.field.to_owned(),
+                ))
+                .or_default() += contribution.amount;
+            }
+        }
+    }
     all.retain(|_, value| *value != 0);
     all
 }
 
-/// (partner, bucket key, field) → value of personal counters.
-pub fn expected_personal(events: &[ActivityEvent]) -> BTreeMap<(String, String, String), i64> {
-    let at = |event: &ActivityEvent| {
-        let time = event.occurred_at.as_ref().expect("time");
-        DateTime::from_timestamp(time.seconds, 0).expect("time")
-    };
-    let buckets = |time: DateTime<Utc>| {
-        let day: NaiveDate = time.with_timezone(&Moscow).date_naive();
-        let week = day.iso_week();
-        vec![
-            format!("d:{day}"),
-            format!("w:{}-W{:02}", week.year(), week.week()),
-            format!("m:{}-{:02}", day.year(), day.month()),
-            "life".to_owned(),
-        ]
-    };
+/// The (group, mentor) `mentee` is assigned to at `at` (at the end, for `None`): membership
+/// events up to that moment in (occurred_at, event id) order; an unassignment from another
+/// group than the current one changes nothing.
+pub fn assignment(
+    mentorship: &[MentorshipEvent],
+    mentee: &str,
+    at: Option<DateTime<Utc>>,
+) -> Option<(String, String)> {
+    let mut changes: Vec<(DateTime<Utc>, &str, &mentorship_event::Payload)> = mentorship
+        .iter()
+        .filter_map(|event| {
+            let payload = event.payload.as_ref()?;
+            let concerns = match payload {
+                mentorship_event::Payload::MenteeAssigned(assigned) => assigned.mentee_id == mentee,
+                mentorship_event::Payload::MenteeUnassigned(unassigned) => {
+                    unassigned.mentee_id == mentee
+                }
+                _ => false,
+            };
+            concerns.then(|| {
+                (
+                    moment(event.occurred_at.as_ref()),
+                    event.event_id.as_str(),
+                    payload,
+                )
+            })
+        })
+        .collect();
+    changes.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    let mut current: Option<(String, String)> = None;
+    for (time, _, payload) in changes {
+        if at.is_some_and(|at| time > at) {
+            break;
+        }
+        match payload {
+            mentorship_event::Payload::MenteeAssigned(assigned) => {
+                current = Some((assigned.group_id.clone(), assigned.mentor_id.clone()));
+            }
+            mentorship_event::Payload::MenteeUnassigned(unassigned)
+                if current
+                    .as_ref()
+                    .is_some_and(|(group, _)| *group == unassigned.group_id) =>
+            {
+                current = None;
+            }
+            _ => {}
+        }
+    }
+    current
+}
+
+/// A group's current mentees, sorted, and its mentor (once it had a mentee).
+pub fn members(mentorship: &[MentorshipEvent], group: &str) -> (Vec<String>, Option<String>) {
+    let mut mentees: Vec<String> = mentorship
+        .iter()
+        .filter_map(|event| match event.payload.as_ref()? {
+            mentorship_event::Payload::MenteeAssigned(assigned) => Some(assigned.mentee_id.clone()),
+            _ => None,
+        })
+        .filter(|mentee| {
+            assignment(mentorship, mentee, None).is_some_and(|(current, _)| current == group)
+        })
+        .collect();
+    mentees.sort();
+    mentees.dedup();
+    // A group has one mentor, named by every assignment to it.
+    let mentor = mentorship
+        .iter()
+        .find_map(|event| match event.payload.as_ref()? {
+            mentorship_event::Payload::MenteeAssigned(assigned) if assigned.group_id == group => {
+                Some(assigned.mentor_id.clone())
+            }
+            _ => None,
+        });
+    (mentees, mentor)
+}
+
+fn moment(time: Option<&prost_types::Timestamp>) -> DateTime<Utc> {
+    DateTime::from_timestamp(time.expect("time").seconds, 0).expect("time")
+}
+
+/// The day, week, month and lifetime bucket keys of a moment.
+pub fn buckets(time: DateTime<Utc>) -> Vec<String> {
+    let day: NaiveDate = time.with_timezone(&Moscow).date_naive();
+    let week = day.iso_week();
+    vec![
+        format!("d:{day}"),
+        format!("w:{}-W{:02}", week.year(), week.week()),
+        format!("m:{}-{:02}", day.year(), day.month()),
+        "life".to_owned(),
+    ]
+}
+
+/// One change of a partner's personal counter, at the moment of the event that causes it.
+pub struct Contribution {
+    pub partner: String,
+    pub at: DateTime<Utc>,
+    pub field: &'static str,
+    pub amount: i64,
+}
+
+/// Every personal contribution the rules derive from the event sets.
+pub fn contributions(
+    events: &[ActivityEvent],
+    mentorship: &[MentorshipEvent],
+) -> Vec<Contribution> {
+    let at = |event: &ActivityEvent| moment(event.occurred_at.as_ref());
     let cents = |decimal: &Option<Decimal>| {
         let text = &decimal.as_ref().expect("decimal").value;
         let (integer, fraction) = text.split_once('.').unwrap_or((text, "0"));
@@ -323,13 +652,14 @@ pub fn expected_personal(events: &[ActivityEvent]) -> BTreeMap<(String, String, 
             Payload::ActivityPing(_) => {}
         }
     }
-    let mut counters: BTreeMap<(String, String, String), i64> = BTreeMap::new();
-    let mut add = |partner: &str, time, field: &str, amount: i64| {
-        for bucket in buckets(time) {
-            *counters
-                .entry((partner.to_owned(), bucket, field.to_owned()))
-                .or_default() += amount;
-        }
+    let mut contributions = Vec::new();
+    let mut add = |partner: &str, at, field: &'static str, amount: i64| {
+        contributions.push(Contribution {
+            partner: partner.to_owned(),
+            at,
+            field,
+            amount,
+        });
     };
     for ((partner, key), event) in &earliest {
         let time = at(event);
@@ -358,6 +688,65 @@ pub fn expected_personal(events: &[ActivityEvent]) -> BTreeMap<(String, String, 
             other => panic!("unexpected {other:?}"),
         }
     }
-    counters.retain(|_, value| *value != 0);
-    counters
+    // Sessions once per session and partner, feedback once per session and mentee: the
+    // earliest event by (occurred_at, event id) counts.
+    // (partner, fact) → (moment, event id, field, amount, feedback count)
+    type Candidate = (DateTime<Utc>, String, &'static str, i64, i64);
+    let mut first_mentorship: BTreeMap<(String, String), Candidate> = BTreeMap::new();
+    let mut keep = |partner: &str, fact: String, event: &MentorshipEvent, field, amount, count| {
+        let candidate = (
+            moment(event.occurred_at.as_ref()),
+            event.event_id.clone(),
+            field,
+            amount,
+            count,
+        );
+        let slot = first_mentorship
+            .entry((partner.to_owned(), fact))
+            .or_insert_with(|| candidate.clone());
+        if (candidate.0, &candidate.1) < (slot.0, &slot.1) {
+            *slot = candidate;
+        }
+    };
+    for event in mentorship {
+        match event.payload.as_ref().expect("payload") {
+            mentorship_event::Payload::SessionCompleted(session) => {
+                let fact = format!("session {}", session.session_id);
+                keep(&session.mentor_id, fact.clone(), event, "ses", 1, 0);
+                for mentee in &session.mentee_ids {
+                    let field = if session.attendee_ids.contains(mentee) {
+                        "ses"
+                    } else {
+                        "mis"
+                    };
+                    keep(mentee, fact.clone(), event, field, 1, 0);
+                }
+            }
+            mentorship_event::Payload::SessionMissed(session) => {
+                let fact = format!("session {}", session.session_id);
+                for partner in std::iter::once(&session.mentor_id).chain(&session.mentee_ids) {
+                    keep(partner, fact.clone(), event, "mis", 1, 0);
+                }
+            }
+            mentorship_event::Payload::FeedbackSubmitted(feedback) => {
+                let fact = format!("feedback {} {}", feedback.session_id, feedback.mentee_id);
+                keep(
+                    &feedback.mentor_id,
+                    fact,
+                    event,
+                    "fbs",
+                    i64::from(feedback.rating),
+                    1,
+                );
+            }
+            _ => {}
+        }
+    }
+    for ((partner, _), (time, _, field, amount, count)) in first_mentorship {
+        add(&partner, time, field, amount);
+        if field == "fbs" {
+            add(&partner, time, "fbc", count);
+        }
+    }
+    contributions
 }
