@@ -1,21 +1,24 @@
 //! KpiService over gRPC. GetScorecard and GetSeries answer partner, group, team and tenant
-//! subjects; GetLeaderboard ranks partners tenant-wide. The other RPCs and rankings of groups
-//! or within a team answer UNIMPLEMENTED until their part of the aggregator lands.
+//! subjects; GetLeaderboard ranks partners tenant-wide; GetJourney tells a partner's story. The
+//! other RPCs and rankings of groups or within a team answer UNIMPLEMENTED until their part of
+//! the aggregator lands.
 
 use chrono::{NaiveDate, Utc};
 use mentorstream_grpc::{authorize, caller_tenant, field_violation};
-use mentorstream_proto::common::v1::{Decimal, LocalDate};
+use mentorstream_proto::common::v1::LocalDate;
 use mentorstream_proto::kpi::v1::kpi_service_server::KpiService;
 use mentorstream_proto::kpi::v1::{
-    GetLeaderboardRequest, GetLeaderboardResponse, GetScorecardRequest, GetScorecardResponse,
-    GetSeriesRequest, GetSeriesResponse, LeaderboardEntry, Metric, MetricValue, SeriesPoint,
-    SubjectKind, WindowKind, metric_value,
+    GetJourneyRequest, GetJourneyResponse, GetLeaderboardRequest, GetLeaderboardResponse,
+    GetScorecardRequest, GetScorecardResponse, GetSeriesRequest, GetSeriesResponse,
+    LeaderboardEntry, MentorPeriod, Metric, MetricValue, RankMilestone, SeriesPoint, SubjectKind,
+    WindowKind, metric_value,
 };
 use mentorstream_tenancy::{Principal, Scope, Tenant, Tenants};
 use tonic::{Request, Response, Status};
 
 use crate::calendar::{Calendar, Granularity, Window};
-use crate::metric::Counter;
+use crate::fold::rank_time;
+use crate::metric::{Counter, decimal, timestamp};
 use crate::progress::Progress;
 use crate::store::{Store, Subject};
 
@@ -36,6 +39,13 @@ pub struct Api {
 
 #[tonic::async_trait]
 impl KpiService for Api {
+    async fn get_journey(
+        &self,
+        request: Request<GetJourneyRequest>,
+    ) -> Result<Response<GetJourneyResponse>, Status> {
+        self.journey(request).await.map(Response::new)
+    }
+
     async fn get_leaderboard(
         &self,
         request: Request<GetLeaderboardRequest>,
@@ -119,6 +129,92 @@ impl KpiService for Api {
 }
 
 impl Api {
+    /// GetJourney: a partner's enrolment, first sale, ranks (current = the highest level
+    /// reached) and mentors, each from the earliest event that established it.
+    async fn journey(
+        &self,
+        request: Request<GetJourneyRequest>,
+    ) -> Result<GetJourneyResponse, Status> {
+        let principal = authorize(&request, Scope::Read)?;
+        let tenant = self.tenant(&principal).await?;
+        let partner_id = request.into_inner().partner_id;
+        check_id("partner_id", &partner_id)?;
+        let as_of = self.progress.as_of().await.map_err(unavailable)?;
+        let facts = self
+            .store
+            .journey_facts(&tenant.tenant_id, &partner_id)
+            .await
+            .map_err(unavailable)?;
+        if facts.is_empty() {
+            return Err(Status::not_found(format!(
+                "partner `{partner_id}` has no events yet"
+            )));
+        }
+        let time = |rank: &str| {
+            rank_time(rank).ok_or_else(|| unavailable(format!("corrupt rank {rank:?}")))
+        };
+        let enrolled_at = match &facts.enrolment {
+            Some((rank, _)) => Some(time(rank)?),
+            None => None,
+        };
+        let days_since_enrolment =
+            |at| enrolled_at.map_or(0, |enrolled| Calendar::whole_days(enrolled, at));
+        let first_sale_at = match &facts.first_sale {
+            Some(rank) => Some(time(rank)?),
+            None => None,
+        };
+        let mut ranks = Vec::with_capacity(facts.ranks.len());
+        for (level, name, rank) in &facts.ranks {
+            let reached_at = time(rank)?;
+            ranks.push(RankMilestone {
+                rank_level: *level,
+                rank_name: name.clone(),
+                reached_at: Some(timestamp(reached_at)),
+                days_to_rank: days_since_enrolment(reached_at),
+            });
+        }
+        let mut mentors: Vec<MentorPeriod> = Vec::new();
+        for (rank, assigned, group_id, mentor_id) in &facts.membership {
+            let at = Some(timestamp(time(rank)?));
+            let current = mentors
+                .last_mut()
+                .filter(|period| period.ended_at.is_none());
+            match (assigned, current) {
+                (true, Some(current)) if current.group_id == *group_id => {}
+                (true, current) => {
+                    if let Some(current) = current {
+                        current.ended_at = at;
+                    }
+                    mentors.push(MentorPeriod {
+                        mentor_id: mentor_id.clone(),
+                        group_id: group_id.clone(),
+                        started_at: at,
+                        ended_at: None,
+                    });
+                }
+                (false, Some(current)) if current.group_id == *group_id => current.ended_at = at,
+                (false, _) => {}
+            }
+        }
+        let current = facts.ranks.iter().max_by_key(|(level, _, _)| *level);
+        Ok(GetJourneyResponse {
+            partner_id,
+            sponsor_id: facts
+                .enrolment
+                .map(|(_, sponsor)| sponsor)
+                .unwrap_or_default(),
+            enrolled_at: enrolled_at.map(timestamp),
+            first_sale_at: first_sale_at.map(timestamp),
+            has_first_sale: first_sale_at.is_some(),
+            days_to_first_sale: first_sale_at.map_or(0, days_since_enrolment),
+            current_rank_level: current.map_or(0, |(level, _, _)| *level),
+            current_rank_name: current.map(|(_, name, _)| name.clone()).unwrap_or_default(),
+            ranks,
+            mentors,
+            as_of: as_of.map(timestamp),
+        })
+    }
+
     /// What a group's scorecard has beyond its counters: the mentor's own feedback in the
     /// window, `group_size` (current mentees) and `retention_30d`: of the current mentees
     /// enrolled at least 30 days before the window's last day, the share with an active day
@@ -418,21 +514,29 @@ fn unavailable(error: impl std::fmt::Display) -> Status {
     Status::unavailable("the KPI store cannot be read right now; retry")
 }
 
+/// A partner or group id: present and no longer than ingest allows.
+fn check_id<'a>(field: &str, id: &'a str) -> Result<&'a str, Status> {
+    if id.is_empty() {
+        Err(field_violation(field, "is required"))
+    } else if id.chars().count() > MAX_ID_CHARS {
+        Err(field_violation(
+            field,
+            format!("must be at most {MAX_ID_CHARS} characters"),
+        ))
+    } else {
+        Ok(id)
+    }
+}
+
 fn subject(subject: &mentorstream_proto::kpi::v1::Subject) -> Result<Subject<'_>, Status> {
     let id = || {
         if subject.id.is_empty() {
-            Err(field_violation(
+            return Err(field_violation(
                 "subject.id",
                 "is required for partner, group and team subjects",
-            ))
-        } else if subject.id.chars().count() > MAX_ID_CHARS {
-            Err(field_violation(
-                "subject.id",
-                format!("must be at most {MAX_ID_CHARS} characters"),
-            ))
-        } else {
-            Ok(subject.id.as_str())
+            ));
         }
+        check_id("subject.id", &subject.id)
     };
     match SubjectKind::try_from(subject.kind) {
         Ok(SubjectKind::Partner) => Ok(Subject::Partner(id()?)),
@@ -520,33 +624,9 @@ fn to_local_date(day: NaiveDate) -> LocalDate {
     }
 }
 
-fn timestamp(time: chrono::DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: time.timestamp(),
-        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
-
-/// Hundredths as a decimal: 6975 → "69.75", -5 → "-0.05".
-pub fn decimal(hundredths: i64) -> Decimal {
-    let sign = if hundredths < 0 { "-" } else { "" };
-    let magnitude = hundredths.unsigned_abs();
-    Decimal {
-        value: format!("{sign}{}.{:02}", magnitude / 100, magnitude % 100),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hundredths_print_as_decimals() {
-        assert_eq!(decimal(6975).value, "69.75");
-        assert_eq!(decimal(5).value, "0.05");
-        assert_eq!(decimal(0).value, "0.00");
-        assert_eq!(decimal(-5).value, "-0.05");
-    }
 
     #[test]
     fn windows_need_a_kind_and_a_real_date() {

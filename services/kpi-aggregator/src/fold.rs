@@ -42,6 +42,12 @@ pub enum Operation {
     /// The partner's enrolment: the genealogy edge to the sponsor (empty for a root) and the
     /// sponsor's recruit. The earliest enrolment counts.
     Enrol { sponsor_id: String, rank: String },
+    /// A rank level reached: counted (and named) the first time.
+    Rank {
+        level: u32,
+        name: String,
+        rank: String,
+    },
     /// A mentee assigned to or unassigned from a group; the partner is the mentee.
     Member {
         rank: String,
@@ -121,10 +127,10 @@ pub fn partner_event(
             rank,
             amounts: vec![(Counter::EventsAttended, 1)],
         }),
-        Payload::RankAchieved(achieved) => operations.push(Operation::First {
-            fact: format!("rank\u{1e}{}", achieved.rank_level),
+        Payload::RankAchieved(achieved) => operations.push(Operation::Rank {
+            level: achieved.rank_level,
+            name: achieved.rank_name.clone(),
             rank,
-            amounts: vec![(Counter::RankAdvancements, 1)],
         }),
     }
     Ok(ShardEvent {
@@ -254,6 +260,11 @@ pub fn rank(occurred_at: DateTime<Utc>, source: &str, source_event_id: &str) -> 
         "{:020}\u{1e}{source}\u{1e}{source_event_id}",
         occurred_at.timestamp_micros()
     )
+}
+
+/// The occurred_at of a rank (20 digits of microseconds, then source and id).
+pub fn rank_time(rank: &str) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(rank.get(..20)?.parse().ok()?)
 }
 
 /// 128 bits of SHA-256 of (source, source_event_id), in hex.

@@ -12,7 +12,10 @@ pub mod consume;
 pub mod fold;
 pub mod metric;
 pub mod progress;
+pub mod signal;
 pub mod store;
+
+use std::sync::Arc;
 
 use mentorstream_config::{Config, PartitionAssignment, ServiceEndpoints};
 use mentorstream_kafka::admin::{TopicSpec, ensure_topics};
@@ -23,6 +26,7 @@ use mentorstream_runtime::{Context, Listeners, host_service};
 
 use crate::consume::Aggregator;
 use crate::progress::Progress;
+use crate::signal::{KafkaSignals, SIGNAL_TIMEOUT};
 use crate::store::Store;
 
 pub const SERVICE: &str = "kpi";
@@ -59,11 +63,19 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
         config.kafka.topics.activity.clone(),
         config.kafka.topics.mentorship.clone(),
     ];
-    let specs: Vec<TopicSpec> = topics.iter().map(TopicSpec::new).collect();
+    let specs: Vec<TopicSpec> = topics
+        .iter()
+        .chain([&config.kafka.topics.kpi_signals])
+        .map(TopicSpec::new)
+        .collect();
     ensure_topics(&config.kafka, &specs).await?;
     let connection = mentorstream_redis::connect(&config.redis)?;
     let keys = KeySpace::new(&config.redis.key_prefix, SERVICE);
-    let store = Store::new(connection.clone(), keys.clone());
+    let signals = KafkaSignals {
+        producer: Producer::new(&config.kafka, SIGNAL_TIMEOUT)?,
+        topic: config.kafka.topics.kpi_signals.clone(),
+    };
+    let store = Store::new(connection.clone(), keys.clone()).with_signals(Arc::new(signals));
     let progress = Progress::new(
         connection,
         keys.key(&["progress"]),

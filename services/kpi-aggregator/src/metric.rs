@@ -1,5 +1,7 @@
-//! The counters kept per subject and bucket, and their names in Redis.
+//! The counters kept per subject and bucket, their names in Redis, and how numbers and
+//! instants go on the wire.
 
+use mentorstream_proto::common::v1::Decimal;
 use mentorstream_proto::kpi::v1::Metric as ProtoMetric;
 
 /// A counter. Ratios of the API (feedback average, retention) are computed from counters at
@@ -80,9 +82,34 @@ impl Counter {
     }
 }
 
+/// An instant on the wire.
+pub fn timestamp(time: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: time.timestamp(),
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// Hundredths as a decimal: 6975 → "69.75", -5 → "-0.05".
+pub fn decimal(hundredths: i64) -> Decimal {
+    let sign = if hundredths < 0 { "-" } else { "" };
+    let magnitude = hundredths.unsigned_abs();
+    Decimal {
+        value: format!("{sign}{}.{:02}", magnitude / 100, magnitude % 100),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hundredths_print_as_decimals() {
+        assert_eq!(decimal(6975).value, "69.75");
+        assert_eq!(decimal(5).value, "0.05");
+        assert_eq!(decimal(0).value, "0.00");
+        assert_eq!(decimal(-5).value, "-0.05");
+    }
 
     #[test]
     fn fields_are_unique_and_parse_back() {

@@ -15,6 +15,7 @@
 --              refund <order id> <volume>
 --              enrol <sponsor or empty> <rank>
 --              member <rank> <assign|unassign> <group> <mentor>
+--              rank <level> <name> <rank>
 --            A batch whose first offset is at or below the shard's watermark for that field
 --            changes nothing (it was applied before); the answer says so.
 -- forwarded: ARGV[7..] entries of other shards' outboxes: source seq kind rank n (bucket
@@ -276,7 +277,7 @@ local function first(fact, rank, buckets, amounts)
   if current then
     local stored = split(current, '\31')
     if stored[1] <= rank then
-      return
+      return false
     end
     local old = { stored[2], stored[3], stored[4], 'life' }
     for k = 5, #stored, 2 do
@@ -290,6 +291,21 @@ local function first(fact, rank, buckets, amounts)
     record[#record + 1] = string.format('%d', pair[2])
   end
   redis.call('HSET', facts, fact, table.concat(record, '\31'))
+  return true
+end
+
+-- Rank levels first reached in this call, and whether the first sale or the enrolment changed:
+-- signals() decides what to announce.
+local reached_levels = {}
+local sale_changed = false
+local enrolment_changed = false
+
+-- The first time a rank level is reached counts once and keeps the rank's name.
+local function rank_reached(level, name, rank, buckets)
+  if first('rank\30' .. level, rank, buckets, { { 'rank', 1 } }) then
+    redis.call('HSET', facts, 'rname\30' .. level, name)
+    reached_levels[#reached_levels + 1] = level
+  end
 end
 
 -- An order's net volume: what it placed minus what was refunded of it, never below zero.
@@ -319,6 +335,12 @@ local function order(order_id, rank, volume, buckets)
   personal(buckets, 'pv', net(volume, refunded), rank)
   redis.call('HSET', facts, fact, table.concat(
     { rank, buckets[1], buckets[2], buckets[3], string.format('%d', volume), string.format('%d', refunded) }, '\31'))
+  -- The first sale: the earliest order placed, whatever its refunds.
+  local sale = redis.call('HGET', facts, 'sale')
+  if not sale or split(sale, '\31')[1] > rank then
+    redis.call('HSET', facts, 'sale', rank .. '\31' .. order_id .. '\31' .. string.format('%d', volume))
+    sale_changed = true
+  end
 end
 
 -- A refund subtracts in its order's buckets; before its order arrives it is held.
@@ -358,6 +380,7 @@ local function enrol(sponsor, rank, buckets)
     end
   end
   redis.call('HSET', facts, 'enrol', table.concat({ rank, sponsor, buckets[1], buckets[2], buckets[3] }, '\31'))
+  enrolment_changed = true
   if sponsor ~= '' then
     local recruit = {}
     for _, bucket in ipairs(buckets) do
@@ -425,6 +448,48 @@ local function member(rank, kind, group, mentor)
     if is then
       per_group(member_changes, is.group, mentee, is.mentor, 1)
     end
+  end
+end
+
+-- Announces the first sale and each rank level first reached as soon as both the fact and the
+-- partner's enrolment (which the number of days counts from) are known, and again when either
+-- moves to an earlier event: the signal's id names the fact, not the event, so a consumer that
+-- already acted on it ignores the repetition and a compacted view keeps the corrected one. The
+-- announcement is an outbox entry for the signals topic: target "signal", kind first_sale or
+-- rank, rank = the enrolment's, changes = the fact (rank \31 order \31 volume, or
+-- rank \31 level \31 name).
+local function signals()
+  if not (sale_changed or enrolment_changed or #reached_levels > 0) then
+    return
+  end
+  local enrol = enrolment()
+  if not enrol then
+    return
+  end
+  local function announce(kind, fact)
+    redis.call('HSET', outbox, redis.call('INCR', root .. ':oseq'),
+      'signal\29' .. kind .. '\29' .. enrol[1] .. '\29' .. fact)
+  end
+  if sale_changed or enrolment_changed then
+    local sale = redis.call('HGET', facts, 'sale')
+    if sale then
+      announce('first_sale', sale)
+    end
+  end
+  local levels = reached_levels
+  if enrolment_changed then
+    levels = {}
+    local all = redis.call('HGETALL', facts)
+    for k = 1, #all, 2 do
+      if string.sub(all[k], 1, 5) == 'rank\30' then
+        levels[#levels + 1] = string.sub(all[k], 6)
+      end
+    end
+  end
+  for _, level in ipairs(levels) do
+    local reached = split(redis.call('HGET', facts, 'rank\30' .. level), '\31')[1]
+    local name = redis.call('HGET', facts, 'rname\30' .. level) or ''
+    announce('rank', reached .. '\31' .. level .. '\31' .. name)
   end
 end
 
@@ -570,6 +635,9 @@ while i <= #ARGV do
     elseif operation == 'enrol' then
       event.ops[#event.ops + 1] = { 'enrol', ARGV[i + 1], ARGV[i + 2] }
       i = i + 3
+    elseif operation == 'rank' then
+      event.ops[#event.ops + 1] = { 'rank', ARGV[i + 1], ARGV[i + 2], ARGV[i + 3] }
+      i = i + 4
     elseif operation == 'member' then
       event.ops[#event.ops + 1] = { 'member', ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4] }
       i = i + 5
@@ -596,6 +664,8 @@ for _, event in ipairs(events) do
         refund(op[2], op[3])
       elseif op[1] == 'enrol' then
         enrol(op[2], op[3], buckets)
+      elseif op[1] == 'rank' then
+        rank_reached(op[2], op[3], op[4], buckets)
       else
         member(op[2], op[3], op[4], op[5])
       end
@@ -603,6 +673,7 @@ for _, event in ipairs(events) do
   end
 end
 
+signals()
 finish()
 redis.call('HSET', root .. ':wm', watermark_field, string.format('%d', last_offset))
 return answer(1, last_offset)

@@ -7,14 +7,19 @@
 //! and the tenant are then applied, exactly once, and its offsets may be committed.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use mentorstream_redis::{Cmd, Connection, KeySpace, RedisError, Value, cmd, pipe};
 
 use crate::calendar::{Bucket, DAY_RETENTION, MONTH_RETENTION, WEEK_RETENTION};
 use crate::fold::{Operation, ShardEvent};
 use crate::metric::Counter;
+use crate::signal::{Signal, SignalSink};
 
 const SHARD_SCRIPT: &str = include_str!("shard.lua");
+
+/// The target of outbox entries that are signals, published rather than forwarded.
+const SIGNAL_TARGET: &str = "signal";
 
 /// Forwarding hops of one apply before it gives up: deeper than any genealogy, so reaching it
 /// means the sponsor data has a cycle.
@@ -28,6 +33,8 @@ pub enum StoreError {
     Answer(String),
     #[error("team roll-ups did not end after {MAX_HOPS} hops: the genealogy has a cycle")]
     Cycle,
+    #[error("cannot publish signals: {0}")]
+    Signals(String),
 }
 
 /// Events of one topic-partition for one partner shard, in offset order.
@@ -49,6 +56,28 @@ pub enum Subject<'a> {
     /// A mentor's group: its mentees' contributions while assigned.
     Group(&'a str),
     Tenant,
+}
+
+/// A partner's lifetime facts, as ranks (occurred_at micros, source, id): see [`Journey`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JourneyFacts {
+    /// (rank, sponsor id) of the earliest enrolment.
+    pub enrolment: Option<(String, String)>,
+    /// Rank of the earliest order placed.
+    pub first_sale: Option<String>,
+    /// (level, name, rank) of each level first reached, by level.
+    pub ranks: Vec<(u32, String, String)>,
+    /// Membership events in rank order: (rank, assigned, group id, mentor id).
+    pub membership: Vec<(String, bool, String, String)>,
+}
+
+impl JourneyFacts {
+    pub fn is_empty(&self) -> bool {
+        self.enrolment.is_none()
+            && self.first_sale.is_none()
+            && self.ranks.is_empty()
+            && self.membership.is_empty()
+    }
 }
 
 /// Who a group is now.
@@ -80,6 +109,7 @@ pub struct Store {
     connection: Connection,
     keys: KeySpace,
     script_sha: String,
+    signals: Option<Arc<dyn SignalSink>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -98,7 +128,15 @@ impl Store {
             script_sha: mentorstream_redis::Script::new(SHARD_SCRIPT)
                 .get_hash()
                 .to_owned(),
+            signals: None,
         }
+    }
+
+    /// Publishes the signals the shards decide to `sink` (without one they are dropped).
+    #[must_use]
+    pub fn with_signals(mut self, sink: Arc<dyn SignalSink>) -> Self {
+        self.signals = Some(sink);
+        self
     }
 
     /// The hash tag of a partner's shard.
@@ -190,8 +228,9 @@ impl Store {
             if hops.len() == MAX_HOPS {
                 return Err(StoreError::Cycle);
             }
+            self.publish_signals(&pending).await?;
             let mut by_target: BTreeMap<(&str, &str), Vec<&OutboxEntry>> = BTreeMap::new();
-            for entry in &pending {
+            for entry in pending.iter().filter(|entry| entry.target != SIGNAL_TARGET) {
                 by_target
                     .entry((&entry.tenant_id, &entry.target))
                     .or_default()
@@ -234,6 +273,37 @@ impl Store {
         }
         self.connection.each(trims).await?;
         Ok(())
+    }
+
+    /// Publishes the signal entries among `entries`; they are trimmed with the rest of their
+    /// hop, so a crash before the trim publishes them again, with the same ids.
+    async fn publish_signals(&self, entries: &BTreeSet<OutboxEntry>) -> Result<(), StoreError> {
+        let Some(sink) = &self.signals else {
+            return Ok(());
+        };
+        let mut signals = Vec::new();
+        for entry in entries.iter().filter(|entry| entry.target == SIGNAL_TARGET) {
+            let partner_prefix = self.partner_shard(&entry.tenant_id, "");
+            let partner_id = entry
+                .source
+                .strip_prefix(partner_prefix.trim_end_matches('}'))
+                .and_then(|rest| rest.strip_suffix('}'))
+                .unwrap_or_default();
+            match Signal::from_outbox(
+                &entry.tenant_id,
+                partner_id,
+                &entry.kind,
+                &entry.rank,
+                &entry.changes,
+            ) {
+                Some(signal) => signals.push(signal),
+                None => tracing::error!(?entry, "dropping a malformed signal entry"),
+            }
+        }
+        if signals.is_empty() {
+            return Ok(());
+        }
+        sink.publish(&signals).await.map_err(StoreError::Signals)
     }
 
     /// Sends script calls in one round trip, loading the script first if Redis lost it.
@@ -308,6 +378,9 @@ impl Store {
                     }
                     Operation::Enrol { sponsor_id, rank } => {
                         call.arg("enrol").arg(sponsor_id).arg(rank);
+                    }
+                    Operation::Rank { level, name, rank } => {
+                        call.arg("rank").arg(level).arg(name).arg(rank);
                     }
                     Operation::Member {
                         rank,
@@ -417,6 +490,56 @@ impl Store {
             .map(|(partner, score)| (partner, -score as i64))
             .collect();
         Ok((page, more))
+    }
+
+    /// A partner's enrolment, first sale, ranks and membership events.
+    pub async fn journey_facts(
+        &self,
+        tenant_id: &str,
+        partner_id: &str,
+    ) -> Result<JourneyFacts, StoreError> {
+        let shard = self.partner_shard(tenant_id, partner_id);
+        let (facts, membership): (BTreeMap<String, String>, BTreeMap<String, String>) = pipe()
+            .cmd("HGETALL")
+            .arg(format!("{shard}:f"))
+            .cmd("HGETALL")
+            .arg(format!("{shard}:mem"))
+            .query_async(&mut self.connection.clone())
+            .await?;
+        let first_field = |fact: &str| fact.split('\u{1f}').next().unwrap_or_default().to_owned();
+        let mut journey = JourneyFacts {
+            enrolment: facts.get("enrol").map(|fact| {
+                let mut fields = fact.split('\u{1f}');
+                let rank = fields.next().unwrap_or_default().to_owned();
+                (rank, fields.next().unwrap_or_default().to_owned())
+            }),
+            first_sale: facts.get("sale").map(|fact| first_field(fact)),
+            ..JourneyFacts::default()
+        };
+        for (field, fact) in &facts {
+            if let Some(level) = field
+                .strip_prefix("rank\u{1e}")
+                .and_then(|level| level.parse::<u32>().ok())
+            {
+                let name = facts
+                    .get(&format!("rname\u{1e}{level}"))
+                    .cloned()
+                    .unwrap_or_default();
+                journey.ranks.push((level, name, first_field(fact)));
+            }
+        }
+        journey.ranks.sort();
+        // BTreeMap order is rank order.
+        for (rank, event) in membership {
+            let mut fields = event.split('\u{1f}');
+            let assigned = fields.next() == Some("assign");
+            let group_id = fields.next().unwrap_or_default().to_owned();
+            let mentor_id = fields.next().unwrap_or_default().to_owned();
+            journey
+                .membership
+                .push((rank, assigned, group_id, mentor_id));
+        }
+        Ok(journey)
     }
 
     /// A group's mentor and current mentees.

@@ -6,18 +6,21 @@
 mod scenario;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
 use chrono_tz::Europe::Moscow;
+use futures::future::BoxFuture;
 use mentorstream_config::{Config, RedisConfig};
 use mentorstream_kpi_aggregator::calendar::Calendar;
 use mentorstream_kpi_aggregator::fold::{mentorship_event, partner_event};
+use mentorstream_kpi_aggregator::signal::{Signal, SignalSink};
 use mentorstream_kpi_aggregator::store::{PartnerBatch, Store};
 use mentorstream_redis::{KeySpace, cmd};
 use mentorstream_testkit::{RedisCluster, unique};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use scenario::{Events, Key, Record, TENANT};
+use scenario::{Events, Key, Record, TENANT, expected_signals};
 
 /// Every non-zero counter under `prefix`, keyed like [`expected`]; and that no outbox holds
 /// anything any more.
@@ -78,6 +81,29 @@ async fn stored(
         }
     }
     counters
+}
+
+/// Keeps every signal the store publishes.
+#[derive(Debug, Default)]
+struct Collected(Mutex<Vec<Signal>>);
+
+impl SignalSink for Collected {
+    fn publish<'a>(&'a self, signals: &'a [Signal]) -> BoxFuture<'a, Result<(), String>> {
+        self.0.lock().expect("lock").extend(signals.iter().cloned());
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl Collected {
+    /// The last published signal of each id.
+    fn latest(&self) -> BTreeMap<String, Signal> {
+        self.0
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|signal| (signal.signal_id.clone(), signal.clone()))
+            .collect()
+    }
 }
 
 /// Fails with the counters that differ (stored, expected), not both whole maps.
@@ -301,7 +327,9 @@ async fn agrees_with_the_rules(redis: &RedisConfig, seeds: std::ops::Range<u64>)
         let mut rng = StdRng::seed_from_u64(seed);
         let prefix = unique("ms-test");
         let mut connection = mentorstream_redis::connect(redis).expect("redis");
-        let store = Store::new(connection.clone(), KeySpace::new(&prefix, "kpi"));
+        let signals = Arc::new(Collected::default());
+        let store = Store::new(connection.clone(), KeySpace::new(&prefix, "kpi"))
+            .with_signals(signals.clone());
         // Arrival order: shuffled (enrolments after the activity below them), and some events
         // published twice (ingest's crash window).
         let mut arrival = records.clone();
@@ -325,6 +353,12 @@ async fn agrees_with_the_rules(redis: &RedisConfig, seeds: std::ops::Range<u64>)
             &stored(&mut connection, &prefix).await,
             &expected,
             &format!("seed {seed}, replayed"),
+        );
+
+        assert_eq!(
+            signals.latest(),
+            expected_signals(&events.activity),
+            "seed {seed}: the latest signal of each cause"
         );
 
         for group in ["g-1", "g-2"] {

@@ -32,6 +32,7 @@ impl Deployment {
         config.kafka.partitions = 3;
         config.kafka.topics.activity = unique("t.activity");
         config.kafka.topics.mentorship = unique("t.mentorship");
+        config.kafka.topics.kpi_signals = unique("t.signals");
         config.redis.key_prefix = unique("ms-test");
         let database = fresh_database(&config, "kpi").await;
         let tenants = Tenants::connect(&database, 2)
@@ -41,12 +42,15 @@ impl Deployment {
         let file = tempfile::NamedTempFile::new().expect("config file");
         // Short sessions, so partitions of a killed instance move within seconds.
         let toml = format!(
-            "[kafka]\npartitions = 3\n[kafka.topics]\nactivity = \"{}\"\nmentorship = \"{}\"\n\
+            "[kafka]\npartitions = 3\n[kafka.topics]\nactivity = \"{}\"\nmentorship = \"{}\"\nkpi_signals = \"{}\"\n\
              [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\
              \"heartbeat.interval.ms\" = \"500\"\n\
              [redis]\nkey_prefix = \"{}\"\n[postgres]\nurl = \"{database}\"\n\
              [shutdown]\ngrace_period = \"10s\"\n[kpi]\npartitions = \"{partitions}\"\n",
-            config.kafka.topics.activity, config.kafka.topics.mentorship, config.redis.key_prefix
+            config.kafka.topics.activity,
+            config.kafka.topics.mentorship,
+            config.kafka.topics.kpi_signals,
+            config.redis.key_prefix
         );
         std::fs::write(file.path(), toml).expect("write config");
         config.postgres.url = database.into();

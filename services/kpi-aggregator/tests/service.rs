@@ -8,11 +8,11 @@ use mentorstream_config::Config;
 use mentorstream_proto::kpi::v1::{SubjectKind, WindowKind};
 use mentorstream_runtime::{Context, Listeners};
 use mentorstream_testkit::{RedisCluster, fresh_database, unique};
-use scenario::Events;
 use scenario::live::{
-    Reader, assert_leaderboards, assert_scorecards, assert_series, create_tenant, produce,
-    produce_poison, produce_sentinels, wait_for, window,
+    Reader, assert_journeys, assert_leaderboards, assert_scorecards, assert_series, assert_signals,
+    create_tenant, produce, produce_poison, produce_sentinels, wait_for, window,
 };
+use scenario::{Events, expected_signals};
 use tonic::Code;
 
 /// The aggregator running in this process.
@@ -32,6 +32,7 @@ impl Aggregator {
         config.kafka.partitions = 3;
         config.kafka.topics.activity = unique("t.activity");
         config.kafka.topics.mentorship = unique("t.mentorship");
+        config.kafka.topics.kpi_signals = unique("t.signals");
         if let Some(cluster) = cluster {
             config.redis = cluster.config(&config.redis);
         }
@@ -88,6 +89,8 @@ async fn scorecards_equal_the_rules(cluster: Option<&RedisCluster>) {
     let expected = events.expected();
     assert_series(&mut reader, &expected).await;
     assert_leaderboards(&mut reader, &expected).await;
+    assert_signals(&config.kafka, &expected_signals(&events.activity)).await;
+    assert_journeys(&mut reader, &events).await;
 
     let refused = reader
         .scorecard(SubjectKind::Partner, "", window(WindowKind::Lifetime, None))

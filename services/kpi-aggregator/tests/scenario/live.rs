@@ -11,11 +11,15 @@ use mentorstream_proto::activity::v1::ActivityEvent;
 use mentorstream_proto::common::v1::LocalDate;
 use mentorstream_proto::kpi::v1::kpi_service_client::KpiServiceClient;
 use mentorstream_proto::kpi::v1::{
-    GetLeaderboardRequest, GetScorecardRequest, GetScorecardResponse, GetSeriesRequest,
-    Granularity, Metric, Subject, SubjectKind, Window, WindowKind, metric_value,
+    GetJourneyRequest, GetJourneyResponse, GetLeaderboardRequest, GetScorecardRequest,
+    GetScorecardResponse, GetSeriesRequest, Granularity, KpiSignal, Metric, Subject, SubjectKind,
+    Window, WindowKind, metric_value,
 };
 use tonic::Request;
 use tonic::transport::Channel;
+
+use mentorstream_kpi_aggregator::signal::Payload as SignalPayload;
+use mentorstream_proto::activity::v1::activity_event::Payload;
 
 use super::{Events, Key, Record, event, feedback, mentorship, ping};
 
@@ -69,6 +73,136 @@ impl Reader {
         });
         Ok(self.client.get_scorecard(request).await?.into_inner())
     }
+}
+
+impl Reader {
+    pub async fn journey(&mut self, partner_id: &str) -> Result<GetJourneyResponse, tonic::Status> {
+        let request = self.authorized(GetJourneyRequest {
+            partner_id: partner_id.into(),
+        });
+        Ok(self.client.get_journey(request).await?.into_inner())
+    }
+}
+
+/// Compares the journeys of a few partners with the rules: the earliest enrolment, first sale
+/// and first time at each rank, whole days since enrolment, and the mentoring periods.
+pub async fn assert_journeys(reader: &mut Reader, events: &Events) {
+    let signals = super::expected_signals(&events.activity);
+    for partner in ["ann", "bob", "x1", "n4"] {
+        let journey = reader.journey(partner).await.expect("journey");
+        assert!(journey.as_of.is_some());
+        let enrolment = events
+            .activity
+            .iter()
+            .filter(|event| {
+                event.partner_id == partner
+                    && matches!(event.payload, Some(Payload::PartnerEnrolled(_)))
+            })
+            .min_by_key(|event| {
+                (
+                    event.occurred_at.expect("time").seconds,
+                    event.source_event_id.clone(),
+                )
+            })
+            .expect("enrolled");
+        let Some(Payload::PartnerEnrolled(enrolled)) = &enrolment.payload else {
+            unreachable!()
+        };
+        assert_eq!(journey.sponsor_id, enrolled.sponsor_id, "{partner}");
+        assert_eq!(journey.enrolled_at, enrolment.occurred_at, "{partner}");
+        let of = |kind: &'static str| {
+            signals
+                .values()
+                .filter(move |signal| signal.partner_id == partner)
+                .filter(move |signal| match signal.payload {
+                    SignalPayload::FirstSale { .. } => kind == "sale",
+                    SignalPayload::RankAchieved { .. } => kind == "rank",
+                    SignalPayload::Inactive { .. } => false,
+                })
+        };
+        match of("sale").next() {
+            Some(sale) => {
+                let SignalPayload::FirstSale {
+                    days_to_first_sale, ..
+                } = sale.payload
+                else {
+                    unreachable!()
+                };
+                assert!(journey.has_first_sale, "{partner}");
+                assert_eq!(
+                    journey.first_sale_at.expect("first sale").seconds,
+                    sale.occurred_at.timestamp(),
+                    "{partner}"
+                );
+                assert_eq!(journey.days_to_first_sale, days_to_first_sale, "{partner}");
+            }
+            None => assert!(!journey.has_first_sale, "{partner}"),
+        }
+        let mut ranks: Vec<(u32, String, i64, i64)> = of("rank")
+            .map(|signal| match &signal.payload {
+                SignalPayload::RankAchieved {
+                    level,
+                    name,
+                    days_to_rank,
+                } => (
+                    *level,
+                    name.clone(),
+                    signal.occurred_at.timestamp(),
+                    *days_to_rank,
+                ),
+                _ => unreachable!(),
+            })
+            .collect();
+        ranks.sort();
+        let answered: Vec<(u32, String, i64, i64)> = journey
+            .ranks
+            .iter()
+            .map(|rank| {
+                (
+                    rank.rank_level,
+                    rank.rank_name.clone(),
+                    rank.reached_at.expect("reached").seconds,
+                    rank.days_to_rank,
+                )
+            })
+            .collect();
+        assert_eq!(answered, ranks, "{partner}");
+        assert_eq!(
+            journey.current_rank_level,
+            ranks.last().map_or(0, |rank| rank.0),
+            "{partner}"
+        );
+        let periods: Vec<(String, String, i64, Option<i64>)> =
+            super::mentor_periods(&events.mentorship, partner)
+                .into_iter()
+                .map(|(mentor, group, start, end)| {
+                    (
+                        mentor,
+                        group,
+                        start.timestamp(),
+                        end.map(|end| end.timestamp()),
+                    )
+                })
+                .collect();
+        let answered: Vec<(String, String, i64, Option<i64>)> = journey
+            .mentors
+            .iter()
+            .map(|period| {
+                (
+                    period.mentor_id.clone(),
+                    period.group_id.clone(),
+                    period.started_at.expect("start").seconds,
+                    period.ended_at.map(|end| end.seconds),
+                )
+            })
+            .collect();
+        assert_eq!(answered, periods, "{partner}");
+    }
+    // ann: two ranks, two mentors (the transfer), a first sale.
+    let ann = reader.journey("ann").await.expect("journey");
+    assert_eq!((ann.ranks.len(), ann.mentors.len()), (2, 2));
+    let unknown = reader.journey("nobody-here").await.expect_err("no events");
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
 }
 
 impl Reader {
@@ -439,6 +573,47 @@ pub async fn wait_for(reader: &mut Reader, sentinels: &Events) {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+/// Reads the signals topic until the latest signal of each id is exactly `expected` (a signal
+/// may be published again after a crash or a correction, always with the same id).
+pub async fn assert_signals(
+    kafka: &KafkaConfig,
+    expected: &BTreeMap<String, mentorstream_kpi_aggregator::signal::Signal>,
+) {
+    use futures::StreamExt as _;
+    let expected: BTreeMap<String, KpiSignal> = expected
+        .iter()
+        .map(|(id, signal)| (id.clone(), signal.to_proto()))
+        .collect();
+    let group = mentorstream_testkit::unique("signals-reader");
+    let consumer = mentorstream_kafka::Consumer::new(kafka, &group, &[&kafka.topics.kpi_signals])
+        .expect("consumer");
+    let mut stream = consumer.inner().stream();
+    let mut latest: BTreeMap<String, KpiSignal> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while latest != expected {
+        let message = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "signals never matched: {} of {} ids seen, differing: {:?}",
+                    latest.len(),
+                    expected.len(),
+                    expected
+                        .iter()
+                        .filter(|(id, signal)| latest.get(*id) != Some(signal))
+                        .take(3)
+                        .collect::<Vec<_>>()
+                )
+            })
+            .expect("stream")
+            .expect("message");
+        let signal: KpiSignal = mentorstream_kafka::InboundRecord::new(&message)
+            .decode()
+            .expect("a signal");
+        latest.insert(signal.signal_id.clone(), signal);
     }
 }
 

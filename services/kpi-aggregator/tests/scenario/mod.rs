@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use chrono_tz::Europe::Moscow;
+use mentorstream_kpi_aggregator::signal::{Payload as SignalPayload, Signal, signal_id};
 use mentorstream_proto::activity::v1::PartnerEnrolled;
 use mentorstream_proto::activity::v1::{
     ActivityEvent, ActivityPing, EventAttended, EventKind, ModuleCompleted, OrderPlaced,
@@ -555,6 +556,56 @@ pub fn assignment(
     current
 }
 
+/// (mentor, group, start, end unless current)
+pub type MentorPeriod = (String, String, DateTime<Utc>, Option<DateTime<Utc>>);
+
+/// A mentee's mentoring periods, from the
+/// membership events in (occurred_at, event id) order; an assignment to another group ends the
+/// current period, an unassignment ends it only if it names its group.
+pub fn mentor_periods(mentorship: &[MentorshipEvent], mentee: &str) -> Vec<MentorPeriod> {
+    let mut changes: Vec<&MentorshipEvent> = mentorship
+        .iter()
+        .filter(|event| match event.payload.as_ref() {
+            Some(mentorship_event::Payload::MenteeAssigned(assigned)) => {
+                assigned.mentee_id == mentee
+            }
+            Some(mentorship_event::Payload::MenteeUnassigned(unassigned)) => {
+                unassigned.mentee_id == mentee
+            }
+            _ => false,
+        })
+        .collect();
+    changes.sort_by_key(|event| (moment(event.occurred_at.as_ref()), event.event_id.clone()));
+    let mut periods: Vec<MentorPeriod> = Vec::new();
+    for event in changes {
+        let at = moment(event.occurred_at.as_ref());
+        let open = periods.last_mut().filter(|period| period.3.is_none());
+        match (event.payload.as_ref().expect("payload"), open) {
+            (mentorship_event::Payload::MenteeAssigned(assigned), open) => {
+                if let Some(open) = open {
+                    if open.1 == assigned.group_id {
+                        continue;
+                    }
+                    open.3 = Some(at);
+                }
+                periods.push((
+                    assigned.mentor_id.clone(),
+                    assigned.group_id.clone(),
+                    at,
+                    None,
+                ));
+            }
+            (mentorship_event::Payload::MenteeUnassigned(unassigned), Some(open))
+                if open.1 == unassigned.group_id =>
+            {
+                open.3 = Some(at);
+            }
+            _ => {}
+        }
+    }
+    periods
+}
+
 /// A group's current mentees, sorted, and its mentor (once it had a mentee).
 pub fn members(mentorship: &[MentorshipEvent], group: &str) -> (Vec<String>, Option<String>) {
     let mut mentees: Vec<String> = mentorship
@@ -605,18 +656,112 @@ pub struct Contribution {
     pub amount: i64,
 }
 
+/// The signals the rules announce, by signal id: for every enrolled partner the first sale
+/// (the earliest order placed) and each rank level first reached, with whole days since the
+/// earliest enrolment.
+pub fn expected_signals(events: &[ActivityEvent]) -> BTreeMap<String, Signal> {
+    let order = |event: &&ActivityEvent| {
+        (
+            moment(event.occurred_at.as_ref()),
+            event.source.clone(),
+            event.source_event_id.clone(),
+        )
+    };
+    let earliest = |partner: &str, matches: &dyn Fn(&Payload) -> bool| {
+        events
+            .iter()
+            .filter(|event| {
+                event.partner_id == partner && event.payload.as_ref().is_some_and(matches)
+            })
+            .min_by_key(order)
+    };
+    let partners: std::collections::BTreeSet<&str> = events
+        .iter()
+        .map(|event| event.partner_id.as_str())
+        .collect();
+    let mut signals = BTreeMap::new();
+    for partner in partners {
+        let Some(enrolment) = earliest(partner, &|payload| {
+            matches!(payload, Payload::PartnerEnrolled(_))
+        }) else {
+            continue;
+        };
+        let enrolled_at = moment(enrolment.occurred_at.as_ref());
+        let days = |at: DateTime<Utc>| (at - enrolled_at).num_seconds().div_euclid(86_400);
+        let mut announce = |kind: &str, key: String, at: DateTime<Utc>, payload| {
+            let signal_id = signal_id(&enrolment.tenant_id, partner, kind, &key);
+            signals.insert(
+                signal_id.clone(),
+                Signal {
+                    tenant_id: enrolment.tenant_id.clone(),
+                    partner_id: partner.to_owned(),
+                    signal_id,
+                    occurred_at: at,
+                    payload,
+                },
+            );
+        };
+        if let Some(sale) = earliest(partner, &|payload| {
+            matches!(payload, Payload::OrderPlaced(_))
+        }) && let Some(Payload::OrderPlaced(placed)) = &sale.payload
+        {
+            let at = moment(sale.occurred_at.as_ref());
+            announce(
+                "first_sale",
+                String::new(),
+                at,
+                SignalPayload::FirstSale {
+                    order_id: placed.order_id.clone(),
+                    volume: cents(&placed.volume),
+                    days_to_first_sale: days(at),
+                },
+            );
+        }
+        let levels: std::collections::BTreeSet<u32> = events
+            .iter()
+            .filter(|event| event.partner_id == partner)
+            .filter_map(|event| match &event.payload {
+                Some(Payload::RankAchieved(rank)) => Some(rank.rank_level),
+                _ => None,
+            })
+            .collect();
+        for level in levels {
+            let reached = earliest(partner, &|payload| {
+                matches!(payload, Payload::RankAchieved(rank) if rank.rank_level == level)
+            })
+            .expect("reached");
+            let Some(Payload::RankAchieved(rank)) = &reached.payload else {
+                unreachable!()
+            };
+            let at = moment(reached.occurred_at.as_ref());
+            announce(
+                "rank",
+                level.to_string(),
+                at,
+                SignalPayload::RankAchieved {
+                    level,
+                    name: rank.rank_name.clone(),
+                    days_to_rank: days(at),
+                },
+            );
+        }
+    }
+    signals
+}
+
+fn cents(decimal: &Option<Decimal>) -> i64 {
+    let text = &decimal.as_ref().expect("decimal").value;
+    let (integer, fraction) = text.split_once('.').unwrap_or((text, "0"));
+    integer.parse::<i64>().expect("integer") * 100
+        + format!("{fraction:0<2}").parse::<i64>().expect("fraction")
+}
+
 /// Every personal contribution the rules derive from the event sets.
 pub fn contributions(
     events: &[ActivityEvent],
     mentorship: &[MentorshipEvent],
 ) -> Vec<Contribution> {
     let at = |event: &ActivityEvent| moment(event.occurred_at.as_ref());
-    let cents = |decimal: &Option<Decimal>| {
-        let text = &decimal.as_ref().expect("decimal").value;
-        let (integer, fraction) = text.split_once('.').unwrap_or((text, "0"));
-        integer.parse::<i64>().expect("integer") * 100
-            + format!("{fraction:0<2}").parse::<i64>().expect("fraction")
-    };
     // The earliest event per key, by (occurred_at, source, source_event_id).
     let mut earliest: BTreeMap<(String, String), &ActivityEvent> = BTreeMap::new();
     let mut keep_earliest = |key: (String, String), event| {
