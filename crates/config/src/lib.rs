@@ -176,6 +176,9 @@ pub struct KpiConfig {
     pub grpc_listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub partitions: PartitionAssignment,
+    /// How often the aggregator looks for partners who became inactive.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
 }
 
 impl KpiConfig {

@@ -42,6 +42,8 @@ pub enum Operation {
     /// The partner's enrolment: the genealogy edge to the sponsor (empty for a root) and the
     /// sponsor's recruit. The earliest enrolment counts.
     Enrol { sponsor_id: String, rank: String },
+    /// Activity by the partner: their latest activity moves forward.
+    Active { rank: String },
     /// A rank level reached: counted (and named) the first time.
     Rank {
         level: u32,
@@ -94,11 +96,14 @@ pub fn partner_event(
     let occurred_at = occurred_at(event).ok_or(FoldError::Time)?;
     let [day, week, month, _] = calendar.buckets(occurred_at);
     let rank = rank(occurred_at, &event.source, &event.source_event_id);
-    let mut operations = vec![Operation::First {
-        fact: format!("day\u{1e}{}", calendar.local_day(occurred_at)),
-        rank: rank.clone(),
-        amounts: vec![(Counter::ActiveDays, 1)],
-    }];
+    let mut operations = vec![
+        Operation::First {
+            fact: format!("day\u{1e}{}", calendar.local_day(occurred_at)),
+            rank: rank.clone(),
+            amounts: vec![(Counter::ActiveDays, 1)],
+        },
+        Operation::Active { rank: rank.clone() },
+    ];
     match event.payload.as_ref().ok_or(FoldError::Payload)? {
         Payload::PartnerEnrolled(enrolled) => operations.push(Operation::Enrol {
             sponsor_id: enrolled.sponsor_id.clone(),
@@ -349,7 +354,7 @@ mod tests {
         assert_eq!(folded.offset, 7);
         assert_eq!(folded.id, identity("shop", "o-1"));
         assert_eq!(
-            folded.operations[1],
+            folded.operations[2],
             Operation::Order {
                 order_id: "1001".into(),
                 rank: rank(at, "shop", "o-1"),
@@ -365,7 +370,7 @@ mod tests {
         };
         let folded = partner_event(&module, 8, &calendar).expect("folds");
         assert_eq!(
-            folded.operations[1],
+            folded.operations[2],
             Operation::First {
                 fact: "mod\u{1e}m-3".into(),
                 rank: rank(at, "shop", "o-1"),

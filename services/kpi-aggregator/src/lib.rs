@@ -23,6 +23,8 @@ use mentorstream_kafka::{Consumer, DeadLetters, KafkaError, Producer};
 use mentorstream_proto::kpi::v1::kpi_service_server::KpiServiceServer;
 use mentorstream_redis::KeySpace;
 use mentorstream_runtime::{Context, Listeners, host_service};
+use mentorstream_tenancy::Tenants;
+use tokio_util::sync::CancellationToken;
 
 use crate::consume::Aggregator;
 use crate::progress::Progress;
@@ -113,11 +115,56 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
             consumed
         }
     }));
+    let sweeping = sweep_inactive(
+        &aggregator.store,
+        &context.tenants,
+        config.kpi.sweep_interval,
+        context.shutdown.token(),
+    );
     let serving = host_service(SERVICE, &context, listeners, KpiServiceServer::new(api));
-    let (consumed, served) = tokio::join!(consuming, serving);
+    let (consumed, served, ()) = tokio::join!(consuming, serving, sweeping);
     served?;
     consumed?;
     Ok(())
+}
+
+/// Every `interval` until shutdown: Inactive signals for every tenant's partners idle for the
+/// tenant's inactivity period. Failures are logged and retried at the next round.
+async fn sweep_inactive(
+    store: &Store,
+    tenants: &Tenants,
+    interval: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    let mut rounds = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = rounds.tick() => {}
+        }
+        let all = match tenants.list_tenants().await {
+            Ok(all) => all,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list tenants for the inactivity sweep");
+                continue;
+            }
+        };
+        for tenant in all {
+            let after = chrono::Duration::days(i64::from(tenant.inactivity_days));
+            match store
+                .sweep_inactive(&tenant.tenant_id, chrono::Utc::now(), after)
+                .await
+            {
+                Ok(0) => {}
+                Ok(announced) => {
+                    tracing::info!(tenant_id = %tenant.tenant_id, announced, "inactive partners");
+                }
+                Err(error) => {
+                    tracing::warn!(tenant_id = %tenant.tenant_id, %error, "inactivity sweep failed");
+                }
+            }
+        }
+    }
 }
 
 /// The consumer of `topic`, in the consumer group of the key namespace; in `partitions =

@@ -16,6 +16,7 @@
 --              enrol <sponsor or empty> <rank>
 --              member <rank> <assign|unassign> <group> <mentor>
 --              rank <level> <name> <rank>
+--              active <rank>
 --            A batch whose first offset is at or below the shard's watermark for that field
 --            changes nothing (it was applied before); the answer says so.
 -- forwarded: ARGV[7..] entries of other shards' outboxes: source seq kind rank n (bucket
@@ -23,12 +24,13 @@
 --              personal  changes of this partner's own counters caused by the event of `rank`
 --                        (a recruit), in its day, week, month and lifetime buckets;
 --              team      changes of this partner's team counters;
---              tenant    a partner's personal changes: the tenant's counters and leaderboards;
+--              tenant    a partner's personal changes: the tenant's counters and leaderboards,
+--                        and (rank, when not empty) the partner's new latest activity;
 --              group     a mentee's contributions to this group's counters;
 --              member    changes of this group's current members: bucket = mentee,
 --                        counter = mentor, amount = +1 or -1;
 --              mentor    the group's mentor: bucket = mentor (counter and amount unused).
---            rank is empty except for personal. An entry whose seq is at or below the shard's
+--            rank is empty except for personal and tenant. An entry whose seq is at or below the shard's
 --            watermark for its source was applied before and is skipped.
 -- trim:      ARGV[7..] outbox sequence numbers the targets have applied.
 --
@@ -231,7 +233,8 @@ local function emit(target, kind, changes, rank)
       end
     end
   end
-  if #triples == 0 then
+  -- A tenant entry may carry only a new last activity (its rank).
+  if #triples == 0 and not (kind == 'tenant' and rank) then
     return
   end
   table.sort(triples)
@@ -299,6 +302,18 @@ end
 local reached_levels = {}
 local sale_changed = false
 local enrolment_changed = false
+-- The partner's latest activity, when an event of this call moved it forward.
+local last_active = nil
+
+-- The latest activity of the partner only moves forward; the tenant shard indexes it for the
+-- inactivity sweep (docs/kpi-state.md, "Signals and timers").
+local function active(rank)
+  local last = redis.call('HGET', facts, 'last')
+  if not last or rank > last then
+    redis.call('HSET', facts, 'last', rank)
+    last_active = rank
+  end
+end
 
 -- The first time a rank level is reached counts once and keeps the rank's name.
 local function rank_reached(level, name, rank, buckets)
@@ -502,7 +517,7 @@ local function finish()
         team(bucket, counter, amount)
       end
     end
-    emit(tenant_root, 'tenant', personal_changes)
+    emit(tenant_root, 'tenant', personal_changes, last_active)
     local stored = enrolment()
     if stored and stored[2] ~= '' then
       emit(partner_root(stored[2]), 'team', team_changes)
@@ -586,6 +601,11 @@ if mode == 'forwarded' then
           redis.call('SET', root .. ':mentor', bucket)
         end
       end
+      if entry.kind == 'tenant' and entry.rank ~= '' then
+        -- The partner's latest activity, as micros: who has been idle since when.
+        local partner = string.sub(entry.source, #partner_prefix + 1, -2)
+        redis.call('ZADD', root .. ':idle', 'GT', string.sub(entry.rank, 1, 20), partner)
+      end
       redis.call('HSET', watermarks, entry.source, entry.seq)
     end
   end
@@ -635,6 +655,9 @@ while i <= #ARGV do
     elseif operation == 'enrol' then
       event.ops[#event.ops + 1] = { 'enrol', ARGV[i + 1], ARGV[i + 2] }
       i = i + 3
+    elseif operation == 'active' then
+      event.ops[#event.ops + 1] = { 'active', ARGV[i + 1] }
+      i = i + 2
     elseif operation == 'rank' then
       event.ops[#event.ops + 1] = { 'rank', ARGV[i + 1], ARGV[i + 2], ARGV[i + 3] }
       i = i + 4
@@ -666,6 +689,8 @@ for _, event in ipairs(events) do
         enrol(op[2], op[3], buckets)
       elseif op[1] == 'rank' then
         rank_reached(op[2], op[3], op[4], buckets)
+      elseif op[1] == 'active' then
+        active(op[2])
       else
         member(op[2], op[3], op[4], op[5])
       end

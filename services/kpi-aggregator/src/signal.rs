@@ -103,6 +103,34 @@ impl Signal {
         })
     }
 
+    /// Inactive for a partner whose latest activity was at `last_active_micros`: it happened
+    /// when `after` had passed since; `now` counts the days.
+    pub fn inactive(
+        tenant_id: &str,
+        partner_id: &str,
+        last_active_micros: i64,
+        after: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> Option<Self> {
+        let last_active_at = DateTime::from_timestamp_micros(last_active_micros)?;
+        Some(Self {
+            tenant_id: tenant_id.to_owned(),
+            partner_id: partner_id.to_owned(),
+            signal_id: signal_id(
+                tenant_id,
+                partner_id,
+                "inactive",
+                &last_active_micros.to_string(),
+            ),
+            occurred_at: last_active_at + after,
+            payload: Payload::Inactive {
+                last_active_at,
+                inactive_days: u32::try_from(Calendar::whole_days(last_active_at, now))
+                    .unwrap_or(0),
+            },
+        })
+    }
+
     pub fn to_proto(&self) -> proto::KpiSignal {
         let payload = match &self.payload {
             Payload::FirstSale {

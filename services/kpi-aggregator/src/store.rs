@@ -21,6 +21,18 @@ const SHARD_SCRIPT: &str = include_str!("shard.lua");
 /// The target of outbox entries that are signals, published rather than forwarded.
 const SIGNAL_TARGET: &str = "signal";
 
+/// Idle partners announced per round trip of a sweep.
+const SWEEP_BATCH: usize = 1000;
+
+/// Removes members whose score is still the one given (a newer activity keeps them indexed).
+const UNINDEX_IF_UNCHANGED: &str = "for i = 1, #ARGV, 2 do \
+                                      if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[i])) \
+                                         == tonumber(ARGV[i + 1]) then \
+                                        redis.call('ZREM', KEYS[1], ARGV[i]) \
+                                      end \
+                                    end \
+                                    return 0";
+
 /// Forwarding hops of one apply before it gives up: deeper than any genealogy, so reaching it
 /// means the sponsor data has a cycle.
 const MAX_HOPS: usize = 10_000;
@@ -275,6 +287,58 @@ impl Store {
         Ok(())
     }
 
+    /// Announces Inactive, once per episode, for the tenant's partners whose latest activity is
+    /// at or before `now - after`; returns how many. An episode is named by its latest
+    /// activity: a partner is indexed again only when an event moves that forward, so a late
+    /// older event starts no new episode. A crash between publishing and unindexing publishes
+    /// the same ids again.
+    pub async fn sweep_inactive(
+        &self,
+        tenant_id: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        after: chrono::Duration,
+    ) -> Result<usize, StoreError> {
+        let Some(sink) = &self.signals else {
+            return Ok(0);
+        };
+        let key = format!("{}:idle", self.tenant_shard(tenant_id));
+        let cut_off = (now - after).timestamp_micros();
+        let mut announced = 0;
+        loop {
+            let idle: Vec<(String, i64)> = cmd("ZRANGE")
+                .arg(&key)
+                .arg("-inf")
+                .arg(cut_off)
+                .arg("BYSCORE")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(SWEEP_BATCH)
+                .arg("WITHSCORES")
+                .query_async(&mut self.connection.clone())
+                .await?;
+            if idle.is_empty() {
+                return Ok(announced);
+            }
+            let signals: Vec<Signal> = idle
+                .iter()
+                .filter_map(|(partner_id, micros)| {
+                    Signal::inactive(tenant_id, partner_id, *micros, after, now)
+                })
+                .collect();
+            sink.publish(&signals).await.map_err(StoreError::Signals)?;
+            let mut unindex = cmd("EVAL");
+            unindex.arg(UNINDEX_IF_UNCHANGED).arg(1).arg(&key);
+            for (partner_id, micros) in &idle {
+                unindex.arg(partner_id).arg(micros);
+            }
+            let _: i64 = unindex.query_async(&mut self.connection.clone()).await?;
+            announced += signals.len();
+            if idle.len() < SWEEP_BATCH {
+                return Ok(announced);
+            }
+        }
+    }
+
     /// Publishes the signal entries among `entries`; they are trimmed with the rest of their
     /// hop, so a crash before the trim publishes them again, with the same ids.
     async fn publish_signals(&self, entries: &BTreeSet<OutboxEntry>) -> Result<(), StoreError> {
@@ -379,6 +443,9 @@ impl Store {
                     Operation::Enrol { sponsor_id, rank } => {
                         call.arg("enrol").arg(sponsor_id).arg(rank);
                     }
+                    Operation::Active { rank } => {
+                        call.arg("active").arg(rank);
+                    }
                     Operation::Rank { level, name, rank } => {
                         call.arg("rank").arg(level).arg(name).arg(rank);
                     }
@@ -409,6 +476,7 @@ impl Store {
             let changes: Vec<Vec<&str>> = entry
                 .changes
                 .split('\u{1e}')
+                .filter(|change| !change.is_empty())
                 .map(|change| change.split('\u{1f}').collect())
                 .collect();
             call.arg(&entry.source)

@@ -13,14 +13,14 @@ use futures::future::BoxFuture;
 use mentorstream_config::{Config, RedisConfig};
 use mentorstream_kpi_aggregator::calendar::Calendar;
 use mentorstream_kpi_aggregator::fold::{mentorship_event, partner_event};
-use mentorstream_kpi_aggregator::signal::{Signal, SignalSink};
+use mentorstream_kpi_aggregator::signal::{Payload, Signal, SignalSink};
 use mentorstream_kpi_aggregator::store::{PartnerBatch, Store};
 use mentorstream_redis::{KeySpace, cmd};
 use mentorstream_testkit::{RedisCluster, unique};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use scenario::{Events, Key, Record, TENANT, expected_signals};
+use scenario::{Events, Key, Record, TENANT, expected_signals, local};
 
 /// Every non-zero counter under `prefix`, keyed like [`expected`]; and that no outbox holds
 /// anything any more.
@@ -95,15 +95,117 @@ impl SignalSink for Collected {
 }
 
 impl Collected {
-    /// The last published signal of each id.
+    /// The last published signal of each id, Inactive aside.
     fn latest(&self) -> BTreeMap<String, Signal> {
         self.0
             .lock()
             .expect("lock")
             .iter()
+            .filter(|signal| !matches!(signal.payload, Payload::Inactive { .. }))
             .map(|signal| (signal.signal_id.clone(), signal.clone()))
             .collect()
     }
+}
+
+/// Sweeps for inactivity at two moments and after new activity: every partner idle for a week
+/// is announced exactly once per episode, with the rules' last activity and whole days.
+async fn assert_inactivity(store: &Store, signals: &Collected, events: &Events) {
+    let week = chrono::Duration::days(7);
+    let sweeps = [local("2026-12-20 00:00"), local("2027-01-10 00:00")];
+    let mut last_active: BTreeMap<&str, chrono::DateTime<chrono::Utc>> = BTreeMap::new();
+    for event in &events.activity {
+        let at = chrono::DateTime::from_timestamp(event.occurred_at.expect("time").seconds, 0)
+            .expect("time");
+        let last = last_active.entry(&event.partner_id).or_insert(at);
+        *last = (*last).max(at);
+    }
+    let mut expected = BTreeMap::new();
+    for (partner, last) in &last_active {
+        if let Some(now) = sweeps.iter().find(|now| *last <= **now - week) {
+            let signal = Signal::inactive(TENANT, partner, last.timestamp_micros(), week, *now)
+                .expect("valid");
+            expected.insert(signal.signal_id.clone(), signal);
+        }
+    }
+    let announced_at_first = store
+        .sweep_inactive(TENANT, sweeps[0], week)
+        .await
+        .expect("swept");
+    assert!(announced_at_first > 0 && announced_at_first < last_active.len());
+    assert_eq!(
+        store
+            .sweep_inactive(TENANT, sweeps[0], week)
+            .await
+            .expect("swept"),
+        0,
+        "once per episode"
+    );
+    let announced_later = store
+        .sweep_inactive(TENANT, sweeps[1], week)
+        .await
+        .expect("swept");
+    assert_eq!(announced_at_first + announced_later, last_active.len());
+    assert_eq!(inactive(signals), expected);
+
+    // ann is active again (a new episode); a late ping of bob's, older than his latest
+    // activity, starts none.
+    let calendar = Calendar::new(Moscow);
+    let ping = |partner: &str, id: &str, at: &str, offset| PartnerBatch {
+        tenant_id: TENANT.into(),
+        partner_id: partner.into(),
+        source: "late/0".into(),
+        events: vec![
+            partner_event(
+                &scenario::event(partner, id, at, scenario::ping()),
+                offset,
+                &calendar,
+            )
+            .expect("folds"),
+        ],
+    };
+    store
+        .apply(&[
+            ping("ann", "back", "2027-01-12 10:00", 0),
+            ping("bob", "late", "2026-12-01 10:00", 1),
+        ])
+        .await
+        .expect("applied");
+    let now = local("2027-01-25 00:00");
+    assert_eq!(
+        store
+            .sweep_inactive(TENANT, now, week)
+            .await
+            .expect("swept"),
+        1
+    );
+    let episode = Signal::inactive(
+        TENANT,
+        "ann",
+        local("2027-01-12 10:00").timestamp_micros(),
+        week,
+        now,
+    )
+    .expect("valid");
+    expected.insert(episode.signal_id.clone(), episode);
+    assert_eq!(inactive(signals), expected);
+}
+
+/// Every Inactive signal published, by id; each id published once.
+fn inactive(signals: &Collected) -> BTreeMap<String, Signal> {
+    let published: Vec<Signal> = signals
+        .0
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|signal| matches!(signal.payload, Payload::Inactive { .. }))
+        .cloned()
+        .collect();
+    let by_id: BTreeMap<String, Signal> = published
+        .iter()
+        .map(|signal| (signal.signal_id.clone(), signal.clone()))
+        .collect();
+    assert_eq!(by_id.len(), published.len(), "no Inactive twice");
+    by_id
 }
 
 /// Fails with the counters that differ (stored, expected), not both whole maps.
@@ -360,6 +462,8 @@ async fn agrees_with_the_rules(redis: &RedisConfig, seeds: std::ops::Range<u64>)
             expected_signals(&events.activity),
             "seed {seed}: the latest signal of each cause"
         );
+
+        assert_inactivity(&store, &signals, &events).await;
 
         for group in ["g-1", "g-2"] {
             let (mentees, mentor) = scenario::members(&events.mentorship, group);
