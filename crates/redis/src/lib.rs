@@ -106,6 +106,9 @@ impl Connection {
     /// pipeline on a single Redis; on a cluster every command goes to its slot's node, all at
     /// once. Fails with the first error.
     pub async fn each(&self, commands: Vec<Cmd>) -> Result<Vec<Value>, RedisError> {
+        if commands.is_empty() {
+            return Ok(Vec::new());
+        }
         match &self.target {
             Target::Single(connection) => {
                 let mut pipeline = pipe();

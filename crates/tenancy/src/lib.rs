@@ -6,6 +6,7 @@
 
 mod keys;
 mod scope;
+mod targets;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -21,6 +22,7 @@ use sqlx::postgres::PgPoolOptions;
 
 pub use keys::{ApiKey, MalformedKey};
 pub use scope::{Scope, Scopes, UnknownScope};
+pub use targets::{KpiTarget, TARGETS_CACHE_TTL};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -117,6 +119,7 @@ pub struct Tenants {
     pool: PgPool,
     keys: Arc<RwLock<HashMap<String, CachedKey>>>,
     tenants: Arc<RwLock<HashMap<String, (Tenant, Instant)>>>,
+    targets: Arc<RwLock<targets::CachedTargets>>,
 }
 
 impl Tenants {
@@ -125,6 +128,7 @@ impl Tenants {
             pool,
             keys: Arc::default(),
             tenants: Arc::default(),
+            targets: Arc::default(),
         }
     }
 

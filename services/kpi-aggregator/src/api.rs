@@ -8,19 +8,21 @@ use mentorstream_grpc::{authorize, caller_tenant, field_violation};
 use mentorstream_proto::common::v1::LocalDate;
 use mentorstream_proto::kpi::v1::kpi_service_server::KpiService;
 use mentorstream_proto::kpi::v1::{
-    GetJourneyRequest, GetJourneyResponse, GetLeaderboardRequest, GetLeaderboardResponse,
-    GetScorecardRequest, GetScorecardResponse, GetSeriesRequest, GetSeriesResponse,
-    LeaderboardEntry, MentorPeriod, Metric, MetricValue, RankMilestone, SeriesPoint, SubjectKind,
-    WindowKind, metric_value,
+    DeleteTargetRequest, DeleteTargetResponse, GetJourneyRequest, GetJourneyResponse,
+    GetLeaderboardRequest, GetLeaderboardResponse, GetScorecardRequest, GetScorecardResponse,
+    GetSeriesRequest, GetSeriesResponse, LeaderboardEntry, ListTargetsRequest, ListTargetsResponse,
+    MentorPeriod, Metric, MetricValue, PutTargetRequest, PutTargetResponse, RankMilestone,
+    SeriesPoint, SubjectKind, TargetProgress, WindowKind, metric_value,
 };
 use mentorstream_tenancy::{Principal, Scope, Tenant, Tenants};
 use tonic::{Request, Response, Status};
 
 use crate::calendar::{Calendar, Granularity, Window};
 use crate::fold::rank_time;
-use crate::metric::{Counter, decimal, timestamp};
+use crate::metric::{Counter, decimal, local_date, timestamp};
 use crate::progress::Progress;
 use crate::store::{Store, Subject};
+use crate::target::Target;
 
 /// Longest partner id, as at ingest.
 const MAX_ID_CHARS: usize = 128;
@@ -39,6 +41,91 @@ pub struct Api {
 
 #[tonic::async_trait]
 impl KpiService for Api {
+    async fn put_target(
+        &self,
+        request: Request<PutTargetRequest>,
+    ) -> Result<Response<PutTargetResponse>, Status> {
+        let principal = authorize(&request, Scope::Admin)?;
+        let tenant = self.tenant(&principal).await?;
+        let request = request.into_inner();
+        let target = request
+            .target
+            .as_ref()
+            .ok_or_else(|| field_violation("target", "is required"))?;
+        if request.request_id.chars().count() > MAX_ID_CHARS {
+            return Err(field_violation(
+                "request_id",
+                format!("must be at most {MAX_ID_CHARS} characters"),
+            ));
+        }
+        let target = Target::from_proto(target, &uuid::Uuid::new_v4().to_string())
+            .map_err(|invalid| field_violation(invalid.field, invalid.message))?;
+        let request_id = (!request.request_id.is_empty()).then_some(request.request_id.as_str());
+        let stored = self
+            .tenants
+            .put_target(&tenant.tenant_id, request_id, &target.to_stored())
+            .await
+            .map_err(unavailable)?;
+        let target = Target::from_stored(&stored)
+            .ok_or_else(|| unavailable(format!("unreadable stored target {stored:?}")))?;
+        Ok(Response::new(PutTargetResponse {
+            target: Some(target.to_proto()),
+        }))
+    }
+
+    async fn list_targets(
+        &self,
+        request: Request<ListTargetsRequest>,
+    ) -> Result<Response<ListTargetsResponse>, Status> {
+        let principal = authorize(&request, Scope::Read)?;
+        let tenant = self.tenant(&principal).await?;
+        let request = request.into_inner();
+        let page_size = page_size(request.page_size)?;
+        let limit = i64::try_from(page_size + 1).unwrap_or(i64::MAX);
+        let mut stored = self
+            .tenants
+            .list_targets(&tenant.tenant_id, &request.page_token, limit)
+            .await
+            .map_err(unavailable)?;
+        let more = stored.len() > page_size;
+        stored.truncate(page_size);
+        Ok(Response::new(ListTargetsResponse {
+            next_page_token: if more {
+                stored
+                    .last()
+                    .map(|last| last.target_id.clone())
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            },
+            targets: stored
+                .iter()
+                .filter_map(Target::from_stored)
+                .map(|target| target.to_proto())
+                .collect(),
+        }))
+    }
+
+    async fn delete_target(
+        &self,
+        request: Request<DeleteTargetRequest>,
+    ) -> Result<Response<DeleteTargetResponse>, Status> {
+        let principal = authorize(&request, Scope::Admin)?;
+        let tenant = self.tenant(&principal).await?;
+        let target_id = request.into_inner().target_id;
+        check_id("target_id", &target_id)?;
+        if self
+            .tenants
+            .delete_target(&tenant.tenant_id, &target_id)
+            .await
+            .map_err(unavailable)?
+        {
+            Ok(Response::new(DeleteTargetResponse {}))
+        } else {
+            Err(Status::not_found(format!("no target `{target_id}`")))
+        }
+    }
+
     async fn get_journey(
         &self,
         request: Request<GetJourneyRequest>,
@@ -118,11 +205,33 @@ impl KpiService for Api {
         }
         values.extend(group_values);
         values.sort_by_key(|value| value.metric);
+        let targets = self
+            .tenants
+            .cached_targets(&tenant.tenant_id)
+            .await
+            .map_err(unavailable)?
+            .iter()
+            .filter_map(Target::from_stored)
+            .filter(|target| {
+                i32::from(target.subject_kind) == proto_subject.kind
+                    && i32::from(target.window_kind()) == proto_window.kind
+            })
+            .map(|target| {
+                let value = count(target.counter);
+                #[allow(clippy::cast_precision_loss)] // counters stay far below 2^52
+                let progress = (value as f64 / target.threshold as f64).min(1.0);
+                TargetProgress {
+                    value: Some(target.display(value)),
+                    target: Some(target.to_proto()),
+                    progress,
+                }
+            })
+            .collect();
         Ok(Response::new(GetScorecardResponse {
             subject: Some(proto_subject),
             window: Some(proto_window_with_anchor(&proto_window, window)),
             values,
-            targets: Vec::new(),
+            targets,
             as_of: as_of.map(timestamp),
         }))
     }
@@ -322,16 +431,7 @@ impl Api {
             .window
             .ok_or_else(|| field_violation("window", "is required"))?;
         let window = window(&proto_window, &Calendar::new(tenant.time_zone))?;
-        let page_size = match usize::try_from(request.page_size).unwrap_or(usize::MAX) {
-            0 => DEFAULT_PAGE_SIZE,
-            size if size <= MAX_PAGE_SIZE => size,
-            size => {
-                return Err(field_violation(
-                    "page_size",
-                    format!("must be at most {MAX_PAGE_SIZE}, got {size}"),
-                ));
-            }
-        };
+        let page_size = page_size(request.page_size)?;
         let offset = if request.page_token.is_empty() {
             0
         } else {
@@ -416,7 +516,7 @@ impl Api {
             };
         let date = |field: &str, date: Option<&LocalDate>| {
             let date = date.ok_or_else(|| field_violation(field, "is required"))?;
-            local_date(date).ok_or_else(|| {
+            parse_local_date(date).ok_or_else(|| {
                 field_violation(
                     field,
                     format!(
@@ -490,7 +590,7 @@ impl Api {
                     _ => metric_value::Value::Count(count(counter)),
                 };
                 SeriesPoint {
-                    bucket_start: Some(to_local_date(start)),
+                    bucket_start: Some(local_date(start)),
                     value: Some(MetricValue {
                         metric: metric.into(),
                         value: Some(value),
@@ -512,6 +612,18 @@ impl Api {
 fn unavailable(error: impl std::fmt::Display) -> Status {
     tracing::warn!(%error, "answering UNAVAILABLE");
     Status::unavailable("the KPI store cannot be read right now; retry")
+}
+
+/// A requested page size: the default for 0, refused above the largest.
+fn page_size(requested: u32) -> Result<usize, Status> {
+    match usize::try_from(requested).unwrap_or(usize::MAX) {
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        size if size <= MAX_PAGE_SIZE => Ok(size),
+        size => Err(field_violation(
+            "page_size",
+            format!("must be at most {MAX_PAGE_SIZE}, got {size}"),
+        )),
+    }
 }
 
 /// A partner or group id: present and no longer than ingest allows.
@@ -557,7 +669,7 @@ fn window(
 ) -> Result<Window, Status> {
     let anchor = match &window.anchor {
         None => calendar.local_day(Utc::now()),
-        Some(date) => local_date(date).ok_or_else(|| {
+        Some(date) => parse_local_date(date).ok_or_else(|| {
             field_violation(
                 "window.anchor",
                 format!(
@@ -605,23 +717,14 @@ fn proto_window_with_anchor(
     };
     mentorstream_proto::kpi::v1::Window {
         kind: requested.kind,
-        anchor: anchor.map(to_local_date),
+        anchor: anchor.map(local_date),
     }
 }
 
-fn local_date(date: &LocalDate) -> Option<NaiveDate> {
+fn parse_local_date(date: &LocalDate) -> Option<NaiveDate> {
     let month = u32::try_from(date.month).ok()?;
     let day = u32::try_from(date.day).ok()?;
     NaiveDate::from_ymd_opt(date.year, month, day)
-}
-
-fn to_local_date(day: NaiveDate) -> LocalDate {
-    use chrono::Datelike as _;
-    LocalDate {
-        year: day.year(),
-        month: i32::try_from(day.month()).unwrap_or_default(),
-        day: i32::try_from(day.day()).unwrap_or_default(),
-    }
 }
 
 #[cfg(test)]

@@ -34,6 +34,44 @@ pub const WEEK_RETENTION: Duration = Duration::from_secs(400 * 86_400);
 pub const MONTH_RETENTION: Duration = Duration::from_secs(1_200 * 86_400);
 
 impl Bucket {
+    /// The bucket of a key suffix (the inverse of `Display`).
+    pub fn parse(text: &str) -> Option<Self> {
+        if text == "life" {
+            return Some(Self::Lifetime);
+        }
+        let (kind, rest) = text.split_once(':')?;
+        match kind {
+            "d" => NaiveDate::parse_from_str(rest, "%Y-%m-%d")
+                .ok()
+                .map(Self::Day),
+            "w" => {
+                let (year, week) = rest.split_once("-W")?;
+                let (year, week) = (year.parse().ok()?, week.parse().ok()?);
+                NaiveDate::from_isoywd_opt(year, week, chrono::Weekday::Mon)?;
+                Some(Self::Week { year, week })
+            }
+            "m" => {
+                let (year, month) = rest.split_once('-')?;
+                let (year, month) = (year.parse().ok()?, month.parse().ok()?);
+                NaiveDate::from_ymd_opt(year, month, 1)?;
+                Some(Self::Month { year, month })
+            }
+            _ => None,
+        }
+    }
+
+    /// The first local day of the bucket (none for lifetime).
+    pub fn first_day(self) -> Option<NaiveDate> {
+        match self {
+            Self::Day(day) => Some(day),
+            Self::Week { year, week } => {
+                NaiveDate::from_isoywd_opt(year, week, chrono::Weekday::Mon)
+            }
+            Self::Month { year, month } => NaiveDate::from_ymd_opt(year, month, 1),
+            Self::Lifetime => None,
+        }
+    }
+
     pub fn retention(self) -> Option<Duration> {
         match self {
             Self::Day(_) => Some(DAY_RETENTION),
@@ -333,6 +371,22 @@ mod tests {
         assert_eq!(Calendar::whole_days(enrolled, next_morning), 0);
         assert_eq!(Calendar::whole_days(enrolled, a_day_later), 1);
         assert_eq!(Calendar::whole_days(a_day_later, enrolled), -1);
+    }
+
+    #[test]
+    fn bucket_keys_parse_back() {
+        let calendar = Calendar::new(chrono_tz::Europe::Moscow);
+        let at = DateTime::from_timestamp(1_798_700_000, 0).expect("time");
+        for bucket in calendar.buckets(at) {
+            assert_eq!(Bucket::parse(&bucket.to_string()), Some(bucket));
+        }
+        assert_eq!(
+            Bucket::parse("w:2026-W53").and_then(Bucket::first_day),
+            NaiveDate::from_ymd_opt(2026, 12, 28)
+        );
+        assert_eq!(Bucket::parse("w:2025-W53"), None, "2025 has 52 ISO weeks");
+        assert_eq!(Bucket::parse("m:2026-13"), None);
+        assert_eq!(Bucket::parse("x:1"), None);
     }
 
     #[test]

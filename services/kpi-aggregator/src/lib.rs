@@ -14,6 +14,7 @@ pub mod metric;
 pub mod progress;
 pub mod signal;
 pub mod store;
+pub mod target;
 
 use std::sync::Arc;
 
@@ -77,7 +78,9 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
         producer: Producer::new(&config.kafka, SIGNAL_TIMEOUT)?,
         topic: config.kafka.topics.kpi_signals.clone(),
     };
-    let store = Store::new(connection.clone(), keys.clone()).with_signals(Arc::new(signals));
+    let store = Store::new(connection.clone(), keys.clone())
+        .with_signals(Arc::new(signals))
+        .with_targets(Arc::new(context.tenants.clone()));
     let progress = Progress::new(
         connection,
         keys.key(&["progress"]),

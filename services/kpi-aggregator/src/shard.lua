@@ -7,8 +7,12 @@
 -- ARGV[5]  key root of the tenant's partner shards without the partner and the closing brace,
 --          e.g. "{ms:kpi:t1:p:"
 -- ARGV[6]  key root of the tenant shard
+-- ARGV[7]  the tenant's targets, joined by \30, each id \31 subject \31 counter \31 window \31
+--          threshold (subject p, g, t or n for tenant; window d, w, m or l): a change that takes
+--          a number of a bucket from below a threshold to at or above it announces
+--          TargetCrossed
 --
--- events:    ARGV[7] watermark field (topic/partition), ARGV[8] first offset, ARGV[9] last
+-- events:    ARGV[8] watermark field (topic/partition), ARGV[9] first offset, ARGV[10] last
 --            offset, then per event: id day week month n_ops and n_ops operations:
 --              first <fact> <rank> <n> (<counter> <amount>){n}
 --              order <order id> <rank> <volume>
@@ -19,7 +23,7 @@
 --              active <rank>
 --            A batch whose first offset is at or below the shard's watermark for that field
 --            changes nothing (it was applied before); the answer says so.
--- forwarded: ARGV[7..] entries of other shards' outboxes: source seq kind rank n (bucket
+-- forwarded: ARGV[8..] entries of other shards' outboxes: source seq kind rank n (bucket
 --            counter amount){n}. kind is
 --              personal  changes of this partner's own counters caused by the event of `rank`
 --                        (a recruit), in its day, week, month and lifetime buckets;
@@ -32,7 +36,7 @@
 --              mentor    the group's mentor: bucket = mentor (counter and amount unused).
 --            rank is empty except for personal and tenant. An entry whose seq is at or below the shard's
 --            watermark for its source was applied before and is skipped.
--- trim:      ARGV[7..] outbox sequence numbers the targets have applied.
+-- trim:      ARGV[8..] outbox sequence numbers the targets have applied.
 --
 -- Answer: {applied (1 or 0), watermark, seq1, entry1, seq2, entry2, ...}: the shard's pending
 -- outbox entries, each "target \29 kind \29 rank \29 bucket \31 counter \31 amount \30 ...".
@@ -75,7 +79,7 @@ local function pending()
 end
 
 if mode == 'trim' then
-  for k = 7, #ARGV do
+  for k = 8, #ARGV do
     redis.call('HDEL', outbox, ARGV[k])
   end
   return { 1, '0' }
@@ -103,10 +107,36 @@ local function accumulate(changes, bucket, counter, amount)
   fields[counter] = (fields[counter] or 0) + amount
 end
 
+-- This shard's subject kinds: counters 'c' are the partner's (p), the group's (g) or the
+-- tenant's (n); 't' are a partner's team (t).
+local is_partner = string.sub(root, 1, #partner_prefix) == partner_prefix
+local subject_of = { c = (root == tenant_root and 'n') or (is_partner and 'p') or 'g', t = 't' }
+
+-- Targets by subject \31 counter \31 window letter.
+local targets = {}
+if ARGV[7] ~= '' then
+  for _, spec in ipairs(split(ARGV[7], '\30')) do
+    local fields = split(spec, '\31')
+    local watched = fields[2] .. '\31' .. fields[3] .. '\31' .. fields[4]
+    targets[watched] = targets[watched] or {}
+    table.insert(targets[watched], { id = fields[1], counter = fields[3], threshold = tonumber(fields[5]) })
+  end
+end
+-- Crossings in this call: { target, subject kind, bucket, value }.
+local crossings = {}
+
 local function counter_add(kind, bucket, counter, amount)
   local key = root .. ':' .. kind .. ':' .. bucket
-  redis.call('HINCRBY', key, counter, string.format('%d', amount))
+  local value = redis.call('HINCRBY', key, counter, string.format('%d', amount))
   touched[key] = string.sub(bucket, 1, 1)
+  local watching = next(targets) and targets[subject_of[kind] .. '\31' .. counter .. '\31' .. string.sub(bucket, 1, 1)]
+  if watching then
+    for _, target in ipairs(watching) do
+      if value >= target.threshold and value - amount < target.threshold then
+        crossings[#crossings + 1] = { target = target, subject = subject_of[kind], bucket = bucket, value = value }
+      end
+    end
+  end
 end
 
 -- This partner's membership events, sorted by rank; loaded on first use.
@@ -532,6 +562,22 @@ local function finish()
   for group, mentor in pairs(group_mentors) do
     emit(group_root(group), 'mentor', { [mentor] = { mentor = 1 } })
   end
+  -- TargetCrossed: target \31 subject kind \31 subject id \31 recipient \31 bucket \31 value
+  -- \31 counter \31 threshold.
+  for _, crossing in ipairs(crossings) do
+    local subject_id, recipient = '', ''
+    if crossing.subject == 'p' or crossing.subject == 't' then
+      subject_id = string.sub(root, #partner_prefix + 1, -2)
+      recipient = subject_id
+    elseif crossing.subject == 'g' then
+      subject_id = string.sub(root, #tenant_root + 3, -2)
+      recipient = redis.call('GET', root .. ':mentor') or ''
+    end
+    redis.call('HSET', outbox, redis.call('INCR', root .. ':oseq'), 'signal\29target\29\29' .. table.concat(
+      { crossing.target.id, crossing.subject, subject_id, recipient, crossing.bucket,
+        string.format('%d', crossing.value), crossing.target.counter,
+        string.format('%d', crossing.target.threshold) }, '\31'))
+  end
   for key, kind in pairs(touched) do
     local ttl = retention[kind]
     if ttl then
@@ -552,7 +598,7 @@ end
 if mode == 'forwarded' then
   -- Parse everything before writing anything: a malformed call must change nothing.
   local entries = {}
-  local k = 7
+  local k = 8
   while k <= #ARGV do
     local entry = {
       source = ARGV[k], seq = tonumber(ARGV[k + 1]), kind = ARGV[k + 2], rank = ARGV[k + 3], changes = {}
@@ -617,9 +663,9 @@ if mode ~= 'events' then
   return redis.error_reply('unknown mode ' .. tostring(mode))
 end
 
-local watermark_field = ARGV[7]
-local first_offset = tonumber(ARGV[8])
-local last_offset = tonumber(ARGV[9])
+local watermark_field = ARGV[8]
+local first_offset = tonumber(ARGV[9])
+local last_offset = tonumber(ARGV[10])
 local watermark = tonumber(redis.call('HGET', root .. ':wm', watermark_field) or '-1')
 if first_offset <= watermark then
   return answer(0, watermark)
@@ -627,7 +673,7 @@ end
 
 -- Parse everything before writing anything: a malformed call must change nothing.
 local events = {}
-local i = 10
+local i = 11
 while i <= #ARGV do
   local event = { id = ARGV[i], buckets = { ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], 'life' }, ops = {} }
   local operations = tonumber(ARGV[i + 4])

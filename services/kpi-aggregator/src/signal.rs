@@ -10,12 +10,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use mentorstream_kafka::{CloudEvent, OutboundRecord, Producer};
-use mentorstream_proto::kpi::v1::{self as proto, kpi_signal};
+use mentorstream_proto::kpi::v1::{self as proto, Metric, SubjectKind, WindowKind, kpi_signal};
 use sha2::{Digest, Sha256};
 
-use crate::calendar::Calendar;
+use crate::calendar::{Bucket, Calendar};
 use crate::fold::rank_time;
-use crate::metric::{decimal, timestamp};
+use crate::metric::{Counter, decimal, local_date, timestamp};
 
 /// A signal about one partner.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +45,16 @@ pub enum Payload {
         last_active_at: DateTime<Utc>,
         inactive_days: u32,
     },
+    TargetCrossed {
+        target_id: String,
+        subject_kind: SubjectKind,
+        subject_id: String,
+        bucket: Bucket,
+        counter: Counter,
+        /// In the counter's units.
+        threshold: i64,
+        value: i64,
+    },
 }
 
 /// Where signals go. Publishing must be durable when it returns `Ok`: the outbox entries are
@@ -54,15 +64,22 @@ pub trait SignalSink: std::fmt::Debug + Send + Sync {
 }
 
 impl Signal {
-    /// A signal from a shard's outbox entry: `kind`, the enrolment's rank and the fact
-    /// (`rank \x1f order \x1f volume` or `rank \x1f level \x1f name`). `None` if malformed.
+    /// A signal from an outbox entry of the shard of `partner_id` (empty for other shards):
+    /// `kind`, the enrolment's rank and the fact (`rank \x1f order \x1f volume`,
+    /// `rank \x1f level \x1f name`, or for a target `target \x1f subject kind \x1f subject id
+    /// \x1f recipient \x1f bucket \x1f value \x1f counter \x1f threshold`, which happens `now`).
+    /// `None` if malformed.
     pub fn from_outbox(
         tenant_id: &str,
         partner_id: &str,
         kind: &str,
         enrolment_rank: &str,
         fact: &str,
+        now: DateTime<Utc>,
     ) -> Option<Self> {
+        if kind == "target" {
+            return Self::target_crossed(tenant_id, fact, now);
+        }
         let enrolled_at = rank_time(enrolment_rank)?;
         let mut fields = fact.split('\u{1f}');
         let occurred_at = rank_time(fields.next()?)?;
@@ -100,6 +117,47 @@ impl Signal {
             signal_id: signal_id(tenant_id, partner_id, kind, &key),
             occurred_at,
             payload,
+        })
+    }
+
+    fn target_crossed(tenant_id: &str, fact: &str, now: DateTime<Utc>) -> Option<Self> {
+        let fields: Vec<&str> = fact.split('\u{1f}').collect();
+        let [
+            target_id,
+            subject,
+            subject_id,
+            recipient,
+            bucket,
+            value,
+            counter,
+            threshold,
+        ] = fields.as_slice()
+        else {
+            return None;
+        };
+        let subject_kind = match *subject {
+            "p" => SubjectKind::Partner,
+            "g" => SubjectKind::Group,
+            "t" => SubjectKind::Team,
+            "n" => SubjectKind::Tenant,
+            _ => return None,
+        };
+        let key = format!("{target_id}\u{1f}{subject}\u{1f}{subject_id}\u{1f}{bucket}");
+        Some(Self {
+            tenant_id: tenant_id.to_owned(),
+            partner_id: (*recipient).to_owned(),
+            // The recipient is not part of the cause: a group's mentor may be learnt later.
+            signal_id: signal_id(tenant_id, "", "target", &key),
+            occurred_at: now,
+            payload: Payload::TargetCrossed {
+                target_id: (*target_id).to_owned(),
+                subject_kind,
+                subject_id: (*subject_id).to_owned(),
+                bucket: Bucket::parse(bucket)?,
+                counter: Counter::from_field(counter)?,
+                threshold: threshold.parse().ok()?,
+                value: value.parse().ok()?,
+            },
         })
     }
 
@@ -158,6 +216,45 @@ impl Signal {
                 last_active_at: Some(timestamp(*last_active_at)),
                 inactive_days: *inactive_days,
             }),
+            Payload::TargetCrossed {
+                target_id,
+                subject_kind,
+                subject_id,
+                bucket,
+                counter,
+                threshold,
+                value,
+            } => {
+                let number = |value: i64| {
+                    if *counter == Counter::SalesVolume {
+                        decimal(value)
+                    } else {
+                        mentorstream_proto::common::v1::Decimal {
+                            value: value.to_string(),
+                        }
+                    }
+                };
+                let window_kind = match bucket {
+                    Bucket::Day(_) => WindowKind::Day,
+                    Bucket::Week { .. } => WindowKind::Week,
+                    Bucket::Month { .. } => WindowKind::Month,
+                    Bucket::Lifetime => WindowKind::Lifetime,
+                };
+                kpi_signal::Payload::TargetCrossed(proto::TargetCrossed {
+                    target_id: target_id.clone(),
+                    subject: Some(proto::Subject {
+                        kind: (*subject_kind).into(),
+                        id: subject_id.clone(),
+                    }),
+                    window: Some(proto::Window {
+                        kind: window_kind.into(),
+                        anchor: bucket.first_day().map(local_date),
+                    }),
+                    metric: counter.metric().unwrap_or(Metric::Unspecified).into(),
+                    threshold: Some(number(*threshold)),
+                    value: Some(number(*value)),
+                })
+            }
         };
         proto::KpiSignal {
             tenant_id: self.tenant_id.clone(),
@@ -237,6 +334,7 @@ mod tests {
             "first_sale",
             &rank(enrolled, "crm", "e-1"),
             &fact,
+            sold,
         )
         .expect("well formed");
         assert_eq!(signal.occurred_at, sold);
@@ -251,7 +349,7 @@ mod tests {
         assert_eq!(signal.signal_id, signal_id("t1", "ann", "first_sale", ""));
         assert_ne!(signal.signal_id, signal_id("t1", "bob", "first_sale", ""));
         assert_eq!(
-            Signal::from_outbox("t1", "ann", "rank", "garbage", &fact),
+            Signal::from_outbox("t1", "ann", "rank", "garbage", &fact, sold),
             None
         );
     }

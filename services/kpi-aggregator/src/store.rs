@@ -15,6 +15,7 @@ use crate::calendar::{Bucket, DAY_RETENTION, MONTH_RETENTION, WEEK_RETENTION};
 use crate::fold::{Operation, ShardEvent};
 use crate::metric::Counter;
 use crate::signal::{Signal, SignalSink};
+use crate::target::{Target, TargetSource};
 
 const SHARD_SCRIPT: &str = include_str!("shard.lua");
 
@@ -47,6 +48,8 @@ pub enum StoreError {
     Cycle,
     #[error("cannot publish signals: {0}")]
     Signals(String),
+    #[error("cannot read the tenant's targets: {0}")]
+    Targets(String),
 }
 
 /// Events of one topic-partition for one partner shard, in offset order.
@@ -122,7 +125,11 @@ pub struct Store {
     keys: KeySpace,
     script_sha: String,
     signals: Option<Arc<dyn SignalSink>>,
+    targets: Option<Arc<dyn TargetSource>>,
 }
+
+/// Per tenant, its targets as the shard script reads them.
+type TargetSpecs = BTreeMap<String, String>;
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -141,7 +148,15 @@ impl Store {
                 .get_hash()
                 .to_owned(),
             signals: None,
+            targets: None,
         }
+    }
+
+    /// Watches the targets of `source` for TargetCrossed (without one, none is watched).
+    #[must_use]
+    pub fn with_targets(mut self, source: Arc<dyn TargetSource>) -> Self {
+        self.targets = Some(source);
+        self
     }
 
     /// Publishes the signals the shards decide to `sink` (without one they are dropped).
@@ -168,8 +183,9 @@ impl Store {
 
     /// Applies `batches` and everything they cause, exactly once.
     pub async fn apply(&self, batches: &[PartnerBatch]) -> Result<(), StoreError> {
-        let pending = self.apply_events(batches).await?;
-        self.forward(pending, None).await
+        let targets = self.target_specs(batches).await?;
+        let pending = self.apply_events(batches, &targets).await?;
+        self.forward(pending, &targets, None).await
     }
 
     /// What a consumer that crashes part-way has done, for fault tests: stage 1, then
@@ -181,16 +197,38 @@ impl Store {
         batches: &[PartnerBatch],
         hops: usize,
     ) -> Result<(), StoreError> {
-        let pending = self.apply_events(batches).await?;
+        let targets = self.target_specs(batches).await?;
+        let pending = self.apply_events(batches, &targets).await?;
         if hops == 0 {
             return Ok(());
         }
-        self.forward(pending, Some(hops)).await
+        self.forward(pending, &targets, Some(hops)).await
+    }
+
+    /// The script's spelling of the targets of every tenant of `batches`.
+    async fn target_specs(&self, batches: &[PartnerBatch]) -> Result<TargetSpecs, StoreError> {
+        let mut specs = TargetSpecs::new();
+        let Some(source) = &self.targets else {
+            return Ok(specs);
+        };
+        for batch in batches {
+            if specs.contains_key(&batch.tenant_id) {
+                continue;
+            }
+            let targets = source
+                .targets(&batch.tenant_id)
+                .await
+                .map_err(StoreError::Targets)?;
+            let spec: Vec<String> = targets.iter().map(Target::script_spec).collect();
+            specs.insert(batch.tenant_id.clone(), spec.join("\u{1e}"));
+        }
+        Ok(specs)
     }
 
     async fn apply_events(
         &self,
         batches: &[PartnerBatch],
+        targets: &TargetSpecs,
     ) -> Result<BTreeSet<OutboxEntry>, StoreError> {
         let mut outboxes = BTreeSet::new();
         let mut pending: Vec<(&PartnerBatch, i64)> = batches
@@ -201,7 +239,7 @@ impl Store {
         while !pending.is_empty() {
             let calls: Vec<Cmd> = pending
                 .iter()
-                .map(|(batch, watermark)| self.events_call(batch, *watermark))
+                .map(|(batch, watermark)| self.events_call(batch, *watermark, targets))
                 .collect();
             let answers = self.invoke(calls).await?;
             let mut refused = Vec::new();
@@ -232,6 +270,7 @@ impl Store {
     async fn forward(
         &self,
         mut pending: BTreeSet<OutboxEntry>,
+        targets: &TargetSpecs,
         crash_after: Option<usize>,
     ) -> Result<(), StoreError> {
         let mut hops: Vec<BTreeSet<OutboxEntry>> = Vec::new();
@@ -251,7 +290,7 @@ impl Store {
             let calls: Vec<Cmd> = by_target
                 .iter()
                 .map(|((tenant_id, target), entries)| {
-                    self.forwarded_call(tenant_id, target, entries)
+                    self.forwarded_call(tenant_id, target, entries, targets)
                 })
                 .collect();
             let answers = self.invoke(calls).await?;
@@ -359,6 +398,7 @@ impl Store {
                 &entry.kind,
                 &entry.rank,
                 &entry.changes,
+                chrono::Utc::now(),
             ) {
                 Some(signal) => signals.push(signal),
                 None => tracing::error!(?entry, "dropping a malformed signal entry"),
@@ -389,7 +429,7 @@ impl Store {
         }
     }
 
-    fn script_call(&self, shard: &str, tenant_id: &str, mode: &str) -> Cmd {
+    fn script_call(&self, shard: &str, tenant_id: &str, mode: &str, targets: &TargetSpecs) -> Cmd {
         let mut call = cmd("EVALSHA");
         call.arg(&self.script_sha).arg(1).arg(shard).arg(mode);
         for retention in [DAY_RETENTION, WEEK_RETENTION, MONTH_RETENTION] {
@@ -397,11 +437,12 @@ impl Store {
         }
         let partner_prefix = self.partner_shard(tenant_id, "");
         call.arg(partner_prefix.trim_end_matches('}'))
-            .arg(self.tenant_shard(tenant_id));
+            .arg(self.tenant_shard(tenant_id))
+            .arg(targets.get(tenant_id).map_or("", String::as_str));
         call
     }
 
-    fn events_call(&self, batch: &PartnerBatch, watermark: i64) -> Cmd {
+    fn events_call(&self, batch: &PartnerBatch, watermark: i64, targets: &TargetSpecs) -> Cmd {
         let events: Vec<&ShardEvent> = batch
             .events
             .iter()
@@ -410,7 +451,7 @@ impl Store {
         let first = events.first().map_or(0, |event| event.offset);
         let last = events.last().map_or(0, |event| event.offset);
         let shard = self.partner_shard(&batch.tenant_id, &batch.partner_id);
-        let mut call = self.script_call(&shard, &batch.tenant_id, "events");
+        let mut call = self.script_call(&shard, &batch.tenant_id, "events", targets);
         call.arg(&batch.source).arg(first).arg(last);
         for event in events {
             call.arg(&event.id);
@@ -467,8 +508,14 @@ impl Store {
         call
     }
 
-    fn forwarded_call(&self, tenant_id: &str, target: &str, entries: &[&OutboxEntry]) -> Cmd {
-        let mut call = self.script_call(target, tenant_id, "forwarded");
+    fn forwarded_call(
+        &self,
+        tenant_id: &str,
+        target: &str,
+        entries: &[&OutboxEntry],
+        targets: &TargetSpecs,
+    ) -> Cmd {
+        let mut call = self.script_call(target, tenant_id, "forwarded", targets);
         // In sequence order per source: the target's watermark per source only moves up.
         let mut entries = entries.to_vec();
         entries.sort_by(|a, b| (&a.source, a.seq).cmp(&(&b.source, b.seq)));

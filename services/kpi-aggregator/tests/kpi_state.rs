@@ -15,6 +15,8 @@ use mentorstream_kpi_aggregator::calendar::Calendar;
 use mentorstream_kpi_aggregator::fold::{mentorship_event, partner_event};
 use mentorstream_kpi_aggregator::signal::{Payload, Signal, SignalSink};
 use mentorstream_kpi_aggregator::store::{PartnerBatch, Store};
+use mentorstream_kpi_aggregator::target::{Target, TargetSource};
+use mentorstream_proto::kpi::v1::SubjectKind;
 use mentorstream_redis::{KeySpace, cmd};
 use mentorstream_testkit::{RedisCluster, unique};
 use rand::rngs::StdRng;
@@ -101,7 +103,12 @@ impl Collected {
             .lock()
             .expect("lock")
             .iter()
-            .filter(|signal| !matches!(signal.payload, Payload::Inactive { .. }))
+            .filter(|signal| {
+                !matches!(
+                    signal.payload,
+                    Payload::Inactive { .. } | Payload::TargetCrossed { .. }
+                )
+            })
             .map(|signal| (signal.signal_id.clone(), signal.clone()))
             .collect()
     }
@@ -206,6 +213,44 @@ fn inactive(signals: &Collected) -> BTreeMap<String, Signal> {
         .collect();
     assert_eq!(by_id.len(), published.len(), "no Inactive twice");
     by_id
+}
+
+/// The scenario's targets, without a database.
+#[derive(Debug)]
+struct FixedTargets(Arc<Vec<Target>>);
+
+impl TargetSource for FixedTargets {
+    fn targets<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Arc<Vec<Target>>, String>> {
+        let targets = self.0.clone();
+        Box::pin(async move { Ok(targets) })
+    }
+}
+
+/// The TargetCrossed signals published, by id, as (target, subject kind, subject, recipient).
+fn crossings(signals: &Collected) -> BTreeMap<String, (String, SubjectKind, String, String)> {
+    signals
+        .0
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter_map(|signal| match &signal.payload {
+            Payload::TargetCrossed {
+                target_id,
+                subject_kind,
+                subject_id,
+                ..
+            } => Some((
+                signal.signal_id.clone(),
+                (
+                    target_id.clone(),
+                    *subject_kind,
+                    subject_id.clone(),
+                    signal.partner_id.clone(),
+                ),
+            )),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Fails with the counters that differ (stored, expected), not both whole maps.
@@ -431,7 +476,8 @@ async fn agrees_with_the_rules(redis: &RedisConfig, seeds: std::ops::Range<u64>)
         let mut connection = mentorstream_redis::connect(redis).expect("redis");
         let signals = Arc::new(Collected::default());
         let store = Store::new(connection.clone(), KeySpace::new(&prefix, "kpi"))
-            .with_signals(signals.clone());
+            .with_signals(signals.clone())
+            .with_targets(Arc::new(FixedTargets(Arc::new(scenario::targets()))));
         // Arrival order: shuffled (enrolments after the activity below them), and some events
         // published twice (ingest's crash window).
         let mut arrival = records.clone();
@@ -463,6 +509,13 @@ async fn agrees_with_the_rules(redis: &RedisConfig, seeds: std::ops::Range<u64>)
             "seed {seed}: the latest signal of each cause"
         );
 
+        let crossed = crossings(&signals);
+        assert_eq!(
+            crossed,
+            scenario::expected_crossings(TENANT, &expected),
+            "seed {seed}: targets crossed"
+        );
+        assert!(crossed.len() > 3, "the scenario crosses targets");
         assert_inactivity(&store, &signals, &events).await;
 
         for group in ["g-1", "g-2"] {

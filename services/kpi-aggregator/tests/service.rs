@@ -10,9 +10,10 @@ use mentorstream_runtime::{Context, Listeners};
 use mentorstream_testkit::{RedisCluster, fresh_database, unique};
 use scenario::live::{
     Reader, assert_journeys, assert_leaderboards, assert_scorecards, assert_series, assert_signals,
-    create_tenant, produce, produce_poison, produce_sentinels, wait_for, window,
+    assert_target_progress, create_tenant, produce, produce_poison, produce_sentinels, put_targets,
+    wait_for, window,
 };
-use scenario::{Events, expected_signals};
+use scenario::{Events, expected_crossings, expected_signals};
 use tonic::Code;
 
 /// The aggregator running in this process.
@@ -75,6 +76,14 @@ async fn on_a_redis_cluster_scorecards_equal_the_rules() {
 async fn scorecards_equal_the_rules(cluster: Option<&RedisCluster>) {
     let aggregator = Aggregator::start(cluster).await;
     let config = &aggregator.context.config;
+    let mut reader = Reader::connect(aggregator.addr, aggregator.api_key.clone()).await;
+    let admin = aggregator
+        .context
+        .tenants
+        .create_key(&aggregator.tenant_id, "admin".parse().expect("scopes"))
+        .await
+        .expect("admin key");
+    put_targets(&mut reader, &admin.api_key).await;
     let mut events = Events::scenario().for_tenant(&aggregator.tenant_id);
     let records = events.records();
     produce(&config.kafka, &records[..10]).await;
@@ -83,13 +92,18 @@ async fn scorecards_equal_the_rules(cluster: Option<&RedisCluster>) {
     produce(&config.kafka, &records[10..]).await;
     let sentinels = produce_sentinels(&config.kafka, &aggregator.tenant_id).await;
     events.extend(sentinels.clone());
-    let mut reader = Reader::connect(aggregator.addr, aggregator.api_key.clone()).await;
     wait_for(&mut reader, &sentinels).await;
     assert_scorecards(&mut reader, &events).await;
     let expected = events.expected();
     assert_series(&mut reader, &expected).await;
     assert_leaderboards(&mut reader, &expected).await;
-    assert_signals(&config.kafka, &expected_signals(&events.activity)).await;
+    assert_signals(
+        &config.kafka,
+        &expected_signals(&events.activity),
+        &expected_crossings(&aggregator.tenant_id, &expected),
+    )
+    .await;
+    assert_target_progress(&mut reader, &expected).await;
     assert_journeys(&mut reader, &events).await;
 
     let refused = reader

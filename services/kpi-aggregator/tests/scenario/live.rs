@@ -50,12 +50,7 @@ impl Reader {
 
     /// `message` with this reader's key.
     fn authorized<T>(&self, message: T) -> Request<T> {
-        let mut request = Request::new(message);
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {}", self.api_key).parse().expect("ascii"),
-        );
-        request
+        with_key(&self.api_key, message)
     }
 
     pub async fn scorecard(
@@ -117,7 +112,7 @@ pub async fn assert_journeys(reader: &mut Reader, events: &Events) {
                 .filter(move |signal| match signal.payload {
                     SignalPayload::FirstSale { .. } => kind == "sale",
                     SignalPayload::RankAchieved { .. } => kind == "rank",
-                    SignalPayload::Inactive { .. } => false,
+                    SignalPayload::Inactive { .. } | SignalPayload::TargetCrossed { .. } => false,
                 })
         };
         match of("sale").next() {
@@ -576,29 +571,33 @@ pub async fn wait_for(reader: &mut Reader, sentinels: &Events) {
     }
 }
 
-/// Reads the signals topic until the latest signal of each id is exactly `expected` (a signal
-/// may be published again after a crash or a correction, always with the same id).
+/// Reads the signals topic until the latest signal of each id is exactly `expected` and the
+/// TargetCrossed ids are exactly `crossings` (their values and times depend on when they were
+/// crossed; a signal may be published again after a crash or a correction, with the same id).
 pub async fn assert_signals(
     kafka: &KafkaConfig,
     expected: &BTreeMap<String, mentorstream_kpi_aggregator::signal::Signal>,
+    crossings: &BTreeMap<String, (String, SubjectKind, String, String)>,
 ) {
     use futures::StreamExt as _;
     let expected: BTreeMap<String, KpiSignal> = expected
         .iter()
         .map(|(id, signal)| (id.clone(), signal.to_proto()))
         .collect();
+    let crossings: BTreeMap<String, (String, SubjectKind, String, String)> = crossings.clone();
     let group = mentorstream_testkit::unique("signals-reader");
     let consumer = mentorstream_kafka::Consumer::new(kafka, &group, &[&kafka.topics.kpi_signals])
         .expect("consumer");
     let mut stream = consumer.inner().stream();
     let mut latest: BTreeMap<String, KpiSignal> = BTreeMap::new();
+    let mut crossed: BTreeMap<String, (String, SubjectKind, String, String)> = BTreeMap::new();
     let deadline = tokio::time::Instant::now() + WAIT;
-    while latest != expected {
+    while latest != expected || crossed != crossings {
         let message = tokio::time::timeout_at(deadline, stream.next())
             .await
             .unwrap_or_else(|_| {
                 panic!(
-                    "signals never matched: {} of {} ids seen, differing: {:?}",
+                    "signals never matched: {} of {} ids seen, differing: {:?}; crossed {crossed:?}",
                     latest.len(),
                     expected.len(),
                     expected
@@ -613,7 +612,214 @@ pub async fn assert_signals(
         let signal: KpiSignal = mentorstream_kafka::InboundRecord::new(&message)
             .decode()
             .expect("a signal");
-        latest.insert(signal.signal_id.clone(), signal);
+        match &signal.payload {
+            Some(mentorstream_proto::kpi::v1::kpi_signal::Payload::TargetCrossed(crossing)) => {
+                let subject = crossing.subject.clone().expect("subject");
+                crossed.insert(
+                    signal.signal_id.clone(),
+                    (
+                        crossing.target_id.clone(),
+                        SubjectKind::try_from(subject.kind).expect("kind"),
+                        subject.id,
+                        signal.partner_id.clone(),
+                    ),
+                );
+            }
+            _ => {
+                latest.insert(signal.signal_id.clone(), signal);
+            }
+        }
+    }
+}
+
+/// `message` with `key`.
+fn with_key<T>(key: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {key}").parse().expect("ascii"),
+    );
+    request
+}
+
+/// Puts the scenario's targets through the API with an admin key, checking on the way that a
+/// retried request changes nothing, invalid targets and read keys are refused, and that
+/// targets list page by page and delete.
+pub async fn put_targets(reader: &mut Reader, admin_key: &str) {
+    use mentorstream_proto::kpi::v1::{
+        DeleteTargetRequest, ListTargetsRequest, PutTargetRequest, Target as ProtoTarget,
+    };
+    let targets: Vec<ProtoTarget> = super::targets()
+        .iter()
+        .map(|target| target.to_proto())
+        .collect();
+    for (n, target) in targets.iter().enumerate() {
+        let put = |target: ProtoTarget| PutTargetRequest {
+            request_id: format!("put-{n}"),
+            target: Some(target),
+        };
+        let answer = reader
+            .client
+            .put_target(with_key(admin_key, put(target.clone())))
+            .await
+            .expect("put")
+            .into_inner();
+        assert_eq!(answer.target.as_ref(), Some(target));
+        // The same request id again, even with another body: the first answer, nothing written.
+        let mut changed = target.clone();
+        changed.threshold = Some(mentorstream_proto::common::v1::Decimal {
+            value: "999".into(),
+        });
+        let again = reader
+            .client
+            .put_target(with_key(admin_key, put(changed)))
+            .await
+            .expect("put again")
+            .into_inner();
+        assert_eq!(again.target.as_ref(), Some(target));
+    }
+    let mut rolling = targets[0].clone();
+    rolling.target_id = "rolling".into();
+    rolling.window_kind = WindowKind::Rolling7d.into();
+    let refused = reader
+        .client
+        .put_target(with_key(
+            admin_key,
+            PutTargetRequest {
+                request_id: String::new(),
+                target: Some(rolling),
+            },
+        ))
+        .await
+        .expect_err("rolling");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        refused.message(),
+        "target.window_kind: rolling windows have no moment of crossing; use DAY, WEEK, MONTH or \
+         LIFETIME"
+    );
+    let read_key = reader.api_key.clone();
+    let forbidden = reader
+        .client
+        .put_target(with_key(
+            &read_key,
+            PutTargetRequest {
+                request_id: String::new(),
+                target: Some(targets[0].clone()),
+            },
+        ))
+        .await
+        .expect_err("read key");
+    assert_eq!(forbidden.code(), tonic::Code::PermissionDenied);
+    // Listed by id, two per page; a temporary target deletes once.
+    let mut temporary = targets[0].clone();
+    temporary.target_id = "temporary".into();
+    reader
+        .client
+        .put_target(with_key(
+            admin_key,
+            PutTargetRequest {
+                request_id: String::new(),
+                target: Some(temporary),
+            },
+        ))
+        .await
+        .expect("put");
+    let mut listed = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = reader
+            .client
+            .list_targets(with_key(
+                &read_key,
+                ListTargetsRequest {
+                    page_size: 2,
+                    page_token: page_token.clone(),
+                },
+            ))
+            .await
+            .expect("list")
+            .into_inner();
+        assert!(page.targets.len() <= 2);
+        listed.extend(page.targets.into_iter().map(|target| target.target_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(
+        listed,
+        [
+            "temporary",
+            "thirty-recruits",
+            "twenty-orders",
+            "two-orders"
+        ]
+    );
+    let delete = || DeleteTargetRequest {
+        target_id: "temporary".into(),
+    };
+    reader
+        .client
+        .delete_target(with_key(admin_key, delete()))
+        .await
+        .expect("deleted");
+    let gone = reader
+        .client
+        .delete_target(with_key(admin_key, delete()))
+        .await
+        .expect_err("deleted before");
+    assert_eq!(gone.code(), tonic::Code::NotFound);
+}
+
+/// Progress toward the lifetime targets in lifetime scorecards: the number and its share of
+/// the threshold, at most 1.
+pub async fn assert_target_progress(reader: &mut Reader, expected: &BTreeMap<Key, i64>) {
+    for (kind, id, oracle_kind, target_id, field, threshold) in [
+        (SubjectKind::Partner, "ann", "c", "two-orders", "ord", 2),
+        (SubjectKind::Partner, "n4", "c", "two-orders", "ord", 2),
+        (
+            SubjectKind::Tenant,
+            "",
+            "tenant",
+            "twenty-orders",
+            "ord",
+            20,
+        ),
+        (SubjectKind::Team, "n3", "t", "thirty-recruits", "rec", 30),
+    ] {
+        let answer = reader
+            .scorecard(kind, id, window(WindowKind::Lifetime, None))
+            .await
+            .expect("scorecard");
+        let value = oracle(expected, oracle_kind, id, &["life".into()])
+            .get(field)
+            .copied()
+            .unwrap_or(0);
+        let progress: Vec<(String, String, f64)> = answer
+            .targets
+            .iter()
+            .map(|progress| {
+                (
+                    progress.target.as_ref().expect("target").target_id.clone(),
+                    progress.value.as_ref().expect("value").value.clone(),
+                    progress.progress,
+                )
+            })
+            .collect();
+        #[allow(clippy::cast_precision_loss)]
+        let share = (value as f64 / f64::from(threshold)).min(1.0);
+        assert_eq!(
+            progress,
+            [(target_id.to_owned(), value.to_string(), share)],
+            "{kind:?} {id}"
+        );
+        // Other windows show no lifetime targets.
+        let weekly = reader
+            .scorecard(kind, id, window(WindowKind::Week, Some((2026, 11, 30))))
+            .await
+            .expect("scorecard");
+        assert!(weekly.targets.is_empty());
     }
 }
 

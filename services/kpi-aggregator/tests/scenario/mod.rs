@@ -9,13 +9,16 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use chrono_tz::Europe::Moscow;
+use mentorstream_kpi_aggregator::metric::Counter;
 use mentorstream_kpi_aggregator::signal::{Payload as SignalPayload, Signal, signal_id};
+use mentorstream_kpi_aggregator::target::{Target, TargetWindow};
 use mentorstream_proto::activity::v1::PartnerEnrolled;
 use mentorstream_proto::activity::v1::{
     ActivityEvent, ActivityPing, EventAttended, EventKind, ModuleCompleted, OrderPlaced,
     OrderRefunded, PingKind, RankAchieved, activity_event::Payload,
 };
 use mentorstream_proto::common::v1::Decimal;
+use mentorstream_proto::kpi::v1::SubjectKind;
 use mentorstream_proto::mentorship::v1::{
     FeedbackSubmitted, MenteeAssigned, MenteeUnassigned, MentorshipEvent, SessionCompleted,
     SessionMissed, mentorship_event,
@@ -747,6 +750,61 @@ pub fn expected_signals(events: &[ActivityEvent]) -> BTreeMap<String, Signal> {
         }
     }
     signals
+}
+
+/// Targets whose crossing is a function of the event set in this scenario: partners with 2
+/// orders and the tenant with 20 (lifetime counts of distinct orders only grow), and teams with
+/// 30 recruits, which only the root's reaches. (A team's number can be higher for a while than
+/// it ends: n5's later enrolment under x3 may arrive first, and move back when the earlier one
+/// comes; a lower threshold could be crossed by that passing state.)
+pub fn targets() -> Vec<Target> {
+    let target = |id: &str, subject_kind, counter, threshold| Target {
+        target_id: id.into(),
+        subject_kind,
+        counter,
+        window: TargetWindow::Lifetime,
+        threshold,
+    };
+    vec![
+        target("two-orders", SubjectKind::Partner, Counter::Orders, 2),
+        target("thirty-recruits", SubjectKind::Team, Counter::Recruits, 30),
+        target("twenty-orders", SubjectKind::Tenant, Counter::Orders, 20),
+    ]
+}
+
+/// The TargetCrossed signals of [`targets`], by id, as (target, subject kind, subject id,
+/// recipient): every subject whose lifetime number reaches the threshold.
+pub fn expected_crossings(
+    tenant_id: &str,
+    expected: &BTreeMap<Key, i64>,
+) -> BTreeMap<String, (String, SubjectKind, String, String)> {
+    let mut crossings = BTreeMap::new();
+    for target in targets() {
+        let (kind, code) = match target.subject_kind {
+            SubjectKind::Partner => ("c", "p"),
+            SubjectKind::Team => ("t", "t"),
+            _ => ("tenant", "n"),
+        };
+        for ((oracle_kind, subject, bucket, field), value) in expected {
+            if oracle_kind == kind
+                && bucket == "life"
+                && field == target.counter.field()
+                && *value >= target.threshold
+            {
+                let key = format!("{}\u{1f}{code}\u{1f}{subject}\u{1f}life", target.target_id);
+                crossings.insert(
+                    signal_id(tenant_id, "", "target", &key),
+                    (
+                        target.target_id.clone(),
+                        target.subject_kind,
+                        subject.clone(),
+                        subject.clone(),
+                    ),
+                );
+            }
+        }
+    }
+    crossings
 }
 
 fn cents(decimal: &Option<Decimal>) -> i64 {
