@@ -145,6 +145,7 @@ async fn aggregator(
             vec![topic.clone()],
             config.kafka.partitions,
         ),
+        applied: mentorstream_kpi_aggregator::consume::AppliedOffsets::default(),
     };
     let consumer = Consumer::assigned(
         &config.kafka,

@@ -1,7 +1,8 @@
 //! `mentorstream`: the command for people.
 //!
 //! - `mentorstream up` runs the four services in one process (the local and demo default);
-//! - `mentorstream admin …` migrates the control database and manages tenants and API keys.
+//! - `mentorstream admin …` migrates the control database and manages tenants and API keys;
+//! - `mentorstream kpi rebuild` recomputes the KPI state from the topics.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -35,6 +36,16 @@ enum Command {
     /// Migrations, tenants and API keys.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// The KPI state.
+    #[command(subcommand)]
+    Kpi(KpiCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KpiCommand {
+    /// Replay the topics from the start into a fresh key namespace and switch every
+    /// aggregator over to it when caught up (e.g. after Redis lost data).
+    Rebuild,
 }
 
 #[tokio::main]
@@ -44,6 +55,7 @@ async fn main() -> ExitCode {
         Ok(config) => match cli.command {
             Command::Up => Box::pin(up(config)).await,
             Command::Admin(command) => admin::run(&config, command).await,
+            Command::Kpi(KpiCommand::Rebuild) => rebuild(config).await,
         },
         Err(error) => Err(error.into()),
     };
@@ -98,6 +110,29 @@ async fn up(config: Config) -> anyhow::Result<()> {
     let result = mentorstream_runtime::run_until_shutdown(&context, Box::pin(services)).await;
     telemetry.shutdown();
     result
+}
+
+async fn rebuild(config: Config) -> anyhow::Result<()> {
+    let telemetry = mentorstream_telemetry::init(&config.telemetry, "mentorstream")?;
+    let context = Context::connect(config, telemetry.clone()).await?;
+    // Ctrl-C stops the replay; the active generation stays as it was.
+    context.shutdown.trigger_on_signals();
+    let rebuilt = mentorstream_kpi_aggregator::rebuild::rebuild(
+        &context.config,
+        &context.tenants,
+        context.shutdown.token(),
+    )
+    .await?;
+    println!(
+        "rebuilt {} records into generation {} (was {}) in {:.1} s; aggregators switch to it within {} s",
+        rebuilt.records,
+        rebuilt.generation,
+        rebuilt.previous,
+        rebuilt.elapsed.as_secs_f64(),
+        mentorstream_kpi_aggregator::namespace::POLL.as_secs()
+    );
+    telemetry.shutdown();
+    Ok(())
 }
 
 /// A service of `up` failed; carries the cause chain.

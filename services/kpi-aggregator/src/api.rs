@@ -20,8 +20,8 @@ use tonic::{Request, Response, Status};
 use crate::calendar::{Calendar, Granularity, Window};
 use crate::fold::rank_time;
 use crate::metric::{Counter, decimal, local_date, timestamp};
-use crate::progress::Progress;
-use crate::store::{Store, Subject};
+use crate::namespace::Namespace;
+use crate::store::Subject;
 use crate::target::Target;
 
 /// Longest partner id, as at ingest.
@@ -34,8 +34,8 @@ const MAX_PAGE_SIZE: usize = 500;
 
 #[derive(Debug, Clone)]
 pub struct Api {
-    pub store: Store,
-    pub progress: Progress,
+    /// The active generation's state; `None` until it is known.
+    pub namespace: tokio::sync::watch::Receiver<Option<Namespace>>,
     pub tenants: Tenants,
 }
 
@@ -153,6 +153,7 @@ impl KpiService for Api {
     ) -> Result<Response<GetScorecardResponse>, Status> {
         let principal = authorize(&request, Scope::Read)?;
         let tenant = self.tenant(&principal).await?;
+        let namespace = self.namespace()?;
         let request = request.into_inner();
         let proto_subject = request
             .subject
@@ -164,17 +165,16 @@ impl KpiService for Api {
             .ok_or_else(|| field_violation("window", "is required"))?;
         let calendar = Calendar::new(tenant.time_zone);
         let window = window(&proto_window, &calendar)?;
-        let as_of = self.progress.as_of().await.map_err(unavailable)?;
-        let mut counters = self
+        let as_of = namespace.progress.as_of().await.map_err(unavailable)?;
+        let mut counters = namespace
             .store
             .counters(&tenant.tenant_id, subject, &window.buckets())
             .await
             .map_err(unavailable)?;
         let mut group_values = Vec::new();
         if let Subject::Group(group_id) = subject {
-            let (feedback, values) = self
-                .group(&tenant.tenant_id, group_id, window, &calendar)
-                .await?;
+            let (feedback, values) =
+                Self::group(&namespace, &tenant.tenant_id, group_id, window, &calendar).await?;
             counters.extend(feedback);
             group_values = values;
         }
@@ -246,10 +246,11 @@ impl Api {
     ) -> Result<GetJourneyResponse, Status> {
         let principal = authorize(&request, Scope::Read)?;
         let tenant = self.tenant(&principal).await?;
+        let namespace = self.namespace()?;
         let partner_id = request.into_inner().partner_id;
         check_id("partner_id", &partner_id)?;
-        let as_of = self.progress.as_of().await.map_err(unavailable)?;
-        let facts = self
+        let as_of = namespace.progress.as_of().await.map_err(unavailable)?;
+        let facts = namespace
             .store
             .journey_facts(&tenant.tenant_id, &partner_id)
             .await
@@ -329,20 +330,20 @@ impl Api {
     /// enrolled at least 30 days before the window's last day, the share with an active day
     /// in the 30 days ending with it (left out while none is eligible).
     async fn group(
-        &self,
+        namespace: &Namespace,
         tenant_id: &str,
         group_id: &str,
         window: Window,
         calendar: &Calendar,
     ) -> Result<(Vec<(Counter, i64)>, Vec<MetricValue>), Status> {
-        let members = self
+        let members = namespace
             .store
             .group_members(tenant_id, group_id)
             .await
             .map_err(unavailable)?;
         let mut feedback = vec![(Counter::FeedbackSum, 0), (Counter::FeedbackCount, 0)];
         if let Some(mentor_id) = &members.mentor_id {
-            let mentor = self
+            let mentor = namespace
                 .store
                 .counters(tenant_id, Subject::Partner(mentor_id), &window.buckets())
                 .await
@@ -366,7 +367,7 @@ impl Api {
             days: 30,
             ending: last_day,
         };
-        let (eligible, retained) = self
+        let (eligible, retained) = namespace
             .store
             .retention(
                 tenant_id,
@@ -394,6 +395,7 @@ impl Api {
     ) -> Result<GetLeaderboardResponse, Status> {
         let principal = authorize(&request, Scope::Read)?;
         let tenant = self.tenant(&principal).await?;
+        let namespace = self.namespace()?;
         let request = request.into_inner();
         match SubjectKind::try_from(request.entry_kind) {
             Ok(SubjectKind::Partner) => {}
@@ -440,8 +442,8 @@ impl Api {
                 .parse::<usize>()
                 .map_err(|_| field_violation("page_token", "is not a token this server issued"))?
         };
-        let as_of = self.progress.as_of().await.map_err(unavailable)?;
-        let (page, more) = self
+        let as_of = namespace.progress.as_of().await.map_err(unavailable)?;
+        let (page, more) = namespace
             .store
             .leaderboard(
                 &tenant.tenant_id,
@@ -488,6 +490,7 @@ impl Api {
     ) -> Result<GetSeriesResponse, Status> {
         let principal = authorize(&request, Scope::Read)?;
         let tenant = self.tenant(&principal).await?;
+        let namespace = self.namespace()?;
         let request = request.into_inner();
         let proto_subject = request
             .subject
@@ -544,7 +547,7 @@ impl Api {
                 ),
             ));
         }
-        let as_of = self.progress.as_of().await.map_err(unavailable)?;
+        let as_of = namespace.progress.as_of().await.map_err(unavailable)?;
         let buckets: Vec<_> = points.iter().map(|(_, bucket)| *bucket).collect();
         // A group's feedback is its mentor's own.
         let mentor_id;
@@ -552,7 +555,7 @@ impl Api {
             Subject::Group(group_id)
                 if matches!(counter, Counter::FeedbackSum | Counter::FeedbackCount) =>
             {
-                mentor_id = self
+                mentor_id = namespace
                     .store
                     .group_members(&tenant.tenant_id, group_id)
                     .await
@@ -565,7 +568,7 @@ impl Api {
             }
             other => other,
         };
-        let values = self
+        let values = namespace
             .store
             .counters_by_bucket(&tenant.tenant_id, subject, &buckets)
             .await
@@ -602,6 +605,14 @@ impl Api {
             points,
             as_of: as_of.map(timestamp),
         })
+    }
+
+    /// The active generation's state.
+    fn namespace(&self) -> Result<Namespace, Status> {
+        self.namespace
+            .borrow()
+            .clone()
+            .ok_or_else(|| unavailable("the active KPI generation is not known yet"))
     }
 
     async fn tenant(&self, principal: &Principal) -> Result<Tenant, Status> {

@@ -8,7 +8,8 @@
 //! the batch is retried and nothing is committed, so a crash or a rebalance redelivers it and
 //! the shard watermarks make that harmless.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -39,6 +40,37 @@ pub struct Aggregator {
     pub tenants: Tenants,
     pub dead_letters: DeadLetters,
     pub progress: Progress,
+    /// The last applied offset of every partition, for whoever waits for the consumers to
+    /// reach a point (a rebuild catching up).
+    pub applied: AppliedOffsets,
+}
+
+/// Last applied offset per (topic, partition).
+#[derive(Debug, Clone, Default)]
+pub struct AppliedOffsets(Arc<Mutex<HashMap<(String, i32), i64>>>);
+
+impl AppliedOffsets {
+    fn record(&self, messages: &[BorrowedMessage<'_>]) {
+        let mut applied = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for message in messages {
+            let slot = applied
+                .entry((message.topic().to_owned(), message.partition()))
+                .or_insert(message.offset());
+            *slot = (*slot).max(message.offset());
+        }
+    }
+
+    /// The last applied offset of a partition, if any record of it was applied.
+    pub fn get(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(topic.to_owned(), partition))
+            .copied()
+    }
 }
 
 /// Why one record was not folded.
@@ -84,6 +116,7 @@ pub async fn run(
         for message in &messages {
             consumer.store(message)?;
         }
+        aggregator.applied.record(&messages);
         aggregator
             .progress
             .record(topic, &messages, &drained, received_at)

@@ -11,7 +11,9 @@ pub mod calendar;
 pub mod consume;
 pub mod fold;
 pub mod metric;
+pub mod namespace;
 pub mod progress;
+pub mod rebuild;
 pub mod signal;
 pub mod store;
 pub mod target;
@@ -22,20 +24,20 @@ use mentorstream_config::{Config, PartitionAssignment, ServiceEndpoints};
 use mentorstream_kafka::admin::{TopicSpec, ensure_topics};
 use mentorstream_kafka::{Consumer, DeadLetters, KafkaError, Producer};
 use mentorstream_proto::kpi::v1::kpi_service_server::KpiServiceServer;
-use mentorstream_redis::KeySpace;
+use mentorstream_redis::Connection;
 use mentorstream_runtime::{Context, Listeners, host_service};
 use mentorstream_tenancy::Tenants;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::consume::Aggregator;
-use crate::progress::Progress;
+use crate::consume::{Aggregator, AppliedOffsets};
+use crate::namespace::{Generations, Namespace};
 use crate::signal::{KafkaSignals, SIGNAL_TIMEOUT};
-use crate::store::Store;
 
 pub const SERVICE: &str = "kpi";
 
 /// How long a dead letter may take to be acknowledged.
-const DEAD_LETTER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+pub(crate) const DEAD_LETTER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -54,72 +56,43 @@ pub fn endpoints(config: &Config) -> ServiceEndpoints {
     config.kpi.endpoints()
 }
 
-/// The consumer group of a key namespace: a fresh namespace (a rebuild) reads from the start.
-pub fn consumer_group(config: &Config) -> String {
-    format!("{}-kpi", config.redis.key_prefix)
-}
-
 /// Consumes and serves until the context's shutdown begins.
 pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceError> {
     let config = &context.config;
-    let topics = [
-        config.kafka.topics.activity.clone(),
-        config.kafka.topics.mentorship.clone(),
-    ];
-    let specs: Vec<TopicSpec> = topics
-        .iter()
-        .chain([&config.kafka.topics.kpi_signals])
-        .map(TopicSpec::new)
-        .collect();
+    let specs: Vec<TopicSpec> = [
+        &config.kafka.topics.activity,
+        &config.kafka.topics.mentorship,
+        &config.kafka.topics.kpi_signals,
+    ]
+    .into_iter()
+    .map(TopicSpec::new)
+    .collect();
     ensure_topics(&config.kafka, &specs).await?;
     let connection = mentorstream_redis::connect(&config.redis)?;
-    let keys = KeySpace::new(&config.redis.key_prefix, SERVICE);
-    let signals = KafkaSignals {
-        producer: Producer::new(&config.kafka, SIGNAL_TIMEOUT)?,
-        topic: config.kafka.topics.kpi_signals.clone(),
-    };
-    let store = Store::new(connection.clone(), keys.clone())
-        .with_signals(Arc::new(signals))
-        .with_targets(Arc::new(context.tenants.clone()));
-    let progress = Progress::new(
+    let pipeline = Pipeline {
+        generations: Generations::new(config, connection.clone()),
         connection,
-        keys.key(&["progress"]),
-        topics.to_vec(),
-        config.kafka.partitions,
-    );
-    let aggregator = Aggregator {
-        activity_topic: config.kafka.topics.activity.clone(),
-        store: store.clone(),
-        tenants: context.tenants.clone(),
+        signals: Arc::new(KafkaSignals {
+            producer: Producer::new(&config.kafka, SIGNAL_TIMEOUT)?,
+            topic: config.kafka.topics.kpi_signals.clone(),
+        }),
         dead_letters: DeadLetters::new(Producer::new(&config.kafka, DEAD_LETTER_TIMEOUT)?),
-        progress: progress.clone(),
     };
-    // One consumer per topic: librdkafka reports the end of a partition without its topic,
-    // and `as_of` needs to know which one ended.
-    let consumers = topics
-        .iter()
-        .map(|topic| Ok((consumer(config, topic)?, topic.as_str())))
-        .collect::<Result<Vec<_>, KafkaError>>()?;
+    let (current, namespace) = watch::channel(None);
     let api = api::Api {
-        store,
-        progress,
+        namespace: namespace.clone(),
         tenants: context.tenants.clone(),
     };
-    let consuming = futures::future::try_join_all(consumers.iter().map(|(consumer, topic)| {
-        let shutdown = context.shutdown.token();
-        let aggregator = &aggregator;
-        let context = &context;
-        async move {
-            let consumed = consume::run(consumer, topic, aggregator, shutdown).await;
-            if consumed.is_err() {
-                // The process must not keep answering KPIs that no longer move.
-                context.shutdown.trigger();
-            }
-            consumed
+    let consuming = async {
+        let consumed = pipeline.follow_generations(&context, &current).await;
+        if consumed.is_err() {
+            // The process must not keep answering KPIs that no longer move.
+            context.shutdown.trigger();
         }
-    }));
+        consumed
+    };
     let sweeping = sweep_inactive(
-        &aggregator.store,
+        namespace,
         &context.tenants,
         config.kpi.sweep_interval,
         context.shutdown.token(),
@@ -131,10 +104,108 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
     Ok(())
 }
 
+/// What the consumers of every generation share.
+struct Pipeline {
+    connection: Connection,
+    generations: Generations,
+    signals: Arc<KafkaSignals>,
+    dead_letters: DeadLetters,
+}
+
+impl Pipeline {
+    /// Consumes into the active generation; when another becomes active (a rebuild finished),
+    /// commits, stops and starts over in it. Publishes each generation's namespace to `current`
+    /// for the API and the sweep.
+    async fn follow_generations(
+        &self,
+        context: &Context,
+        current: &watch::Sender<Option<Namespace>>,
+    ) -> Result<(), KafkaError> {
+        let config = &context.config;
+        let shutdown = context.shutdown.token();
+        loop {
+            let generation = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                active = self.generations.active() => match active {
+                    Ok(generation) => generation,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot read the active generation; retrying");
+                        if !pause(&shutdown, namespace::POLL).await {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                },
+            };
+            let mut namespace = Namespace::new(config, &self.connection, &generation);
+            namespace.store = namespace
+                .store
+                .with_signals(self.signals.clone())
+                .with_targets(Arc::new(context.tenants.clone()));
+            current.send_replace(Some(namespace.clone()));
+            tracing::info!(generation, "consuming");
+            let aggregator = Aggregator {
+                activity_topic: config.kafka.topics.activity.clone(),
+                store: namespace.store.clone(),
+                tenants: context.tenants.clone(),
+                dead_letters: self.dead_letters.clone(),
+                progress: namespace.progress.clone(),
+                applied: AppliedOffsets::default(),
+            };
+            let group = namespace.consumer_group(config);
+            let topics = [
+                &config.kafka.topics.activity,
+                &config.kafka.topics.mentorship,
+            ];
+            let consumers = topics
+                .into_iter()
+                .map(|topic| Ok((consumer(config, &group, topic)?, topic.as_str())))
+                .collect::<Result<Vec<_>, KafkaError>>()?;
+            let stop = shutdown.child_token();
+            let consuming =
+                futures::future::try_join_all(consumers.iter().map(|(consumer, topic)| {
+                    consume::run(consumer, topic, &aggregator, stop.clone())
+                }));
+            let (consumed, ()) =
+                tokio::join!(consuming, self.until_switched(&generation, stop.clone()));
+            consumed?;
+            for (consumer, _) in &consumers {
+                if let Err(error) = consumer.commit() {
+                    tracing::warn!(%error, "cannot commit on leaving a generation");
+                }
+            }
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Returns when `stop` is cancelled, or cancels it when another generation is active.
+    async fn until_switched(&self, generation: &str, stop: CancellationToken) {
+        while pause(&stop, namespace::POLL).await {
+            if let Ok(active) = self.generations.active().await
+                && active != generation
+            {
+                tracing::info!(from = generation, to = active, "switching generation");
+                stop.cancel();
+                return;
+            }
+        }
+    }
+}
+
+/// Waits `period`; `false` when `stop` came first.
+pub(crate) async fn pause(stop: &CancellationToken, period: std::time::Duration) -> bool {
+    tokio::select! {
+        () = stop.cancelled() => false,
+        () = tokio::time::sleep(period) => true,
+    }
+}
+
 /// Every `interval` until shutdown: Inactive signals for every tenant's partners idle for the
 /// tenant's inactivity period. Failures are logged and retried at the next round.
 async fn sweep_inactive(
-    store: &Store,
+    namespace: watch::Receiver<Option<Namespace>>,
     tenants: &Tenants,
     interval: std::time::Duration,
     shutdown: CancellationToken,
@@ -151,6 +222,13 @@ async fn sweep_inactive(
                 tracing::warn!(%error, "cannot list tenants for the inactivity sweep");
                 continue;
             }
+        };
+        let Some(store) = namespace
+            .borrow()
+            .as_ref()
+            .map(|namespace| namespace.store.clone())
+        else {
+            continue;
         };
         for tenant in all {
             let after = chrono::Duration::days(i64::from(tenant.inactivity_days));
@@ -170,18 +248,17 @@ async fn sweep_inactive(
     }
 }
 
-/// The consumer of `topic`, in the consumer group of the key namespace; in `partitions =
-/// "group"` mode the replicas share each topic's partitions.
-fn consumer(config: &Config, topic: &str) -> Result<Consumer, KafkaError> {
+/// The consumer of `topic` in `group`; in `partitions = "group"` mode the replicas share each
+/// topic's partitions.
+pub fn consumer(config: &Config, group: &str, topic: &str) -> Result<Consumer, KafkaError> {
     let reporting_ends = [("enable.partition.eof", "true")];
-    let group = consumer_group(config);
     match config.kpi.partitions {
         PartitionAssignment::Group => {
-            Consumer::with_properties(&config.kafka, &group, &[topic], &reporting_ends)
+            Consumer::with_properties(&config.kafka, group, &[topic], &reporting_ends)
         }
         PartitionAssignment::All => Consumer::assigned(
             &config.kafka,
-            &group,
+            group,
             topic,
             config.kafka.partitions,
             &reporting_ends,

@@ -503,10 +503,16 @@ fn outbound(topics: &Topics, record: &Record) -> OutboundRecord {
 /// sentinel counts, every record before it in its partition is applied: records of a
 /// partition are applied in order. (`as_of` cannot tell on Tansu, whose high watermarks lag.)
 pub async fn produce_sentinels(kafka: &KafkaConfig, tenant_id: &str) -> Events {
+    produce_named_sentinels(kafka, tenant_id, "sentinel").await
+}
+
+/// [`produce_sentinels`] for partners named `<name>-<partition>`.
+pub async fn produce_named_sentinels(kafka: &KafkaConfig, tenant_id: &str, name: &str) -> Events {
     let producer = Producer::new(kafka, WAIT).expect("producer");
     let mut sentinels = Events::default();
+    let base = name;
     for partition in 0..kafka.partitions {
-        let name = format!("sentinel-{partition}");
+        let name = format!("{base}-{partition}");
         let mut sentinel = event(&name, &name, "2026-12-20 12:00", ping());
         sentinel.tenant_id = tenant_id.to_owned();
         let record = Record::Activity(sentinel.clone());
@@ -516,7 +522,7 @@ pub async fn produce_sentinels(kafka: &KafkaConfig, tenant_id: &str) -> Events {
             .expect("sentinel produced");
         sentinels.activity.push(sentinel);
 
-        let name = format!("mentor-sentinel-{partition}");
+        let name = format!("mentor-{base}-{partition}");
         let mut sentinel = mentorship(
             &name,
             "2026-12-20 12:00",
@@ -820,6 +826,53 @@ pub async fn assert_target_progress(reader: &mut Reader, expected: &BTreeMap<Key
             .await
             .expect("scorecard");
         assert!(weekly.targets.is_empty());
+    }
+}
+
+/// Deletes every key of one generation of the KPI state, as a Redis that lost data would.
+pub async fn delete_generation(redis: &mentorstream_config::RedisConfig, generation: &str) {
+    let connection = mentorstream_redis::connect(redis).expect("redis");
+    let prefix = &redis.key_prefix;
+    for pattern in [
+        format!("{prefix}:{generation}:*"),
+        format!("{{{prefix}:{generation}:*"),
+    ] {
+        let keys: Vec<String> = mentorstream_redis::cmd("KEYS")
+            .arg(pattern)
+            .query_async(&mut connection.clone())
+            .await
+            .expect("keys");
+        let deletions = keys
+            .into_iter()
+            .map(|key| {
+                let mut delete = mentorstream_redis::cmd("DEL");
+                delete.arg(key);
+                delete
+            })
+            .collect();
+        connection.each(deletions).await.expect("deleted");
+    }
+}
+
+/// Waits until the tenant's lifetime scorecard equals the rules (after a switch of generation).
+pub async fn wait_for_tenant_totals(reader: &mut Reader, expected: &BTreeMap<Key, i64>) {
+    let totals = oracle(expected, "tenant", "", &["life".into()]);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let answer = reader
+            .scorecard(SubjectKind::Tenant, "", window(WindowKind::Lifetime, None))
+            .await;
+        if answer
+            .as_ref()
+            .is_ok_and(|answer| numbers(answer) == totals)
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the tenant totals never became {totals:?}: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -1,0 +1,137 @@
+//! `mentorstream kpi rebuild`: the KPI state computed again from the topics, from the start, in
+//! a fresh generation (docs/kpi-state.md, "Rebuild").
+//!
+//! The replay runs in this process with the aggregator's own consumer code, into a new key
+//! namespace with its own consumer group, announcing no signals (the live generation announced
+//! them). When every partition is applied up to where the topics ended when the rebuild began,
+//! it commits and activates the new generation; running aggregators switch to it within
+//! [`crate::namespace::POLL`] and continue from its committed offsets.
+
+use std::time::{Duration, Instant};
+
+use mentorstream_config::Config;
+use mentorstream_kafka::admin::{TopicSpec, ensure_topics};
+use mentorstream_kafka::{DeadLetters, KafkaError, Producer};
+use mentorstream_redis::{ConnectError, RedisError};
+use mentorstream_tenancy::Tenants;
+use rdkafka::consumer::Consumer as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::consume::{self, Aggregator, AppliedOffsets};
+use crate::namespace::{Generations, Namespace, next_generation};
+use crate::{DEAD_LETTER_TIMEOUT, consumer, pause};
+
+/// How long the topics' ends may take to be read.
+const WATERMARKS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a rebuild did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// The generation that was active before.
+    pub previous: String,
+    /// The generation now active.
+    pub generation: String,
+    /// Records on the topics when the rebuild began, all applied.
+    pub records: i64,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error("cannot read where the topics end: {0}")]
+    Watermarks(rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("Redis is unavailable: {0}")]
+    Redis(#[from] RedisError),
+    #[error("interrupted before it caught up; the active generation is unchanged")]
+    Interrupted,
+}
+
+/// Replays both topics into a new generation and activates it when caught up.
+pub async fn rebuild(
+    config: &Config,
+    tenants: &Tenants,
+    shutdown: CancellationToken,
+) -> Result<Rebuilt, RebuildError> {
+    let started = Instant::now();
+    let topics = [
+        &config.kafka.topics.activity,
+        &config.kafka.topics.mentorship,
+    ];
+    let specs: Vec<TopicSpec> = topics.into_iter().map(TopicSpec::new).collect();
+    ensure_topics(&config.kafka, &specs).await?;
+    let connection = mentorstream_redis::connect(&config.redis)?;
+    let generations = Generations::new(config, connection.clone());
+    let previous = generations.active().await?;
+    let namespace = Namespace::new(config, &connection, &next_generation());
+    let aggregator = Aggregator {
+        activity_topic: config.kafka.topics.activity.clone(),
+        store: namespace.store.clone(),
+        tenants: tenants.clone(),
+        dead_letters: DeadLetters::new(Producer::new(&config.kafka, DEAD_LETTER_TIMEOUT)?),
+        progress: namespace.progress.clone(),
+        applied: AppliedOffsets::default(),
+    };
+    let group = namespace.consumer_group(config);
+    let consumers = topics
+        .into_iter()
+        .map(|topic| Ok((consumer(config, &group, topic)?, topic.as_str())))
+        .collect::<Result<Vec<_>, KafkaError>>()?;
+    // Where every partition ends now: the last offset to apply.
+    let mut ends = Vec::new();
+    let mut records = 0;
+    for (consumer, topic) in &consumers {
+        for partition in 0..config.kafka.partitions {
+            let (low, high) = consumer
+                .inner()
+                .fetch_watermarks(topic, partition, WATERMARKS_TIMEOUT)
+                .map_err(RebuildError::Watermarks)?;
+            if high > low {
+                ends.push((*topic, partition, high - 1));
+                records += high - low;
+            }
+        }
+    }
+    tracing::info!(
+        generation = namespace.generation,
+        records,
+        "rebuilding from the start of the topics"
+    );
+    let stop = shutdown.child_token();
+    let consuming = futures::future::try_join_all(
+        consumers
+            .iter()
+            .map(|(consumer, topic)| consume::run(consumer, topic, &aggregator, stop.clone())),
+    );
+    let caught_up = async {
+        while !ends.iter().all(|(topic, partition, last)| {
+            aggregator
+                .applied
+                .get(topic, *partition)
+                .is_some_and(|applied| applied >= *last)
+        }) {
+            if !pause(&stop, Duration::from_millis(100)).await {
+                return;
+            }
+        }
+        stop.cancel();
+    };
+    let (consumed, ()) = tokio::join!(consuming, caught_up);
+    consumed?;
+    if shutdown.is_cancelled() {
+        return Err(RebuildError::Interrupted);
+    }
+    for (consumer, _) in &consumers {
+        consumer.commit()?;
+    }
+    generations.activate(&namespace.generation).await?;
+    Ok(Rebuilt {
+        previous,
+        generation: namespace.generation,
+        records,
+        elapsed: started.elapsed(),
+    })
+}
