@@ -179,6 +179,9 @@ pub struct KpiConfig {
     /// How often the aggregator looks for partners who became inactive.
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
+    /// Changes of one KPI key within this interval make one record on kpi.updates.v1.
+    #[serde(with = "humantime_serde")]
+    pub updates_interval: Duration,
 }
 
 impl KpiConfig {

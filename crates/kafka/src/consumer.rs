@@ -76,21 +76,21 @@ impl Consumer {
         properties: &[(&str, &str)],
     ) -> Result<Self, KafkaError> {
         let mut client = client_config(config);
-        for (key, value) in properties {
-            client.set(*key, *value);
-        }
-        let inner: StreamConsumer = client
+        client
             .set("group.id", group)
             .set("enable.auto.offset.store", "false")
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
             .set("auto.offset.reset", "earliest")
-            .set("isolation.level", "read_committed")
-            .create()
-            .map_err(|source| KafkaError::Client {
-                what: "consumer",
-                source,
-            })?;
+            .set("isolation.level", "read_committed");
+        // The caller's properties win (e.g. a reader of new records only: auto.offset.reset).
+        for (key, value) in properties {
+            client.set(*key, *value);
+        }
+        let inner: StreamConsumer = client.create().map_err(|source| KafkaError::Client {
+            what: "consumer",
+            source,
+        })?;
         Ok(Self {
             inner,
             group: group.to_owned(),

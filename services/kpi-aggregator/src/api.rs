@@ -10,19 +10,21 @@ use mentorstream_proto::kpi::v1::kpi_service_server::KpiService;
 use mentorstream_proto::kpi::v1::{
     DeleteTargetRequest, DeleteTargetResponse, GetJourneyRequest, GetJourneyResponse,
     GetLeaderboardRequest, GetLeaderboardResponse, GetScorecardRequest, GetScorecardResponse,
-    GetSeriesRequest, GetSeriesResponse, LeaderboardEntry, ListTargetsRequest, ListTargetsResponse,
-    MentorPeriod, Metric, MetricValue, PutTargetRequest, PutTargetResponse, RankMilestone,
-    SeriesPoint, SubjectKind, TargetProgress, WindowKind, metric_value,
+    GetSeriesRequest, GetSeriesResponse, KpiUpdate, LeaderboardEntry, ListTargetsRequest,
+    ListTargetsResponse, MentorPeriod, Metric, MetricValue, PutTargetRequest, PutTargetResponse,
+    RankMilestone, SeriesPoint, SubjectKind, TargetProgress, WatchKpisRequest, WatchKpisResponse,
+    WindowKind, metric_value,
 };
 use mentorstream_tenancy::{Principal, Scope, Tenant, Tenants};
 use tonic::{Request, Response, Status};
 
 use crate::calendar::{Calendar, Granularity, Window};
 use crate::fold::rank_time;
-use crate::metric::{Counter, decimal, local_date, timestamp};
+use crate::metric::{Counter, decimal, local_date, metric_values, timestamp};
 use crate::namespace::Namespace;
-use crate::store::Subject;
+use crate::store::{OwnedSubject, Subject};
 use crate::target::Target;
+use crate::updates::Hub;
 
 /// Longest partner id, as at ingest.
 const MAX_ID_CHARS: usize = 128;
@@ -32,11 +34,19 @@ const MAX_SERIES_POINTS: usize = 400;
 const DEFAULT_PAGE_SIZE: usize = 50;
 const MAX_PAGE_SIZE: usize = 500;
 
+/// Subjects, and windows, one WatchKpis call may watch at most.
+const MAX_WATCHED: usize = 100;
+/// Updates a watcher's stream holds before the server waits for the client.
+const WATCH_BUFFER: usize = 64;
+
+type WatchStream = tonic::codegen::BoxStream<WatchKpisResponse>;
+
 #[derive(Debug, Clone)]
 pub struct Api {
     /// The active generation's state; `None` until it is known.
     pub namespace: tokio::sync::watch::Receiver<Option<Namespace>>,
     pub tenants: Tenants,
+    pub hub: Hub,
 }
 
 #[tonic::async_trait]
@@ -153,16 +163,38 @@ impl KpiService for Api {
     ) -> Result<Response<GetScorecardResponse>, Status> {
         let principal = authorize(&request, Scope::Read)?;
         let tenant = self.tenant(&principal).await?;
-        let namespace = self.namespace()?;
+        let namespace = self.current_namespace()?;
         let request = request.into_inner();
-        let proto_subject = request
+        let subject = request
             .subject
-            .clone()
             .ok_or_else(|| field_violation("subject", "is required"))?;
-        let subject = subject(&proto_subject)?;
-        let proto_window = request
+        let window = request
             .window
             .ok_or_else(|| field_violation("window", "is required"))?;
+        self.scorecard(&namespace, &tenant, subject, window)
+            .await
+            .map(Response::new)
+    }
+
+    async fn watch_kpis(
+        &self,
+        request: Request<WatchKpisRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        self.watch(request).await.map(Response::new)
+    }
+}
+
+impl Api {
+    /// The scorecard of `proto_subject` in `proto_window`: every metric, group extras, and
+    /// progress toward the tenant's targets of this subject kind and window kind.
+    pub(crate) async fn scorecard(
+        &self,
+        namespace: &Namespace,
+        tenant: &Tenant,
+        proto_subject: mentorstream_proto::kpi::v1::Subject,
+        proto_window: mentorstream_proto::kpi::v1::Window,
+    ) -> Result<GetScorecardResponse, Status> {
+        let subject = subject(&proto_subject)?;
         let calendar = Calendar::new(tenant.time_zone);
         let window = window(&proto_window, &calendar)?;
         let as_of = namespace.progress.as_of().await.map_err(unavailable)?;
@@ -174,35 +206,12 @@ impl KpiService for Api {
         let mut group_values = Vec::new();
         if let Subject::Group(group_id) = subject {
             let (feedback, values) =
-                Self::group(&namespace, &tenant.tenant_id, group_id, window, &calendar).await?;
+                Self::group(namespace, &tenant.tenant_id, group_id, window, &calendar).await?;
             counters.extend(feedback);
             group_values = values;
         }
         let count = |counter: Counter| counters.get(&counter).copied().unwrap_or(0);
-        let mut values: Vec<MetricValue> = Counter::ALL
-            .into_iter()
-            .filter_map(|counter| {
-                let metric = counter.metric()?;
-                let value = if counter == Counter::SalesVolume {
-                    metric_value::Value::Decimal(decimal(count(counter)))
-                } else {
-                    metric_value::Value::Count(count(counter))
-                };
-                Some(MetricValue {
-                    metric: metric.into(),
-                    value: Some(value),
-                })
-            })
-            .collect();
-        let ratings = count(Counter::FeedbackCount);
-        if ratings > 0 {
-            #[allow(clippy::cast_precision_loss)] // sums of 1–5 ratings stay far below 2^52
-            let average = count(Counter::FeedbackSum) as f64 / ratings as f64;
-            values.push(MetricValue {
-                metric: Metric::FeedbackAvg.into(),
-                value: Some(metric_value::Value::Ratio(average)),
-            });
-        }
+        let mut values = metric_values(&counters);
         values.extend(group_values);
         values.sort_by_key(|value| value.metric);
         let targets = self
@@ -227,13 +236,13 @@ impl KpiService for Api {
                 }
             })
             .collect();
-        Ok(Response::new(GetScorecardResponse {
+        Ok(GetScorecardResponse {
             subject: Some(proto_subject),
             window: Some(proto_window_with_anchor(&proto_window, window)),
             values,
             targets,
             as_of: as_of.map(timestamp),
-        }))
+        })
     }
 }
 
@@ -246,7 +255,7 @@ impl Api {
     ) -> Result<GetJourneyResponse, Status> {
         let principal = authorize(&request, Scope::Read)?;
         let tenant = self.tenant(&principal).await?;
-        let namespace = self.namespace()?;
+        let namespace = self.current_namespace()?;
         let partner_id = request.into_inner().partner_id;
         check_id("partner_id", &partner_id)?;
         let as_of = namespace.progress.as_of().await.map_err(unavailable)?;
@@ -395,7 +404,7 @@ impl Api {
     ) -> Result<GetLeaderboardResponse, Status> {
         let principal = authorize(&request, Scope::Read)?;
         let tenant = self.tenant(&principal).await?;
-        let namespace = self.namespace()?;
+        let namespace = self.current_namespace()?;
         let request = request.into_inner();
         match SubjectKind::try_from(request.entry_kind) {
             Ok(SubjectKind::Partner) => {}
@@ -490,7 +499,7 @@ impl Api {
     ) -> Result<GetSeriesResponse, Status> {
         let principal = authorize(&request, Scope::Read)?;
         let tenant = self.tenant(&principal).await?;
-        let namespace = self.namespace()?;
+        let namespace = self.current_namespace()?;
         let request = request.into_inner();
         let proto_subject = request
             .subject
@@ -608,7 +617,7 @@ impl Api {
     }
 
     /// The active generation's state.
-    fn namespace(&self) -> Result<Namespace, Status> {
+    pub(crate) fn current_namespace(&self) -> Result<Namespace, Status> {
         self.namespace
             .borrow()
             .clone()
@@ -617,6 +626,122 @@ impl Api {
 
     async fn tenant(&self, principal: &Principal) -> Result<Tenant, Status> {
         caller_tenant(&self.tenants, principal).await
+    }
+
+    pub(crate) async fn tenant_by_id(&self, tenant_id: &str) -> Result<Tenant, Status> {
+        self.tenants
+            .cached_tenant(tenant_id)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// WatchKpis: the current scorecards of every requested (subject, window), then each
+    /// again whenever an update touches one of its buckets; a watcher that falls behind gets
+    /// them all afresh. Ends when the client goes away or the server shuts down.
+    async fn watch(&self, request: Request<WatchKpisRequest>) -> Result<WatchStream, Status> {
+        let principal = authorize(&request, Scope::Read)?;
+        let tenant = self.tenant(&principal).await?;
+        let request = request.into_inner();
+        if request.subjects.is_empty() || request.subjects.len() > MAX_WATCHED {
+            return Err(field_violation(
+                "subjects",
+                format!("must name 1 to {MAX_WATCHED} subjects"),
+            ));
+        }
+        let windows = if request.windows.is_empty() {
+            vec![mentorstream_proto::kpi::v1::Window {
+                kind: WindowKind::Lifetime.into(),
+                anchor: None,
+            }]
+        } else {
+            request.windows
+        };
+        if windows.len() > MAX_WATCHED {
+            return Err(field_violation(
+                "windows",
+                format!("must name at most {MAX_WATCHED} windows"),
+            ));
+        }
+        let calendar = Calendar::new(tenant.time_zone);
+        let mut watched = Vec::new();
+        for subject in &request.subjects {
+            let owned = owned_subject(subject)?;
+            for proto_window in &windows {
+                let buckets = window(proto_window, &calendar)?.buckets();
+                watched.push((owned.clone(), subject.clone(), *proto_window, buckets));
+            }
+        }
+        let mut updates = self.hub.subscribe();
+        let (sender, receiver) = tokio::sync::mpsc::channel(WATCH_BUFFER);
+        let api = self.clone();
+        tokio::spawn(async move {
+            let send_all = |watched: Vec<_>| {
+                let api = api.clone();
+                let tenant = tenant.clone();
+                let sender = sender.clone();
+                async move {
+                    for (_, subject, window, _) in watched {
+                        if !api.send_update(&tenant, subject, window, &sender).await {
+                            return false;
+                        }
+                    }
+                    true
+                }
+            };
+            if !send_all(watched.clone()).await {
+                return;
+            }
+            loop {
+                let published = tokio::select! {
+                    () = sender.closed() => return,
+                    published = updates.recv() => published,
+                };
+                let touched: Vec<_> = match published {
+                    Ok(published) if published.changed.tenant_id == tenant.tenant_id => watched
+                        .iter()
+                        .filter(|(owned, _, _, buckets)| {
+                            *owned == published.changed.subject
+                                && buckets.contains(&published.changed.bucket)
+                        })
+                        .cloned()
+                        .collect(),
+                    Ok(_) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => watched.clone(),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                if !send_all(touched).await {
+                    return;
+                }
+            }
+        });
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(
+            receiver,
+        )))
+    }
+
+    /// Sends one scorecard as an update; `false` when the watcher is gone.
+    async fn send_update(
+        &self,
+        tenant: &Tenant,
+        subject: mentorstream_proto::kpi::v1::Subject,
+        window: mentorstream_proto::kpi::v1::Window,
+        sender: &tokio::sync::mpsc::Sender<Result<WatchKpisResponse, Status>>,
+    ) -> bool {
+        let answer = match self.current_namespace() {
+            Ok(namespace) => self.scorecard(&namespace, tenant, subject, window).await,
+            Err(status) => Err(status),
+        };
+        let message = answer.map(|scorecard| WatchKpisResponse {
+            update: Some(KpiUpdate {
+                tenant_id: tenant.tenant_id.clone(),
+                subject: scorecard.subject,
+                window: scorecard.window,
+                values: scorecard.values,
+                as_of: scorecard.as_of,
+            }),
+        });
+        let failed = message.is_err();
+        sender.send(message).await.is_ok() && !failed
     }
 }
 
@@ -649,6 +774,15 @@ fn check_id<'a>(field: &str, id: &'a str) -> Result<&'a str, Status> {
     } else {
         Ok(id)
     }
+}
+
+fn owned_subject(subject: &mentorstream_proto::kpi::v1::Subject) -> Result<OwnedSubject, Status> {
+    Ok(match self::subject(subject)? {
+        Subject::Partner(id) => OwnedSubject::Partner(id.to_owned()),
+        Subject::Team(id) => OwnedSubject::Team(id.to_owned()),
+        Subject::Group(id) => OwnedSubject::Group(id.to_owned()),
+        Subject::Tenant => OwnedSubject::Tenant,
+    })
 }
 
 fn subject(subject: &mentorstream_proto::kpi::v1::Subject) -> Result<Subject<'_>, Status> {

@@ -17,6 +17,7 @@ pub mod rebuild;
 pub mod signal;
 pub mod store;
 pub mod target;
+pub mod updates;
 
 use std::sync::Arc;
 
@@ -33,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::consume::{Aggregator, AppliedOffsets};
 use crate::namespace::{Generations, Namespace};
 use crate::signal::{KafkaSignals, SIGNAL_TIMEOUT};
+use crate::updates::{Hub, UPDATE_TIMEOUT};
 
 pub const SERVICE: &str = "kpi";
 
@@ -66,6 +68,7 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
     ]
     .into_iter()
     .map(TopicSpec::new)
+    .chain([TopicSpec::compacted(&config.kafka.topics.kpi_updates)])
     .collect();
     ensure_topics(&config.kafka, &specs).await?;
     let connection = mentorstream_redis::connect(&config.redis)?;
@@ -79,12 +82,24 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
         dead_letters: DeadLetters::new(Producer::new(&config.kafka, DEAD_LETTER_TIMEOUT)?),
     };
     let (current, namespace) = watch::channel(None);
+    let (changes, changed) = tokio::sync::mpsc::unbounded_channel();
     let api = api::Api {
         namespace: namespace.clone(),
         tenants: context.tenants.clone(),
+        hub: Hub::start(config, context.shutdown.token())?,
     };
+    let publishing = updates::publish(
+        api.clone(),
+        changed,
+        Producer::new(&config.kafka, UPDATE_TIMEOUT)?,
+        config.kafka.topics.kpi_updates.clone(),
+        config.kpi.updates_interval,
+        context.shutdown.token(),
+    );
     let consuming = async {
-        let consumed = pipeline.follow_generations(&context, &current).await;
+        let consumed = pipeline
+            .follow_generations(&context, &current, changes)
+            .await;
         if consumed.is_err() {
             // The process must not keep answering KPIs that no longer move.
             context.shutdown.trigger();
@@ -98,7 +113,7 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
         context.shutdown.token(),
     );
     let serving = host_service(SERVICE, &context, listeners, KpiServiceServer::new(api));
-    let (consumed, served, ()) = tokio::join!(consuming, serving, sweeping);
+    let (consumed, served, (), ()) = tokio::join!(consuming, serving, sweeping, publishing);
     served?;
     consumed?;
     Ok(())
@@ -120,6 +135,7 @@ impl Pipeline {
         &self,
         context: &Context,
         current: &watch::Sender<Option<Namespace>>,
+        changes: tokio::sync::mpsc::UnboundedSender<Vec<store::Changed>>,
     ) -> Result<(), KafkaError> {
         let config = &context.config;
         let shutdown = context.shutdown.token();
@@ -141,7 +157,8 @@ impl Pipeline {
             namespace.store = namespace
                 .store
                 .with_signals(self.signals.clone())
-                .with_targets(Arc::new(context.tenants.clone()));
+                .with_targets(Arc::new(context.tenants.clone()))
+                .with_updates(changes.clone());
             current.send_replace(Some(namespace.clone()));
             tracing::info!(generation, "consuming");
             let aggregator = Aggregator {

@@ -82,6 +82,39 @@ impl Counter {
     }
 }
 
+/// Every counted metric (zeros included) and, when there are ratings, the feedback average.
+pub fn metric_values(
+    counters: &std::collections::BTreeMap<Counter, i64>,
+) -> Vec<mentorstream_proto::kpi::v1::MetricValue> {
+    use mentorstream_proto::kpi::v1::{MetricValue, metric_value::Value};
+    let count = |counter: Counter| counters.get(&counter).copied().unwrap_or(0);
+    let mut values: Vec<MetricValue> = Counter::ALL
+        .into_iter()
+        .filter_map(|counter| {
+            let metric = counter.metric()?;
+            let value = if counter == Counter::SalesVolume {
+                Value::Decimal(decimal(count(counter)))
+            } else {
+                Value::Count(count(counter))
+            };
+            Some(MetricValue {
+                metric: metric.into(),
+                value: Some(value),
+            })
+        })
+        .collect();
+    let ratings = count(Counter::FeedbackCount);
+    if ratings > 0 {
+        #[allow(clippy::cast_precision_loss)] // sums of 1–5 ratings stay far below 2^52
+        let average = count(Counter::FeedbackSum) as f64 / ratings as f64;
+        values.push(MetricValue {
+            metric: ProtoMetric::FeedbackAvg.into(),
+            value: Some(Value::Ratio(average)),
+        });
+    }
+    values
+}
+
 /// A local date on the wire.
 pub fn local_date(day: chrono::NaiveDate) -> mentorstream_proto::common::v1::LocalDate {
     use chrono::Datelike as _;

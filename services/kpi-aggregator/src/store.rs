@@ -95,6 +95,34 @@ impl JourneyFacts {
     }
 }
 
+/// A subject, owned.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum OwnedSubject {
+    Partner(String),
+    Team(String),
+    Group(String),
+    Tenant,
+}
+
+impl OwnedSubject {
+    pub fn as_subject(&self) -> Subject<'_> {
+        match self {
+            Self::Partner(id) => Subject::Partner(id),
+            Self::Team(id) => Subject::Team(id),
+            Self::Group(id) => Subject::Group(id),
+            Self::Tenant => Subject::Tenant,
+        }
+    }
+}
+
+/// A number that an applied batch changed: a subject's counters in one bucket.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Changed {
+    pub tenant_id: String,
+    pub subject: OwnedSubject,
+    pub bucket: Bucket,
+}
+
 /// Who a group is now.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GroupMembers {
@@ -126,6 +154,7 @@ pub struct Store {
     script_sha: String,
     signals: Option<Arc<dyn SignalSink>>,
     targets: Option<Arc<dyn TargetSource>>,
+    updates: Option<tokio::sync::mpsc::UnboundedSender<Vec<Changed>>>,
 }
 
 /// Per tenant, its targets as the shard script reads them.
@@ -149,7 +178,18 @@ impl Store {
                 .to_owned(),
             signals: None,
             targets: None,
+            updates: None,
         }
+    }
+
+    /// Reports what every applied batch changed to `updates` (for kpi.updates.v1).
+    #[must_use]
+    pub fn with_updates(
+        mut self,
+        updates: tokio::sync::mpsc::UnboundedSender<Vec<Changed>>,
+    ) -> Self {
+        self.updates = Some(updates);
+        self
     }
 
     /// Watches the targets of `source` for TargetCrossed (without one, none is watched).
@@ -323,7 +363,71 @@ impl Store {
             }
         }
         self.connection.each(trims).await?;
+        if let Some(updates) = &self.updates {
+            // Nobody listening any more (shutting down) is not this batch's problem.
+            let _ = updates.send(self.changed(&hops));
+        }
         Ok(())
+    }
+
+    /// The (subject, bucket) numbers the forwarded entries of `hops` changed: a partner's
+    /// personal changes (its tenant entry) change the partner, its team and the tenant; a team
+    /// entry changes the target's team; group and member entries change the group.
+    fn changed(&self, hops: &[BTreeSet<OutboxEntry>]) -> Vec<Changed> {
+        let mut changed = BTreeSet::new();
+        for entry in hops.iter().flatten() {
+            let partner_prefix = self.partner_shard(&entry.tenant_id, "");
+            let partner_of = |shard: &str| {
+                shard
+                    .strip_prefix(partner_prefix.trim_end_matches('}'))
+                    .and_then(|rest| rest.strip_suffix('}'))
+                    .map(str::to_owned)
+            };
+            let group_prefix = self.group_shard(&entry.tenant_id, "");
+            let group_of = |shard: &str| {
+                shard
+                    .strip_prefix(group_prefix.trim_end_matches('}'))
+                    .and_then(|rest| rest.strip_suffix('}'))
+                    .map(str::to_owned)
+            };
+            let subjects = match entry.kind.as_str() {
+                "tenant" => partner_of(&entry.source).map_or_else(Vec::new, |partner| {
+                    vec![
+                        OwnedSubject::Partner(partner.clone()),
+                        OwnedSubject::Team(partner),
+                        OwnedSubject::Tenant,
+                    ]
+                }),
+                "team" => partner_of(&entry.target)
+                    .map(OwnedSubject::Team)
+                    .into_iter()
+                    .collect(),
+                "group" | "member" => group_of(&entry.target)
+                    .map(OwnedSubject::Group)
+                    .into_iter()
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let buckets: BTreeSet<Bucket> = if entry.kind == "member" {
+                BTreeSet::from([Bucket::Lifetime])
+            } else {
+                entry
+                    .changes
+                    .split('\u{1e}')
+                    .filter_map(|change| Bucket::parse(change.split('\u{1f}').next()?))
+                    .collect()
+            };
+            for subject in subjects {
+                for bucket in &buckets {
+                    changed.insert(Changed {
+                        tenant_id: entry.tenant_id.clone(),
+                        subject: subject.clone(),
+                        bucket: *bucket,
+                    });
+                }
+            }
+        }
+        changed.into_iter().collect()
     }
 
     /// Announces Inactive, once per episode, for the tenant's partners whose latest activity is

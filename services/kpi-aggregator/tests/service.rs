@@ -11,8 +11,9 @@ use mentorstream_runtime::{Context, Listeners};
 use mentorstream_testkit::{RedisCluster, fresh_database, unique};
 use scenario::live::{
     Reader, assert_journeys, assert_leaderboards, assert_scorecards, assert_series, assert_signals,
-    assert_target_progress, create_tenant, delete_generation, produce, produce_named_sentinels,
-    produce_poison, produce_sentinels, put_targets, wait_for, wait_for_tenant_totals, window,
+    assert_target_progress, assert_updates_topic, assert_watched, create_tenant, delete_generation,
+    expected_numbers, expected_watched, produce, produce_named_sentinels, produce_poison,
+    produce_sentinels, put_targets, wait_for, wait_for_tenant_totals, watch, window,
 };
 use scenario::{Events, expected_crossings, expected_signals};
 use tonic::Code;
@@ -35,6 +36,7 @@ impl Aggregator {
         config.kafka.topics.activity = unique("t.activity");
         config.kafka.topics.mentorship = unique("t.mentorship");
         config.kafka.topics.kpi_signals = unique("t.signals");
+        config.kafka.topics.kpi_updates = unique("t.updates");
         if let Some(cluster) = cluster {
             config.redis = cluster.config(&config.redis);
         }
@@ -85,6 +87,40 @@ async fn scorecards_equal_the_rules(cluster: Option<&RedisCluster>) {
         .await
         .expect("admin key");
     put_targets(&mut reader, &admin.api_key).await;
+    // Watching before anything happens: the current (empty) numbers first, then changes.
+    let watched_subjects = [
+        (SubjectKind::Partner, "c", "ann"),
+        (SubjectKind::Group, "g", "g-2"),
+        (SubjectKind::Team, "t", "n3"),
+        (SubjectKind::Tenant, "tenant", ""),
+    ];
+    let watched_windows = [
+        (WindowKind::Lifetime, None),
+        (WindowKind::Month, Some((2026, 11, 15))),
+        (WindowKind::Rolling7d, Some((2026, 12, 2))),
+    ];
+    let mut watching = watch(
+        &mut reader,
+        &watched_subjects
+            .iter()
+            .map(|(kind, _, id)| (*kind, *id))
+            .collect::<Vec<_>>(),
+        &watched_windows
+            .iter()
+            .map(|(kind, anchor)| window(*kind, *anchor))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    assert_watched(
+        &mut watching,
+        &expected_watched(
+            &Events::default(),
+            &Default::default(),
+            &watched_subjects,
+            &watched_windows,
+        ),
+    )
+    .await;
     let mut events = Events::scenario().for_tenant(&aggregator.tenant_id);
     let records = events.records();
     produce(&config.kafka, &records[..10]).await;
@@ -105,6 +141,54 @@ async fn scorecards_equal_the_rules(cluster: Option<&RedisCluster>) {
     )
     .await;
     assert_target_progress(&mut reader, &expected).await;
+    assert_watched(
+        &mut watching,
+        &expected_watched(&events, &expected, &watched_subjects, &watched_windows),
+    )
+    .await;
+    let tenant_id = &aggregator.tenant_id;
+    let mut updates = std::collections::BTreeMap::new();
+    for (key, oracle_kind, id, bucket) in [
+        (format!("{tenant_id}/p/ann/life"), "c", "ann", "life"),
+        (
+            format!("{tenant_id}/p/ann/m:2026-11"),
+            "c",
+            "ann",
+            "m:2026-11",
+        ),
+        (
+            format!("{tenant_id}/t/root/w:2026-W49"),
+            "t",
+            "root",
+            "w:2026-W49",
+        ),
+        (
+            format!("{tenant_id}/n//d:2026-11-30"),
+            "tenant",
+            "",
+            "d:2026-11-30",
+        ),
+        (format!("{tenant_id}/g/g-2/life"), "g", "g-2", "life"),
+    ] {
+        let kind = match oracle_kind {
+            "c" => SubjectKind::Partner,
+            "t" => SubjectKind::Team,
+            "g" => SubjectKind::Group,
+            _ => SubjectKind::Tenant,
+        };
+        updates.insert(
+            key,
+            expected_numbers(
+                &events,
+                &expected,
+                kind,
+                oracle_kind,
+                id,
+                &[bucket.to_owned()],
+            ),
+        );
+    }
+    assert_updates_topic(&config.kafka, &updates).await;
     assert_journeys(&mut reader, &events).await;
 
     // Rebuild: the same numbers from the topics in a fresh generation. The old generation is

@@ -12,8 +12,8 @@ use mentorstream_proto::common::v1::LocalDate;
 use mentorstream_proto::kpi::v1::kpi_service_client::KpiServiceClient;
 use mentorstream_proto::kpi::v1::{
     GetJourneyRequest, GetJourneyResponse, GetLeaderboardRequest, GetScorecardRequest,
-    GetScorecardResponse, GetSeriesRequest, Granularity, KpiSignal, Metric, Subject, SubjectKind,
-    Window, WindowKind, metric_value,
+    GetScorecardResponse, GetSeriesRequest, Granularity, KpiSignal, KpiUpdate, Metric, Subject,
+    SubjectKind, WatchKpisRequest, WatchKpisResponse, Window, WindowKind, metric_value,
 };
 use tonic::Request;
 use tonic::transport::Channel;
@@ -49,7 +49,7 @@ impl Reader {
     }
 
     /// `message` with this reader's key.
-    fn authorized<T>(&self, message: T) -> Request<T> {
+    pub fn authorized<T>(&self, message: T) -> Request<T> {
         with_key(&self.api_key, message)
     }
 
@@ -908,27 +908,16 @@ pub async fn assert_scorecards(reader: &mut Reader, events: &Events) {
                 .await
                 .expect("scorecard");
             assert!(answer.as_of.is_some());
-            let window_buckets = buckets(window_kind, anchor);
-            let mut numbers_expected = oracle(expected, oracle_kind, id, &window_buckets);
-            if kind == SubjectKind::Group {
-                // A group's feedback is its mentor's own; its size is its current mentees.
-                let (mentees, mentor) = super::members(&events.mentorship, id);
-                if let Some(mentor) = mentor {
-                    let mentor = oracle(expected, "c", &mentor, &window_buckets);
-                    for field in ["fbs", "fbc"] {
-                        if let Some(value) = mentor.get(field) {
-                            numbers_expected.insert(field.to_owned(), *value);
-                        }
-                    }
-                }
-                if !mentees.is_empty() {
-                    numbers_expected
-                        .insert("gsz".into(), i64::try_from(mentees.len()).expect("small"));
-                }
-            }
             assert_eq!(
                 numbers(&answer),
-                numbers_expected,
+                expected_numbers(
+                    events,
+                    expected,
+                    kind,
+                    oracle_kind,
+                    id,
+                    &buckets(window_kind, anchor)
+                ),
                 "{kind:?} {id} {window_kind:?} {anchor:?}"
             );
         }
@@ -1005,7 +994,175 @@ pub fn buckets(kind: WindowKind, anchor: (i32, i32, i32)) -> Vec<String> {
 }
 
 /// The scorecard's values as field → number (volumes in hundredths), to compare with the oracle.
+/// What a scorecard of a subject should show in `window_buckets`, as [`numbers`] reads it.
+pub fn expected_numbers(
+    events: &Events,
+    expected: &BTreeMap<Key, i64>,
+    kind: SubjectKind,
+    oracle_kind: &str,
+    id: &str,
+    window_buckets: &[String],
+) -> BTreeMap<String, i64> {
+    let mut numbers = oracle(expected, oracle_kind, id, window_buckets);
+    if kind == SubjectKind::Group {
+        // A group's feedback is its mentor's own; its size is its current mentees.
+        let (mentees, mentor) = super::members(&events.mentorship, id);
+        if let Some(mentor) = mentor {
+            let mentor = oracle(expected, "c", &mentor, window_buckets);
+            for field in ["fbs", "fbc"] {
+                if let Some(value) = mentor.get(field) {
+                    numbers.insert(field.to_owned(), *value);
+                }
+            }
+        }
+        if !mentees.is_empty() {
+            numbers.insert("gsz".into(), i64::try_from(mentees.len()).expect("small"));
+        }
+    }
+    numbers
+}
+
+/// Opens WatchKpis for `subjects` (kind, id) in `windows`.
+pub async fn watch(
+    reader: &mut Reader,
+    subjects: &[(SubjectKind, &str)],
+    windows: &[Window],
+) -> tonic::Streaming<WatchKpisResponse> {
+    let request = reader.authorized(WatchKpisRequest {
+        subjects: subjects
+            .iter()
+            .map(|(kind, id)| Subject {
+                kind: (*kind).into(),
+                id: (*id).into(),
+            })
+            .collect(),
+        windows: windows.to_vec(),
+    });
+    reader
+        .client
+        .watch_kpis(request)
+        .await
+        .expect("watch")
+        .into_inner()
+}
+
+/// (year, month, day)
+pub type Date = (i32, i32, i32);
+
+/// A watched key: subject kind, id, window kind and anchor.
+type WatchKey = (i32, String, i32, Option<Date>);
+
+fn watch_key(subject: Option<&Subject>, window: Option<&Window>) -> WatchKey {
+    let subject = subject.expect("subject");
+    let window = window.expect("window");
+    (
+        subject.kind,
+        subject.id.clone(),
+        window.kind,
+        window.anchor.map(|day| (day.year, day.month, day.day)),
+    )
+}
+
+/// Reads `stream` until the latest update of every watched key shows `expected` (the rules'
+/// numbers); every update names a watched key.
+pub async fn assert_watched(
+    stream: &mut tonic::Streaming<WatchKpisResponse>,
+    expected: &BTreeMap<WatchKey, BTreeMap<String, i64>>,
+) {
+    let mut latest: BTreeMap<WatchKey, BTreeMap<String, i64>> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while latest != *expected {
+        let message = tokio::time::timeout_at(deadline, stream.message())
+            .await
+            .unwrap_or_else(|_| panic!("watched numbers never became {expected:?}: {latest:?}"))
+            .expect("stream")
+            .expect("open");
+        let update = message.update.expect("update");
+        let key = watch_key(update.subject.as_ref(), update.window.as_ref());
+        assert!(expected.contains_key(&key), "unwatched {key:?}");
+        assert!(
+            update.as_of.is_some()
+                || update.values.iter().all(|value| {
+                    !matches!(value.value, Some(metric_value::Value::Count(count)) if count != 0)
+                })
+        );
+        latest.insert(key, numbers_of(&update.values));
+    }
+}
+
+/// The expected watched numbers of `subjects` (kind, oracle kind, id) in `windows`.
+pub fn expected_watched(
+    events: &Events,
+    expected: &BTreeMap<Key, i64>,
+    subjects: &[(SubjectKind, &str, &str)],
+    windows: &[(WindowKind, Option<Date>)],
+) -> BTreeMap<WatchKey, BTreeMap<String, i64>> {
+    let mut watched = BTreeMap::new();
+    for (kind, oracle_kind, id) in subjects {
+        for (window_kind, anchor) in windows {
+            let window_buckets = match anchor {
+                Some(anchor) => buckets(*window_kind, *anchor),
+                None => vec!["life".to_owned()],
+            };
+            watched.insert(
+                (
+                    (*kind).into(),
+                    (*id).to_owned(),
+                    (*window_kind).into(),
+                    *anchor,
+                ),
+                expected_numbers(events, expected, *kind, oracle_kind, id, &window_buckets),
+            );
+        }
+    }
+    watched
+}
+
+/// Reads the updates topic from the start until the latest update of each of `keys`
+/// (`tenant/kind/id/bucket`) shows the rules' numbers.
+pub async fn assert_updates_topic(
+    kafka: &KafkaConfig,
+    expected: &BTreeMap<String, BTreeMap<String, i64>>,
+) {
+    use futures::StreamExt as _;
+    let group = mentorstream_testkit::unique("updates-reader");
+    let consumer = mentorstream_kafka::Consumer::new(kafka, &group, &[&kafka.topics.kpi_updates])
+        .expect("consumer");
+    let mut stream = consumer.inner().stream();
+    let mut latest: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while expected
+        .iter()
+        .any(|(key, numbers)| latest.get(key) != Some(numbers))
+    {
+        let message = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .unwrap_or_else(|_| {
+                let differing: Vec<_> = expected
+                    .iter()
+                    .filter(|(key, numbers)| latest.get(*key) != Some(*numbers))
+                    .map(|(key, numbers)| (key, numbers, latest.get(key)))
+                    .collect();
+                panic!("updates never matched: {differing:?}")
+            })
+            .expect("stream")
+            .expect("message");
+        let key = std::str::from_utf8(mentorstream_kafka::Message::key(&message).expect("key"))
+            .expect("utf-8")
+            .to_owned();
+        let update: KpiUpdate = mentorstream_kafka::InboundRecord::new(&message)
+            .decode()
+            .expect("an update");
+        latest.insert(key, numbers_of(&update.values));
+    }
+}
+
 pub fn numbers(scorecard: &GetScorecardResponse) -> BTreeMap<String, i64> {
+    numbers_of(&scorecard.values)
+}
+
+/// Metric values as field → number (volumes in hundredths, feedback as the sum of ratings).
+pub fn numbers_of(values: &[mentorstream_proto::kpi::v1::MetricValue]) -> BTreeMap<String, i64> {
     let field = |metric: Metric| match metric {
         Metric::Recruits => "rec",
         Metric::SalesVolume => "pv",
@@ -1022,15 +1179,14 @@ pub fn numbers(scorecard: &GetScorecardResponse) -> BTreeMap<String, i64> {
         other => panic!("unexpected metric {other:?}"),
     };
     let count = |metric: Metric| {
-        scorecard.values.iter().find_map(|value| {
+        values.iter().find_map(|value| {
             match (Metric::try_from(value.metric), value.value.as_ref()?) {
                 (Ok(found), metric_value::Value::Count(count)) if found == metric => Some(*count),
                 _ => None,
             }
         })
     };
-    scorecard
-        .values
+    values
         .iter()
         .filter_map(|value| {
             let metric = Metric::try_from(value.metric).expect("known metric");

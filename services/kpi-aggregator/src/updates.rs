@@ -1,0 +1,261 @@
+//! `mentorstream.kpi.updates.v1` and WatchKpis.
+//!
+//! The store reports which (subject, bucket) numbers every applied batch changed. [`publish`]
+//! coalesces them for an interval and publishes each changed key's current scorecard as a
+//! `KpiUpdate` to the compacted updates topic, keyed `tenant/kind/id/bucket`, so the topic
+//! keeps the latest numbers of every key. [`Hub`] reads the topic from its end and fans the
+//! updates out to this process's WatchKpis streams: a watcher sees what every replica applies.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use mentorstream_config::Config;
+use mentorstream_kafka::{
+    CloudEvent, Consumer, InboundRecord, KafkaError, Message as _, OutboundRecord, Producer,
+};
+use mentorstream_proto::kpi::v1::{KpiUpdate, Subject, SubjectKind, Window, WindowKind};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::Api;
+use crate::calendar::Bucket;
+use crate::metric::local_date;
+use crate::store::{Changed, OwnedSubject};
+
+/// Updates a watcher may fall behind by before it gets a fresh snapshot instead.
+const HUB_CAPACITY: usize = 4096;
+
+/// How long one update may take to be acknowledged.
+pub const UPDATE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The API spelling of a subject.
+pub fn proto_subject(subject: &OwnedSubject) -> Subject {
+    let (kind, id) = match subject {
+        OwnedSubject::Partner(id) => (SubjectKind::Partner, id.as_str()),
+        OwnedSubject::Team(id) => (SubjectKind::Team, id.as_str()),
+        OwnedSubject::Group(id) => (SubjectKind::Group, id.as_str()),
+        OwnedSubject::Tenant => (SubjectKind::Tenant, ""),
+    };
+    Subject {
+        kind: kind.into(),
+        id: id.to_owned(),
+    }
+}
+
+/// The window whose number is one bucket.
+pub fn bucket_window(bucket: Bucket) -> Window {
+    let kind = match bucket {
+        Bucket::Day(_) => WindowKind::Day,
+        Bucket::Week { .. } => WindowKind::Week,
+        Bucket::Month { .. } => WindowKind::Month,
+        Bucket::Lifetime => WindowKind::Lifetime,
+    };
+    Window {
+        kind: kind.into(),
+        anchor: bucket.first_day().map(local_date),
+    }
+}
+
+/// The record key of an update: `tenant/kind/id/bucket` (kinds p, t, g, n).
+fn update_key(changed: &Changed) -> String {
+    let (kind, id) = match &changed.subject {
+        OwnedSubject::Partner(id) => ("p", id.as_str()),
+        OwnedSubject::Team(id) => ("t", id.as_str()),
+        OwnedSubject::Group(id) => ("g", id.as_str()),
+        OwnedSubject::Tenant => ("n", ""),
+    };
+    format!("{}/{kind}/{id}/{}", changed.tenant_id, changed.bucket)
+}
+
+fn parse_key(key: &str) -> Option<Changed> {
+    let (rest, bucket) = key.rsplit_once('/')?;
+    let (tenant_id, rest) = rest.split_once('/')?;
+    let (kind, id) = rest.split_once('/')?;
+    let subject = match kind {
+        "p" => OwnedSubject::Partner(id.to_owned()),
+        "t" => OwnedSubject::Team(id.to_owned()),
+        "g" => OwnedSubject::Group(id.to_owned()),
+        "n" => OwnedSubject::Tenant,
+        _ => return None,
+    };
+    Some(Changed {
+        tenant_id: tenant_id.to_owned(),
+        subject,
+        bucket: Bucket::parse(bucket)?,
+    })
+}
+
+/// Every `interval` until shutdown: the scorecards of what changed since, to `topic`. A key
+/// that could not be published stays for the next round.
+pub async fn publish(
+    api: Api,
+    mut changes: mpsc::UnboundedReceiver<Vec<Changed>>,
+    producer: Producer,
+    topic: String,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut pending: BTreeSet<Changed> = BTreeSet::new();
+    let mut rounds = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            received = changes.recv() => match received {
+                Some(changed) => {
+                    pending.extend(changed);
+                    continue;
+                }
+                None => return,
+            },
+            _ = rounds.tick() => {}
+        }
+        let round = std::mem::take(&mut pending);
+        let mut deliveries = Vec::new();
+        for changed in round {
+            match update(&api, &changed).await {
+                Ok(update) => {
+                    let record = OutboundRecord::protobuf(
+                        &topic,
+                        update_key(&changed),
+                        &update,
+                        CloudEvent {
+                            id: uuid::Uuid::new_v4().to_string(),
+                            event_type: "mentorstream.kpi.v1.KpiUpdate".into(),
+                            source: format!("/tenants/{}/kpi", changed.tenant_id),
+                            time: chrono::Utc::now(),
+                        },
+                    );
+                    match producer.enqueue(&record).await {
+                        Ok(delivery) => deliveries.push((changed, delivery)),
+                        Err(error) => {
+                            tracing::warn!(%error, "cannot publish a KPI update");
+                            pending.insert(changed);
+                        }
+                    }
+                }
+                Err(status) => {
+                    tracing::warn!(%status, "cannot compute a KPI update");
+                    pending.insert(changed);
+                }
+            }
+        }
+        for (changed, delivery) in deliveries {
+            if let Err(error) = delivery.await {
+                tracing::warn!(%error, "a KPI update was not acknowledged");
+                pending.insert(changed);
+            }
+        }
+    }
+}
+
+/// The current scorecard of a changed key.
+async fn update(api: &Api, changed: &Changed) -> Result<KpiUpdate, tonic::Status> {
+    let namespace = api.current_namespace()?;
+    let tenant = api.tenant_by_id(&changed.tenant_id).await?;
+    let scorecard = api
+        .scorecard(
+            &namespace,
+            &tenant,
+            proto_subject(&changed.subject),
+            bucket_window(changed.bucket),
+        )
+        .await?;
+    Ok(KpiUpdate {
+        tenant_id: changed.tenant_id.clone(),
+        subject: scorecard.subject,
+        window: scorecard.window,
+        values: scorecard.values,
+        as_of: scorecard.as_of,
+    })
+}
+
+/// An update read back from the topic.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub changed: Changed,
+    pub update: KpiUpdate,
+}
+
+/// Fans the updates topic out to the watchers of this process.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    sender: broadcast::Sender<Arc<Published>>,
+}
+
+impl Hub {
+    /// Reads `config`'s updates topic from its end until `shutdown`, in a group of its own.
+    pub fn start(config: &Config, shutdown: CancellationToken) -> Result<Self, KafkaError> {
+        let group = format!(
+            "{}-watch-{}",
+            config.redis.key_prefix,
+            uuid::Uuid::new_v4().simple()
+        );
+        let consumer = Consumer::with_properties(
+            &config.kafka,
+            &group,
+            &[&config.kafka.topics.kpi_updates],
+            &[
+                ("auto.offset.reset", "latest"),
+                ("enable.auto.commit", "false"),
+            ],
+        )?;
+        let (sender, _) = broadcast::channel(HUB_CAPACITY);
+        let hub = Self { sender };
+        let fan_out = hub.sender.clone();
+        tokio::spawn(async move {
+            let mut stream = consumer.inner().stream();
+            loop {
+                let message = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    message = stream.next() => match message {
+                        Some(Ok(message)) => message,
+                        Some(Err(error)) => {
+                            tracing::warn!(%error, "cannot read KPI updates");
+                            continue;
+                        }
+                        None => return,
+                    },
+                };
+                let changed = message
+                    .key()
+                    .and_then(|key| std::str::from_utf8(key).ok())
+                    .and_then(parse_key);
+                let update = InboundRecord::new(&message).decode::<KpiUpdate>();
+                if let (Some(changed), Ok(update)) = (changed, update) {
+                    // No watcher is fine.
+                    let _ = fan_out.send(Arc::new(Published { changed, update }));
+                }
+            }
+        });
+        Ok(hub)
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
+        self.sender.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn update_keys_parse_back() {
+        for subject in [
+            OwnedSubject::Partner("ann".into()),
+            OwnedSubject::Team("root".into()),
+            OwnedSubject::Group("g-1".into()),
+            OwnedSubject::Tenant,
+        ] {
+            let changed = Changed {
+                tenant_id: "t1".into(),
+                subject,
+                bucket: Bucket::parse("w:2026-W48").expect("bucket"),
+            };
+            assert_eq!(parse_key(&update_key(&changed)), Some(changed));
+        }
+        assert_eq!(parse_key("t1/x/ann/life"), None);
+    }
+}
