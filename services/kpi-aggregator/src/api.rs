@@ -3,17 +3,19 @@
 //! other RPCs and rankings of groups or within a team answer UNIMPLEMENTED until their part of
 //! the aggregator lands.
 
+use std::collections::BTreeMap;
+
 use chrono::{NaiveDate, Utc};
 use mentorstream_grpc::{authorize, caller_tenant, field_violation};
 use mentorstream_proto::common::v1::LocalDate;
 use mentorstream_proto::kpi::v1::kpi_service_server::KpiService;
 use mentorstream_proto::kpi::v1::{
-    DeleteTargetRequest, DeleteTargetResponse, GetJourneyRequest, GetJourneyResponse,
-    GetLeaderboardRequest, GetLeaderboardResponse, GetScorecardRequest, GetScorecardResponse,
-    GetSeriesRequest, GetSeriesResponse, KpiUpdate, LeaderboardEntry, ListTargetsRequest,
-    ListTargetsResponse, MentorPeriod, Metric, MetricValue, PutTargetRequest, PutTargetResponse,
-    RankMilestone, SeriesPoint, SubjectKind, TargetProgress, WatchKpisRequest, WatchKpisResponse,
-    WindowKind, metric_value,
+    Contribution, DeleteTargetRequest, DeleteTargetResponse, ExplainRequest, ExplainResponse,
+    GetJourneyRequest, GetJourneyResponse, GetLeaderboardRequest, GetLeaderboardResponse,
+    GetScorecardRequest, GetScorecardResponse, GetSeriesRequest, GetSeriesResponse, KpiUpdate,
+    LeaderboardEntry, ListTargetsRequest, ListTargetsResponse, MentorPeriod, Metric, MetricValue,
+    PutTargetRequest, PutTargetResponse, RankMilestone, SeriesPoint, SubjectKind, TargetProgress,
+    WatchKpisRequest, WatchKpisResponse, WindowKind, metric_value,
 };
 use mentorstream_tenancy::{Principal, Scope, Tenant, Tenants};
 use tonic::{Request, Response, Status};
@@ -174,6 +176,13 @@ impl KpiService for Api {
         self.scorecard(&namespace, &tenant, subject, window)
             .await
             .map(Response::new)
+    }
+
+    async fn explain(
+        &self,
+        request: Request<ExplainRequest>,
+    ) -> Result<Response<ExplainResponse>, Status> {
+        self.explain_number(request).await.map(Response::new)
     }
 
     async fn watch_kpis(
@@ -717,6 +726,190 @@ impl Api {
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(
             receiver,
         )))
+    }
+
+    /// Explain: the events that make up one partner's or group's number in one bucket, in
+    /// (occurred_at, source, source_event_id) order, a page at a time. A group's are its
+    /// members' contributions while they were its members; its feedback is its mentor's.
+    async fn explain_number(
+        &self,
+        request: Request<ExplainRequest>,
+    ) -> Result<ExplainResponse, Status> {
+        let principal = authorize(&request, Scope::Read)?;
+        let tenant = self.tenant(&principal).await?;
+        let namespace = self.current_namespace()?;
+        let request = request.into_inner();
+        let proto_subject = request
+            .subject
+            .as_ref()
+            .ok_or_else(|| field_violation("subject", "is required"))?;
+        let subject = subject(proto_subject)?;
+        let metric = Metric::try_from(request.metric).unwrap_or(Metric::Unspecified);
+        let counter = Counter::ALL
+            .into_iter()
+            .find(|counter| counter.metric() == Some(metric))
+            .ok_or_else(|| {
+                field_violation(
+                    "metric",
+                    "must be a counted metric (not FEEDBACK_AVG, GROUP_SIZE, RETENTION_30D or \
+                     unspecified)",
+                )
+            })?;
+        let date = request
+            .date
+            .as_ref()
+            .ok_or_else(|| field_violation("date", "is required"))?;
+        let day = parse_local_date(date).ok_or_else(|| {
+            field_violation(
+                "date",
+                format!(
+                    "{:04}-{:02}-{:02} is not a calendar date",
+                    date.year, date.month, date.day
+                ),
+            )
+        })?;
+        let bucket =
+            match mentorstream_proto::kpi::v1::Granularity::try_from(request.granularity) {
+                Ok(mentorstream_proto::kpi::v1::Granularity::Day) => Window::Day(day),
+                Ok(mentorstream_proto::kpi::v1::Granularity::Week) => Window::Week(day),
+                Ok(mentorstream_proto::kpi::v1::Granularity::Month) => Window::Month(day),
+                _ => return Err(field_violation("granularity", "must be DAY, WEEK or MONTH")),
+            }
+            .buckets()[0];
+        let page_size = page_size(request.page_size)?;
+        let after = if request.page_token.is_empty() {
+            String::new()
+        } else {
+            hex::decode(&request.page_token)
+                .ok()
+                .and_then(|rank| String::from_utf8(rank).ok())
+                .ok_or_else(|| field_violation("page_token", "is not a token this server issued"))?
+        };
+        let tenant_id = &tenant.tenant_id;
+        let store = &namespace.store;
+        let as_of = namespace.progress.as_of().await.map_err(unavailable)?;
+        // (rank, partner, amount) of every contribution, in rank order.
+        let mut contributions: Vec<(String, String, i64)> = Vec::new();
+        let value = match subject {
+            Subject::Partner(partner_id) => {
+                for (rank, amount) in store
+                    .logged_contributions(tenant_id, partner_id, counter, bucket)
+                    .await
+                    .map_err(unavailable)?
+                {
+                    contributions.push((rank, partner_id.to_owned(), amount));
+                }
+                store
+                    .counters_by_bucket(tenant_id, subject, &[bucket])
+                    .await
+                    .map_err(unavailable)?
+            }
+            Subject::Group(group_id)
+                if matches!(counter, Counter::FeedbackSum | Counter::FeedbackCount) =>
+            {
+                let mentor_id = store
+                    .group_members(tenant_id, group_id)
+                    .await
+                    .map_err(unavailable)?
+                    .mentor_id
+                    .unwrap_or_default();
+                for (rank, amount) in store
+                    .logged_contributions(tenant_id, &mentor_id, counter, bucket)
+                    .await
+                    .map_err(unavailable)?
+                {
+                    contributions.push((rank, mentor_id.clone(), amount));
+                }
+                store
+                    .counters_by_bucket(tenant_id, Subject::Partner(&mentor_id), &[bucket])
+                    .await
+                    .map_err(unavailable)?
+            }
+            Subject::Group(group_id) => {
+                for member in store
+                    .group_members_ever(tenant_id, group_id)
+                    .await
+                    .map_err(unavailable)?
+                {
+                    let facts = store
+                        .journey_facts(tenant_id, &member)
+                        .await
+                        .map_err(unavailable)?;
+                    for (rank, amount) in store
+                        .logged_contributions(tenant_id, &member, counter, bucket)
+                        .await
+                        .map_err(unavailable)?
+                    {
+                        if facts.group_at(&rank) == Some(group_id) {
+                            contributions.push((rank, member.clone(), amount));
+                        }
+                    }
+                }
+                contributions.sort();
+                store
+                    .counters_by_bucket(tenant_id, subject, &[bucket])
+                    .await
+                    .map_err(unavailable)?
+            }
+            Subject::Team(_) | Subject::Tenant => {
+                return Err(Status::unimplemented(
+                    "Explain answers partner and group subjects; a team's or the tenant's \
+                     number is its partners' numbers (GetLeaderboard ranks them)",
+                ));
+            }
+        }
+        .into_iter()
+        .next()
+        .and_then(|counters| counters.get(&counter).copied())
+        .unwrap_or(0);
+        let number = |amount: i64| {
+            if counter == Counter::SalesVolume {
+                decimal(amount)
+            } else {
+                mentorstream_proto::common::v1::Decimal {
+                    value: amount.to_string(),
+                }
+            }
+        };
+        let mut page: Vec<(String, Contribution)> = contributions
+            .into_iter()
+            .filter(|(rank, _, _)| *rank > after)
+            .filter_map(|(rank, partner_id, amount)| {
+                // occurred_at micros \x1e source \x1e source_event_id
+                let mut fields = rank.splitn(3, '\u{1e}');
+                let (Some(_), Some(source), Some(source_event_id)) =
+                    (fields.next(), fields.next(), fields.next())
+                else {
+                    return None;
+                };
+                let contribution = Contribution {
+                    source: source.to_owned(),
+                    source_event_id: source_event_id.to_owned(),
+                    partner_id,
+                    occurred_at: rank_time(&rank).map(timestamp),
+                    amount: Some(number(amount)),
+                };
+                Some((rank, contribution))
+            })
+            .take(page_size + 1)
+            .collect();
+        let more = page.len() > page_size;
+        page.truncate(page_size);
+        let metric_value = metric_values(&BTreeMap::from([(counter, value)]))
+            .into_iter()
+            .find(|metric_value| metric_value.metric == i32::from(metric));
+        Ok(ExplainResponse {
+            value: metric_value,
+            next_page_token: match page.last() {
+                Some((rank, _)) if more => hex::encode(rank),
+                _ => String::new(),
+            },
+            contributions: page
+                .into_iter()
+                .map(|(_, contribution)| contribution)
+                .collect(),
+            as_of: as_of.map(timestamp),
+        })
     }
 
     /// Sends one scorecard as an update; `false` when the watcher is gone.

@@ -60,6 +60,18 @@ impl Bucket {
         }
     }
 
+    /// The local days of the bucket (none for lifetime).
+    pub fn days(self) -> Option<Vec<NaiveDate>> {
+        let first = self.first_day()?;
+        let last = match self {
+            Self::Day(day) => day,
+            Self::Week { .. } => first + Days::new(6),
+            Self::Month { .. } => first.checked_add_months(chrono::Months::new(1))? - Days::new(1),
+            Self::Lifetime => return None,
+        };
+        Some(first.iter_days().take_while(|day| *day <= last).collect())
+    }
+
     /// The first local day of the bucket (none for lifetime).
     pub fn first_day(self) -> Option<NaiveDate> {
         match self {
@@ -387,6 +399,17 @@ mod tests {
         assert_eq!(Bucket::parse("w:2025-W53"), None, "2025 has 52 ISO weeks");
         assert_eq!(Bucket::parse("m:2026-13"), None);
         assert_eq!(Bucket::parse("x:1"), None);
+        let february = Bucket::parse("m:2028-02")
+            .and_then(Bucket::days)
+            .expect("days");
+        assert_eq!(february.len(), 29, "a leap year");
+        let week = Bucket::parse("w:2026-W53")
+            .and_then(Bucket::days)
+            .expect("days");
+        assert_eq!(
+            (week[0].to_string(), week[6].to_string(), week.len()),
+            ("2026-12-28".into(), "2027-01-03".into(), 7)
+        );
     }
 
     #[test]

@@ -191,11 +191,9 @@ end
 -- Feedback is the mentor's own, never a mentee's contribution to a group.
 local mentor_only = { fbs = true, fbc = true }
 
--- Logs a contribution of the event of `rank` and counts it for the group then in effect.
+-- Logs a contribution of the event of `rank` (Explain reads the log) and counts it for the
+-- group then in effect.
 local function contribute(rank, buckets, counter, amount)
-  if mentor_only[counter] then
-    return
-  end
   local day = buckets[1]
   local log = root .. ':lg:' .. day
   local field = rank .. '\31' .. buckets[2] .. '\31' .. buckets[3] .. '\31' .. counter
@@ -207,7 +205,7 @@ local function contribute(rank, buckets, counter, amount)
     redis.call('SADD', root .. ':lgd', day)
     redis.call('EXPIRE', log, retention.d)
   end
-  local assignment = assignment_at(membership(), rank)
+  local assignment = not mentor_only[counter] and assignment_at(membership(), rank)
   if assignment then
     for _, bucket in ipairs(buckets) do
       group_add(assignment.group, bucket, counter, amount)
@@ -467,8 +465,9 @@ local function member(rank, kind, group, mentor)
     end
     for k = 1, #log, 2 do
       local fields = split(log[k], '\31')
-      local old = assignment_at(before, fields[1])
-      local new = assignment_at(after, fields[1])
+      -- Feedback stays the mentor's: no group's.
+      local old = not mentor_only[fields[4]] and assignment_at(before, fields[1])
+      local new = not mentor_only[fields[4]] and assignment_at(after, fields[1])
       local old_group = old and old.group
       local new_group = new and new.group
       if old_group ~= new_group then
@@ -642,6 +641,10 @@ if mode == 'forwarded' then
         elseif entry.kind == 'member' then
           if redis.call('HINCRBY', root .. ':members', bucket, amount) == 0 then
             redis.call('HDEL', root .. ':members', bucket)
+          end
+          if amount > 0 then
+            -- Everyone who was ever a member: whose contributions Explain looks at.
+            redis.call('SADD', root .. ':everyone', bucket)
           end
         elseif entry.kind == 'mentor' then
           redis.call('SET', root .. ':mentor', bucket)

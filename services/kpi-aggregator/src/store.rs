@@ -87,6 +87,25 @@ pub struct JourneyFacts {
 }
 
 impl JourneyFacts {
+    /// The group a contribution of the event of `rank` counts for: the shard script's rule
+    /// (membership events up to that moment in rank order; an unassignment ends only the
+    /// membership it names).
+    pub fn group_at(&self, rank: &str) -> Option<&str> {
+        let time = rank.get(..20)?;
+        let mut current = None;
+        for (event_rank, assigned, group_id, _) in &self.membership {
+            if event_rank.get(..20).is_some_and(|at| at > time) {
+                break;
+            }
+            if *assigned {
+                current = Some(group_id.as_str());
+            } else if current == Some(group_id.as_str()) {
+                current = None;
+            }
+        }
+        current
+    }
+
     pub fn is_empty(&self) -> bool {
         self.enrolment.is_none()
             && self.first_sale.is_none()
@@ -759,6 +778,68 @@ impl Store {
                 .push((rank, assigned, group_id, mentor_id));
         }
         Ok(journey)
+    }
+
+    /// The contributions logged for a partner's `counter` in `bucket` (lifetime: every day
+    /// still logged): (rank of the contributing event, amount), in rank order.
+    pub async fn logged_contributions(
+        &self,
+        tenant_id: &str,
+        partner_id: &str,
+        counter: Counter,
+        bucket: Bucket,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let shard = self.partner_shard(tenant_id, partner_id);
+        let days: Vec<String> = match bucket.days() {
+            Some(days) => days
+                .into_iter()
+                .map(|day| Bucket::Day(day).to_string())
+                .collect(),
+            None => {
+                cmd("SMEMBERS")
+                    .arg(format!("{shard}:lgd"))
+                    .query_async(&mut self.connection.clone())
+                    .await?
+            }
+        };
+        let mut pipeline = pipe();
+        for day in &days {
+            pipeline.cmd("HGETALL").arg(format!("{shard}:lg:{day}"));
+        }
+        let logs: Vec<BTreeMap<String, i64>> =
+            pipeline.query_async(&mut self.connection.clone()).await?;
+        let mut contributions: Vec<(String, i64)> = logs
+            .into_iter()
+            .flatten()
+            .filter_map(|(field, amount)| {
+                // rank \x1f week \x1f month \x1f counter
+                let mut parts = field.rsplitn(4, '\u{1f}');
+                let logged = parts.next()?;
+                let _month = parts.next()?;
+                let _week = parts.next()?;
+                let rank = parts.next()?;
+                (logged == counter.field() && amount != 0).then(|| (rank.to_owned(), amount))
+            })
+            .collect();
+        contributions.sort();
+        Ok(contributions)
+    }
+
+    /// Everyone who was ever a member of a group.
+    pub async fn group_members_ever(
+        &self,
+        tenant_id: &str,
+        group_id: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut members: Vec<String> = cmd("SMEMBERS")
+            .arg(format!(
+                "{}:everyone",
+                self.group_shard(tenant_id, group_id)
+            ))
+            .query_async(&mut self.connection.clone())
+            .await?;
+        members.sort();
+        Ok(members)
     }
 
     /// A group's mentor and current mentees.

@@ -657,6 +657,10 @@ pub struct Contribution {
     pub at: DateTime<Utc>,
     pub field: &'static str,
     pub amount: i64,
+    /// The event's source and source_event_id (`mentorship` and the event id for mentorship
+    /// events).
+    pub source: String,
+    pub id: String,
 }
 
 /// The signals the rules announce, by signal id: for every enrolled partner the first sale
@@ -856,36 +860,40 @@ pub fn contributions(
         }
     }
     let mut contributions = Vec::new();
-    let mut add = |partner: &str, at, field: &'static str, amount: i64| {
-        contributions.push(Contribution {
-            partner: partner.to_owned(),
-            at,
-            field,
-            amount,
-        });
-    };
+    let mut add =
+        |partner: &str, at, field: &'static str, amount: i64, (source, id): (&str, &str)| {
+            contributions.push(Contribution {
+                partner: partner.to_owned(),
+                at,
+                field,
+                amount,
+                source: source.to_owned(),
+                id: id.to_owned(),
+            });
+        };
     for ((partner, key), event) in &earliest {
         let time = at(event);
+        let cause = (event.source.as_str(), event.source_event_id.as_str());
         match (key.split_once(' ').expect("kind").0, event.payload.as_ref()) {
-            ("day", _) => add(partner, time, "act", 1),
+            ("day", _) => add(partner, time, "act", 1, cause),
             ("order", Some(Payload::OrderPlaced(placed))) => {
                 let volume = cents(&placed.volume);
                 let refunded = refunds
                     .get(&(partner.clone(), placed.order_id.clone()))
                     .copied()
                     .unwrap_or(0);
-                add(partner, time, "ord", 1);
-                add(partner, time, "pv", volume - refunded.min(volume));
+                add(partner, time, "ord", 1, cause);
+                add(partner, time, "pv", volume - refunded.min(volume), cause);
             }
             ("module", Some(Payload::ModuleCompleted(module))) => {
-                add(partner, time, "mod", 1);
-                add(partner, time, "min", i64::from(module.minutes));
+                add(partner, time, "mod", 1, cause);
+                add(partner, time, "min", i64::from(module.minutes), cause);
             }
-            ("event", _) => add(partner, time, "evt", 1),
-            ("rank", _) => add(partner, time, "rank", 1),
+            ("event", _) => add(partner, time, "evt", 1, cause),
+            ("rank", _) => add(partner, time, "rank", 1, cause),
             ("enrol", Some(Payload::PartnerEnrolled(enrolled))) => {
                 if !enrolled.sponsor_id.is_empty() {
-                    add(&enrolled.sponsor_id, time, "rec", 1);
+                    add(&enrolled.sponsor_id, time, "rec", 1, cause);
                 }
             }
             other => panic!("unexpected {other:?}"),
@@ -945,10 +953,11 @@ pub fn contributions(
             _ => {}
         }
     }
-    for ((partner, _), (time, _, field, amount, count)) in first_mentorship {
-        add(&partner, time, field, amount);
+    for ((partner, _), (time, event_id, field, amount, count)) in first_mentorship {
+        let cause = ("mentorship", event_id.as_str());
+        add(&partner, time, field, amount, cause);
         if field == "fbs" {
-            add(&partner, time, "fbc", count);
+            add(&partner, time, "fbc", count, cause);
         }
     }
     contributions
