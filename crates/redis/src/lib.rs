@@ -25,6 +25,11 @@ use tokio::sync::OnceCell;
 
 pub use redis::{Cmd, ErrorKind, Pipeline, RedisError, Script, ServerErrorKind, Value, cmd, pipe};
 
+/// A value of [`Connection::each`] as a Rust type.
+pub fn from_value<T: redis::FromRedisValue>(value: Value) -> Result<T, RedisError> {
+    redis::from_redis_value(value).map_err(RedisError::from)
+}
+
 /// Whether Redis answered that it does not know a script (restarted, or a new primary).
 pub fn is_no_script(error: &RedisError) -> bool {
     error.kind() == ErrorKind::Server(ServerErrorKind::NoScript)

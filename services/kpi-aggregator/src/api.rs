@@ -1,7 +1,5 @@
-//! KpiService over gRPC. GetScorecard and GetSeries answer partner, group, team and tenant
-//! subjects; GetLeaderboard ranks partners tenant-wide; GetJourney tells a partner's story. The
-//! other RPCs and rankings of groups or within a team answer UNIMPLEMENTED until their part of
-//! the aggregator lands.
+//! KpiService over gRPC: scorecards (with targets), series, leaderboards of partners or groups
+//! (tenant-wide or within a team), journeys, WatchKpis, Explain and target management.
 
 use std::collections::BTreeMap;
 
@@ -24,7 +22,7 @@ use crate::calendar::{Calendar, Granularity, Window};
 use crate::fold::rank_time;
 use crate::metric::{Counter, decimal, local_date, metric_values, timestamp};
 use crate::namespace::Namespace;
-use crate::store::{OwnedSubject, Subject};
+use crate::store::{OwnedSubject, StoreError, Subject};
 use crate::target::Target;
 use crate::updates::Hub;
 
@@ -35,6 +33,9 @@ const MAX_SERIES_POINTS: usize = 400;
 /// Leaderboard page sizes: the default and the largest.
 const DEFAULT_PAGE_SIZE: usize = 50;
 const MAX_PAGE_SIZE: usize = 500;
+
+/// Partners of a team, or groups, one ranking sums at query time at most.
+const MAX_RANKED: usize = 10_000;
 
 /// Subjects, and windows, one WatchKpis call may watch at most.
 const MAX_WATCHED: usize = 100;
@@ -406,7 +407,7 @@ impl Api {
         Ok((feedback, values))
     }
 
-    /// GetLeaderboard: partners ranked tenant-wide by one counter metric in a window.
+    /// GetLeaderboard: partners or groups ranked by one counted metric in a window.
     async fn leaderboard(
         &self,
         request: Request<GetLeaderboardRequest>,
@@ -415,26 +416,17 @@ impl Api {
         let tenant = self.tenant(&principal).await?;
         let namespace = self.current_namespace()?;
         let request = request.into_inner();
-        match SubjectKind::try_from(request.entry_kind) {
-            Ok(SubjectKind::Partner) => {}
-            Ok(SubjectKind::Group) => {
-                return Err(Status::unimplemented(
-                    "group leaderboards need mentorship events, which the aggregator does not \
-                     consume yet",
-                ));
-            }
+        let entry_kind = match SubjectKind::try_from(request.entry_kind) {
+            Ok(kind @ (SubjectKind::Partner | SubjectKind::Group)) => kind,
             _ => {
                 return Err(field_violation(
                     "entry_kind",
                     "must be SUBJECT_KIND_PARTNER or SUBJECT_KIND_GROUP",
                 ));
             }
-        }
+        };
         if !request.team_root_id.is_empty() {
-            return Err(Status::unimplemented(
-                "leaderboards within a team are not built yet; leave team_root_id empty for the \
-                 tenant-wide ranking",
-            ));
+            check_id("team_root_id", &request.team_root_id)?;
         }
         let metric = Metric::try_from(request.metric).unwrap_or(Metric::Unspecified);
         let counter = Counter::ALL
@@ -461,23 +453,24 @@ impl Api {
                 .map_err(|_| field_violation("page_token", "is not a token this server issued"))?
         };
         let as_of = namespace.progress.as_of().await.map_err(unavailable)?;
-        let (page, more) = namespace
-            .store
-            .leaderboard(
+        let (page, more) = self
+            .ranking(
+                &namespace,
                 &tenant.tenant_id,
+                entry_kind,
+                &request.team_root_id,
                 counter,
                 &window.buckets(),
                 offset,
                 page_size,
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
         let entries = (offset + 1..)
             .zip(page)
             .map(|(rank, (partner, value))| LeaderboardEntry {
                 rank: u32::try_from(rank).unwrap_or(u32::MAX),
                 subject: Some(mentorstream_proto::kpi::v1::Subject {
-                    kind: SubjectKind::Partner.into(),
+                    kind: entry_kind.into(),
                     id: partner,
                 }),
                 value: Some(MetricValue {
@@ -499,6 +492,83 @@ impl Api {
             entries,
             as_of: as_of.map(timestamp),
         })
+    }
+
+    /// One page of a ranking: partners tenant-wide from the tenant's sorted sets; partners of a
+    /// team (the root and their whole downline) and groups (tenant-wide, or those whose mentor
+    /// is in the team) summed at query time. A group's feedback is its mentor's.
+    #[allow(clippy::too_many_arguments)]
+    async fn ranking(
+        &self,
+        namespace: &Namespace,
+        tenant_id: &str,
+        entry_kind: SubjectKind,
+        team_root_id: &str,
+        counter: Counter,
+        buckets: &[crate::calendar::Bucket],
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<(String, i64)>, bool), Status> {
+        let store = &namespace.store;
+        if entry_kind == SubjectKind::Partner && team_root_id.is_empty() {
+            return store
+                .leaderboard(tenant_id, counter, buckets, offset, limit)
+                .await
+                .map_err(unavailable);
+        }
+        let team = if team_root_id.is_empty() {
+            None
+        } else {
+            let downline = store
+                .downline(tenant_id, team_root_id, MAX_RANKED)
+                .await
+                .map_err(|error| match error {
+                    StoreError::TooLarge(limit) => Status::failed_precondition(format!(
+                        "the team of `{team_root_id}` has more than {limit} partners; rank \
+                         tenant-wide instead"
+                    )),
+                    other => unavailable(other),
+                })?;
+            Some(downline)
+        };
+        let subjects: Vec<(String, OwnedSubject)> = match (entry_kind, team) {
+            (SubjectKind::Group, team) => {
+                let members: Option<std::collections::BTreeSet<String>> =
+                    team.map(|team| team.into_iter().collect());
+                let feedback = matches!(counter, Counter::FeedbackSum | Counter::FeedbackCount);
+                store
+                    .groups(tenant_id)
+                    .await
+                    .map_err(unavailable)?
+                    .into_iter()
+                    .filter(|(_, mentor)| members.as_ref().is_none_or(|team| team.contains(mentor)))
+                    .map(|(group, mentor)| {
+                        let subject = if feedback {
+                            OwnedSubject::Partner(mentor)
+                        } else {
+                            OwnedSubject::Group(group.clone())
+                        };
+                        (group, subject)
+                    })
+                    .collect()
+            }
+            (_, team) => team
+                .unwrap_or_default()
+                .into_iter()
+                .map(|partner| (partner.clone(), OwnedSubject::Partner(partner)))
+                .collect(),
+        };
+        if subjects.len() > MAX_RANKED {
+            return Err(Status::failed_precondition(format!(
+                "more than {MAX_RANKED} groups to rank"
+            )));
+        }
+        let ranked = store
+            .rank(tenant_id, &subjects, counter, buckets)
+            .await
+            .map_err(unavailable)?;
+        let more = ranked.len() > offset.saturating_add(limit);
+        Ok((ranked.into_iter().skip(offset).take(limit).collect(), more))
     }
 
     /// GetSeries: one metric of one subject per day, week or month.

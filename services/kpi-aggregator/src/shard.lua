@@ -33,7 +33,10 @@
 --              group     a mentee's contributions to this group's counters;
 --              member    changes of this group's current members: bucket = mentee,
 --                        counter = mentor, amount = +1 or -1;
---              mentor    the group's mentor: bucket = mentor (counter and amount unused).
+--              mentor    the group's mentor: bucket = mentor (counter and amount unused);
+--              child     a change of this partner's direct recruits: bucket = recruit,
+--                        amount = +1 or -1;
+--              groups    a group of the tenant: bucket = group, counter = mentor.
 --            rank is empty except for personal and tenant. An entry whose seq is at or below the shard's
 --            watermark for its source was applied before and is skipped.
 -- trim:      ARGV[8..] outbox sequence numbers the targets have applied.
@@ -432,11 +435,14 @@ local function enrol(sponsor, rank, buckets)
     emit(partner_root(sponsor), 'personal', recruit, rank)
   end
   if old_sponsor ~= sponsor then
+    local me = string.sub(root, #partner_prefix + 1, -2)
     if old_sponsor ~= '' then
       emit(partner_root(old_sponsor), 'team', team_snapshot(-1))
+      emit(partner_root(old_sponsor), 'child', { [me] = { child = -1 } })
     end
     if sponsor ~= '' then
       emit(partner_root(sponsor), 'team', team_snapshot(1))
+      emit(partner_root(sponsor), 'child', { [me] = { child = 1 } })
     end
   end
 end
@@ -457,6 +463,7 @@ local function member(rank, kind, group, mentor)
   membership_cache = after
   if kind == 'assign' then
     group_mentors[group] = mentor
+    emit(tenant_root, 'groups', { [group] = { [mentor] = 1 } })
   end
   for _, day in ipairs(redis.call('SMEMBERS', root .. ':lgd')) do
     local log = redis.call('HGETALL', root .. ':lg:' .. day)
@@ -648,6 +655,14 @@ if mode == 'forwarded' then
           end
         elseif entry.kind == 'mentor' then
           redis.call('SET', root .. ':mentor', bucket)
+        elseif entry.kind == 'child' then
+          -- The genealogy downwards: the partners whose earliest enrolment names this one.
+          if redis.call('HINCRBY', root .. ':children', bucket, amount) <= 0 then
+            redis.call('HDEL', root .. ':children', bucket)
+          end
+        elseif entry.kind == 'groups' then
+          -- Every group of the tenant and its mentor, for group leaderboards.
+          redis.call('HSET', root .. ':groups', bucket, counter)
         end
       end
       if entry.kind == 'tenant' and entry.rank ~= '' then

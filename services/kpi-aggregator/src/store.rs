@@ -22,6 +22,13 @@ const SHARD_SCRIPT: &str = include_str!("shard.lua");
 /// The target of outbox entries that are signals, published rather than forwarded.
 const SIGNAL_TARGET: &str = "signal";
 
+/// The sum of one field over hashes of one shard.
+const SUM_FIELD: &str = "local total = 0 \
+                         for i = 1, #KEYS do \
+                           total = total + tonumber(redis.call('HGET', KEYS[i], ARGV[1]) or '0') \
+                         end \
+                         return total";
+
 /// Idle partners announced per round trip of a sweep.
 const SWEEP_BATCH: usize = 1000;
 
@@ -50,6 +57,8 @@ pub enum StoreError {
     Signals(String),
     #[error("cannot read the tenant's targets: {0}")]
     Targets(String),
+    #[error("more than {0} partners")]
+    TooLarge(usize),
 }
 
 /// Events of one topic-partition for one partner shard, in offset order.
@@ -840,6 +849,94 @@ impl Store {
             .await?;
         members.sort();
         Ok(members)
+    }
+
+    /// A partner and everyone below them in the genealogy, root first; fails with
+    /// [`StoreError::TooLarge`] beyond `limit` partners.
+    pub async fn downline(
+        &self,
+        tenant_id: &str,
+        root: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut all = vec![root.to_owned()];
+        let mut seen: BTreeSet<String> = BTreeSet::from([root.to_owned()]);
+        let mut frontier = vec![root.to_owned()];
+        while !frontier.is_empty() {
+            let reads = frontier
+                .iter()
+                .map(|partner| {
+                    let mut read = cmd("HKEYS");
+                    read.arg(format!(
+                        "{}:children",
+                        self.partner_shard(tenant_id, partner)
+                    ));
+                    read
+                })
+                .collect();
+            let mut next = Vec::new();
+            for children in self.connection.each(reads).await? {
+                let children: Vec<String> = mentorstream_redis::from_value(children)?;
+                for child in children {
+                    // The genealogy is a tree; a cycle in bad data must not loop.
+                    if seen.insert(child.clone()) {
+                        next.push(child);
+                    }
+                }
+            }
+            all.extend(next.iter().cloned());
+            if all.len() > limit {
+                return Err(StoreError::TooLarge(limit));
+            }
+            frontier = next;
+        }
+        Ok(all)
+    }
+
+    /// Every group of the tenant and its mentor.
+    pub async fn groups(&self, tenant_id: &str) -> Result<BTreeMap<String, String>, StoreError> {
+        Ok(cmd("HGETALL")
+            .arg(format!("{}:groups", self.tenant_shard(tenant_id)))
+            .query_async(&mut self.connection.clone())
+            .await?)
+    }
+
+    /// `subjects` ranked by `counter` summed over `buckets`: best first, ties by id, zeros
+    /// left out. One command per subject, each in its own shard.
+    pub async fn rank(
+        &self,
+        tenant_id: &str,
+        subjects: &[(String, OwnedSubject)],
+        counter: Counter,
+        buckets: &[Bucket],
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let sums = subjects
+            .iter()
+            .map(|(_, subject)| {
+                let (shard, kind) = match subject.as_subject() {
+                    Subject::Partner(partner) => (self.partner_shard(tenant_id, partner), "c"),
+                    Subject::Team(partner) => (self.partner_shard(tenant_id, partner), "t"),
+                    Subject::Group(group) => (self.group_shard(tenant_id, group), "c"),
+                    Subject::Tenant => (self.tenant_shard(tenant_id), "c"),
+                };
+                let mut sum = cmd("EVAL");
+                sum.arg(SUM_FIELD).arg(buckets.len());
+                for bucket in buckets {
+                    sum.arg(format!("{shard}:{kind}:{bucket}"));
+                }
+                sum.arg(counter.field());
+                sum
+            })
+            .collect();
+        let mut ranked: Vec<(String, i64)> = Vec::with_capacity(subjects.len());
+        for ((id, _), total) in subjects.iter().zip(self.connection.each(sums).await?) {
+            let total: i64 = mentorstream_redis::from_value(total)?;
+            if total != 0 {
+                ranked.push((id.clone(), total));
+            }
+        }
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Ok(ranked)
     }
 
     /// A group's mentor and current mentees.

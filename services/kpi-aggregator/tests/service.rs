@@ -11,10 +11,10 @@ use mentorstream_runtime::{Context, Listeners};
 use mentorstream_testkit::{RedisCluster, fresh_database, unique};
 use scenario::live::{
     Reader, assert_explained, assert_journeys, assert_leaderboards, assert_scorecards,
-    assert_series, assert_signals, assert_target_progress, assert_updates_topic, assert_watched,
-    create_tenant, delete_generation, expected_numbers, expected_watched, produce,
-    produce_named_sentinels, produce_poison, produce_sentinels, put_targets, wait_for,
-    wait_for_tenant_totals, watch, window,
+    assert_series, assert_signals, assert_target_progress, assert_team_and_group_leaderboards,
+    assert_updates_topic, assert_watched, create_tenant, delete_generation, expected_numbers,
+    expected_watched, produce, produce_named_sentinels, produce_poison, produce_sentinels,
+    put_targets, wait_for, wait_for_tenant_totals, watch, window,
 };
 use scenario::{Events, expected_crossings, expected_signals};
 use tonic::Code;
@@ -192,6 +192,7 @@ async fn scorecards_equal_the_rules(cluster: Option<&RedisCluster>) {
     assert_updates_topic(&config.kafka, &updates).await;
     assert_journeys(&mut reader, &events).await;
     assert_explained(&mut reader, &events).await;
+    assert_team_and_group_leaderboards(&mut reader, &events).await;
 
     // Rebuild: the same numbers from the topics in a fresh generation. The old generation is
     // then deleted (as by a Redis that lost data), so the answers can only come from the new

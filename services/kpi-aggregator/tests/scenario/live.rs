@@ -260,23 +260,33 @@ impl Reader {
         window: Window,
         page_size: u32,
     ) -> Vec<(u32, String, i64)> {
+        self.ranking(SubjectKind::Partner, "", metric, window, page_size)
+            .await
+            .expect("leaderboard")
+    }
+
+    /// Every page of a leaderboard of `entry_kind` (within `team_root_id`'s team unless
+    /// empty), `page_size` at a time, as (rank, id, number).
+    pub async fn ranking(
+        &mut self,
+        entry_kind: SubjectKind,
+        team_root_id: &str,
+        metric: Metric,
+        window: Window,
+        page_size: u32,
+    ) -> Result<Vec<(u32, String, i64)>, tonic::Status> {
         let mut entries = Vec::new();
         let mut page_token = String::new();
         loop {
             let request = self.authorized(GetLeaderboardRequest {
-                entry_kind: SubjectKind::Partner.into(),
+                entry_kind: entry_kind.into(),
                 metric: metric.into(),
                 window: Some(window),
-                team_root_id: String::new(),
+                team_root_id: team_root_id.into(),
                 page_size,
                 page_token: page_token.clone(),
             });
-            let answer = self
-                .client
-                .get_leaderboard(request)
-                .await
-                .expect("leaderboard")
-                .into_inner();
+            let answer = self.client.get_leaderboard(request).await?.into_inner();
             assert!(answer.as_of.is_some());
             assert!(answer.entries.len() <= page_size as usize);
             for entry in answer.entries {
@@ -287,13 +297,149 @@ impl Reader {
                     }
                     metric_value::Value::Ratio(_) => panic!("no ratios here"),
                 };
-                entries.push((entry.rank, entry.subject.expect("subject").id, number));
+                let subject = entry.subject.expect("subject");
+                assert_eq!(subject.kind, i32::from(entry_kind));
+                entries.push((entry.rank, subject.id, number));
             }
             if answer.next_page_token.is_empty() {
-                return entries;
+                return Ok(entries);
             }
             page_token = answer.next_page_token;
         }
+    }
+}
+
+/// Compares leaderboards of partners within a team and of groups (tenant-wide and within a
+/// team), read page by page, with the ranking the rules give.
+pub async fn assert_team_and_group_leaderboards(reader: &mut Reader, events: &Events) {
+    let expected = events.expected();
+    let rank = |totals: BTreeMap<String, i64>| -> Vec<(u32, String, i64)> {
+        let mut ranking: Vec<(String, i64)> = totals
+            .into_iter()
+            .filter(|(_, value)| *value != 0)
+            .collect();
+        ranking.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        (1..)
+            .zip(ranking)
+            .map(|(rank, (id, value))| (rank, id, value))
+            .collect()
+    };
+    for (root, metric, field, window_kind, anchor) in [
+        (
+            "n3",
+            Metric::SalesVolume,
+            "pv",
+            WindowKind::Lifetime,
+            (2026, 12, 31),
+        ),
+        (
+            "n3",
+            Metric::ActiveDays,
+            "act",
+            WindowKind::Month,
+            (2026, 11, 10),
+        ),
+        (
+            "root",
+            Metric::Orders,
+            "ord",
+            WindowKind::Rolling30d,
+            (2026, 12, 15),
+        ),
+    ] {
+        let team = super::downline(&events.activity, root);
+        let window_buckets = buckets(window_kind, anchor);
+        let totals: BTreeMap<String, i64> = team
+            .iter()
+            .map(|partner| {
+                let value = oracle(&expected, "c", partner, &window_buckets)
+                    .get(field)
+                    .copied()
+                    .unwrap_or(0);
+                (partner.clone(), value)
+            })
+            .collect();
+        let ranking = rank(totals);
+        assert!(
+            ranking.len() > 2,
+            "{root} {metric:?}: several partners rank"
+        );
+        assert_eq!(
+            reader
+                .ranking(
+                    SubjectKind::Partner,
+                    root,
+                    metric,
+                    window(window_kind, Some(anchor)),
+                    2
+                )
+                .await
+                .expect("team leaderboard"),
+            ranking,
+            "team {root} {metric:?} {window_kind:?}"
+        );
+    }
+    for (team_root, metric, field, window_kind, anchor) in [
+        ("", Metric::Orders, "ord", WindowKind::Month, (2026, 12, 1)),
+        (
+            "",
+            Metric::SessionsMissed,
+            "mis",
+            WindowKind::Lifetime,
+            (2026, 12, 31),
+        ),
+        (
+            "",
+            Metric::FeedbackCount,
+            "fbc",
+            WindowKind::Lifetime,
+            (2026, 12, 31),
+        ),
+        (
+            "n3",
+            Metric::ActiveDays,
+            "act",
+            WindowKind::Lifetime,
+            (2026, 12, 31),
+        ),
+    ] {
+        let team = (!team_root.is_empty()).then(|| super::downline(&events.activity, team_root));
+        let window_buckets = buckets(window_kind, anchor);
+        let totals: BTreeMap<String, i64> = ["g-1", "g-2"]
+            .into_iter()
+            .filter_map(|group| {
+                let (_, mentor) = super::members(&events.mentorship, group);
+                let mentor = mentor.expect("a mentor");
+                if team.as_ref().is_some_and(|team| !team.contains(&mentor)) {
+                    return None;
+                }
+                let numbers = expected_numbers(
+                    events,
+                    &expected,
+                    SubjectKind::Group,
+                    "g",
+                    group,
+                    &window_buckets,
+                );
+                Some((group.to_owned(), numbers.get(field).copied().unwrap_or(0)))
+            })
+            .collect();
+        let ranking = rank(totals);
+        assert!(!ranking.is_empty());
+        assert_eq!(
+            reader
+                .ranking(
+                    SubjectKind::Group,
+                    team_root,
+                    metric,
+                    window(window_kind, Some(anchor)),
+                    1
+                )
+                .await
+                .expect("group leaderboard"),
+            ranking,
+            "groups {team_root:?} {metric:?} {window_kind:?}"
+        );
     }
 }
 

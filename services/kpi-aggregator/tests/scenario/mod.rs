@@ -444,23 +444,7 @@ pub fn expected(events: &[ActivityEvent], mentorship: &[MentorshipEvent]) -> BTr
                 .or_default() += contribution.amount;
         }
     }
-    let mut parents: BTreeMap<String, String> = BTreeMap::new();
-    let mut enrolled_at: BTreeMap<String, (i64, String)> = BTreeMap::new();
-    for event in events {
-        if let Some(Payload::PartnerEnrolled(enrolled)) = &event.payload {
-            let rank = (
-                event.occurred_at.as_ref().expect("time").seconds,
-                event.source_event_id.clone(),
-            );
-            let earliest = enrolled_at
-                .entry(event.partner_id.clone())
-                .or_insert_with(|| rank.clone());
-            if rank <= *earliest {
-                *earliest = rank;
-                parents.insert(event.partner_id.clone(), enrolled.sponsor_id.clone());
-            }
-        }
-    }
+    let parents = parents(events);
     let mut all = BTreeMap::new();
     for ((partner, bucket, field), value) in &personal {
         all.insert(
@@ -506,6 +490,50 @@ pub fn expected(events: &[ActivityEvent], mentorship: &[MentorshipEvent]) -> BTr
     }
     all.retain(|_, value| *value != 0);
     all
+}
+
+/// Each partner's sponsor (empty for a root), from their earliest enrolment.
+pub fn parents(events: &[ActivityEvent]) -> BTreeMap<String, String> {
+    let mut parents: BTreeMap<String, String> = BTreeMap::new();
+    let mut enrolled_at: BTreeMap<String, (i64, String)> = BTreeMap::new();
+    for event in events {
+        if let Some(Payload::PartnerEnrolled(enrolled)) = &event.payload {
+            let rank = (
+                event.occurred_at.as_ref().expect("time").seconds,
+                event.source_event_id.clone(),
+            );
+            let earliest = enrolled_at
+                .entry(event.partner_id.clone())
+                .or_insert_with(|| rank.clone());
+            if rank <= *earliest {
+                *earliest = rank;
+                parents.insert(event.partner_id.clone(), enrolled.sponsor_id.clone());
+            }
+        }
+    }
+    parents
+}
+
+/// A partner and everyone below them in the genealogy the rules give.
+pub fn downline(events: &[ActivityEvent], root: &str) -> std::collections::BTreeSet<String> {
+    let parents = parents(events);
+    parents
+        .keys()
+        .filter(|partner| {
+            let mut current = Some(partner.as_str());
+            while let Some(member) = current {
+                if member == root {
+                    return true;
+                }
+                current = parents
+                    .get(member)
+                    .map(String::as_str)
+                    .filter(|parent| !parent.is_empty());
+            }
+            false
+        })
+        .cloned()
+        .collect()
 }
 
 /// The (group, mentor) `mentee` is assigned to at `at` (at the end, for `None`): membership
