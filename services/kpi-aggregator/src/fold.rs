@@ -50,6 +50,17 @@ pub enum Operation {
         name: String,
         rank: String,
     },
+    /// A development goal of the mentee: `counter` summed over the contributions from `start`
+    /// to `due` (20-digit micros) should reach `target` (the counter's units).
+    Goal {
+        goal_id: String,
+        plan_id: String,
+        counter: Counter,
+        target: i64,
+        start: String,
+        due: String,
+        rank: String,
+    },
     /// A mentee assigned to or unassigned from a group; the partner is the mentee.
     Member {
         rank: String,
@@ -231,6 +242,9 @@ pub fn mentorship_event(
                     ],
                 },
             )],
+            Mentorship::GoalSet(set) => goal_operation(set, &rank)
+                .map(|operation| vec![(set.mentee_id.as_str(), operation)])
+                .unwrap_or_default(),
             _ => Vec::new(),
         };
     Ok(operations
@@ -248,6 +262,36 @@ pub fn mentorship_event(
             )
         })
         .collect())
+}
+
+/// A goal as the shard script keeps it; `None` for a goal on a metric that is not a counter
+/// or with a target or period that cannot be read (the mentorship service refuses those).
+fn goal_operation(
+    set: &mentorstream_proto::mentorship::v1::GoalSet,
+    rank: &str,
+) -> Option<Operation> {
+    let metric = mentorstream_proto::kpi::v1::Metric::try_from(set.metric).ok()?;
+    let counter = Counter::ALL
+        .into_iter()
+        .find(|counter| counter.metric() == Some(metric))?;
+    let text = set.target.as_ref()?.value.as_str();
+    let target = if counter == Counter::SalesVolume {
+        hundredths(Some(text)).ok()?
+    } else {
+        text.parse().ok()?
+    };
+    let micros = |time: Option<&prost_types::Timestamp>| {
+        timestamp(time?).map(|time| format!("{:020}", time.timestamp_micros()))
+    };
+    Some(Operation::Goal {
+        goal_id: set.goal_id.clone(),
+        plan_id: set.plan_id.clone(),
+        counter,
+        target,
+        start: micros(set.starts_at.as_ref())?,
+        due: micros(set.due_at.as_ref())?,
+        rank: rank.to_owned(),
+    })
 }
 
 fn occurred_at(event: &ActivityEvent) -> Option<DateTime<Utc>> {

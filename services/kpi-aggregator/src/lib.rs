@@ -1,10 +1,10 @@
 //! KPI aggregator: exact windowed KPIs in Redis, group and team roll-ups, signals, KPI queries.
 //!
 //! The consumers ([`consume`], one per topic) fold activity and mentorship records ([`fold`])
-//! into the KPI state in Redis ([`store`], docs/kpi-state.md) and record how far they got
-//! ([`progress`]); KpiService ([`api`]) reads it. Built so far: personal, group, team and tenant
-//! counters and tenant-wide leaderboards; GetScorecard, GetSeries and GetLeaderboard. Signals
-//! and the other RPCs are still to come.
+//! into the KPI state in Redis ([`store`], docs/kpi-state.md) of the active generation
+//! ([`namespace`], [`rebuild`]) and record how far they got ([`progress`]). The shard script
+//! decides signals ([`signal`]) and target crossings ([`target`]); what changed is published
+//! to kpi.updates.v1 and fanned out to WatchKpis ([`updates`]); KpiService ([`api`]) reads it.
 
 mod api;
 pub mod calendar;
@@ -219,8 +219,9 @@ pub(crate) async fn pause(stop: &CancellationToken, period: std::time::Duration)
     }
 }
 
-/// Every `interval` until shutdown: Inactive signals for every tenant's partners idle for the
-/// tenant's inactivity period. Failures are logged and retried at the next round.
+/// Every `interval` until shutdown, for every tenant: Inactive for partners idle for the
+/// tenant's inactivity period, and GoalMissed for goals past due. Failures are logged and
+/// retried at the next round.
 async fn sweep_inactive(
     namespace: watch::Receiver<Option<Namespace>>,
     tenants: &Tenants,
@@ -259,6 +260,18 @@ async fn sweep_inactive(
                 }
                 Err(error) => {
                     tracing::warn!(tenant_id = %tenant.tenant_id, %error, "inactivity sweep failed");
+                }
+            }
+            match store
+                .sweep_goals(&tenant.tenant_id, chrono::Utc::now())
+                .await
+            {
+                Ok(0) => {}
+                Ok(announced) => {
+                    tracing::info!(tenant_id = %tenant.tenant_id, announced, "goals missed");
+                }
+                Err(error) => {
+                    tracing::warn!(tenant_id = %tenant.tenant_id, %error, "goal sweep failed");
                 }
             }
         }

@@ -21,6 +21,7 @@
 --              member <rank> <assign|unassign> <group> <mentor>
 --              rank <level> <name> <rank>
 --              active <rank>
+--              goal <id> <plan> <counter> <target> <start micros> <due micros> <rank>
 --            A batch whose first offset is at or below the shard's watermark for that field
 --            changes nothing (it was applied before); the answer says so.
 -- forwarded: ARGV[8..] entries of other shards' outboxes: source seq kind rank n (bucket
@@ -36,7 +37,8 @@
 --              mentor    the group's mentor: bucket = mentor (counter and amount unused);
 --              child     a change of this partner's direct recruits: bucket = recruit,
 --                        amount = +1 or -1;
---              groups    a group of the tenant: bucket = group, counter = mentor.
+--              groups    a group of the tenant: bucket = group, counter = mentor;
+--              goal      a goal's due time: bucket = mentee \28 goal, counter = due micros.
 --            rank is empty except for personal and tenant. An entry whose seq is at or below the shard's
 --            watermark for its source was applied before and is skipped.
 -- trim:      ARGV[8..] outbox sequence numbers the targets have applied.
@@ -194,8 +196,40 @@ end
 -- Feedback is the mentor's own, never a mentee's contribution to a group.
 local mentor_only = { fbs = true, fbc = true }
 
--- Logs a contribution of the event of `rank` (Explain reads the log) and counts it for the
--- group then in effect.
+-- The mentee's development goals (from GoalSet), loaded on first use: id, plan, counter,
+-- target, start and due (20-digit micros), rank of the GoalSet that set it; stored joined by
+-- \31, goals by \29 (ranks hold \30).
+local goals_cache
+local function goals()
+  if not goals_cache then
+    goals_cache = {}
+    local stored = redis.call('HGET', facts, 'goals')
+    if stored and stored ~= '' then
+      for _, spec in ipairs(split(stored, '\29')) do
+        local f = split(spec, '\31')
+        goals_cache[#goals_cache + 1] = {
+          id = f[1], plan = f[2], counter = f[3], target = tonumber(f[4]), start = f[5], due = f[6], rank = f[7]
+        }
+      end
+    end
+  end
+  return goals_cache
+end
+
+-- A goal's progress moves by `amount` (a contribution at `rank` inside its period);
+-- reaching its target announces GoalAchieved (the id names the goal, so reaching it again
+-- after a dip repeats it).
+local function goal_progress(goal, amount, rank)
+  local value = redis.call('HINCRBY', root .. ':gp', goal.id, string.format('%d', amount))
+  if value >= goal.target and value - amount < goal.target then
+    redis.call('HSET', outbox, redis.call('INCR', root .. ':oseq'),
+      'signal\29goal_achieved\29' .. rank .. '\29' .. table.concat(
+        { goal.id, goal.plan, goal.counter, string.format('%d', goal.target), string.format('%d', value) }, '\31'))
+  end
+end
+
+-- Logs a contribution of the event of `rank` (Explain reads the log), counts it for the
+-- group then in effect and for the goals whose period covers it.
 local function contribute(rank, buckets, counter, amount)
   local day = buckets[1]
   local log = root .. ':lg:' .. day
@@ -212,6 +246,12 @@ local function contribute(rank, buckets, counter, amount)
   if assignment then
     for _, bucket in ipairs(buckets) do
       group_add(assignment.group, bucket, counter, amount)
+    end
+  end
+  local time = string.sub(rank, 1, 20)
+  for _, goal in ipairs(goals()) do
+    if goal.counter == counter and time >= goal.start and time <= goal.due then
+      goal_progress(goal, amount, rank)
     end
   end
 end
@@ -544,6 +584,46 @@ local function signals()
   end
 end
 
+-- A development goal set (or set again) for this mentee: the latest GoalSet of a goal id
+-- counts. Its progress is computed from the contribution log, and its due time indexed in the
+-- tenant shard for the GoalMissed sweep.
+local function goal(id, plan, counter, target, start, due, rank)
+  local list = goals()
+  local kept = {}
+  for _, existing in ipairs(list) do
+    if existing.id == id then
+      if existing.rank >= rank then
+        return
+      end
+    else
+      kept[#kept + 1] = existing
+    end
+  end
+  local new = { id = id, plan = plan, counter = counter, target = tonumber(target), start = start, due = due, rank = rank }
+  kept[#kept + 1] = new
+  local specs = {}
+  for _, g in ipairs(kept) do
+    specs[#specs + 1] = table.concat({ g.id, g.plan, g.counter, string.format('%d', g.target), g.start, g.due, g.rank }, '\31')
+  end
+  redis.call('HSET', facts, 'goals', table.concat(specs, '\29'))
+  goals_cache = kept
+  redis.call('HSET', root .. ':gp', id, '0')
+  local total, latest = 0, rank
+  for _, day in ipairs(redis.call('SMEMBERS', root .. ':lgd')) do
+    local log = redis.call('HGETALL', root .. ':lg:' .. day)
+    for k = 1, #log, 2 do
+      local fields = split(log[k], '\31')
+      local time = string.sub(fields[1], 1, 20)
+      if fields[4] == counter and time >= start and time <= due then
+        total = total + tonumber(log[k + 1])
+      end
+    end
+  end
+  goal_progress(new, total, latest)
+  local mentee = string.sub(root, #partner_prefix + 1, -2)
+  emit(tenant_root, 'goal', { [mentee .. '\28' .. id] = { [due] = 1 } })
+end
+
 -- Personal changes reach this partner's team and the tenant; team changes reach the parent;
 -- group changes reach their groups.
 local function finish()
@@ -660,6 +740,9 @@ if mode == 'forwarded' then
           if redis.call('HINCRBY', root .. ':children', bucket, amount) <= 0 then
             redis.call('HDEL', root .. ':children', bucket)
           end
+        elseif entry.kind == 'goal' then
+          -- A goal's due time (micros), for the GoalMissed sweep: member = mentee \28 goal.
+          redis.call('ZADD', root .. ':goals', counter, bucket)
         elseif entry.kind == 'groups' then
           -- Every group of the tenant and its mentor, for group leaderboards.
           redis.call('HSET', root .. ':groups', bucket, counter)
@@ -725,6 +808,9 @@ while i <= #ARGV do
     elseif operation == 'rank' then
       event.ops[#event.ops + 1] = { 'rank', ARGV[i + 1], ARGV[i + 2], ARGV[i + 3] }
       i = i + 4
+    elseif operation == 'goal' then
+      event.ops[#event.ops + 1] = { 'goal', ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7] }
+      i = i + 8
     elseif operation == 'member' then
       event.ops[#event.ops + 1] = { 'member', ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4] }
       i = i + 5
@@ -755,6 +841,8 @@ for _, event in ipairs(events) do
         rank_reached(op[2], op[3], op[4], buckets)
       elseif op[1] == 'active' then
         active(op[2])
+      elseif op[1] == 'goal' then
+        goal(op[2], op[3], op[4], op[5], op[6], op[7], op[8])
       else
         member(op[2], op[3], op[4], op[5])
       end

@@ -45,6 +45,21 @@ pub enum Payload {
         last_active_at: DateTime<Utc>,
         inactive_days: u32,
     },
+    GoalAchieved {
+        plan_id: String,
+        goal_id: String,
+        counter: Counter,
+        /// In the counter's units.
+        target: i64,
+        value: i64,
+    },
+    GoalMissed {
+        plan_id: String,
+        goal_id: String,
+        counter: Counter,
+        target: i64,
+        value: i64,
+    },
     TargetCrossed {
         target_id: String,
         subject_kind: SubjectKind,
@@ -79,6 +94,9 @@ impl Signal {
     ) -> Option<Self> {
         if kind == "target" {
             return Self::target_crossed(tenant_id, fact, now);
+        }
+        if kind == "goal_achieved" {
+            return Self::goal_achieved(tenant_id, partner_id, enrolment_rank, fact);
         }
         let enrolled_at = rank_time(enrolment_rank)?;
         let mut fields = fact.split('\u{1f}');
@@ -117,6 +135,65 @@ impl Signal {
             signal_id: signal_id(tenant_id, partner_id, kind, &key),
             occurred_at,
             payload,
+        })
+    }
+
+    /// `fact`: goal \x1f plan \x1f counter \x1f target \x1f value, reached by the event of
+    /// `rank`.
+    fn goal_achieved(tenant_id: &str, mentee_id: &str, rank: &str, fact: &str) -> Option<Self> {
+        let fields: Vec<&str> = fact.split('\u{1f}').collect();
+        let [goal_id, plan_id, counter, target, value] = fields.as_slice() else {
+            return None;
+        };
+        Some(Self {
+            tenant_id: tenant_id.to_owned(),
+            partner_id: mentee_id.to_owned(),
+            signal_id: signal_id(tenant_id, mentee_id, "goal_achieved", goal_id),
+            occurred_at: rank_time(rank)?,
+            payload: Payload::GoalAchieved {
+                plan_id: (*plan_id).to_owned(),
+                goal_id: (*goal_id).to_owned(),
+                counter: Counter::from_field(counter)?,
+                target: target.parse().ok()?,
+                value: value.parse().ok()?,
+            },
+        })
+    }
+
+    /// GoalMissed for `goal_id` of a mentee whose stored goals are `goals` (as the shard
+    /// script keeps them) and progress `progress`; `None` if the goal is unknown or reached.
+    pub fn goal_missed(
+        tenant_id: &str,
+        mentee_id: &str,
+        goal_id: &str,
+        goals: Option<&str>,
+        progress: &std::collections::BTreeMap<String, i64>,
+    ) -> Option<Self> {
+        // id \x1f plan \x1f counter \x1f target \x1f start \x1f due \x1f rank, joined by \x1d
+        let spec = goals?
+            .split('\u{1d}')
+            .find(|spec| spec.split('\u{1f}').next() == Some(goal_id))?;
+        let fields: Vec<&str> = spec.split('\u{1f}').collect();
+        let [_, plan_id, counter, target, _, due, _] = fields.as_slice() else {
+            return None;
+        };
+        let target: i64 = target.parse().ok()?;
+        let value = progress.get(goal_id).copied().unwrap_or(0);
+        if value >= target {
+            return None;
+        }
+        Some(Self {
+            tenant_id: tenant_id.to_owned(),
+            partner_id: mentee_id.to_owned(),
+            signal_id: signal_id(tenant_id, mentee_id, "goal_missed", goal_id),
+            occurred_at: rank_time(due)?,
+            payload: Payload::GoalMissed {
+                plan_id: (*plan_id).to_owned(),
+                goal_id: goal_id.to_owned(),
+                counter: Counter::from_field(counter)?,
+                target,
+                value,
+            },
         })
     }
 
@@ -216,6 +293,32 @@ impl Signal {
                 last_active_at: Some(timestamp(*last_active_at)),
                 inactive_days: *inactive_days,
             }),
+            Payload::GoalAchieved {
+                plan_id,
+                goal_id,
+                counter,
+                target,
+                value,
+            } => kpi_signal::Payload::GoalAchieved(proto::GoalAchieved {
+                plan_id: plan_id.clone(),
+                goal_id: goal_id.clone(),
+                metric: counter.metric().unwrap_or(Metric::Unspecified).into(),
+                target: Some(counter_number(*counter, *target)),
+                value: Some(counter_number(*counter, *value)),
+            }),
+            Payload::GoalMissed {
+                plan_id,
+                goal_id,
+                counter,
+                target,
+                value,
+            } => kpi_signal::Payload::GoalMissed(proto::GoalMissed {
+                plan_id: plan_id.clone(),
+                goal_id: goal_id.clone(),
+                metric: counter.metric().unwrap_or(Metric::Unspecified).into(),
+                target: Some(counter_number(*counter, *target)),
+                value: Some(counter_number(*counter, *value)),
+            }),
             Payload::TargetCrossed {
                 target_id,
                 subject_kind,
@@ -225,15 +328,7 @@ impl Signal {
                 threshold,
                 value,
             } => {
-                let number = |value: i64| {
-                    if *counter == Counter::SalesVolume {
-                        decimal(value)
-                    } else {
-                        mentorstream_proto::common::v1::Decimal {
-                            value: value.to_string(),
-                        }
-                    }
-                };
+                let number = |value: i64| counter_number(*counter, value);
                 let window_kind = match bucket {
                     Bucket::Day(_) => WindowKind::Day,
                     Bucket::Week { .. } => WindowKind::Week,
@@ -262,6 +357,17 @@ impl Signal {
             partner_id: self.partner_id.clone(),
             occurred_at: Some(timestamp(self.occurred_at)),
             payload: Some(payload),
+        }
+    }
+}
+
+/// A number of `counter` on the wire: volumes as decimals, counts as whole numbers.
+fn counter_number(counter: Counter, value: i64) -> mentorstream_proto::common::v1::Decimal {
+    if counter == Counter::SalesVolume {
+        decimal(value)
+    } else {
+        mentorstream_proto::common::v1::Decimal {
+            value: value.to_string(),
         }
     }
 }

@@ -29,6 +29,10 @@ const SUM_FIELD: &str = "local total = 0 \
                          end \
                          return total";
 
+/// A mentee's goals and their progress, in one call on their shard.
+const GOAL_STATE: &str = "return { redis.call('HGET', KEYS[1], 'goals') or false, \
+                                   redis.call('HGETALL', KEYS[2]) }";
+
 /// Idle partners announced per round trip of a sweep.
 const SWEEP_BATCH: usize = 1000;
 
@@ -510,6 +514,74 @@ impl Store {
         }
     }
 
+    /// Announces GoalMissed for the tenant's goals due at or before `now` whose progress is
+    /// short of their target; returns how many. Each due goal is unindexed after it was
+    /// looked at (unless set again meanwhile); a crash in between announces the same ids again.
+    pub async fn sweep_goals(
+        &self,
+        tenant_id: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<usize, StoreError> {
+        let Some(sink) = &self.signals else {
+            return Ok(0);
+        };
+        let key = format!("{}:goals", self.tenant_shard(tenant_id));
+        let mut announced = 0;
+        loop {
+            let due: Vec<(String, i64)> = cmd("ZRANGE")
+                .arg(&key)
+                .arg("-inf")
+                .arg(now.timestamp_micros())
+                .arg("BYSCORE")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(SWEEP_BATCH)
+                .arg("WITHSCORES")
+                .query_async(&mut self.connection.clone())
+                .await?;
+            if due.is_empty() {
+                return Ok(announced);
+            }
+            let reads = due
+                .iter()
+                .map(|(member, _)| {
+                    let mentee = member.split('\u{1c}').next().unwrap_or_default();
+                    let shard = self.partner_shard(tenant_id, mentee);
+                    let mut read = cmd("EVAL");
+                    read.arg(GOAL_STATE)
+                        .arg(2)
+                        .arg(format!("{shard}:f"))
+                        .arg(format!("{shard}:gp"));
+                    read
+                })
+                .collect();
+            let mut signals = Vec::new();
+            for ((member, _), state) in due.iter().zip(self.connection.each(reads).await?) {
+                let (goals, progress): (Option<String>, BTreeMap<String, i64>) =
+                    mentorstream_redis::from_value(state)?;
+                let Some((mentee, goal_id)) = member.split_once('\u{1c}') else {
+                    continue;
+                };
+                if let Some(signal) =
+                    Signal::goal_missed(tenant_id, mentee, goal_id, goals.as_deref(), &progress)
+                {
+                    signals.push(signal);
+                }
+            }
+            sink.publish(&signals).await.map_err(StoreError::Signals)?;
+            let mut unindex = cmd("EVAL");
+            unindex.arg(UNINDEX_IF_UNCHANGED).arg(1).arg(&key);
+            for (member, micros) in &due {
+                unindex.arg(member).arg(micros);
+            }
+            let _: i64 = unindex.query_async(&mut self.connection.clone()).await?;
+            announced += signals.len();
+            if due.len() < SWEEP_BATCH {
+                return Ok(announced);
+            }
+        }
+    }
+
     /// Publishes the signal entries among `entries`; they are trimmed with the rest of their
     /// hop, so a crash before the trim publishes them again, with the same ids.
     async fn publish_signals(&self, entries: &BTreeSet<OutboxEntry>) -> Result<(), StoreError> {
@@ -618,6 +690,24 @@ impl Store {
                     }
                     Operation::Active { rank } => {
                         call.arg("active").arg(rank);
+                    }
+                    Operation::Goal {
+                        goal_id,
+                        plan_id,
+                        counter,
+                        target,
+                        start,
+                        due,
+                        rank,
+                    } => {
+                        call.arg("goal")
+                            .arg(goal_id)
+                            .arg(plan_id)
+                            .arg(counter.field())
+                            .arg(target)
+                            .arg(start)
+                            .arg(due)
+                            .arg(rank);
                     }
                     Operation::Rank { level, name, rank } => {
                         call.arg("rank").arg(level).arg(name).arg(rank);

@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use mentorstream_config::{Config, RedisConfig};
 use mentorstream_kpi_aggregator::calendar::Calendar;
 use mentorstream_kpi_aggregator::fold::{mentorship_event, partner_event};
-use mentorstream_kpi_aggregator::signal::{Payload, Signal, SignalSink};
+use mentorstream_kpi_aggregator::signal::{Payload, Signal, SignalSink, signal_id};
 use mentorstream_kpi_aggregator::store::{PartnerBatch, Store};
 use mentorstream_kpi_aggregator::target::{Target, TargetSource};
 use mentorstream_proto::kpi::v1::SubjectKind;
@@ -104,14 +104,113 @@ impl Collected {
             .expect("lock")
             .iter()
             .filter(|signal| {
-                !matches!(
+                matches!(
                     signal.payload,
-                    Payload::Inactive { .. } | Payload::TargetCrossed { .. }
+                    Payload::FirstSale { .. } | Payload::RankAchieved { .. }
                 )
             })
             .map(|signal| (signal.signal_id.clone(), signal.clone()))
             .collect()
     }
+}
+
+/// Goals reached are announced as they are reached (the latest setting of a goal counts);
+/// after their due time a sweep announces exactly the others as missed, once.
+async fn assert_goals(store: &Store, signals: &Collected, events: &Events) {
+    let outcomes = scenario::expected_goals(events);
+    let achieved: BTreeMap<String, (String, String, String, &str, i64)> = signals
+        .0
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter_map(|signal| match &signal.payload {
+            Payload::GoalAchieved {
+                plan_id,
+                goal_id,
+                counter,
+                target,
+                ..
+            } => Some((
+                signal.signal_id.clone(),
+                (
+                    signal.partner_id.clone(),
+                    goal_id.clone(),
+                    plan_id.clone(),
+                    counter.field(),
+                    *target,
+                ),
+            )),
+            _ => None,
+        })
+        .collect();
+    let expected_achieved: BTreeMap<String, (String, String, String, &str, i64)> = outcomes
+        .iter()
+        .filter(|(_, goal)| goal.progress >= goal.target)
+        .map(|(goal_id, goal)| {
+            (
+                signal_id(TENANT, &goal.mentee, "goal_achieved", goal_id),
+                (
+                    goal.mentee.clone(),
+                    goal_id.clone(),
+                    goal.plan.clone(),
+                    goal.field,
+                    goal.target,
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(achieved, expected_achieved);
+    assert_eq!(
+        expected_achieved.len(),
+        3,
+        "ann-orders, ann-modules, bob-sessions"
+    );
+
+    let after_every_due = local("2027-01-15 00:00");
+    let announced = store
+        .sweep_goals(TENANT, after_every_due)
+        .await
+        .expect("swept");
+    let missed: BTreeMap<String, Signal> = signals
+        .0
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|signal| matches!(signal.payload, Payload::GoalMissed { .. }))
+        .map(|signal| (signal.signal_id.clone(), signal.clone()))
+        .collect();
+    let expected_missed: BTreeMap<String, Signal> = outcomes
+        .iter()
+        .filter(|(_, goal)| goal.progress < goal.target)
+        .map(|(goal_id, goal)| {
+            let signal_id = signal_id(TENANT, &goal.mentee, "goal_missed", goal_id);
+            let signal = Signal {
+                tenant_id: TENANT.into(),
+                partner_id: goal.mentee.clone(),
+                signal_id: signal_id.clone(),
+                occurred_at: goal.due,
+                payload: Payload::GoalMissed {
+                    plan_id: goal.plan.clone(),
+                    goal_id: goal_id.clone(),
+                    counter: mentorstream_kpi_aggregator::metric::Counter::from_field(goal.field)
+                        .expect("counter"),
+                    target: goal.target,
+                    value: goal.progress,
+                },
+            };
+            (signal_id, signal)
+        })
+        .collect();
+    assert_eq!(announced, expected_missed.len());
+    assert_eq!(missed, expected_missed);
+    assert_eq!(
+        store
+            .sweep_goals(TENANT, after_every_due)
+            .await
+            .expect("swept"),
+        0,
+        "a goal is missed once"
+    );
 }
 
 /// Sweeps for inactivity at two moments and after new activity: every partner idle for a week
@@ -516,6 +615,7 @@ async fn agrees_with_the_rules(redis: &RedisConfig, seeds: std::ops::Range<u64>)
             "seed {seed}: targets crossed"
         );
         assert!(crossed.len() > 3, "the scenario crosses targets");
+        assert_goals(&store, &signals, &events).await;
         assert_inactivity(&store, &signals, &events).await;
 
         for group in ["g-1", "g-2"] {

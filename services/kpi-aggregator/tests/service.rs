@@ -6,6 +6,7 @@
 mod scenario;
 
 use mentorstream_config::Config;
+use mentorstream_kpi_aggregator::signal::signal_id;
 use mentorstream_proto::kpi::v1::{SubjectKind, WindowKind};
 use mentorstream_runtime::{Context, Listeners};
 use mentorstream_testkit::{RedisCluster, fresh_database, unique};
@@ -16,7 +17,7 @@ use scenario::live::{
     expected_watched, produce, produce_named_sentinels, produce_poison, produce_sentinels,
     put_targets, wait_for, wait_for_tenant_totals, watch, window,
 };
-use scenario::{Events, expected_crossings, expected_signals};
+use scenario::{Events, expected_crossings, expected_goals, expected_signals};
 use tonic::Code;
 
 /// The aggregator running in this process.
@@ -139,6 +140,18 @@ async fn scorecards_equal_the_rules(cluster: Option<&RedisCluster>) {
         &config.kafka,
         &expected_signals(&events.activity),
         &expected_crossings(&aggregator.tenant_id, &expected),
+        &expected_goals(&events)
+            .into_iter()
+            .filter(|(_, goal)| goal.progress >= goal.target)
+            .map(|(goal_id, goal)| {
+                signal_id(
+                    &aggregator.tenant_id,
+                    &goal.mentee,
+                    "goal_achieved",
+                    &goal_id,
+                )
+            })
+            .collect(),
     )
     .await;
     assert_target_progress(&mut reader, &expected).await;

@@ -113,7 +113,7 @@ pub async fn assert_journeys(reader: &mut Reader, events: &Events) {
                 .filter(move |signal| match signal.payload {
                     SignalPayload::FirstSale { .. } => kind == "sale",
                     SignalPayload::RankAchieved { .. } => kind == "rank",
-                    SignalPayload::Inactive { .. } | SignalPayload::TargetCrossed { .. } => false,
+                    _ => false,
                 })
         };
         match of("sale").next() {
@@ -731,6 +731,7 @@ pub async fn assert_signals(
     kafka: &KafkaConfig,
     expected: &BTreeMap<String, mentorstream_kpi_aggregator::signal::Signal>,
     crossings: &BTreeMap<String, (String, SubjectKind, String, String)>,
+    goals_achieved: &std::collections::BTreeSet<String>,
 ) {
     use futures::StreamExt as _;
     let expected: BTreeMap<String, KpiSignal> = expected
@@ -744,8 +745,9 @@ pub async fn assert_signals(
     let mut stream = consumer.inner().stream();
     let mut latest: BTreeMap<String, KpiSignal> = BTreeMap::new();
     let mut crossed: BTreeMap<String, (String, SubjectKind, String, String)> = BTreeMap::new();
+    let mut achieved = std::collections::BTreeSet::new();
     let deadline = tokio::time::Instant::now() + WAIT;
-    while latest != expected || crossed != crossings {
+    while latest != expected || crossed != crossings || achieved != *goals_achieved {
         let message = tokio::time::timeout_at(deadline, stream.next())
             .await
             .unwrap_or_else(|_| {
@@ -777,6 +779,10 @@ pub async fn assert_signals(
                         signal.partner_id.clone(),
                     ),
                 );
+            }
+            // When a goal is reached depends on the order its events are applied in.
+            Some(mentorstream_proto::kpi::v1::kpi_signal::Payload::GoalAchieved(_)) => {
+                achieved.insert(signal.signal_id.clone());
             }
             _ => {
                 latest.insert(signal.signal_id.clone(), signal);

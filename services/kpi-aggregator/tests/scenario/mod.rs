@@ -18,10 +18,10 @@ use mentorstream_proto::activity::v1::{
     OrderRefunded, PingKind, RankAchieved, activity_event::Payload,
 };
 use mentorstream_proto::common::v1::Decimal;
-use mentorstream_proto::kpi::v1::SubjectKind;
+use mentorstream_proto::kpi::v1::{Metric, SubjectKind};
 use mentorstream_proto::mentorship::v1::{
-    FeedbackSubmitted, MenteeAssigned, MenteeUnassigned, MentorshipEvent, SessionCompleted,
-    SessionMissed, mentorship_event,
+    FeedbackSubmitted, GoalSet, MenteeAssigned, MenteeUnassigned, MentorshipEvent,
+    SessionCompleted, SessionMissed, mentorship_event,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -102,6 +102,7 @@ impl Record {
                 mentorship_event::Payload::FeedbackSubmitted(feedback) => {
                     feedback.session_id.clone()
                 }
+                mentorship_event::Payload::GoalSet(set) => set.mentee_id.clone(),
                 other => panic!("not in the scenario: {other:?}"),
             },
         }
@@ -422,7 +423,162 @@ pub fn mentorship_scenario() -> Vec<MentorshipEvent> {
         mentorship("e12", "2026-11-25 08:00", feedback("s-1", "n2", "ann", 1)),
         mentorship("e13", "2026-12-03 21:00", feedback("s-3", "n4", "bob", 4)),
         mentorship("e14", "2026-12-03 21:05", feedback("s-3", "n4", "ann", 3)),
+        mentorship(
+            "e15",
+            "2026-11-24 10:00",
+            goal(
+                "ann-orders",
+                "ann",
+                Metric::Orders,
+                "2",
+                "2026-11-25 00:00",
+                "2026-12-05 00:00",
+            ),
+        ),
+        // Set twice: the later setting (target 1) counts, whichever arrives first.
+        mentorship(
+            "e16",
+            "2026-11-28 10:00",
+            goal(
+                "ann-modules",
+                "ann",
+                Metric::ModulesCompleted,
+                "3",
+                "2026-11-28 00:00",
+                "2026-12-10 00:00",
+            ),
+        ),
+        mentorship(
+            "e17",
+            "2026-11-29 10:00",
+            goal(
+                "ann-modules",
+                "ann",
+                Metric::ModulesCompleted,
+                "1",
+                "2026-11-28 00:00",
+                "2026-12-10 00:00",
+            ),
+        ),
+        mentorship(
+            "e18",
+            "2026-11-26 10:00",
+            goal(
+                "bob-volume",
+                "bob",
+                Metric::SalesVolume,
+                "20.00",
+                "2026-11-26 00:00",
+                "2026-12-06 00:00",
+            ),
+        ),
+        mentorship(
+            "e19",
+            "2026-12-01 10:00",
+            goal(
+                "bob-sessions",
+                "bob",
+                Metric::SessionsCompleted,
+                "1",
+                "2026-12-01 00:00",
+                "2026-12-31 00:00",
+            ),
+        ),
     ]
+}
+
+pub fn goal(
+    goal_id: &str,
+    mentee: &str,
+    metric: Metric,
+    target: &str,
+    starts: &str,
+    due: &str,
+) -> mentorship_event::Payload {
+    let at = |text: &str| {
+        let time = local(text);
+        Some(prost_types::Timestamp {
+            seconds: time.timestamp(),
+            nanos: 0,
+        })
+    };
+    mentorship_event::Payload::GoalSet(GoalSet {
+        plan_id: format!("plan-{mentee}"),
+        goal_id: goal_id.into(),
+        mentee_id: mentee.into(),
+        metric: metric.into(),
+        target: decimal(target),
+        starts_at: at(starts),
+        due_at: at(due),
+    })
+}
+
+/// A goal by the rules: (mentee, plan, counter field, target in the counter's units, the
+/// progress over its period, due).
+pub struct GoalOutcome {
+    pub mentee: String,
+    pub plan: String,
+    pub field: &'static str,
+    pub target: i64,
+    pub progress: i64,
+    pub due: DateTime<Utc>,
+}
+
+/// Every goal's outcome by id: its latest setting (by occurred_at, event id), progress the sum
+/// of the mentee's contributions to its counter from its start to its due time.
+pub fn expected_goals(events: &Events) -> BTreeMap<String, GoalOutcome> {
+    let contributions = contributions(&events.activity, &events.mentorship);
+    let mut latest: BTreeMap<String, (DateTime<Utc>, String, &GoalSet)> = BTreeMap::new();
+    for event in &events.mentorship {
+        if let Some(mentorship_event::Payload::GoalSet(set)) = &event.payload {
+            let rank = (moment(event.occurred_at.as_ref()), event.event_id.clone());
+            let slot = latest
+                .entry(set.goal_id.clone())
+                .or_insert((rank.0, rank.1.clone(), set));
+            if rank > (slot.0, slot.1.clone()) {
+                *slot = (rank.0, rank.1, set);
+            }
+        }
+    }
+    latest
+        .into_iter()
+        .map(|(goal_id, (_, _, set))| {
+            let metric = Metric::try_from(set.metric).expect("metric");
+            let counter = Counter::ALL
+                .into_iter()
+                .find(|counter| counter.metric() == Some(metric))
+                .expect("a counter");
+            let text = &set.target.as_ref().expect("target").value;
+            let target = if counter == Counter::SalesVolume {
+                cents(&set.target)
+            } else {
+                text.parse().expect("count")
+            };
+            let start = moment(set.starts_at.as_ref());
+            let due = moment(set.due_at.as_ref());
+            let progress = contributions
+                .iter()
+                .filter(|contribution| {
+                    contribution.partner == set.mentee_id
+                        && contribution.field == counter.field()
+                        && contribution.at >= start
+                        && contribution.at <= due
+                })
+                .map(|contribution| contribution.amount)
+                .sum();
+            (
+                goal_id,
+                GoalOutcome {
+                    mentee: set.mentee_id.clone(),
+                    plan: set.plan_id.clone(),
+                    field: counter.field(),
+                    target,
+                    progress,
+                    due,
+                },
+            )
+        })
+        .collect()
 }
 
 /// A counter: (kind: "c" personal, "t" team, "g" group, "tenant"; subject; bucket key; field).
