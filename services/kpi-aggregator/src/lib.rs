@@ -4,7 +4,7 @@
 //! into the KPI state in Redis ([`store`], docs/kpi-state.md) of the active generation
 //! ([`namespace`], [`rebuild`]) and record how far they got ([`progress`]). The shard script
 //! decides signals ([`signal`]) and target crossings ([`target`]); what changed is published
-//! to kpi.updates.v1 and fanned out to WatchKpis ([`updates`]); KpiService ([`api`]) reads it.
+//! to kpi.updates.v1 and fanned out to WatchKpis ([`updates`]); KpiService (`api`) reads it.
 
 mod api;
 pub mod calendar;

@@ -86,7 +86,7 @@ pub enum Subject<'a> {
     Tenant,
 }
 
-/// A partner's lifetime facts, as ranks (occurred_at micros, source, id): see [`Journey`].
+/// A partner's lifetime facts, as ranks (occurred_at micros, source, id), for GetJourney.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JourneyFacts {
     /// (rank, sponsor id) of the earliest enrolment.
