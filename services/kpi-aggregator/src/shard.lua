@@ -24,8 +24,8 @@
 --              goal <id> <plan> <counter> <target> <start micros> <due micros> <rank>
 --            A batch whose first offset is at or below the shard's watermark for that field
 --            changes nothing (it was applied before); the answer says so.
--- forwarded: ARGV[8..] entries of other shards' outboxes: source seq kind rank n (bucket
---            counter amount){n}. kind is
+-- forwarded: ARGV[8..] entries of other shards' outboxes: source seq body, the body as the
+--            source answered it (target \29 kind \29 rank \29 changes). kind is
 --              personal  changes of this partner's own counters caused by the event of `rank`
 --                        (a recruit), in its day, week, month and lifetime buckets;
 --              team      changes of this partner's team counters;
@@ -686,18 +686,24 @@ if mode == 'forwarded' then
   local entries = {}
   local k = 8
   while k <= #ARGV do
-    local entry = {
-      source = ARGV[k], seq = tonumber(ARGV[k + 1]), kind = ARGV[k + 2], rank = ARGV[k + 3], changes = {}
-    }
-    local count = tonumber(ARGV[k + 4])
-    if not entry.seq or not count then
+    local seq = tonumber(ARGV[k + 1])
+    local body = ARGV[k + 2]
+    if not seq or not body then
       return redis.error_reply('malformed forwarded entry at argument ' .. k)
     end
-    k = k + 5
-    for c = 1, count do
-      entry.changes[c] = { ARGV[k], ARGV[k + 1], tonumber(ARGV[k + 2]) }
-      k = k + 3
+    -- target \29 kind \29 rank \29 changes
+    local parts = split(body, '\29')
+    if #parts ~= 4 then
+      return redis.error_reply('malformed forwarded entry at argument ' .. k)
     end
+    local entry = { source = ARGV[k], seq = seq, kind = parts[2], rank = parts[3], changes = {} }
+    if parts[4] ~= '' then
+      for _, change in ipairs(split(parts[4], '\30')) do
+        local fields = split(change, '\31')
+        entry.changes[#entry.changes + 1] = { fields[1], fields[2], tonumber(fields[3]) }
+      end
+    end
+    k = k + 3
     entries[#entries + 1] = entry
   end
   local watermarks = root .. ':fw'

@@ -6,7 +6,7 @@
 //! hop by hop, until none is pending: the batch's effects on sponsors, teams up the genealogy
 //! and the tenant are then applied, exactly once, and its offsets may be committed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use mentorstream_redis::{Cmd, Connection, KeySpace, RedisError, Value, cmd, pipe};
@@ -164,18 +164,38 @@ pub struct GroupMembers {
     pub mentee_ids: Vec<String>,
 }
 
-/// An entry of a shard's outbox, to be applied to another shard.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// An entry of a shard's outbox, to be applied to another shard. The body goes back to the
+/// script as it came (`target \x1d kind \x1d rank \x1d changes`, changes being
+/// `bucket \x1f counter \x1f amount` joined by `\x1e`): the forwarder only needs the target,
+/// so it does not take entries apart. An entry is identified by its source and sequence.
+#[derive(Debug, Clone)]
 struct OutboxEntry {
-    tenant_id: String,
-    target: String,
-    source: String,
+    tenant_id: Arc<str>,
+    source: Arc<str>,
     seq: u64,
-    kind: String,
-    /// The rank of the event that caused a `personal` entry; empty otherwise.
-    rank: String,
-    /// `bucket \x1f counter \x1f amount`, joined by `\x1e`.
-    changes: String,
+    body: String,
+    /// Where the target ends in `body`.
+    target_end: usize,
+}
+
+impl OutboxEntry {
+    fn target(&self) -> &str {
+        &self.body[..self.target_end]
+    }
+
+    /// Kind, rank (of the causing event, for personal and tenant entries) and changes.
+    fn parts(&self) -> (&str, &str, &str) {
+        let mut rest = self.body[self.target_end..].splitn(4, '\u{1d}').skip(1);
+        (
+            rest.next().unwrap_or_default(),
+            rest.next().unwrap_or_default(),
+            rest.next().unwrap_or_default(),
+        )
+    }
+
+    fn id(&self) -> (Arc<str>, u64) {
+        (self.source.clone(), self.seq)
+    }
 }
 
 /// Where the shards of one key namespace live.
@@ -301,8 +321,9 @@ impl Store {
         &self,
         batches: &[PartnerBatch],
         targets: &TargetSpecs,
-    ) -> Result<BTreeSet<OutboxEntry>, StoreError> {
-        let mut outboxes = BTreeSet::new();
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut outboxes = Vec::new();
+        let mut seen = HashSet::new();
         let mut pending: Vec<(&PartnerBatch, i64)> = batches
             .iter()
             .filter(|batch| !batch.events.is_empty())
@@ -316,10 +337,12 @@ impl Store {
             let answers = self.invoke(calls).await?;
             let mut refused = Vec::new();
             for ((batch, _), answer) in pending.into_iter().zip(answers) {
-                let shard = self.partner_shard(&batch.tenant_id, &batch.partner_id);
+                let shard: Arc<str> = self
+                    .partner_shard(&batch.tenant_id, &batch.partner_id)
+                    .into();
                 let (applied, watermark, entries) =
-                    parse_answer(&answer, &batch.tenant_id, &shard)?;
-                outboxes.extend(entries);
+                    parse_answer(answer, &Arc::from(batch.tenant_id.as_str()), &shard)?;
+                outboxes.extend(entries.into_iter().filter(|entry| seen.insert(entry.id())));
                 // Refused: the shard applied this partition up to `watermark` before (a
                 // redelivery). What lies beyond it is sent again.
                 if !applied && batch.events.iter().any(|event| event.offset > watermark) {
@@ -341,24 +364,28 @@ impl Store {
     /// pending entries in turn, down to the end of the chain.
     async fn forward(
         &self,
-        mut pending: BTreeSet<OutboxEntry>,
+        mut pending: Vec<OutboxEntry>,
         targets: &TargetSpecs,
         crash_after: Option<usize>,
     ) -> Result<(), StoreError> {
-        let mut hops: Vec<BTreeSet<OutboxEntry>> = Vec::new();
-        let mut forwarded: BTreeSet<OutboxEntry> = BTreeSet::new();
+        let mut hops: Vec<Vec<OutboxEntry>> = Vec::new();
+        let mut forwarded: HashSet<(Arc<str>, u64)> = HashSet::new();
         while !pending.is_empty() {
             if hops.len() == MAX_HOPS {
                 return Err(StoreError::Cycle);
             }
             self.publish_signals(&pending).await?;
-            let mut by_target: BTreeMap<(&str, &str), Vec<&OutboxEntry>> = BTreeMap::new();
-            for entry in pending.iter().filter(|entry| entry.target != SIGNAL_TARGET) {
+            let mut by_target: HashMap<(&str, &str), Vec<&OutboxEntry>> = HashMap::new();
+            for entry in pending
+                .iter()
+                .filter(|entry| entry.target() != SIGNAL_TARGET)
+            {
                 by_target
-                    .entry((&entry.tenant_id, &entry.target))
+                    .entry((&entry.tenant_id, entry.target()))
                     .or_default()
                     .push(entry);
             }
+            let by_target: Vec<((&str, &str), Vec<&OutboxEntry>)> = by_target.into_iter().collect();
             let calls: Vec<Cmd> = by_target
                 .iter()
                 .map(|((tenant_id, target), entries)| {
@@ -366,13 +393,18 @@ impl Store {
                 })
                 .collect();
             let answers = self.invoke(calls).await?;
-            let mut next = BTreeSet::new();
+            forwarded.extend(pending.iter().map(OutboxEntry::id));
+            let mut next = Vec::new();
+            let mut seen = HashSet::new();
             for (((tenant_id, target), _), answer) in by_target.iter().zip(answers) {
-                let (_, _, entries) = parse_answer(&answer, tenant_id, target)?;
-                next.extend(entries);
+                let (_, _, entries) =
+                    parse_answer(answer, &Arc::from(*tenant_id), &Arc::from(*target))?;
+                next.extend(
+                    entries.into_iter().filter(|entry| {
+                        !forwarded.contains(&entry.id()) && seen.insert(entry.id())
+                    }),
+                );
             }
-            forwarded.extend(pending.iter().cloned());
-            next.retain(|entry| !forwarded.contains(entry));
             hops.push(pending);
             if crash_after == Some(hops.len()) {
                 return Ok(());
@@ -384,7 +416,7 @@ impl Store {
         }
         let mut trims = Vec::new();
         for hop in hops.iter().rev() {
-            let mut by_source: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+            let mut by_source: HashMap<&str, Vec<u64>> = HashMap::new();
             for entry in hop {
                 by_source.entry(&entry.source).or_default().push(entry.seq);
             }
@@ -405,7 +437,7 @@ impl Store {
     /// The (subject, bucket) numbers the forwarded entries of `hops` changed: a partner's
     /// personal changes (its tenant entry) change the partner, its team and the tenant; a team
     /// entry changes the target's team; group and member entries change the group.
-    fn changed(&self, hops: &[BTreeSet<OutboxEntry>]) -> Vec<Changed> {
+    fn changed(&self, hops: &[Vec<OutboxEntry>]) -> Vec<Changed> {
         let mut changed = BTreeSet::new();
         for entry in hops.iter().flatten() {
             let partner_prefix = self.partner_shard(&entry.tenant_id, "");
@@ -422,7 +454,8 @@ impl Store {
                     .and_then(|rest| rest.strip_suffix('}'))
                     .map(str::to_owned)
             };
-            let subjects = match entry.kind.as_str() {
+            let (kind, _, changes) = entry.parts();
+            let subjects = match kind {
                 "tenant" => partner_of(&entry.source).map_or_else(Vec::new, |partner| {
                     vec![
                         OwnedSubject::Partner(partner.clone()),
@@ -430,21 +463,20 @@ impl Store {
                         OwnedSubject::Tenant,
                     ]
                 }),
-                "team" => partner_of(&entry.target)
+                "team" => partner_of(entry.target())
                     .map(OwnedSubject::Team)
                     .into_iter()
                     .collect(),
-                "group" | "member" => group_of(&entry.target)
+                "group" | "member" => group_of(entry.target())
                     .map(OwnedSubject::Group)
                     .into_iter()
                     .collect(),
                 _ => Vec::new(),
             };
-            let buckets: BTreeSet<Bucket> = if entry.kind == "member" {
+            let buckets: BTreeSet<Bucket> = if kind == "member" {
                 BTreeSet::from([Bucket::Lifetime])
             } else {
-                entry
-                    .changes
+                changes
                     .split('\u{1e}')
                     .filter_map(|change| Bucket::parse(change.split('\u{1f}').next()?))
                     .collect()
@@ -452,7 +484,7 @@ impl Store {
             for subject in subjects {
                 for bucket in &buckets {
                     changed.insert(Changed {
-                        tenant_id: entry.tenant_id.clone(),
+                        tenant_id: entry.tenant_id.to_string(),
                         subject: subject.clone(),
                         bucket: *bucket,
                     });
@@ -584,24 +616,32 @@ impl Store {
 
     /// Publishes the signal entries among `entries`; they are trimmed with the rest of their
     /// hop, so a crash before the trim publishes them again, with the same ids.
-    async fn publish_signals(&self, entries: &BTreeSet<OutboxEntry>) -> Result<(), StoreError> {
+    async fn publish_signals(&self, entries: &[OutboxEntry]) -> Result<(), StoreError> {
         let Some(sink) = &self.signals else {
             return Ok(());
         };
         let mut signals = Vec::new();
-        for entry in entries.iter().filter(|entry| entry.target == SIGNAL_TARGET) {
+        // In sequence order per source (an outbox answers in hash order): a later signal of
+        // the same cause is the corrected one.
+        let mut announced: Vec<&OutboxEntry> = entries
+            .iter()
+            .filter(|entry| entry.target() == SIGNAL_TARGET)
+            .collect();
+        announced.sort_by(|a, b| (&a.source, a.seq).cmp(&(&b.source, b.seq)));
+        for entry in announced {
             let partner_prefix = self.partner_shard(&entry.tenant_id, "");
             let partner_id = entry
                 .source
                 .strip_prefix(partner_prefix.trim_end_matches('}'))
                 .and_then(|rest| rest.strip_suffix('}'))
                 .unwrap_or_default();
+            let (kind, rank, fact) = entry.parts();
             match Signal::from_outbox(
                 &entry.tenant_id,
                 partner_id,
-                &entry.kind,
-                &entry.rank,
-                &entry.changes,
+                kind,
+                rank,
+                fact,
                 chrono::Utc::now(),
             ) {
                 Some(signal) => signals.push(signal),
@@ -742,22 +782,7 @@ impl Store {
         let mut entries = entries.to_vec();
         entries.sort_by(|a, b| (&a.source, a.seq).cmp(&(&b.source, b.seq)));
         for entry in entries {
-            let changes: Vec<Vec<&str>> = entry
-                .changes
-                .split('\u{1e}')
-                .filter(|change| !change.is_empty())
-                .map(|change| change.split('\u{1f}').collect())
-                .collect();
-            call.arg(&entry.source)
-                .arg(entry.seq)
-                .arg(&entry.kind)
-                .arg(&entry.rank)
-                .arg(changes.len());
-            for change in changes {
-                for part in change {
-                    call.arg(part);
-                }
-            }
+            call.arg(&*entry.source).arg(entry.seq).arg(&entry.body);
         }
         call
     }
@@ -1138,50 +1163,45 @@ impl Store {
 
 /// `{applied, watermark, seq, entry, ...}` of the shard script run on `shard` of `tenant_id`.
 fn parse_answer(
-    value: &Value,
-    tenant_id: &str,
-    shard: &str,
+    value: Value,
+    tenant_id: &Arc<str>,
+    shard: &Arc<str>,
 ) -> Result<(bool, i64, Vec<OutboxEntry>), StoreError> {
-    let unexpected = || StoreError::Answer(format!("{value:?}"));
+    let unexpected = |value: &Value| StoreError::Answer(format!("{value:?}"));
     let Value::Array(parts) = value else {
-        return Err(unexpected());
+        return Err(unexpected(&value));
     };
-    let text = |value: &Value| match value {
-        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
-        Value::SimpleString(text) => Some(text.clone()),
-        Value::Int(number) => Some(number.to_string()),
+    let number = |value: &Value| match value {
+        Value::Int(number) => Some(*number),
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
+        Value::SimpleString(text) => text.parse().ok(),
         _ => None,
     };
-    let [applied, watermark, entries @ ..] = parts.as_slice() else {
-        return Err(unexpected());
+    let mut parts = parts.into_iter();
+    let (Some(applied), Some(watermark)) = (parts.next(), parts.next()) else {
+        return Err(StoreError::Answer("a short answer".into()));
     };
-    let applied = text(applied).ok_or_else(unexpected)? == "1";
-    let watermark = text(watermark)
-        .and_then(|watermark| watermark.parse().ok())
-        .ok_or_else(unexpected)?;
-    let mut outbox = Vec::with_capacity(entries.len() / 2);
-    for pair in entries.chunks(2) {
-        let [seq, entry] = pair else {
-            return Err(unexpected());
+    let applied = number(&applied).ok_or_else(|| unexpected(&applied))? == 1;
+    let watermark = number(&watermark).ok_or_else(|| unexpected(&watermark))?;
+    let mut outbox = Vec::with_capacity(parts.len() / 2);
+    while let Some(seq) = parts.next() {
+        let seq = number(&seq)
+            .and_then(|seq| u64::try_from(seq).ok())
+            .ok_or_else(|| unexpected(&seq))?;
+        let Some(Value::BulkString(body)) = parts.next() else {
+            return Err(StoreError::Answer(format!("entry {seq} has no body")));
         };
-        let seq = text(seq)
-            .and_then(|seq| seq.parse().ok())
-            .ok_or_else(unexpected)?;
-        let entry = text(entry).ok_or_else(unexpected)?;
-        let mut fields = entry.splitn(4, '\u{1d}');
-        let (Some(target), Some(kind), Some(rank), Some(changes)) =
-            (fields.next(), fields.next(), fields.next(), fields.next())
-        else {
-            return Err(unexpected());
-        };
+        let body = String::from_utf8(body)
+            .map_err(|error| StoreError::Answer(format!("entry {seq}: {error}")))?;
+        let target_end = body
+            .find('\u{1d}')
+            .ok_or_else(|| StoreError::Answer(format!("entry {seq}: {body:?}")))?;
         outbox.push(OutboxEntry {
-            tenant_id: tenant_id.to_owned(),
-            target: target.to_owned(),
-            source: shard.to_owned(),
+            tenant_id: tenant_id.clone(),
+            source: shard.clone(),
             seq,
-            kind: kind.to_owned(),
-            rank: rank.to_owned(),
-            changes: changes.to_owned(),
+            body,
+            target_end,
         });
     }
     Ok((applied, watermark, outbox))
