@@ -8,7 +8,7 @@
 //! the batch is retried and nothing is committed, so a crash or a rebalance redelivers it and
 //! the shard watermarks make that harmless.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -50,12 +50,13 @@ pub struct Aggregator {
 pub struct AppliedOffsets(Arc<Mutex<HashMap<(String, i32), i64>>>);
 
 impl AppliedOffsets {
-    fn record(&self, messages: &[BorrowedMessage<'_>]) {
+    /// Records the last applied message of each partition.
+    fn record(&self, last: &HashMap<i32, &BorrowedMessage<'_>>) {
         let mut applied = self
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for message in messages {
+        for message in last.values() {
             let slot = applied
                 .entry((message.topic().to_owned(), message.partition()))
                 .or_insert(message.offset());
@@ -113,10 +114,15 @@ pub async fn run(
         if !aggregator.apply(&messages, &shutdown).await? {
             break;
         }
+        // Storing a partition's last applied offset covers every record before it.
+        let mut last: HashMap<i32, &BorrowedMessage<'_>> = HashMap::new();
         for message in &messages {
+            last.insert(message.partition(), message);
+        }
+        for message in last.values() {
             consumer.store(message)?;
         }
-        aggregator.applied.record(&messages);
+        aggregator.applied.record(&last);
         aggregator
             .progress
             .record(topic, &messages, &drained, received_at)
@@ -172,61 +178,82 @@ impl Aggregator {
         &self,
         messages: &'m [BorrowedMessage<'m>],
     ) -> Result<(Vec<PartnerBatch>, Vec<(&'m BorrowedMessage<'m>, String)>), String> {
-        let mut batches: BTreeMap<(String, String, &str, i32), PartnerBatch> = BTreeMap::new();
+        // Where each shard event goes (tenant, partner, message), and the events apart, so that
+        // the events move into their batches while the names are borrowed as keys.
+        let mut targets: Vec<(String, String, &BorrowedMessage<'_>)> =
+            Vec::with_capacity(messages.len());
+        let mut events: Vec<ShardEvent> = Vec::with_capacity(messages.len());
         let mut poison = Vec::new();
+        // One tenant lookup per tenant and batch, not per record.
+        let mut calendars: HashMap<String, Calendar> = HashMap::new();
         for message in messages {
-            match self.fold_one(message).await {
+            match self.fold_one(message, &mut calendars).await {
                 Ok((tenant_id, shard_events)) => {
                     for (partner_id, shard_event) in shard_events {
-                        batches
-                            .entry((
-                                tenant_id.clone(),
-                                partner_id.clone(),
-                                message.topic(),
-                                message.partition(),
-                            ))
-                            .or_insert_with(|| PartnerBatch {
-                                tenant_id: tenant_id.clone(),
-                                partner_id,
-                                source: format!("{}/{}", message.topic(), message.partition()),
-                                events: Vec::new(),
-                            })
-                            .events
-                            .push(shard_event);
+                        targets.push((tenant_id.clone(), partner_id, message));
+                        events.push(shard_event);
                     }
                 }
                 Err(Unfolded::Poison(reason)) => poison.push((message, reason)),
                 Err(Unfolded::Transient(reason)) => return Err(reason),
             }
         }
-        Ok((batches.into_values().collect(), poison))
+        let mut positions: HashMap<(&str, &str, i32), usize> = HashMap::new();
+        let mut batches: Vec<PartnerBatch> = Vec::new();
+        for ((tenant_id, partner_id, message), event) in targets.iter().zip(events) {
+            let position = *positions
+                .entry((tenant_id, partner_id, message.partition()))
+                .or_insert_with(|| {
+                    batches.push(PartnerBatch {
+                        tenant_id: tenant_id.clone(),
+                        partner_id: partner_id.clone(),
+                        source: format!("{}/{}", message.topic(), message.partition()),
+                        events: Vec::new(),
+                    });
+                    batches.len() - 1
+                });
+            batches[position].events.push(event);
+        }
+        Ok((batches, poison))
     }
 
     /// The tenant of a record and its events for each partner shard it concerns.
     async fn fold_one(
         &self,
         message: &BorrowedMessage<'_>,
+        calendars: &mut HashMap<String, Calendar>,
     ) -> Result<(String, Vec<(String, ShardEvent)>), Unfolded> {
         let record = InboundRecord::new(message);
         let poison = |error: &dyn std::fmt::Display| Unfolded::Poison(error.to_string());
         if message.topic() == self.activity_topic {
             let event: ActivityEvent = record.decode().map_err(|error| poison(&error))?;
-            let calendar = self.calendar(&event.tenant_id).await?;
+            let calendar = self.calendar(&event.tenant_id, calendars).await?;
             let shard_event = partner_event(&event, message.offset(), &calendar)
                 .map_err(|error| poison(&error))?;
             Ok((event.tenant_id, vec![(event.partner_id, shard_event)]))
         } else {
             let event: MentorshipEvent = record.decode().map_err(|error| poison(&error))?;
-            let calendar = self.calendar(&event.tenant_id).await?;
+            let calendar = self.calendar(&event.tenant_id, calendars).await?;
             let shard_events = mentorship_event(&event, message.offset(), &calendar)
                 .map_err(|error| poison(&error))?;
             Ok((event.tenant_id, shard_events))
         }
     }
 
-    async fn calendar(&self, tenant_id: &str) -> Result<Calendar, Unfolded> {
+    async fn calendar(
+        &self,
+        tenant_id: &str,
+        calendars: &mut HashMap<String, Calendar>,
+    ) -> Result<Calendar, Unfolded> {
+        if let Some(calendar) = calendars.get(tenant_id) {
+            return Ok(*calendar);
+        }
         match self.tenants.cached_tenant(tenant_id).await {
-            Ok(tenant) => Ok(Calendar::new(tenant.time_zone)),
+            Ok(tenant) => {
+                let calendar = Calendar::new(tenant.time_zone);
+                calendars.insert(tenant_id.to_owned(), calendar);
+                Ok(calendar)
+            }
             Err(TenancyError::UnknownTenant(tenant)) => {
                 Err(Unfolded::Poison(format!("unknown tenant `{tenant}`")))
             }
