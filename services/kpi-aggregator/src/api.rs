@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status};
 
 use crate::calendar::{Calendar, Granularity, Window};
 use crate::fold::rank_time;
-use crate::metric::{Counter, decimal, local_date, metric_values, timestamp};
+use crate::metric::{Counter, NOT_COUNTED, decimal, local_date, metric_values, timestamp};
 use crate::namespace::Namespace;
 use crate::store::{OwnedSubject, StoreError, Subject};
 use crate::target::Target;
@@ -429,16 +429,8 @@ impl Api {
             check_id("team_root_id", &request.team_root_id)?;
         }
         let metric = Metric::try_from(request.metric).unwrap_or(Metric::Unspecified);
-        let counter = Counter::ALL
-            .into_iter()
-            .find(|counter| counter.metric() == Some(metric))
-            .ok_or_else(|| {
-                field_violation(
-                    "metric",
-                    "must be a counted metric (not FEEDBACK_AVG, GROUP_SIZE, RETENTION_30D or \
-                     unspecified)",
-                )
-            })?;
+        let counter = Counter::of_metric(request.metric)
+            .ok_or_else(|| field_violation("metric", NOT_COUNTED))?;
         let proto_window = request
             .window
             .ok_or_else(|| field_violation("window", "is required"))?;
@@ -815,16 +807,8 @@ impl Api {
             .ok_or_else(|| field_violation("subject", "is required"))?;
         let subject = subject(proto_subject)?;
         let metric = Metric::try_from(request.metric).unwrap_or(Metric::Unspecified);
-        let counter = Counter::ALL
-            .into_iter()
-            .find(|counter| counter.metric() == Some(metric))
-            .ok_or_else(|| {
-                field_violation(
-                    "metric",
-                    "must be a counted metric (not FEEDBACK_AVG, GROUP_SIZE, RETENTION_30D or \
-                     unspecified)",
-                )
-            })?;
+        let counter = Counter::of_metric(request.metric)
+            .ok_or_else(|| field_violation("metric", NOT_COUNTED))?;
         let date = request
             .date
             .as_ref()

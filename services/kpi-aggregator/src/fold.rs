@@ -270,10 +270,7 @@ fn goal_operation(
     set: &mentorstream_proto::mentorship::v1::GoalSet,
     rank: &str,
 ) -> Option<Operation> {
-    let metric = mentorstream_proto::kpi::v1::Metric::try_from(set.metric).ok()?;
-    let counter = Counter::ALL
-        .into_iter()
-        .find(|counter| counter.metric() == Some(metric))?;
+    let counter = Counter::of_metric(set.metric)?;
     let text = set.target.as_ref()?.value.as_str();
     let target = if counter == Counter::SalesVolume {
         hundredths(Some(text)).ok()?

@@ -22,6 +22,10 @@ pub enum Counter {
     ActiveDays,
 }
 
+/// Why a metric that is not a counter was refused.
+pub const NOT_COUNTED: &str =
+    "must be a counted metric (not FEEDBACK_AVG, GROUP_SIZE, RETENTION_30D or unspecified)";
+
 impl Counter {
     pub const ALL: [Self; 12] = [
         Self::Recruits,
@@ -61,6 +65,14 @@ impl Counter {
         Self::ALL
             .into_iter()
             .find(|counter| counter.field() == field)
+    }
+
+    /// The counter an API metric (its wire value) shows directly, if any.
+    pub fn of_metric(metric: i32) -> Option<Self> {
+        let metric = ProtoMetric::try_from(metric).ok()?;
+        Self::ALL
+            .into_iter()
+            .find(|counter| counter.metric() == Some(metric))
     }
 
     /// The API metric a counter is shown as, when it is shown directly.

@@ -512,17 +512,7 @@ impl Store {
         let cut_off = (now - after).timestamp_micros();
         let mut announced = 0;
         loop {
-            let idle: Vec<(String, i64)> = cmd("ZRANGE")
-                .arg(&key)
-                .arg("-inf")
-                .arg(cut_off)
-                .arg("BYSCORE")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(SWEEP_BATCH)
-                .arg("WITHSCORES")
-                .query_async(&mut self.connection.clone())
-                .await?;
+            let idle = self.due(&key, cut_off).await?;
             if idle.is_empty() {
                 return Ok(announced);
             }
@@ -533,17 +523,38 @@ impl Store {
                 })
                 .collect();
             sink.publish(&signals).await.map_err(StoreError::Signals)?;
-            let mut unindex = cmd("EVAL");
-            unindex.arg(UNINDEX_IF_UNCHANGED).arg(1).arg(&key);
-            for (partner_id, micros) in &idle {
-                unindex.arg(partner_id).arg(micros);
-            }
-            let _: i64 = unindex.query_async(&mut self.connection.clone()).await?;
+            self.unindex(&key, &idle).await?;
             announced += signals.len();
             if idle.len() < SWEEP_BATCH {
                 return Ok(announced);
             }
         }
+    }
+
+    /// Up to a sweep batch of the members of the sorted set `key` scored at most `until`.
+    async fn due(&self, key: &str, until: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(cmd("ZRANGE")
+            .arg(key)
+            .arg("-inf")
+            .arg(until)
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(SWEEP_BATCH)
+            .arg("WITHSCORES")
+            .query_async(&mut self.connection.clone())
+            .await?)
+    }
+
+    /// Removes `members` from the sorted set `key` unless their score changed meanwhile.
+    async fn unindex(&self, key: &str, members: &[(String, i64)]) -> Result<(), StoreError> {
+        let mut unindex = cmd("EVAL");
+        unindex.arg(UNINDEX_IF_UNCHANGED).arg(1).arg(key);
+        for (member, score) in members {
+            unindex.arg(member).arg(score);
+        }
+        let _: i64 = unindex.query_async(&mut self.connection.clone()).await?;
+        Ok(())
     }
 
     /// Announces GoalMissed for the tenant's goals due at or before `now` whose progress is
@@ -560,17 +571,7 @@ impl Store {
         let key = format!("{}:goals", self.tenant_shard(tenant_id));
         let mut announced = 0;
         loop {
-            let due: Vec<(String, i64)> = cmd("ZRANGE")
-                .arg(&key)
-                .arg("-inf")
-                .arg(now.timestamp_micros())
-                .arg("BYSCORE")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(SWEEP_BATCH)
-                .arg("WITHSCORES")
-                .query_async(&mut self.connection.clone())
-                .await?;
+            let due = self.due(&key, now.timestamp_micros()).await?;
             if due.is_empty() {
                 return Ok(announced);
             }
@@ -601,12 +602,7 @@ impl Store {
                 }
             }
             sink.publish(&signals).await.map_err(StoreError::Signals)?;
-            let mut unindex = cmd("EVAL");
-            unindex.arg(UNINDEX_IF_UNCHANGED).arg(1).arg(&key);
-            for (member, micros) in &due {
-                unindex.arg(member).arg(micros);
-            }
-            let _: i64 = unindex.query_async(&mut self.connection.clone()).await?;
+            self.unindex(&key, &due).await?;
             announced += signals.len();
             if due.len() < SWEEP_BATCH {
                 return Ok(announced);

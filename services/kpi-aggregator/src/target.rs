@@ -10,7 +10,7 @@ use mentorstream_proto::kpi::v1::{self as proto, Metric, SubjectKind, WindowKind
 use mentorstream_tenancy::{KpiTarget, Tenants};
 
 use crate::fold::hundredths;
-use crate::metric::{Counter, decimal};
+use crate::metric::{Counter, NOT_COUNTED, decimal};
 
 /// Longest target id.
 const MAX_ID_CHARS: usize = 128;
@@ -79,17 +79,8 @@ impl Target {
                 ));
             }
         };
-        let metric = Metric::try_from(target.metric).unwrap_or(Metric::Unspecified);
-        let counter = Counter::ALL
-            .into_iter()
-            .find(|counter| counter.metric() == Some(metric))
-            .ok_or_else(|| {
-                invalid(
-                    "target.metric",
-                    "must be a counted metric (not FEEDBACK_AVG, GROUP_SIZE, RETENTION_30D or \
-                     unspecified)",
-                )
-            })?;
+        let counter = Counter::of_metric(target.metric)
+            .ok_or_else(|| invalid("target.metric", NOT_COUNTED))?;
         let window = match WindowKind::try_from(target.window_kind) {
             Ok(WindowKind::Day) => TargetWindow::Day,
             Ok(WindowKind::Week) => TargetWindow::Week,
