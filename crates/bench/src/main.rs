@@ -151,7 +151,7 @@ async fn aggregator(
         &config.kafka,
         &format!("{suffix}-kpi"),
         &topic,
-        config.kafka.partitions,
+        &(0..config.kafka.partitions).collect::<Vec<_>>(),
         &[("enable.partition.eof", "true")],
     )?;
     let redis_before = redis_cpu(&connection).await?;

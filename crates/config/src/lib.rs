@@ -194,15 +194,53 @@ impl KpiConfig {
 }
 
 /// How an aggregator instance gets its partitions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawAssignment")]
 pub enum PartitionAssignment {
-    /// The instances of the consumer group share the partitions (several replicas).
+    /// `"group"`: the instances of the consumer group share the partitions (several replicas).
     Group,
-    /// This instance reads every partition itself, resuming from the group's committed
+    /// `"all"`: this instance reads every partition itself, resuming from the group's committed
     /// offsets, with no group coordination (one replica; Tansu 0.6 does not move a crashed
     /// member's partitions to a restarted one).
     All,
+    /// `[0, 2]`: this instance reads these partitions of each topic, as `All` does, so that
+    /// replicas can split the partitions statically where no group coordinator can.
+    Only(Vec<i32>),
+}
+
+impl PartitionAssignment {
+    /// The partitions an assigned (not group) instance reads, of `partitions` in all.
+    pub fn assigned(&self, partitions: i32) -> Option<Vec<i32>> {
+        match self {
+            Self::Group => None,
+            Self::All => Some((0..partitions).collect()),
+            Self::Only(chosen) => Some(chosen.clone()),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawAssignment {
+    Name(String),
+    List(Vec<i32>),
+}
+
+impl TryFrom<RawAssignment> for PartitionAssignment {
+    type Error = String;
+
+    fn try_from(raw: RawAssignment) -> Result<Self, Self::Error> {
+        match raw {
+            RawAssignment::Name(name) if name == "group" => Ok(Self::Group),
+            RawAssignment::Name(name) if name == "all" => Ok(Self::All),
+            RawAssignment::List(partitions) if partitions.iter().all(|p| *p >= 0) => {
+                Ok(Self::Only(partitions))
+            }
+            _ => Err(
+                "must be \"all\", \"group\" or a list of partition numbers such as [0, 2]".into(),
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -358,6 +396,27 @@ mod tests {
             assert_eq!(config.kafka.partitions, 3);
             assert_eq!(config.telemetry.log_format, LogFormat::Json);
             assert_eq!(config.shutdown.grace_period, Duration::from_secs(3));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_aggregator_reads_all_its_groups_or_listed_partitions() {
+        Jail::expect_with(|jail| {
+            jail.create_file("ms.toml", "[kpi]\npartitions = [0, 2]\n")?;
+            let config = load_in(jail, Some("ms.toml")).expect("valid");
+            assert_eq!(config.kpi.partitions, PartitionAssignment::Only(vec![0, 2]));
+            assert_eq!(config.kpi.partitions.assigned(6), Some(vec![0, 2]));
+            assert_eq!(PartitionAssignment::All.assigned(3), Some(vec![0, 1, 2]));
+            assert_eq!(PartitionAssignment::Group.assigned(3), None);
+            jail.create_file("bad.toml", "[kpi]\npartitions = \"some\"\n")?;
+            let err = load_in(jail, Some("bad.toml")).expect_err("unknown mode");
+            assert!(
+                err.to_string().contains(
+                    "must be \"all\", \"group\" or a list of partition numbers such as [0, 2]"
+                ),
+                "{err}"
+            );
             Ok(())
         });
     }

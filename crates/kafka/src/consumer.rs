@@ -46,19 +46,18 @@ impl Consumer {
         Ok(consumer)
     }
 
-    /// A consumer of every partition of `topic` (0 to `partitions` − 1) without group
-    /// membership: it resumes from the group's committed offsets and commits to them, but no
-    /// coordinator moves partitions. For a single instance.
+    /// A consumer of `partitions` of `topic` without group membership: it resumes from the
+    /// group's committed offsets and commits to them, but no coordinator moves partitions.
     pub fn assigned(
         config: &KafkaConfig,
         group: &str,
         topic: &str,
-        partitions: i32,
+        partitions: &[i32],
         properties: &[(&str, &str)],
     ) -> Result<Self, KafkaError> {
         let consumer = Self::create(config, group, properties)?;
         let mut assignment = TopicPartitionList::new();
-        for partition in 0..partitions {
+        for &partition in partitions {
             assignment
                 .add_partition_offset(topic, partition, Offset::Stored)
                 .map_err(KafkaError::Consume)?;

@@ -21,7 +21,7 @@ pub mod updates;
 
 use std::sync::Arc;
 
-use mentorstream_config::{Config, PartitionAssignment, ServiceEndpoints};
+use mentorstream_config::{Config, ServiceEndpoints};
 use mentorstream_kafka::admin::{TopicSpec, ensure_topics};
 use mentorstream_kafka::{Consumer, DeadLetters, KafkaError, Producer};
 use mentorstream_proto::kpi::v1::kpi_service_server::KpiServiceServer;
@@ -160,7 +160,7 @@ impl Pipeline {
                 .with_targets(Arc::new(context.tenants.clone()))
                 .with_updates(changes.clone());
             current.send_replace(Some(namespace.clone()));
-            tracing::info!(generation, "consuming");
+            tracing::info!(generation, partitions = ?config.kpi.partitions, "consuming");
             let aggregator = Aggregator {
                 activity_topic: config.kafka.topics.activity.clone(),
                 store: namespace.store.clone(),
@@ -282,16 +282,10 @@ async fn sweep_inactive(
 /// topic's partitions.
 pub fn consumer(config: &Config, group: &str, topic: &str) -> Result<Consumer, KafkaError> {
     let reporting_ends = [("enable.partition.eof", "true")];
-    match config.kpi.partitions {
-        PartitionAssignment::Group => {
-            Consumer::with_properties(&config.kafka, group, &[topic], &reporting_ends)
+    match config.kpi.partitions.assigned(config.kafka.partitions) {
+        None => Consumer::with_properties(&config.kafka, group, &[topic], &reporting_ends),
+        Some(partitions) => {
+            Consumer::assigned(&config.kafka, group, topic, &partitions, &reporting_ends)
         }
-        PartitionAssignment::All => Consumer::assigned(
-            &config.kafka,
-            group,
-            topic,
-            config.kafka.partitions,
-            &reporting_ends,
-        ),
     }
 }

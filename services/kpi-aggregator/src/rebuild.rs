@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use mentorstream_config::Config;
 use mentorstream_kafka::admin::{TopicSpec, ensure_topics};
-use mentorstream_kafka::{DeadLetters, KafkaError, Producer};
+use mentorstream_kafka::{Consumer, DeadLetters, KafkaError, Producer};
 use mentorstream_redis::{ConnectError, RedisError};
 use mentorstream_tenancy::Tenants;
 use rdkafka::consumer::Consumer as _;
@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::consume::{self, Aggregator, AppliedOffsets};
 use crate::namespace::{Generations, Namespace, next_generation};
-use crate::{DEAD_LETTER_TIMEOUT, consumer, pause};
+use crate::{DEAD_LETTER_TIMEOUT, pause};
 
 /// How long the topics' ends may take to be read.
 const WATERMARKS_TIMEOUT: Duration = Duration::from_secs(10);
@@ -76,9 +76,20 @@ pub async fn rebuild(
         applied: AppliedOffsets::default(),
     };
     let group = namespace.consumer_group(config);
+    // Every partition, whatever this process's own assignment says.
+    let every_partition: Vec<i32> = (0..config.kafka.partitions).collect();
     let consumers = topics
         .into_iter()
-        .map(|topic| Ok((consumer(config, &group, topic)?, topic.as_str())))
+        .map(|topic| {
+            let consumer = Consumer::assigned(
+                &config.kafka,
+                &group,
+                topic,
+                &every_partition,
+                &[("enable.partition.eof", "true")],
+            )?;
+            Ok((consumer, topic.as_str()))
+        })
         .collect::<Result<Vec<_>, KafkaError>>()?;
     // Where every partition ends now: the last offset to apply.
     let mut ends = Vec::new();

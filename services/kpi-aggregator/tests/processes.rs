@@ -1,6 +1,8 @@
 //! The aggregator as real processes (its own binary, as on Kubernetes): killed with SIGKILL
-//! mid-stream and restarted, and two instances sharing one consumer group while partitions
-//! move between them. The scorecards afterwards equal the rules applied to the event set.
+//! mid-stream and restarted; instances that split the partitions statically, overlap and take
+//! over from each other; and (against Kafka) two instances sharing one consumer group while
+//! partitions move between them. The scorecards afterwards equal the rules applied to the
+//! event set.
 
 mod scenario;
 
@@ -65,9 +67,28 @@ impl Deployment {
     /// Starts an instance on ports the OS chooses; returns it and its gRPC address, read from
     /// its "listening" log line (its logs are passed on to the test's output).
     fn start(&self) -> (Instance, std::net::SocketAddr) {
+        self.start_with(&[])
+    }
+
+    /// An instance reading only `partitions` of each topic.
+    fn start_reading(&self, partitions: &[i32]) -> (Instance, std::net::SocketAddr) {
+        let list = partitions
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        self.start_with(&[("MENTORSTREAM__KPI__PARTITIONS", format!("[{list}]"))])
+    }
+
+    fn start_with(&self, environment: &[(&str, String)]) -> (Instance, std::net::SocketAddr) {
         let mut child = Command::new(BIN)
             .arg("--config")
             .arg(self.file.path())
+            .envs(
+                environment
+                    .iter()
+                    .map(|(key, value)| (*key, value.as_str())),
+            )
             .env("MENTORSTREAM__KPI__GRPC_LISTEN", "127.0.0.1:0")
             .env("MENTORSTREAM__KPI__ADMIN_LISTEN", "127.0.0.1:0")
             .env("MENTORSTREAM__TELEMETRY__LOG_FORMAT", "json")
@@ -169,6 +190,61 @@ async fn killed_with_sigkill_mid_stream_the_aggregator_still_counts_everything_o
     // period.
     terminate(&mut instance);
     drop(reader);
+}
+
+/// Waits until the instance at `addr` has counted something of the tenant.
+async fn wait_until_counting(addr: std::net::SocketAddr, api_key: &str) {
+    let mut reader = Reader::connect(addr, api_key.to_owned()).await;
+    let deadline = tokio::time::Instant::now() + scenario::live::WAIT;
+    loop {
+        let answer = reader
+            .scorecard(SubjectKind::Tenant, "", window(WindowKind::Lifetime, None))
+            .await;
+        if answer
+            .as_ref()
+            .is_ok_and(|answer| !numbers(answer).is_empty())
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the aggregator never counted: {answer:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Partitions move between instances that split them statically (no group coordinator, as
+/// on Tansu): two instances share the partitions, a third starts on partitions both still
+/// read (two writers at once on each), the first is killed and the second stopped, and a
+/// fourth takes over the partition nobody reads any more.
+#[tokio::test]
+async fn partitions_moving_between_instances_that_overlap_count_everything_once() {
+    let deployment = Deployment::new("all").await;
+    let kafka = &deployment.config.kafka;
+    let mut events = Events::scenario().for_tenant(&deployment.tenant_id);
+    let records = events.records();
+    let parts = chunks(&records, 4);
+    let (mut first, first_addr) = deployment.start_reading(&[0, 1]);
+    let (mut second, _) = deployment.start_reading(&[2]);
+    produce(kafka, parts[0]).await;
+    wait_until_counting(first_addr, &deployment.api_key).await;
+    // Overlap: partitions 1 and 2 have two readers each.
+    let (mut third, third_addr) = deployment.start_reading(&[1, 2]);
+    produce(kafka, parts[1]).await;
+    kill_9(&mut first);
+    terminate(&mut second);
+    produce(kafka, parts[2]).await;
+    // Partition 0 has no reader until the fourth takes it over.
+    let (mut fourth, _) = deployment.start_reading(&[0]);
+    produce(kafka, parts[3]).await;
+    let sentinels = produce_sentinels(kafka, &deployment.tenant_id).await;
+    events.extend(sentinels.clone());
+    let mut reader = Reader::connect(third_addr, deployment.api_key.clone()).await;
+    wait_for(&mut reader, &sentinels).await;
+    assert_scorecards(&mut reader, &events).await;
+    terminate(&mut third);
+    terminate(&mut fourth);
 }
 
 #[tokio::test]
