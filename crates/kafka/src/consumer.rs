@@ -2,7 +2,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use mentorstream_config::KafkaConfig;
-use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
@@ -10,11 +11,34 @@ use tracing::Instrument;
 
 use crate::{DeadLetters, InboundRecord, KafkaError, client_config};
 
+/// The consumers' client context: librdkafka also reports the end of a partition as a global
+/// error when `enable.partition.eof` is on, which is not one; it is logged at debug level, and
+/// real errors as errors.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Context;
+
+impl ClientContext for Context {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        use rdkafka::error::KafkaError as Error;
+        use rdkafka::types::RDKafkaErrorCode;
+        if matches!(
+            error,
+            Error::PartitionEOF(_) | Error::Global(RDKafkaErrorCode::PartitionEOF)
+        ) {
+            tracing::debug!(%reason, "partition read to its end");
+        } else {
+            tracing::error!(%error, %reason, "librdkafka");
+        }
+    }
+}
+
+impl ConsumerContext for Context {}
+
 /// A group consumer whose offsets move only when the application says a record is applied:
 /// automatic offset *storing* is off, and commits (periodic, and on [`Consumer::commit`])
 /// carry only stored offsets. A crash therefore redelivers, it never skips.
 pub struct Consumer {
-    inner: StreamConsumer,
+    inner: StreamConsumer<Context>,
     group: String,
 }
 
@@ -86,10 +110,13 @@ impl Consumer {
         for (key, value) in properties {
             client.set(*key, *value);
         }
-        let inner: StreamConsumer = client.create().map_err(|source| KafkaError::Client {
-            what: "consumer",
-            source,
-        })?;
+        let inner: StreamConsumer<Context> =
+            client
+                .create_with_context(Context)
+                .map_err(|source| KafkaError::Client {
+                    what: "consumer",
+                    source,
+                })?;
         Ok(Self {
             inner,
             group: group.to_owned(),
@@ -142,7 +169,7 @@ impl Consumer {
         }
     }
 
-    pub fn inner(&self) -> &StreamConsumer {
+    pub fn inner(&self) -> &StreamConsumer<Context> {
         &self.inner
     }
 }
