@@ -62,3 +62,11 @@ demo: stack-up
 	target/debug/mentorstream admin migrate
 	@echo "Starting all services (Ctrl-C stops them)."
 	target/debug/mentorstream up
+
+# Regenerates the offline query data (.sqlx) that lets builds check SQL without a database:
+# run after changing a query or a migration, and commit .sqlx.
+.PHONY: sqlx-prepare
+sqlx-prepare: stack-up
+	command -v cargo-sqlx >/dev/null || cargo install sqlx-cli --version 0.8.6 --locked --no-default-features --features postgres,rustls
+	DATABASE_URL=postgres://mentorstream:mentorstream@127.0.0.1:15432/mentorstream_mentorship sqlx migrate run --source services/mentorship/migrations
+	DATABASE_URL=postgres://mentorstream:mentorstream@127.0.0.1:15432/mentorstream_mentorship cargo sqlx prepare --workspace

@@ -1,15 +1,26 @@
-//! Mentorship service: programs, groups, micro-sessions, feedback and development plans.
-//!
-//! Until this service's issue lands it serves health, reflection and authentication, and its
-//! RPCs answer UNIMPLEMENTED.
+//! Mentorship service: programs, groups, micro-sessions, feedback and development plans in
+//! PostgreSQL, every change announced on `mentorstream.mentorship.v1` through a transactional
+//! outbox ([`db`], [`relay`]), with a partner read model from the activity stream
+//! ([`partners`]). Built so far: programs and groups; the other RPCs answer UNIMPLEMENTED.
 
-use mentorstream_config::{Config, ServiceEndpoints};
-use mentorstream_proto::mentorship::v1::mentorship_service_server::{
-    MentorshipService, MentorshipServiceServer,
-};
+mod api;
+pub mod db;
+pub mod partners;
+pub mod relay;
+
+use std::sync::Arc;
+
+use mentorstream_config::{Config, ExposeSecret, ServiceEndpoints};
+use mentorstream_kafka::admin::{TopicSpec, ensure_topics};
+use mentorstream_kafka::{Consumer, DeadLetters, KafkaError, Producer};
+use mentorstream_proto::mentorship::v1::mentorship_service_server::MentorshipServiceServer;
 use mentorstream_runtime::{Context, Listeners, host_service};
+use tokio::sync::Notify;
 
 pub const SERVICE: &str = "mentorship";
+
+/// How long Kafka may take to acknowledge a relayed event or a dead letter.
+const DELIVERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -17,6 +28,10 @@ pub enum ServiceError {
     Bind(#[from] std::io::Error),
     #[error(transparent)]
     Grpc(#[from] mentorstream_grpc::GrpcError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Database(#[from] db::DbError),
 }
 
 /// Where this service listens, from the configuration.
@@ -24,20 +39,60 @@ pub fn endpoints(config: &Config) -> ServiceEndpoints {
     config.mentorship.endpoints()
 }
 
-/// Serves until the context's shutdown begins.
+/// The consumer group of the partner read model.
+pub fn partners_group(config: &Config) -> String {
+    format!("mentorship-partners-{}", config.kafka.topics.activity)
+}
+
+/// Migrates, then relays the outbox, follows the activity stream and serves until the
+/// context's shutdown begins.
 pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceError> {
-    host_service(
+    let config = &context.config;
+    ensure_topics(
+        &config.kafka,
+        &[
+            TopicSpec::new(&config.kafka.topics.activity),
+            TopicSpec::new(&config.kafka.topics.mentorship),
+        ],
+    )
+    .await?;
+    let pool = db::connect(config.mentorship.database_url.expose_secret())?;
+    db::migrate(&pool).await?;
+    let wake = Arc::new(Notify::new());
+    let relaying = relay::run(
+        pool.clone(),
+        Producer::new(&config.kafka, DELIVERY_TIMEOUT)?,
+        config.kafka.topics.mentorship.clone(),
+        wake.clone(),
+        context.shutdown.token(),
+    );
+    let consumer = Consumer::new(
+        &config.kafka,
+        &partners_group(config),
+        &[&config.kafka.topics.activity],
+    )?;
+    let dead_letters = DeadLetters::new(Producer::new(&config.kafka, DELIVERY_TIMEOUT)?);
+    let following = async {
+        let followed =
+            partners::run(&consumer, &pool, &dead_letters, context.shutdown.token()).await;
+        if followed.is_err() {
+            context.shutdown.trigger();
+        }
+        followed
+    };
+    let api = api::Api {
+        pool: pool.clone(),
+        tenants: context.tenants.clone(),
+        relay: wake,
+    };
+    let serving = host_service(
         SERVICE,
         &context,
         listeners,
-        MentorshipServiceServer::new(Api),
-    )
-    .await?;
+        MentorshipServiceServer::new(api),
+    );
+    let ((), followed, served) = tokio::join!(relaying, following, serving);
+    served?;
+    followed?;
     Ok(())
 }
-
-#[derive(Debug)]
-struct Api;
-
-#[tonic::async_trait]
-impl MentorshipService for Api {}

@@ -1,0 +1,519 @@
+//! MentorshipService over gRPC. Built so far: programs and groups. Every mutation takes an
+//! optional `request_id` (a retry gets the first answer and writes nothing), validates before
+//! writing, and writes its events to the outbox in its own transaction. The other RPCs answer
+//! UNIMPLEMENTED until their part lands.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use mentorstream_grpc::{authorize, caller_tenant, field_violation};
+use mentorstream_proto::mentorship::v1::mentorship_service_server::MentorshipService;
+use mentorstream_proto::mentorship::v1::{
+    CreateGroupRequest, CreateGroupResponse, CreateProgramRequest, CreateProgramResponse,
+    GetGroupRequest, GetGroupResponse, GetProgramRequest, GetProgramResponse, Group, GroupCreated,
+    ListGroupsRequest, ListGroupsResponse, ListProgramsRequest, ListProgramsResponse,
+    MentorshipEvent, Program, ProgramKind, mentorship_event,
+};
+use mentorstream_tenancy::{Principal, Scope, Tenant, Tenants};
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tonic::{Request, Response, Status};
+
+use crate::db::{self, Begun, DbError};
+
+/// Longest id, name or request id.
+const MAX_CHARS: usize = 128;
+/// How far ahead of the server's clock `occurred_at` may be.
+const MAX_FUTURE: chrono::Duration = chrono::Duration::minutes(5);
+const DEFAULT_CAPACITY: u32 = 7;
+const MAX_CAPACITY: u32 = 100;
+const DEFAULT_SESSION_MINUTES: i64 = 30;
+const DEFAULT_PAGE_SIZE: usize = 50;
+const MAX_PAGE_SIZE: usize = 500;
+
+#[derive(Debug, Clone)]
+pub struct Api {
+    pub pool: PgPool,
+    pub tenants: Tenants,
+    /// Told after every commit that wrote to the outbox.
+    pub relay: Arc<Notify>,
+}
+
+fn unavailable(error: impl std::fmt::Display) -> Status {
+    tracing::warn!(%error, "answering UNAVAILABLE");
+    Status::unavailable("the mentorship database cannot be reached right now; retry")
+}
+
+fn db_status(error: DbError) -> Status {
+    match error {
+        DbError::RequestReused { .. } => field_violation("request_id", error.to_string()),
+        other => unavailable(other),
+    }
+}
+
+/// A required id or name: 1 to 128 characters, no control characters.
+fn text<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(field_violation(field, "is required"));
+    }
+    if trimmed.chars().count() > MAX_CHARS || trimmed.chars().any(char::is_control) {
+        return Err(field_violation(
+            field,
+            format!("must be at most {MAX_CHARS} characters without control characters"),
+        ));
+    }
+    Ok(trimmed)
+}
+
+fn request_id(value: &str) -> Result<Option<&str>, Status> {
+    if value.is_empty() {
+        Ok(None)
+    } else {
+        text("request_id", value).map(Some)
+    }
+}
+
+/// When a recorded thing happened: now by default; never in the future, never older than the
+/// tenant's allowed lateness (DESIGN.md §7).
+fn occurred_at(
+    tenant: &Tenant,
+    value: Option<&prost_types::Timestamp>,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, Status> {
+    let Some(value) = value else {
+        return Ok(now);
+    };
+    let at = DateTime::from_timestamp(
+        value.seconds,
+        u32::try_from(value.nanos).unwrap_or(u32::MAX),
+    )
+    .ok_or_else(|| field_violation("occurred_at", "is not a valid time"))?;
+    if at > now + MAX_FUTURE {
+        return Err(field_violation("occurred_at", "must not be in the future"));
+    }
+    let lateness =
+        chrono::Duration::from_std(tenant.allowed_lateness).unwrap_or(chrono::Duration::MAX);
+    if at < now - lateness {
+        return Err(field_violation(
+            "occurred_at",
+            format!(
+                "must not be older than the tenant's allowed lateness of {} days",
+                lateness.num_days()
+            ),
+        ));
+    }
+    Ok(at)
+}
+
+fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: time.timestamp(),
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn page_size(requested: u32) -> Result<usize, Status> {
+    match usize::try_from(requested).unwrap_or(usize::MAX) {
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        size if size <= MAX_PAGE_SIZE => Ok(size),
+        size => Err(field_violation(
+            "page_size",
+            format!("must be at most {MAX_PAGE_SIZE}, got {size}"),
+        )),
+    }
+}
+
+fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+impl Api {
+    async fn tenant(&self, principal: &Principal) -> Result<Tenant, Status> {
+        caller_tenant(&self.tenants, principal).await
+    }
+
+    async fn program(&self, tenant_id: &str, program_id: &str) -> Result<Option<Program>, Status> {
+        let row = sqlx::query!(
+            "SELECT program_id, name, kind, sessions_per_week, default_session_minutes, created_at \
+             FROM programs WHERE tenant_id = $1 AND program_id = $2",
+            tenant_id,
+            program_id
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(row.map(|row| Program {
+            program_id: row.program_id,
+            name: row.name,
+            kind: if row.kind == "pilot" {
+                ProgramKind::Pilot
+            } else {
+                ProgramKind::Standard
+            }
+            .into(),
+            sessions_per_week: u32::try_from(row.sessions_per_week).unwrap_or(0),
+            default_session_length: Some(prost_types::Duration {
+                seconds: i64::from(row.default_session_minutes) * 60,
+                nanos: 0,
+            }),
+            created_at: Some(timestamp(row.created_at)),
+        }))
+    }
+
+    async fn group(&self, tenant_id: &str, group_id: &str) -> Result<Option<Group>, Status> {
+        let Some(row) = sqlx::query!(
+            "SELECT group_id, program_id, mentor_id, name, capacity, created_at FROM groups \
+             WHERE tenant_id = $1 AND group_id = $2",
+            tenant_id,
+            group_id
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?
+        else {
+            return Ok(None);
+        };
+        let mentee_ids = sqlx::query_scalar!(
+            "SELECT mentee_id FROM assignments \
+             WHERE tenant_id = $1 AND group_id = $2 AND ended_at IS NULL ORDER BY mentee_id",
+            tenant_id,
+            group_id
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(Some(Group {
+            group_id: row.group_id,
+            program_id: row.program_id,
+            mentor_id: row.mentor_id,
+            name: row.name,
+            capacity: u32::try_from(row.capacity).unwrap_or(0),
+            mentee_ids,
+            created_at: Some(timestamp(row.created_at)),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl MentorshipService for Api {
+    async fn create_program(
+        &self,
+        request: Request<CreateProgramRequest>,
+    ) -> Result<Response<CreateProgramResponse>, Status> {
+        let principal = authorize(&request, Scope::Write)?;
+        let tenant = self.tenant(&principal).await?;
+        let request = request.into_inner();
+        let request_id = request_id(&request.request_id)?;
+        let name = text("name", &request.name)?;
+        let kind = match ProgramKind::try_from(request.kind) {
+            Ok(ProgramKind::Pilot) => "pilot",
+            Ok(ProgramKind::Standard) => "standard",
+            _ => {
+                return Err(field_violation(
+                    "kind",
+                    "must be PROGRAM_KIND_PILOT or PROGRAM_KIND_STANDARD",
+                ));
+            }
+        };
+        if !(1..=14).contains(&request.sessions_per_week) {
+            return Err(field_violation(
+                "sessions_per_week",
+                format!("must be 1 to 14, got {}", request.sessions_per_week),
+            ));
+        }
+        let minutes = match &request.default_session_length {
+            None => DEFAULT_SESSION_MINUTES,
+            Some(length) if length.nanos == 0 && length.seconds % 60 == 0 => length.seconds / 60,
+            Some(_) => {
+                return Err(field_violation(
+                    "default_session_length",
+                    "must be whole minutes",
+                ));
+            }
+        };
+        if !(5..=60).contains(&minutes) {
+            return Err(field_violation(
+                "default_session_length",
+                format!("must be 5 to 60 minutes, got {minutes}"),
+            ));
+        }
+        let mut transaction = match db::begin::<CreateProgramResponse>(
+            &self.pool,
+            &tenant.tenant_id,
+            request_id,
+            "CreateProgram",
+        )
+        .await
+        .map_err(db_status)?
+        {
+            Begun::Answered(answer) => return Ok(Response::new(answer)),
+            Begun::Fresh(transaction) => transaction,
+        };
+        let program_id = new_id();
+        let created = sqlx::query!(
+            "INSERT INTO programs (tenant_id, program_id, name, kind, sessions_per_week, \
+                                   default_session_minutes) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, name) DO NOTHING \
+             RETURNING created_at",
+            tenant.tenant_id,
+            program_id,
+            name,
+            kind,
+            i32::try_from(request.sessions_per_week).unwrap_or(i32::MAX),
+            i32::try_from(minutes).unwrap_or(i32::MAX)
+        )
+        .fetch_optional(&mut *transaction)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| Status::already_exists(format!("a program named `{name}` exists")))?;
+        let answer = CreateProgramResponse {
+            program: Some(Program {
+                program_id,
+                name: name.to_owned(),
+                kind: request.kind,
+                sessions_per_week: request.sessions_per_week,
+                default_session_length: Some(prost_types::Duration {
+                    seconds: minutes * 60,
+                    nanos: 0,
+                }),
+                created_at: Some(timestamp(created.created_at)),
+            }),
+        };
+        db::finish(
+            transaction,
+            &tenant.tenant_id,
+            request_id,
+            "CreateProgram",
+            &answer,
+        )
+        .await
+        .map_err(db_status)?;
+        Ok(Response::new(answer))
+    }
+
+    async fn get_program(
+        &self,
+        request: Request<GetProgramRequest>,
+    ) -> Result<Response<GetProgramResponse>, Status> {
+        let principal = authorize(&request, Scope::Read)?;
+        let tenant = self.tenant(&principal).await?;
+        let program_id = request.into_inner().program_id;
+        let program_id = text("program_id", &program_id)?;
+        let program = self
+            .program(&tenant.tenant_id, program_id)
+            .await?
+            .ok_or_else(|| Status::not_found(format!("no program `{program_id}`")))?;
+        Ok(Response::new(GetProgramResponse {
+            program: Some(program),
+        }))
+    }
+
+    async fn list_programs(
+        &self,
+        request: Request<ListProgramsRequest>,
+    ) -> Result<Response<ListProgramsResponse>, Status> {
+        let principal = authorize(&request, Scope::Read)?;
+        let tenant = self.tenant(&principal).await?;
+        let request = request.into_inner();
+        let page_size = page_size(request.page_size)?;
+        let ids = sqlx::query_scalar!(
+            "SELECT program_id FROM programs WHERE tenant_id = $1 AND program_id > $2 \
+             ORDER BY program_id LIMIT $3",
+            tenant.tenant_id,
+            request.page_token,
+            i64::try_from(page_size + 1).unwrap_or(i64::MAX)
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let more = ids.len() > page_size;
+        let mut programs = Vec::with_capacity(page_size);
+        for id in ids.iter().take(page_size) {
+            programs.extend(self.program(&tenant.tenant_id, id).await?);
+        }
+        Ok(Response::new(ListProgramsResponse {
+            next_page_token: if more {
+                programs
+                    .last()
+                    .map(|program| program.program_id.clone())
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            },
+            programs,
+        }))
+    }
+
+    async fn create_group(
+        &self,
+        request: Request<CreateGroupRequest>,
+    ) -> Result<Response<CreateGroupResponse>, Status> {
+        let principal = authorize(&request, Scope::Write)?;
+        let tenant = self.tenant(&principal).await?;
+        let request = request.into_inner();
+        let request_id = request_id(&request.request_id)?;
+        let program_id = text("program_id", &request.program_id)?;
+        let mentor_id = text("mentor_id", &request.mentor_id)?;
+        let name = text("name", &request.name)?;
+        let capacity = match request.capacity {
+            0 => DEFAULT_CAPACITY,
+            capacity if capacity <= MAX_CAPACITY => capacity,
+            capacity => {
+                return Err(field_violation(
+                    "capacity",
+                    format!("must be at most {MAX_CAPACITY}, got {capacity}"),
+                ));
+            }
+        };
+        let occurred_at = occurred_at(&tenant, request.occurred_at.as_ref(), Utc::now())?;
+        let mut transaction = match db::begin::<CreateGroupResponse>(
+            &self.pool,
+            &tenant.tenant_id,
+            request_id,
+            "CreateGroup",
+        )
+        .await
+        .map_err(db_status)?
+        {
+            Begun::Answered(answer) => return Ok(Response::new(answer)),
+            Begun::Fresh(transaction) => transaction,
+        };
+        let program_exists = sqlx::query_scalar!(
+            "SELECT EXISTS (SELECT 1 FROM programs WHERE tenant_id = $1 AND program_id = $2)",
+            tenant.tenant_id,
+            program_id
+        )
+        .fetch_one(&mut *transaction)
+        .await
+        .map_err(unavailable)?
+        .unwrap_or(false);
+        if !program_exists {
+            return Err(Status::failed_precondition(format!(
+                "program_id: no program `{program_id}`"
+            )));
+        }
+        let mentor_known = sqlx::query_scalar!(
+            "SELECT EXISTS (SELECT 1 FROM partners WHERE tenant_id = $1 AND partner_id = $2 \
+                                                     AND enrolment_rank <> '~')",
+            tenant.tenant_id,
+            mentor_id
+        )
+        .fetch_one(&mut *transaction)
+        .await
+        .map_err(unavailable)?
+        .unwrap_or(false);
+        if !mentor_known {
+            return Err(Status::failed_precondition(format!(
+                "mentor_id: `{mentor_id}` is not an enrolled partner (enrolments arrive from \
+                 the activity stream)"
+            )));
+        }
+        let group_id = new_id();
+        sqlx::query!(
+            "INSERT INTO groups (tenant_id, group_id, program_id, mentor_id, name, capacity, \
+                                 created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            tenant.tenant_id,
+            group_id,
+            program_id,
+            mentor_id,
+            name,
+            i32::try_from(capacity).unwrap_or(i32::MAX),
+            occurred_at
+        )
+        .execute(&mut *transaction)
+        .await
+        .map_err(unavailable)?;
+        let event = MentorshipEvent {
+            tenant_id: tenant.tenant_id.clone(),
+            event_id: new_id(),
+            occurred_at: Some(timestamp(occurred_at)),
+            recorded_at: Some(timestamp(Utc::now())),
+            payload: Some(mentorship_event::Payload::GroupCreated(GroupCreated {
+                group_id: group_id.clone(),
+                program_id: program_id.to_owned(),
+                mentor_id: mentor_id.to_owned(),
+                capacity,
+            })),
+        };
+        db::announce(&mut transaction, &group_id, "GroupCreated", &event)
+            .await
+            .map_err(db_status)?;
+        let answer = CreateGroupResponse {
+            group: Some(Group {
+                group_id,
+                program_id: program_id.to_owned(),
+                mentor_id: mentor_id.to_owned(),
+                name: name.to_owned(),
+                capacity,
+                mentee_ids: Vec::new(),
+                created_at: Some(timestamp(occurred_at)),
+            }),
+        };
+        db::finish(
+            transaction,
+            &tenant.tenant_id,
+            request_id,
+            "CreateGroup",
+            &answer,
+        )
+        .await
+        .map_err(db_status)?;
+        self.relay.notify_one();
+        Ok(Response::new(answer))
+    }
+
+    async fn get_group(
+        &self,
+        request: Request<GetGroupRequest>,
+    ) -> Result<Response<GetGroupResponse>, Status> {
+        let principal = authorize(&request, Scope::Read)?;
+        let tenant = self.tenant(&principal).await?;
+        let group_id = request.into_inner().group_id;
+        let group_id = text("group_id", &group_id)?;
+        let group = self
+            .group(&tenant.tenant_id, group_id)
+            .await?
+            .ok_or_else(|| Status::not_found(format!("no group `{group_id}`")))?;
+        Ok(Response::new(GetGroupResponse { group: Some(group) }))
+    }
+
+    async fn list_groups(
+        &self,
+        request: Request<ListGroupsRequest>,
+    ) -> Result<Response<ListGroupsResponse>, Status> {
+        let principal = authorize(&request, Scope::Read)?;
+        let tenant = self.tenant(&principal).await?;
+        let request = request.into_inner();
+        let page_size = page_size(request.page_size)?;
+        let ids = sqlx::query_scalar!(
+            "SELECT group_id FROM groups WHERE tenant_id = $1 AND group_id > $2 \
+                AND ($3 = '' OR program_id = $3) AND ($4 = '' OR mentor_id = $4) \
+             ORDER BY group_id LIMIT $5",
+            tenant.tenant_id,
+            request.page_token,
+            request.program_id,
+            request.mentor_id,
+            i64::try_from(page_size + 1).unwrap_or(i64::MAX)
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let more = ids.len() > page_size;
+        let mut groups = Vec::with_capacity(page_size);
+        for id in ids.iter().take(page_size) {
+            groups.extend(self.group(&tenant.tenant_id, id).await?);
+        }
+        Ok(Response::new(ListGroupsResponse {
+            next_page_token: if more {
+                groups
+                    .last()
+                    .map(|group| group.group_id.clone())
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            },
+            groups,
+        }))
+    }
+}
