@@ -1,4 +1,4 @@
-//! MentorshipService over gRPC. Built so far: programs and groups. Every mutation takes an
+//! MentorshipService over gRPC. Built so far: programs, groups and assignments. Every mutation takes an
 //! optional `request_id` (a retry gets the first answer and writes nothing), validates before
 //! writing, and writes its events to the outbox in its own transaction. The other RPCs answer
 //! UNIMPLEMENTED until their part lands.
@@ -9,13 +9,16 @@ use chrono::{DateTime, Utc};
 use mentorstream_grpc::{authorize, caller_tenant, field_violation};
 use mentorstream_proto::mentorship::v1::mentorship_service_server::MentorshipService;
 use mentorstream_proto::mentorship::v1::{
-    CreateGroupRequest, CreateGroupResponse, CreateProgramRequest, CreateProgramResponse,
-    GetGroupRequest, GetGroupResponse, GetProgramRequest, GetProgramResponse, Group, GroupCreated,
-    ListGroupsRequest, ListGroupsResponse, ListProgramsRequest, ListProgramsResponse,
-    MentorshipEvent, Program, ProgramKind, mentorship_event,
+    AssignMenteeRequest, AssignMenteeResponse, Assignment, CreateGroupRequest, CreateGroupResponse,
+    CreateProgramRequest, CreateProgramResponse, GetGroupRequest, GetGroupResponse,
+    GetProgramRequest, GetProgramResponse, Group, GroupCreated, ListAssignmentsRequest,
+    ListAssignmentsResponse, ListGroupsRequest, ListGroupsResponse, ListProgramsRequest,
+    ListProgramsResponse, MenteeAssigned, MenteeUnassigned, MentorshipEvent, Program, ProgramKind,
+    TransferMenteeRequest, TransferMenteeResponse, UnassignMenteeRequest, UnassignMenteeResponse,
+    mentorship_event,
 };
 use mentorstream_tenancy::{Principal, Scope, Tenant, Tenants};
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
@@ -195,8 +198,458 @@ impl Api {
     }
 }
 
+/// A group as an assignment needs it, locked for the rest of the transaction so that two
+/// assignments cannot both take its last place.
+struct LockedGroup {
+    mentor_id: String,
+    capacity: i64,
+    active: i64,
+}
+
+async fn lock_group(
+    transaction: &mut Transaction<'_, Postgres>,
+    tenant_id: &str,
+    group_id: &str,
+) -> Result<LockedGroup, Status> {
+    let group = sqlx::query!(
+        "SELECT mentor_id, capacity FROM groups WHERE tenant_id = $1 AND group_id = $2 \
+         FOR UPDATE",
+        tenant_id,
+        group_id
+    )
+    .fetch_optional(&mut **transaction)
+    .await
+    .map_err(unavailable)?
+    .ok_or_else(|| Status::failed_precondition(format!("group_id: no group `{group_id}`")))?;
+    let active = sqlx::query_scalar!(
+        "SELECT count(*) FROM assignments \
+         WHERE tenant_id = $1 AND group_id = $2 AND ended_at IS NULL",
+        tenant_id,
+        group_id
+    )
+    .fetch_one(&mut **transaction)
+    .await
+    .map_err(unavailable)?
+    .unwrap_or(0);
+    Ok(LockedGroup {
+        mentor_id: group.mentor_id,
+        capacity: i64::from(group.capacity),
+        active,
+    })
+}
+
+/// The mentee's active assignment, locked: (id, group, started).
+async fn active_assignment(
+    transaction: &mut Transaction<'_, Postgres>,
+    tenant_id: &str,
+    mentee_id: &str,
+) -> Result<Option<(i64, String, DateTime<Utc>)>, Status> {
+    Ok(sqlx::query!(
+        "SELECT assignment_id, group_id, started_at FROM assignments \
+         WHERE tenant_id = $1 AND mentee_id = $2 AND ended_at IS NULL FOR UPDATE",
+        tenant_id,
+        mentee_id
+    )
+    .fetch_optional(&mut **transaction)
+    .await
+    .map_err(unavailable)?
+    .map(|row| (row.assignment_id, row.group_id, row.started_at)))
+}
+
+async fn enrolled(
+    transaction: &mut Transaction<'_, Postgres>,
+    tenant_id: &str,
+    field: &str,
+    partner_id: &str,
+) -> Result<(), Status> {
+    let known = sqlx::query_scalar!(
+        "SELECT EXISTS (SELECT 1 FROM partners WHERE tenant_id = $1 AND partner_id = $2 \
+                                                 AND enrolment_rank <> '~')",
+        tenant_id,
+        partner_id
+    )
+    .fetch_one(&mut **transaction)
+    .await
+    .map_err(unavailable)?
+    .unwrap_or(false);
+    if known {
+        Ok(())
+    } else {
+        Err(Status::failed_precondition(format!(
+            "{field}: `{partner_id}` is not an enrolled partner (enrolments arrive from the \
+             activity stream)"
+        )))
+    }
+}
+
+/// Starts an assignment of `mentee_id` to a locked group: the group must have room and not be
+/// the mentee's own. Returns the assignment and the MenteeAssigned event.
+async fn start_assignment(
+    transaction: &mut Transaction<'_, Postgres>,
+    tenant_id: &str,
+    group_id: &str,
+    group: &LockedGroup,
+    mentee_id: &str,
+    at: DateTime<Utc>,
+) -> Result<(Assignment, MentorshipEvent), Status> {
+    if group.mentor_id == mentee_id {
+        return Err(Status::failed_precondition(format!(
+            "mentee_id: `{mentee_id}` is the mentor of group `{group_id}`"
+        )));
+    }
+    if group.active >= group.capacity {
+        return Err(Status::failed_precondition(format!(
+            "group `{group_id}` is full ({} of {} mentees)",
+            group.active, group.capacity
+        )));
+    }
+    sqlx::query!(
+        "INSERT INTO assignments (tenant_id, group_id, mentee_id, started_at) \
+         VALUES ($1, $2, $3, $4)",
+        tenant_id,
+        group_id,
+        mentee_id,
+        at
+    )
+    .execute(&mut **transaction)
+    .await
+    .map_err(unavailable)?;
+    let assignment = Assignment {
+        group_id: group_id.to_owned(),
+        mentor_id: group.mentor_id.clone(),
+        mentee_id: mentee_id.to_owned(),
+        started_at: Some(timestamp(at)),
+        ended_at: None,
+    };
+    let event = membership_event(
+        tenant_id,
+        at,
+        mentorship_event::Payload::MenteeAssigned(MenteeAssigned {
+            group_id: group_id.to_owned(),
+            mentor_id: group.mentor_id.clone(),
+            mentee_id: mentee_id.to_owned(),
+        }),
+    );
+    Ok((assignment, event))
+}
+
+/// Ends the mentee's active assignment `(id, group, started)` at `at`.
+async fn end_assignment(
+    transaction: &mut Transaction<'_, Postgres>,
+    tenant_id: &str,
+    active: (i64, String, DateTime<Utc>),
+    mentor_id: &str,
+    mentee_id: &str,
+    at: DateTime<Utc>,
+) -> Result<(Assignment, MentorshipEvent), Status> {
+    let (assignment_id, group_id, started_at) = active;
+    if at < started_at {
+        return Err(field_violation(
+            "occurred_at",
+            format!("must not be before the assignment started ({started_at})"),
+        ));
+    }
+    sqlx::query!(
+        "UPDATE assignments SET ended_at = $2 WHERE assignment_id = $1",
+        assignment_id,
+        at
+    )
+    .execute(&mut **transaction)
+    .await
+    .map_err(unavailable)?;
+    let assignment = Assignment {
+        group_id: group_id.clone(),
+        mentor_id: mentor_id.to_owned(),
+        mentee_id: mentee_id.to_owned(),
+        started_at: Some(timestamp(started_at)),
+        ended_at: Some(timestamp(at)),
+    };
+    let event = membership_event(
+        tenant_id,
+        at,
+        mentorship_event::Payload::MenteeUnassigned(MenteeUnassigned {
+            group_id,
+            mentor_id: mentor_id.to_owned(),
+            mentee_id: mentee_id.to_owned(),
+        }),
+    );
+    Ok((assignment, event))
+}
+
+fn membership_event(
+    tenant_id: &str,
+    at: DateTime<Utc>,
+    payload: mentorship_event::Payload,
+) -> MentorshipEvent {
+    MentorshipEvent {
+        tenant_id: tenant_id.to_owned(),
+        event_id: new_id(),
+        occurred_at: Some(timestamp(at)),
+        recorded_at: Some(timestamp(Utc::now())),
+        payload: Some(payload),
+    }
+}
+
 #[tonic::async_trait]
 impl MentorshipService for Api {
+    async fn assign_mentee(
+        &self,
+        request: Request<AssignMenteeRequest>,
+    ) -> Result<Response<AssignMenteeResponse>, Status> {
+        let principal = authorize(&request, Scope::Write)?;
+        let tenant = self.tenant(&principal).await?;
+        let request = request.into_inner();
+        let request_id = request_id(&request.request_id)?;
+        let group_id = text("group_id", &request.group_id)?;
+        let mentee_id = text("mentee_id", &request.mentee_id)?;
+        let at = occurred_at(&tenant, request.occurred_at.as_ref(), Utc::now())?;
+        let tenant_id = &tenant.tenant_id;
+        let mut transaction = match db::begin::<AssignMenteeResponse>(
+            &self.pool,
+            tenant_id,
+            request_id,
+            "AssignMentee",
+        )
+        .await
+        .map_err(db_status)?
+        {
+            Begun::Answered(answer) => return Ok(Response::new(answer)),
+            Begun::Fresh(transaction) => transaction,
+        };
+        enrolled(&mut transaction, tenant_id, "mentee_id", mentee_id).await?;
+        let group = lock_group(&mut transaction, tenant_id, group_id).await?;
+        if let Some((_, current, _)) =
+            active_assignment(&mut transaction, tenant_id, mentee_id).await?
+        {
+            return Err(Status::failed_precondition(format!(
+                "mentee `{mentee_id}` already has a mentor (group `{current}`); transfer instead"
+            )));
+        }
+        let (assignment, event) =
+            start_assignment(&mut transaction, tenant_id, group_id, &group, mentee_id, at).await?;
+        db::announce(&mut transaction, mentee_id, "MenteeAssigned", &event)
+            .await
+            .map_err(db_status)?;
+        let answer = AssignMenteeResponse {
+            assignment: Some(assignment),
+        };
+        db::finish(transaction, tenant_id, request_id, "AssignMentee", &answer)
+            .await
+            .map_err(db_status)?;
+        self.relay.notify_one();
+        Ok(Response::new(answer))
+    }
+
+    async fn unassign_mentee(
+        &self,
+        request: Request<UnassignMenteeRequest>,
+    ) -> Result<Response<UnassignMenteeResponse>, Status> {
+        let principal = authorize(&request, Scope::Write)?;
+        let tenant = self.tenant(&principal).await?;
+        let request = request.into_inner();
+        let request_id = request_id(&request.request_id)?;
+        let group_id = text("group_id", &request.group_id)?;
+        let mentee_id = text("mentee_id", &request.mentee_id)?;
+        let at = occurred_at(&tenant, request.occurred_at.as_ref(), Utc::now())?;
+        let tenant_id = &tenant.tenant_id;
+        let mut transaction = match db::begin::<UnassignMenteeResponse>(
+            &self.pool,
+            tenant_id,
+            request_id,
+            "UnassignMentee",
+        )
+        .await
+        .map_err(db_status)?
+        {
+            Begun::Answered(answer) => return Ok(Response::new(answer)),
+            Begun::Fresh(transaction) => transaction,
+        };
+        let group = lock_group(&mut transaction, tenant_id, group_id).await?;
+        let active = active_assignment(&mut transaction, tenant_id, mentee_id)
+            .await?
+            .filter(|(_, current, _)| current == group_id)
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "mentee `{mentee_id}` is not a current mentee of group `{group_id}`"
+                ))
+            })?;
+        let (assignment, event) = end_assignment(
+            &mut transaction,
+            tenant_id,
+            active,
+            &group.mentor_id,
+            mentee_id,
+            at,
+        )
+        .await?;
+        db::announce(&mut transaction, mentee_id, "MenteeUnassigned", &event)
+            .await
+            .map_err(db_status)?;
+        let answer = UnassignMenteeResponse {
+            assignment: Some(assignment),
+        };
+        db::finish(
+            transaction,
+            tenant_id,
+            request_id,
+            "UnassignMentee",
+            &answer,
+        )
+        .await
+        .map_err(db_status)?;
+        self.relay.notify_one();
+        Ok(Response::new(answer))
+    }
+
+    async fn transfer_mentee(
+        &self,
+        request: Request<TransferMenteeRequest>,
+    ) -> Result<Response<TransferMenteeResponse>, Status> {
+        let principal = authorize(&request, Scope::Write)?;
+        let tenant = self.tenant(&principal).await?;
+        let request = request.into_inner();
+        let request_id = request_id(&request.request_id)?;
+        let mentee_id = text("mentee_id", &request.mentee_id)?;
+        let from = text("from_group_id", &request.from_group_id)?;
+        let to = text("to_group_id", &request.to_group_id)?;
+        if from == to {
+            return Err(field_violation(
+                "to_group_id",
+                "must differ from from_group_id",
+            ));
+        }
+        let at = occurred_at(&tenant, request.occurred_at.as_ref(), Utc::now())?;
+        let tenant_id = &tenant.tenant_id;
+        let mut transaction = match db::begin::<TransferMenteeResponse>(
+            &self.pool,
+            tenant_id,
+            request_id,
+            "TransferMentee",
+        )
+        .await
+        .map_err(db_status)?
+        {
+            Begun::Answered(answer) => return Ok(Response::new(answer)),
+            Begun::Fresh(transaction) => transaction,
+        };
+        // Both groups locked in one order, so two transfers the other way cannot deadlock.
+        let (first, second) = if from < to { (from, to) } else { (to, from) };
+        let first_group = lock_group(&mut transaction, tenant_id, first).await?;
+        let second_group = lock_group(&mut transaction, tenant_id, second).await?;
+        let (old_group, new_group) = if from < to {
+            (first_group, second_group)
+        } else {
+            (second_group, first_group)
+        };
+        let active = active_assignment(&mut transaction, tenant_id, mentee_id)
+            .await?
+            .filter(|(_, current, _)| current == from)
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "mentee `{mentee_id}` is not a current mentee of group `{from}`"
+                ))
+            })?;
+        let (ended, unassigned) = end_assignment(
+            &mut transaction,
+            tenant_id,
+            active,
+            &old_group.mentor_id,
+            mentee_id,
+            at,
+        )
+        .await?;
+        let (started, assigned) =
+            start_assignment(&mut transaction, tenant_id, to, &new_group, mentee_id, at).await?;
+        db::announce(&mut transaction, mentee_id, "MenteeUnassigned", &unassigned)
+            .await
+            .map_err(db_status)?;
+        db::announce(&mut transaction, mentee_id, "MenteeAssigned", &assigned)
+            .await
+            .map_err(db_status)?;
+        let answer = TransferMenteeResponse {
+            ended: Some(ended),
+            started: Some(started),
+        };
+        db::finish(
+            transaction,
+            tenant_id,
+            request_id,
+            "TransferMentee",
+            &answer,
+        )
+        .await
+        .map_err(db_status)?;
+        self.relay.notify_one();
+        Ok(Response::new(answer))
+    }
+
+    async fn list_assignments(
+        &self,
+        request: Request<ListAssignmentsRequest>,
+    ) -> Result<Response<ListAssignmentsResponse>, Status> {
+        let principal = authorize(&request, Scope::Read)?;
+        let tenant = self.tenant(&principal).await?;
+        let request = request.into_inner();
+        if request.group_id.is_empty()
+            && request.mentee_id.is_empty()
+            && request.mentor_id.is_empty()
+        {
+            return Err(field_violation(
+                "group_id",
+                "one of group_id, mentee_id or mentor_id is required",
+            ));
+        }
+        let page_size = page_size(request.page_size)?;
+        let after: i64 = if request.page_token.is_empty() {
+            0
+        } else {
+            request
+                .page_token
+                .parse()
+                .map_err(|_| field_violation("page_token", "is not a token this server issued"))?
+        };
+        let rows = sqlx::query!(
+            "SELECT a.assignment_id, a.group_id, g.mentor_id, a.mentee_id, a.started_at, \
+                    a.ended_at \
+             FROM assignments a JOIN groups g \
+               ON g.tenant_id = a.tenant_id AND g.group_id = a.group_id \
+             WHERE a.tenant_id = $1 AND a.assignment_id > $2 \
+               AND ($3 = '' OR a.group_id = $3) AND ($4 = '' OR a.mentee_id = $4) \
+               AND ($5 = '' OR g.mentor_id = $5) \
+             ORDER BY a.assignment_id LIMIT $6",
+            tenant.tenant_id,
+            after,
+            request.group_id,
+            request.mentee_id,
+            request.mentor_id,
+            i64::try_from(page_size + 1).unwrap_or(i64::MAX)
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let more = rows.len() > page_size;
+        let last = rows
+            .get(page_size.min(rows.len()).saturating_sub(1))
+            .map(|row| row.assignment_id);
+        Ok(Response::new(ListAssignmentsResponse {
+            assignments: rows
+                .into_iter()
+                .take(page_size)
+                .map(|row| Assignment {
+                    group_id: row.group_id,
+                    mentor_id: row.mentor_id,
+                    mentee_id: row.mentee_id,
+                    started_at: Some(timestamp(row.started_at)),
+                    ended_at: row.ended_at.map(timestamp),
+                })
+                .collect(),
+            next_page_token: match (more, last) {
+                (true, Some(last)) => last.to_string(),
+                _ => String::new(),
+            },
+        }))
+    }
+
     async fn create_program(
         &self,
         request: Request<CreateProgramRequest>,

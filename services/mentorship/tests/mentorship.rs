@@ -14,8 +14,9 @@ use mentorstream_kafka::{
 use mentorstream_proto::activity::v1::{ActivityEvent, PartnerEnrolled, activity_event};
 use mentorstream_proto::mentorship::v1::mentorship_service_client::MentorshipServiceClient;
 use mentorstream_proto::mentorship::v1::{
-    CreateGroupRequest, CreateProgramRequest, GetGroupRequest, ListGroupsRequest,
-    ListProgramsRequest, MentorshipEvent, ProgramKind, mentorship_event,
+    AssignMenteeRequest, CreateGroupRequest, CreateProgramRequest, GetGroupRequest,
+    ListAssignmentsRequest, ListGroupsRequest, ListProgramsRequest, MentorshipEvent, ProgramKind,
+    TransferMenteeRequest, UnassignMenteeRequest, mentorship_event,
 };
 use mentorstream_runtime::{Context, Listeners};
 use mentorstream_testkit::{fresh_database, unique};
@@ -486,5 +487,245 @@ async fn programs_and_groups_refuse_what_the_domain_forbids_and_announce_each_ch
         .expect("list")
         .into_inner();
     assert_eq!(programs.programs.len(), 1);
+    service.stop().await;
+}
+
+fn at(time: chrono::DateTime<chrono::Utc>) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp {
+        seconds: time.timestamp(),
+        nanos: 0,
+    })
+}
+
+#[tokio::test]
+async fn assignments_keep_one_mentor_and_the_capacity_and_announce_each_change_in_order() {
+    let mut service = Service::start().await;
+    for partner in ["mentor-1", "mentor-2", "ann", "bob", "carl"] {
+        service.enrol(partner).await;
+    }
+    let program_id = service
+        .client
+        .create_program(service.write(program("", "Standard")))
+        .await
+        .expect("program")
+        .into_inner()
+        .program
+        .expect("program")
+        .program_id;
+    let mut groups = Vec::new();
+    for (mentor, capacity) in [("mentor-1", 2), ("mentor-2", 0)] {
+        let group = service
+            .client
+            .create_group(service.write(CreateGroupRequest {
+                request_id: String::new(),
+                program_id: program_id.clone(),
+                mentor_id: mentor.into(),
+                name: format!("{mentor}'s group"),
+                capacity,
+                occurred_at: None,
+            }))
+            .await
+            .expect("group")
+            .into_inner()
+            .group
+            .expect("group");
+        groups.push(group.group_id);
+    }
+    let (g1, g2) = (groups[0].clone(), groups[1].clone());
+    let start = chrono::Utc::now() - chrono::Duration::hours(3);
+    let assign = |request_id: &str, group: &str, mentee: &str| AssignMenteeRequest {
+        request_id: request_id.into(),
+        group_id: group.into(),
+        mentee_id: mentee.into(),
+        occurred_at: at(start),
+    };
+    let first = service
+        .client
+        .assign_mentee(service.write(assign("a-1", &g1, "ann")))
+        .await
+        .expect("assigned")
+        .into_inner();
+    let retried = service
+        .client
+        .assign_mentee(service.write(assign("a-1", &g1, "ann")))
+        .await
+        .expect("retried")
+        .into_inner();
+    assert_eq!(retried, first, "a retry gets the first answer");
+    service
+        .client
+        .assign_mentee(service.write(assign("", &g1, "bob")))
+        .await
+        .expect("assigned");
+    let written = service.counts("assignments").await;
+    assert_eq!(written, (2, 4));
+
+    // What the domain forbids is refused and writes nothing.
+    for (request, message) in [
+        (
+            assign("", &g1, "carl"),
+            format!("group `{g1}` is full (2 of 2 mentees)"),
+        ),
+        (
+            assign("", &g2, "ann"),
+            format!("mentee `ann` already has a mentor (group `{g1}`); transfer instead"),
+        ),
+        (
+            assign("", &g2, "mentor-2"),
+            format!("mentee_id: `mentor-2` is the mentor of group `{g2}`"),
+        ),
+        (
+            assign("", &g2, "stranger"),
+            "mentee_id: `stranger` is not an enrolled partner (enrolments arrive from the \
+             activity stream)"
+                .to_owned(),
+        ),
+    ] {
+        let refused = service
+            .client
+            .assign_mentee(service.write(request))
+            .await
+            .expect_err("refused");
+        assert_eq!(
+            (refused.code(), refused.message()),
+            (Code::FailedPrecondition, message.as_str())
+        );
+    }
+    let unassign = |group: &str, mentee: &str, when| UnassignMenteeRequest {
+        request_id: String::new(),
+        group_id: group.into(),
+        mentee_id: mentee.into(),
+        occurred_at: at(when),
+    };
+    let not_member = service
+        .client
+        .unassign_mentee(service.write(unassign(&g1, "carl", start)))
+        .await
+        .expect_err("not a member");
+    assert_eq!(
+        (not_member.code(), not_member.message()),
+        (
+            Code::FailedPrecondition,
+            format!("mentee `carl` is not a current mentee of group `{g1}`").as_str()
+        )
+    );
+    let too_early = service
+        .client
+        .unassign_mentee(service.write(unassign(&g1, "bob", start - chrono::Duration::hours(1))))
+        .await
+        .expect_err("before it started");
+    assert_eq!(too_early.code(), Code::InvalidArgument);
+    assert!(
+        too_early
+            .message()
+            .starts_with("occurred_at: must not be before the assignment started"),
+        "{}",
+        too_early.message()
+    );
+    assert_eq!(service.counts("assignments").await, written);
+
+    // A transfer and an unassignment.
+    let later = start + chrono::Duration::hours(1);
+    let transferred = service
+        .client
+        .transfer_mentee(service.write(TransferMenteeRequest {
+            request_id: "t-1".into(),
+            mentee_id: "ann".into(),
+            from_group_id: g1.clone(),
+            to_group_id: g2.clone(),
+            occurred_at: at(later),
+        }))
+        .await
+        .expect("transferred")
+        .into_inner();
+    assert_eq!(
+        transferred.ended.expect("ended").ended_at,
+        at(later),
+        "the old assignment ends when the new one starts"
+    );
+    service
+        .client
+        .unassign_mentee(service.write(unassign(&g1, "bob", later)))
+        .await
+        .expect("unassigned");
+    assert_eq!(service.counts("assignments").await, (3, 7));
+    let g1_now = service
+        .client
+        .get_group(service.read(GetGroupRequest {
+            group_id: g1.clone(),
+        }))
+        .await
+        .expect("group")
+        .into_inner()
+        .group
+        .expect("group");
+    assert!(g1_now.mentee_ids.is_empty());
+    let g2_now = service
+        .client
+        .get_group(service.read(GetGroupRequest {
+            group_id: g2.clone(),
+        }))
+        .await
+        .expect("group")
+        .into_inner()
+        .group
+        .expect("group");
+    assert_eq!(g2_now.mentee_ids, ["ann"]);
+
+    // Ann's history, a page at a time.
+    let mut history = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = service
+            .client
+            .list_assignments(service.read(ListAssignmentsRequest {
+                group_id: String::new(),
+                mentee_id: "ann".into(),
+                mentor_id: String::new(),
+                page_size: 1,
+                page_token: page_token.clone(),
+            }))
+            .await
+            .expect("list")
+            .into_inner();
+        history.extend(
+            page.assignments
+                .into_iter()
+                .map(|assignment| (assignment.group_id, assignment.ended_at.is_some())),
+        );
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(history, [(g1.clone(), true), (g2.clone(), false)]);
+
+    // On the topic: each change once, in commit order per mentee.
+    let mut by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (key, event) in service.published().await {
+        let change = match event.payload.expect("payload") {
+            mentorship_event::Payload::MenteeAssigned(assigned) => {
+                format!("+{}", assigned.group_id)
+            }
+            mentorship_event::Payload::MenteeUnassigned(unassigned) => {
+                format!("-{}", unassigned.group_id)
+            }
+            mentorship_event::Payload::GroupCreated(created) => {
+                format!("group {}", created.group_id)
+            }
+            other => panic!("unexpected {other:?}"),
+        };
+        by_key.entry(key).or_default().push(change);
+    }
+    let tenant = &service.tenant_id;
+    assert_eq!(
+        by_key.get(&format!("{tenant}/ann")),
+        Some(&vec![format!("+{g1}"), format!("-{g1}"), format!("+{g2}")])
+    );
+    assert_eq!(
+        by_key.get(&format!("{tenant}/bob")),
+        Some(&vec![format!("+{g1}"), format!("-{g1}")])
+    );
+    assert_eq!(by_key.len(), 4, "two groups and two mentees");
     service.stop().await;
 }
