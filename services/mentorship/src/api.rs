@@ -1,4 +1,4 @@
-//! MentorshipService over gRPC. Built so far: programs, groups and assignments. Every mutation takes an
+//! MentorshipService over gRPC. Built so far: programs, groups, assignments and partner lookups. Every mutation takes an
 //! optional `request_id` (a retry gets the first answer and writes nothing), validates before
 //! writing, and writes its events to the outbox in its own transaction. The other RPCs answer
 //! UNIMPLEMENTED until their part lands.
@@ -10,12 +10,13 @@ use mentorstream_grpc::{authorize, caller_tenant, field_violation};
 use mentorstream_proto::mentorship::v1::mentorship_service_server::MentorshipService;
 use mentorstream_proto::mentorship::v1::{
     AssignMenteeRequest, AssignMenteeResponse, Assignment, CreateGroupRequest, CreateGroupResponse,
-    CreateProgramRequest, CreateProgramResponse, GetGroupRequest, GetGroupResponse,
-    GetProgramRequest, GetProgramResponse, Group, GroupCreated, ListAssignmentsRequest,
-    ListAssignmentsResponse, ListGroupsRequest, ListGroupsResponse, ListProgramsRequest,
-    ListProgramsResponse, MenteeAssigned, MenteeUnassigned, MentorshipEvent, Program, ProgramKind,
-    TransferMenteeRequest, TransferMenteeResponse, UnassignMenteeRequest, UnassignMenteeResponse,
-    mentorship_event,
+    CreateProgramRequest, CreateProgramResponse, DownlineEntry, GetGroupRequest, GetGroupResponse,
+    GetPartnerRequest, GetPartnerResponse, GetProgramRequest, GetProgramResponse, Group,
+    GroupCreated, ListAssignmentsRequest, ListAssignmentsResponse, ListDownlineRequest,
+    ListDownlineResponse, ListGroupsRequest, ListGroupsResponse, ListProgramsRequest,
+    ListProgramsResponse, ListUplineRequest, ListUplineResponse, MenteeAssigned, MenteeUnassigned,
+    MentorshipEvent, Partner, Program, ProgramKind, TransferMenteeRequest, TransferMenteeResponse,
+    UnassignMenteeRequest, UnassignMenteeResponse, mentorship_event,
 };
 use mentorstream_tenancy::{Principal, Scope, Tenant, Tenants};
 use sqlx::{PgPool, Postgres, Transaction};
@@ -390,8 +391,220 @@ fn membership_event(
     }
 }
 
+/// Genealogy walks stop here whatever the data says: deeper than any real tree, so reaching it
+/// means the sponsor data has a cycle.
+const MAX_DEPTH: i32 = 1_000;
+
+/// A partner row as the API shows it.
+#[allow(clippy::too_many_arguments)]
+fn partner(
+    partner_id: String,
+    sponsor_id: String,
+    display_name: String,
+    enrolled_at: DateTime<Utc>,
+    rank_level: i32,
+    rank_name: String,
+    locale: String,
+    time_zone: String,
+    mentor_id: Option<String>,
+) -> Partner {
+    Partner {
+        partner_id,
+        sponsor_id,
+        display_name,
+        enrolled_at: Some(timestamp(enrolled_at)),
+        rank_level: u32::try_from(rank_level).unwrap_or(0),
+        rank_name,
+        locale,
+        time_zone,
+        mentor_id: mentor_id.unwrap_or_default(),
+    }
+}
+
+fn max_depth(requested: u32) -> i32 {
+    match i32::try_from(requested) {
+        Ok(0) | Err(_) => MAX_DEPTH,
+        Ok(depth) => depth.min(MAX_DEPTH),
+    }
+}
+
 #[tonic::async_trait]
 impl MentorshipService for Api {
+    async fn get_partner(
+        &self,
+        request: Request<GetPartnerRequest>,
+    ) -> Result<Response<GetPartnerResponse>, Status> {
+        let principal = authorize(&request, Scope::Read)?;
+        let tenant = self.tenant(&principal).await?;
+        let partner_id = request.into_inner().partner_id;
+        let partner_id = text("partner_id", &partner_id)?;
+        let row = sqlx::query!(
+            "SELECT p.partner_id, p.sponsor_id, p.display_name, p.enrolled_at, p.rank_level, \
+                    p.rank_name, p.locale, p.time_zone, \
+                    (SELECT g.mentor_id FROM assignments a JOIN groups g \
+                       ON g.tenant_id = a.tenant_id AND g.group_id = a.group_id \
+                     WHERE a.tenant_id = p.tenant_id AND a.mentee_id = p.partner_id \
+                       AND a.ended_at IS NULL) AS mentor_id \
+             FROM partners p \
+             WHERE p.tenant_id = $1 AND p.partner_id = $2 AND p.enrolment_rank <> '~'",
+            tenant.tenant_id,
+            partner_id
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| Status::not_found(format!("no enrolled partner `{partner_id}`")))?;
+        Ok(Response::new(GetPartnerResponse {
+            partner: Some(partner(
+                row.partner_id,
+                row.sponsor_id,
+                row.display_name,
+                row.enrolled_at,
+                row.rank_level,
+                row.rank_name,
+                row.locale,
+                row.time_zone,
+                row.mentor_id,
+            )),
+        }))
+    }
+
+    async fn list_upline(
+        &self,
+        request: Request<ListUplineRequest>,
+    ) -> Result<Response<ListUplineResponse>, Status> {
+        let principal = authorize(&request, Scope::Read)?;
+        let tenant = self.tenant(&principal).await?;
+        let request = request.into_inner();
+        let partner_id = text("partner_id", &request.partner_id)?;
+        let rows = sqlx::query!(
+            "WITH RECURSIVE up (partner_id, sponsor_id, depth) AS ( \
+                 SELECT partner_id, sponsor_id, 0 FROM partners \
+                 WHERE tenant_id = $1 AND partner_id = $2 \
+               UNION ALL \
+                 SELECT s.partner_id, s.sponsor_id, up.depth + 1 \
+                 FROM partners s JOIN up ON s.tenant_id = $1 AND s.partner_id = up.sponsor_id \
+                 WHERE up.sponsor_id <> '' AND up.depth < $3) \
+             SELECT p.partner_id, p.sponsor_id, p.display_name, p.enrolled_at, p.rank_level, \
+                    p.rank_name, p.locale, p.time_zone, up.depth, \
+                    (SELECT g.mentor_id FROM assignments a JOIN groups g \
+                       ON g.tenant_id = a.tenant_id AND g.group_id = a.group_id \
+                     WHERE a.tenant_id = p.tenant_id AND a.mentee_id = p.partner_id \
+                       AND a.ended_at IS NULL) AS mentor_id \
+             FROM up JOIN partners p ON p.tenant_id = $1 AND p.partner_id = up.partner_id \
+             ORDER BY up.depth",
+            tenant.tenant_id,
+            partner_id,
+            max_depth(request.max_depth)
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        if rows.is_empty() {
+            return Err(Status::not_found(format!(
+                "no enrolled partner `{partner_id}`"
+            )));
+        }
+        Ok(Response::new(ListUplineResponse {
+            partners: rows
+                .into_iter()
+                .filter(|row| row.depth.unwrap_or(0) > 0)
+                .map(|row| {
+                    partner(
+                        row.partner_id,
+                        row.sponsor_id,
+                        row.display_name,
+                        row.enrolled_at,
+                        row.rank_level,
+                        row.rank_name,
+                        row.locale,
+                        row.time_zone,
+                        row.mentor_id,
+                    )
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_downline(
+        &self,
+        request: Request<ListDownlineRequest>,
+    ) -> Result<Response<ListDownlineResponse>, Status> {
+        let principal = authorize(&request, Scope::Read)?;
+        let tenant = self.tenant(&principal).await?;
+        let request = request.into_inner();
+        let partner_id = text("partner_id", &request.partner_id)?;
+        let page_size = page_size(request.page_size)?;
+        // Pages follow (depth, partner id); the token is the last entry's.
+        let (after_depth, after_id) = if request.page_token.is_empty() {
+            (0, String::new())
+        } else {
+            request
+                .page_token
+                .split_once('/')
+                .and_then(|(depth, id)| Some((depth.parse::<i32>().ok()?, id.to_owned())))
+                .ok_or_else(|| field_violation("page_token", "is not a token this server issued"))?
+        };
+        let rows = sqlx::query!(
+            "WITH RECURSIVE down (partner_id, depth) AS ( \
+                 SELECT partner_id, 1 FROM partners WHERE tenant_id = $1 AND sponsor_id = $2 \
+               UNION ALL \
+                 SELECT c.partner_id, down.depth + 1 \
+                 FROM partners c JOIN down ON c.tenant_id = $1 AND c.sponsor_id = down.partner_id \
+                 WHERE down.depth < $3) \
+             SELECT p.partner_id, p.sponsor_id, p.display_name, p.enrolled_at, p.rank_level, \
+                    p.rank_name, p.locale, p.time_zone, down.depth, \
+                    (SELECT g.mentor_id FROM assignments a JOIN groups g \
+                       ON g.tenant_id = a.tenant_id AND g.group_id = a.group_id \
+                     WHERE a.tenant_id = p.tenant_id AND a.mentee_id = p.partner_id \
+                       AND a.ended_at IS NULL) AS mentor_id \
+             FROM down JOIN partners p ON p.tenant_id = $1 AND p.partner_id = down.partner_id \
+             WHERE (down.depth, p.partner_id) > ($4, $5) \
+             ORDER BY down.depth, p.partner_id LIMIT $6",
+            tenant.tenant_id,
+            partner_id,
+            max_depth(request.max_depth),
+            after_depth,
+            after_id,
+            i64::try_from(page_size + 1).unwrap_or(i64::MAX)
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let more = rows.len() > page_size;
+        let entries: Vec<DownlineEntry> = rows
+            .into_iter()
+            .take(page_size)
+            .map(|row| DownlineEntry {
+                depth: u32::try_from(row.depth.unwrap_or(0)).unwrap_or(0),
+                partner: Some(partner(
+                    row.partner_id,
+                    row.sponsor_id,
+                    row.display_name,
+                    row.enrolled_at,
+                    row.rank_level,
+                    row.rank_name,
+                    row.locale,
+                    row.time_zone,
+                    row.mentor_id,
+                )),
+            })
+            .collect();
+        Ok(Response::new(ListDownlineResponse {
+            next_page_token: match entries.last() {
+                Some(last) if more => format!(
+                    "{}/{}",
+                    last.depth,
+                    last.partner
+                        .as_ref()
+                        .map_or("", |partner| partner.partner_id.as_str())
+                ),
+                _ => String::new(),
+            },
+            entries,
+        }))
+    }
+
     async fn assign_mentee(
         &self,
         request: Request<AssignMenteeRequest>,

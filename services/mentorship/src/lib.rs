@@ -1,7 +1,8 @@
 //! Mentorship service: programs, groups, micro-sessions, feedback and development plans in
 //! PostgreSQL, every change announced on `mentorstream.mentorship.v1` through a transactional
 //! outbox ([`db`], [`relay`]), with a partner read model from the activity stream
-//! ([`partners`]). Built so far: programs and groups; the other RPCs answer UNIMPLEMENTED.
+//! ([`partners`]). Built so far: programs, groups, assignments and partner lookups; the other RPCs answer
+//! UNIMPLEMENTED.
 
 mod api;
 pub mod db;

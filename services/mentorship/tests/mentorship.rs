@@ -11,12 +11,15 @@ use mentorstream_config::{Config, ExposeSecret};
 use mentorstream_kafka::{
     CloudEvent, Consumer, InboundRecord, Message as _, OutboundRecord, Producer,
 };
-use mentorstream_proto::activity::v1::{ActivityEvent, PartnerEnrolled, activity_event};
+use mentorstream_proto::activity::v1::{
+    ActivityEvent, PartnerEnrolled, RankAchieved, activity_event,
+};
 use mentorstream_proto::mentorship::v1::mentorship_service_client::MentorshipServiceClient;
 use mentorstream_proto::mentorship::v1::{
     AssignMenteeRequest, CreateGroupRequest, CreateProgramRequest, GetGroupRequest,
-    ListAssignmentsRequest, ListGroupsRequest, ListProgramsRequest, MentorshipEvent, ProgramKind,
-    TransferMenteeRequest, UnassignMenteeRequest, mentorship_event,
+    GetPartnerRequest, ListAssignmentsRequest, ListDownlineRequest, ListGroupsRequest,
+    ListProgramsRequest, ListUplineRequest, MentorshipEvent, ProgramKind, TransferMenteeRequest,
+    UnassignMenteeRequest, mentorship_event,
 };
 use mentorstream_runtime::{Context, Listeners};
 use mentorstream_testkit::{fresh_database, unique};
@@ -116,25 +119,55 @@ impl Service {
         Self::with_key(&self.read_key, message)
     }
 
-    /// Enrols `partner` through the activity topic and waits until the read model knows it.
+    /// Enrols `partner` (a root) and waits until the read model knows it.
     async fn enrol(&self, partner: &str) {
+        self.enrol_under(partner, "", "enrol", chrono::Utc::now())
+            .await;
+    }
+
+    /// Publishes an enrolment of `partner` under `sponsor` at `when` to the activity topic,
+    /// and waits until the read model knows the partner.
+    async fn enrol_under(
+        &self,
+        partner: &str,
+        sponsor: &str,
+        id: &str,
+        when: chrono::DateTime<chrono::Utc>,
+    ) {
+        self.publish(
+            partner,
+            &format!("{id}-{partner}"),
+            when,
+            activity_event::Payload::PartnerEnrolled(PartnerEnrolled {
+                sponsor_id: sponsor.into(),
+                display_name: partner.to_uppercase(),
+                locale: "ru-RU".into(),
+                time_zone: "Europe/Moscow".into(),
+            }),
+        )
+        .await;
+        self.wait_for_partner(partner).await;
+    }
+
+    async fn publish(
+        &self,
+        partner: &str,
+        id: &str,
+        when: chrono::DateTime<chrono::Utc>,
+        payload: activity_event::Payload,
+    ) {
         let producer = Producer::new(&self.context.config.kafka, WAIT).expect("producer");
         let now = chrono::Utc::now();
         let event = ActivityEvent {
             tenant_id: self.tenant_id.clone(),
             source: "crm".into(),
-            source_event_id: format!("enrol-{partner}"),
+            source_event_id: id.into(),
             occurred_at: Some(prost_types::Timestamp {
-                seconds: now.timestamp(),
+                seconds: when.timestamp(),
                 nanos: 0,
             }),
             partner_id: partner.into(),
-            payload: Some(activity_event::Payload::PartnerEnrolled(PartnerEnrolled {
-                sponsor_id: String::new(),
-                display_name: partner.into(),
-                locale: "ru-RU".into(),
-                time_zone: "Europe/Moscow".into(),
-            })),
+            payload: Some(payload),
             ..ActivityEvent::default()
         };
         producer
@@ -151,6 +184,9 @@ impl Service {
             ))
             .await
             .expect("produced");
+    }
+
+    async fn wait_for_partner(&self, partner: &str) {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let known: i64 = sqlx::query_scalar(
@@ -727,5 +763,221 @@ async fn assignments_keep_one_mentor_and_the_capacity_and_announce_each_change_i
         Some(&vec![format!("+{g1}"), format!("-{g1}")])
     );
     assert_eq!(by_key.len(), 4, "two groups and two mentees");
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn partners_are_looked_up_with_their_upline_downline_and_mentor() {
+    let mut service = Service::start().await;
+    let start = chrono::Utc::now() - chrono::Duration::days(10);
+    let hours = |n| start + chrono::Duration::hours(n);
+    service.enrol_under("root", "", "enrol", hours(0)).await;
+    service.enrol_under("a", "root", "enrol", hours(1)).await;
+    service.enrol_under("b", "a", "enrol", hours(2)).await;
+    service.enrol_under("c", "b", "enrol", hours(3)).await;
+    // d: enrolled under a, then an earlier enrolment under root arrives (it counts), then a
+    // later one under c (it does not); a rank last, to know all three were applied.
+    service.enrol_under("d", "a", "enrol", hours(5)).await;
+    let enrolled = |sponsor: &str| {
+        activity_event::Payload::PartnerEnrolled(PartnerEnrolled {
+            sponsor_id: sponsor.into(),
+            display_name: "D".into(),
+            locale: "en".into(),
+            time_zone: "UTC".into(),
+        })
+    };
+    service
+        .publish("d", "earlier", hours(1), enrolled("root"))
+        .await;
+    service.publish("d", "later", hours(6), enrolled("c")).await;
+    let rank = |level, name: &str| {
+        activity_event::Payload::RankAchieved(RankAchieved {
+            rank_level: level,
+            rank_name: name.into(),
+        })
+    };
+    service
+        .publish("d", "rank", hours(7), rank(1, "Bronze"))
+        .await;
+    service
+        .publish("b", "rank", hours(8), rank(2, "Gold"))
+        .await;
+    for (partner, level) in [("d", 1), ("b", 2)] {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let found = service
+                .client
+                .get_partner(service.read(GetPartnerRequest {
+                    partner_id: partner.into(),
+                }))
+                .await
+                .expect("partner")
+                .into_inner()
+                .partner
+                .expect("partner");
+            if found.rank_level == level {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{partner} never ranked"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // b's mentor is the mentor of the group b is assigned to.
+    let program_id = service
+        .client
+        .create_program(service.write(program("", "Standard")))
+        .await
+        .expect("program")
+        .into_inner()
+        .program
+        .expect("program")
+        .program_id;
+    let group_id = service
+        .client
+        .create_group(service.write(CreateGroupRequest {
+            request_id: String::new(),
+            program_id,
+            mentor_id: "root".into(),
+            name: "Root's".into(),
+            capacity: 0,
+            occurred_at: None,
+        }))
+        .await
+        .expect("group")
+        .into_inner()
+        .group
+        .expect("group")
+        .group_id;
+    service
+        .client
+        .assign_mentee(service.write(AssignMenteeRequest {
+            request_id: String::new(),
+            group_id,
+            mentee_id: "b".into(),
+            occurred_at: None,
+        }))
+        .await
+        .expect("assigned");
+
+    let get = |partner: &str| GetPartnerRequest {
+        partner_id: partner.into(),
+    };
+    let b = service
+        .client
+        .get_partner(service.read(get("b")))
+        .await
+        .expect("b")
+        .into_inner()
+        .partner
+        .expect("b");
+    assert_eq!(
+        (
+            b.sponsor_id.as_str(),
+            b.display_name.as_str(),
+            b.rank_level,
+            b.rank_name.as_str(),
+            b.mentor_id.as_str(),
+            b.time_zone.as_str()
+        ),
+        ("a", "B", 2, "Gold", "root", "Europe/Moscow")
+    );
+    let d = service
+        .client
+        .get_partner(service.read(get("d")))
+        .await
+        .expect("d")
+        .into_inner()
+        .partner
+        .expect("d");
+    assert_eq!(
+        (d.sponsor_id.as_str(), d.enrolled_at, d.mentor_id.as_str()),
+        ("root", at(hours(1)), ""),
+        "the earliest enrolment counts"
+    );
+    let unknown = service
+        .client
+        .get_partner(service.read(get("nobody")))
+        .await
+        .expect_err("unknown");
+    assert_eq!(
+        (unknown.code(), unknown.message()),
+        (Code::NotFound, "no enrolled partner `nobody`")
+    );
+
+    let upline = |max_depth| ListUplineRequest {
+        partner_id: "c".into(),
+        max_depth,
+    };
+    let ids = |partners: Vec<mentorstream_proto::mentorship::v1::Partner>| {
+        partners
+            .into_iter()
+            .map(|partner| partner.partner_id)
+            .collect::<Vec<_>>()
+    };
+    let whole = service
+        .client
+        .list_upline(service.read(upline(0)))
+        .await
+        .expect("upline")
+        .into_inner();
+    assert_eq!(ids(whole.partners), ["b", "a", "root"]);
+    let near = service
+        .client
+        .list_upline(service.read(upline(2)))
+        .await
+        .expect("upline")
+        .into_inner();
+    assert_eq!(ids(near.partners), ["b", "a"]);
+
+    let mut downline = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = service
+            .client
+            .list_downline(service.read(ListDownlineRequest {
+                partner_id: "root".into(),
+                max_depth: 0,
+                page_size: 2,
+                page_token: page_token.clone(),
+            }))
+            .await
+            .expect("downline")
+            .into_inner();
+        assert!(page.entries.len() <= 2);
+        downline.extend(
+            page.entries
+                .into_iter()
+                .map(|entry| (entry.depth, entry.partner.expect("partner").partner_id)),
+        );
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(
+        downline,
+        [
+            (1, "a".to_owned()),
+            (1, "d".to_owned()),
+            (2, "b".to_owned()),
+            (3, "c".to_owned())
+        ]
+    );
+    let shallow = service
+        .client
+        .list_downline(service.read(ListDownlineRequest {
+            partner_id: "a".into(),
+            max_depth: 1,
+            page_size: 0,
+            page_token: String::new(),
+        }))
+        .await
+        .expect("downline")
+        .into_inner();
+    assert_eq!(shallow.entries.len(), 1, "only b is a's direct recruit");
     service.stop().await;
 }
