@@ -258,3 +258,88 @@ async fn wait_for_port(port: u16) {
     }
     panic!("nothing listened on {port} within 30 s");
 }
+
+/// A service binary running as its own process (as on Kubernetes), on ports the OS chooses,
+/// its logs passed on to the test's output. Killed if a failing test drops it, so none
+/// outlives the test.
+#[derive(Debug)]
+pub struct ServiceProcess(std::process::Child);
+
+impl ServiceProcess {
+    /// Starts `binary` with `config` (a file) and `environment`, listening on free ports of
+    /// the service whose configuration section is `section` (e.g. `KPI`); returns it and its
+    /// gRPC address, read from its "listening" log line.
+    pub fn start(
+        binary: &str,
+        config: &std::path::Path,
+        section: &str,
+        environment: &[(&str, String)],
+    ) -> (Self, std::net::SocketAddr) {
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(binary)
+            .arg("--config")
+            .arg(config)
+            .envs(
+                environment
+                    .iter()
+                    .map(|(key, value)| (*key, value.as_str())),
+            )
+            .env(
+                format!("MENTORSTREAM__{section}__GRPC_LISTEN"),
+                "127.0.0.1:0",
+            )
+            .env(
+                format!("MENTORSTREAM__{section}__ADMIN_LISTEN"),
+                "127.0.0.1:0",
+            )
+            .env("MENTORSTREAM__TELEMETRY__LOG_FORMAT", "json")
+            .env("RUST_LOG", "info,opentelemetry=warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {binary}: {error}"));
+        // Logs go to stdout.
+        let logs = child.stdout.take().expect("stdout");
+        let (found, address) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(logs).lines().map_while(Result::ok) {
+                if let Some(grpc) = serde_json::from_str::<serde_json::Value>(&line)
+                    .ok()
+                    .and_then(|log| log.pointer("/grpc")?.as_str().map(str::to_owned))
+                {
+                    let _ = found.send(grpc);
+                }
+                eprintln!("{line}");
+            }
+        });
+        let grpc = address
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the service logs where it listens");
+        (Self(child), grpc.parse().expect("socket address"))
+    }
+
+    /// SIGKILL, and wait until it is gone.
+    pub fn kill_9(&mut self) {
+        self.0.kill().expect("SIGKILL");
+        self.0.wait().expect("reaped");
+    }
+
+    /// SIGTERM, and require a clean exit.
+    pub fn terminate(&mut self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        let exited = self.0.wait().expect("exits");
+        assert!(exited.success(), "graceful shutdown: {exited}");
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

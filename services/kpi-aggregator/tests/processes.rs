@@ -6,12 +6,10 @@
 
 mod scenario;
 
-use std::process::{Child, Command, Stdio};
-
 use mentorstream_config::Config;
 use mentorstream_proto::kpi::v1::{SubjectKind, WindowKind};
 use mentorstream_tenancy::Tenants;
-use mentorstream_testkit::{fresh_database, unique};
+use mentorstream_testkit::{ServiceProcess, fresh_database, unique};
 use scenario::live::{
     Reader, assert_scorecards, create_tenant, numbers, produce, produce_sentinels, wait_for, window,
 };
@@ -64,85 +62,25 @@ impl Deployment {
         }
     }
 
-    /// Starts an instance on ports the OS chooses; returns it and its gRPC address, read from
-    /// its "listening" log line (its logs are passed on to the test's output).
-    fn start(&self) -> (Instance, std::net::SocketAddr) {
-        self.start_with(&[])
+    /// Starts an instance reading every partition.
+    fn start(&self) -> (ServiceProcess, std::net::SocketAddr) {
+        ServiceProcess::start(BIN, self.file.path(), "KPI", &[])
     }
 
     /// An instance reading only `partitions` of each topic.
-    fn start_reading(&self, partitions: &[i32]) -> (Instance, std::net::SocketAddr) {
+    fn start_reading(&self, partitions: &[i32]) -> (ServiceProcess, std::net::SocketAddr) {
         let list = partitions
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(",");
-        self.start_with(&[("MENTORSTREAM__KPI__PARTITIONS", format!("[{list}]"))])
+        ServiceProcess::start(
+            BIN,
+            self.file.path(),
+            "KPI",
+            &[("MENTORSTREAM__KPI__PARTITIONS", format!("[{list}]"))],
+        )
     }
-
-    fn start_with(&self, environment: &[(&str, String)]) -> (Instance, std::net::SocketAddr) {
-        let mut child = Command::new(BIN)
-            .arg("--config")
-            .arg(self.file.path())
-            .envs(
-                environment
-                    .iter()
-                    .map(|(key, value)| (*key, value.as_str())),
-            )
-            .env("MENTORSTREAM__KPI__GRPC_LISTEN", "127.0.0.1:0")
-            .env("MENTORSTREAM__KPI__ADMIN_LISTEN", "127.0.0.1:0")
-            .env("MENTORSTREAM__TELEMETRY__LOG_FORMAT", "json")
-            .env("RUST_LOG", "info,opentelemetry=warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the aggregator");
-        // Logs go to stdout.
-        let logs = child.stdout.take().expect("stdout");
-        let (found, address) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead as _;
-            for line in std::io::BufReader::new(logs).lines().map_while(Result::ok) {
-                if let Some(grpc) = serde_json::from_str::<serde_json::Value>(&line)
-                    .ok()
-                    .and_then(|log| log.pointer("/grpc")?.as_str().map(str::to_owned))
-                {
-                    let _ = found.send(grpc);
-                }
-                eprintln!("{line}");
-            }
-        });
-        let grpc = address
-            .recv_timeout(std::time::Duration::from_secs(60))
-            .expect("the aggregator logs where it listens");
-        (Instance(child), grpc.parse().expect("socket address"))
-    }
-}
-
-/// A running aggregator process; killed if a failing test drops it, so none outlives the test.
-struct Instance(Child);
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn kill_9(instance: &mut Instance) {
-    instance.0.kill().expect("SIGKILL");
-    instance.0.wait().expect("reaped");
-}
-
-fn terminate(instance: &mut Instance) {
-    let child = &mut instance.0;
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill -TERM");
-    assert!(status.success());
-    let exited = child.wait().expect("exits");
-    assert!(exited.success(), "graceful shutdown: {exited}");
 }
 
 fn chunks(records: &[Record], parts: usize) -> Vec<&[Record]> {
@@ -178,7 +116,7 @@ async fn killed_with_sigkill_mid_stream_the_aggregator_still_counts_everything_o
             );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        kill_9(&mut instance);
+        instance.kill_9();
         (instance, addr) = deployment.start();
     }
     let sentinels = produce_sentinels(kafka, &deployment.tenant_id).await;
@@ -188,7 +126,7 @@ async fn killed_with_sigkill_mid_stream_the_aggregator_still_counts_everything_o
     assert_scorecards(&mut reader, &events).await;
     // With a client still connected, SIGTERM still ends the process cleanly within the grace
     // period.
-    terminate(&mut instance);
+    instance.terminate();
     drop(reader);
 }
 
@@ -232,8 +170,8 @@ async fn partitions_moving_between_instances_that_overlap_count_everything_once(
     // Overlap: partitions 1 and 2 have two readers each.
     let (mut third, third_addr) = deployment.start_reading(&[1, 2]);
     produce(kafka, parts[1]).await;
-    kill_9(&mut first);
-    terminate(&mut second);
+    first.kill_9();
+    second.terminate();
     produce(kafka, parts[2]).await;
     // Partition 0 has no reader until the fourth takes it over.
     let (mut fourth, _) = deployment.start_reading(&[0]);
@@ -243,8 +181,8 @@ async fn partitions_moving_between_instances_that_overlap_count_everything_once(
     let mut reader = Reader::connect(third_addr, deployment.api_key.clone()).await;
     wait_for(&mut reader, &sentinels).await;
     assert_scorecards(&mut reader, &events).await;
-    terminate(&mut third);
-    terminate(&mut fourth);
+    third.terminate();
+    fourth.terminate();
 }
 
 #[tokio::test]
@@ -261,13 +199,13 @@ async fn two_instances_in_one_group_count_everything_once_while_partitions_move(
     let (mut second, _) = deployment.start();
     produce(kafka, parts[0]).await;
     // The second leaves: its partitions move to the first.
-    terminate(&mut second);
+    second.terminate();
     produce(kafka, parts[1]).await;
     // It comes back: partitions move again.
     let (mut second, second_addr) = deployment.start();
     produce(kafka, parts[2]).await;
     // The first leaves too: everything moves to the second.
-    terminate(&mut first);
+    first.terminate();
     produce(kafka, parts[3]).await;
     let sentinels = produce_sentinels(kafka, &deployment.tenant_id).await;
     events.extend(sentinels.clone());
@@ -275,5 +213,5 @@ async fn two_instances_in_one_group_count_everything_once_while_partitions_move(
     let mut reader = Reader::connect(second_addr, deployment.api_key.clone()).await;
     wait_for(&mut reader, &sentinels).await;
     assert_scorecards(&mut reader, &events).await;
-    terminate(&mut second);
+    second.terminate();
 }
