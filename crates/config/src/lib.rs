@@ -39,7 +39,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub shutdown: ShutdownConfig,
     pub ingest: IngestConfig,
-    pub mentorship: DatabaseServiceConfig,
+    pub mentorship: MentorshipConfig,
     pub kpi: KpiConfig,
     pub notifier: DatabaseServiceConfig,
 }
@@ -239,6 +239,30 @@ impl TryFrom<RawAssignment> for PartitionAssignment {
             _ => Err(
                 "must be \"all\", \"group\" or a list of partition numbers such as [0, 2]".into(),
             ),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MentorshipConfig {
+    pub grpc_listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// The service's own database.
+    pub database_url: SecretString,
+    /// A session not completed by its end plus this becomes MISSED.
+    #[serde(with = "humantime_serde")]
+    pub missed_grace: Duration,
+    /// How often sessions past their grace are looked for.
+    #[serde(with = "humantime_serde")]
+    pub missed_check_interval: Duration,
+}
+
+impl MentorshipConfig {
+    pub fn endpoints(&self) -> ServiceEndpoints {
+        ServiceEndpoints {
+            grpc_listen: self.grpc_listen,
+            admin_listen: self.admin_listen,
         }
     }
 }

@@ -9,14 +9,20 @@ use chrono::{DateTime, Utc};
 use mentorstream_grpc::{authorize, caller_tenant, field_violation};
 use mentorstream_proto::mentorship::v1::mentorship_service_server::MentorshipService;
 use mentorstream_proto::mentorship::v1::{
-    AssignMenteeRequest, AssignMenteeResponse, Assignment, CreateGroupRequest, CreateGroupResponse,
-    CreateProgramRequest, CreateProgramResponse, DownlineEntry, GetGroupRequest, GetGroupResponse,
-    GetPartnerRequest, GetPartnerResponse, GetProgramRequest, GetProgramResponse, Group,
-    GroupCreated, ListAssignmentsRequest, ListAssignmentsResponse, ListDownlineRequest,
-    ListDownlineResponse, ListGroupsRequest, ListGroupsResponse, ListProgramsRequest,
-    ListProgramsResponse, ListUplineRequest, ListUplineResponse, MenteeAssigned, MenteeUnassigned,
-    MentorshipEvent, Partner, Program, ProgramKind, TransferMenteeRequest, TransferMenteeResponse,
-    UnassignMenteeRequest, UnassignMenteeResponse, mentorship_event,
+    AssignMenteeRequest, AssignMenteeResponse, Assignment, CancelSessionRequest,
+    CancelSessionResponse, CompleteSessionRequest, CompleteSessionResponse, CreateGroupRequest,
+    CreateGroupResponse, CreateModuleRequest, CreateModuleResponse, CreateProgramRequest,
+    CreateProgramResponse, DownlineEntry, GetGroupRequest, GetGroupResponse, GetPartnerRequest,
+    GetPartnerResponse, GetProgramRequest, GetProgramResponse, GetSessionRequest,
+    GetSessionResponse, Group, GroupCreated, ListAssignmentsRequest, ListAssignmentsResponse,
+    ListDownlineRequest, ListDownlineResponse, ListFeedbackRequest, ListFeedbackResponse,
+    ListGroupsRequest, ListGroupsResponse, ListModulesRequest, ListModulesResponse,
+    ListProgramsRequest, ListProgramsResponse, ListSessionsRequest, ListSessionsResponse,
+    ListUplineRequest, ListUplineResponse, MenteeAssigned, MenteeUnassigned, MentorshipEvent,
+    Partner, Program, ProgramKind, RescheduleSessionRequest, RescheduleSessionResponse,
+    ScheduleSessionRequest, ScheduleSessionResponse, SubmitFeedbackRequest, SubmitFeedbackResponse,
+    TransferMenteeRequest, TransferMenteeResponse, UnassignMenteeRequest, UnassignMenteeResponse,
+    mentorship_event,
 };
 use mentorstream_tenancy::{Principal, Scope, Tenant, Tenants};
 use sqlx::{PgPool, Postgres, Transaction};
@@ -43,12 +49,12 @@ pub struct Api {
     pub relay: Arc<Notify>,
 }
 
-fn unavailable(error: impl std::fmt::Display) -> Status {
+pub(crate) fn unavailable(error: impl std::fmt::Display) -> Status {
     tracing::warn!(%error, "answering UNAVAILABLE");
     Status::unavailable("the mentorship database cannot be reached right now; retry")
 }
 
-fn db_status(error: DbError) -> Status {
+pub(crate) fn db_status(error: DbError) -> Status {
     match error {
         DbError::RequestReused { .. } => field_violation("request_id", error.to_string()),
         other => unavailable(other),
@@ -56,7 +62,7 @@ fn db_status(error: DbError) -> Status {
 }
 
 /// A required id or name: 1 to 128 characters, no control characters.
-fn text<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
+pub(crate) fn text<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
     let trimmed = value.trim();
     if trimmed.is_empty() {
         return Err(field_violation(field, "is required"));
@@ -70,7 +76,7 @@ fn text<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
     Ok(trimmed)
 }
 
-fn request_id(value: &str) -> Result<Option<&str>, Status> {
+pub(crate) fn request_id(value: &str) -> Result<Option<&str>, Status> {
     if value.is_empty() {
         Ok(None)
     } else {
@@ -80,7 +86,7 @@ fn request_id(value: &str) -> Result<Option<&str>, Status> {
 
 /// When a recorded thing happened: now by default; never in the future, never older than the
 /// tenant's allowed lateness (DESIGN.md §7).
-fn occurred_at(
+pub(crate) fn occurred_at(
     tenant: &Tenant,
     value: Option<&prost_types::Timestamp>,
     now: DateTime<Utc>,
@@ -110,14 +116,14 @@ fn occurred_at(
     Ok(at)
 }
 
-fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
+pub(crate) fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: time.timestamp(),
         nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
     }
 }
 
-fn page_size(requested: u32) -> Result<usize, Status> {
+pub(crate) fn page_size(requested: u32) -> Result<usize, Status> {
     match usize::try_from(requested).unwrap_or(usize::MAX) {
         0 => Ok(DEFAULT_PAGE_SIZE),
         size if size <= MAX_PAGE_SIZE => Ok(size),
@@ -128,12 +134,12 @@ fn page_size(requested: u32) -> Result<usize, Status> {
     }
 }
 
-fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
 impl Api {
-    async fn tenant(&self, principal: &Principal) -> Result<Tenant, Status> {
+    pub(crate) async fn tenant(&self, principal: &Principal) -> Result<Tenant, Status> {
         caller_tenant(&self.tenants, principal).await
     }
 
@@ -257,7 +263,7 @@ async fn active_assignment(
     .map(|row| (row.assignment_id, row.group_id, row.started_at)))
 }
 
-async fn enrolled(
+pub(crate) async fn enrolled(
     transaction: &mut Transaction<'_, Postgres>,
     tenant_id: &str,
     field: &str,
@@ -377,7 +383,7 @@ async fn end_assignment(
     Ok((assignment, event))
 }
 
-fn membership_event(
+pub(crate) fn membership_event(
     tenant_id: &str,
     at: DateTime<Utc>,
     payload: mentorship_event::Payload,
@@ -430,6 +436,76 @@ fn max_depth(requested: u32) -> i32 {
 
 #[tonic::async_trait]
 impl MentorshipService for Api {
+    async fn schedule_session(
+        &self,
+        request: Request<ScheduleSessionRequest>,
+    ) -> Result<Response<ScheduleSessionResponse>, Status> {
+        Api::schedule_session(self, request).await
+    }
+
+    async fn reschedule_session(
+        &self,
+        request: Request<RescheduleSessionRequest>,
+    ) -> Result<Response<RescheduleSessionResponse>, Status> {
+        Api::reschedule_session(self, request).await
+    }
+
+    async fn cancel_session(
+        &self,
+        request: Request<CancelSessionRequest>,
+    ) -> Result<Response<CancelSessionResponse>, Status> {
+        Api::cancel_session(self, request).await
+    }
+
+    async fn complete_session(
+        &self,
+        request: Request<CompleteSessionRequest>,
+    ) -> Result<Response<CompleteSessionResponse>, Status> {
+        Api::complete_session(self, request).await
+    }
+
+    async fn get_session(
+        &self,
+        request: Request<GetSessionRequest>,
+    ) -> Result<Response<GetSessionResponse>, Status> {
+        self.get_session_by_id(request).await
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<ListSessionsRequest>,
+    ) -> Result<Response<ListSessionsResponse>, Status> {
+        self.list_sessions_page(request).await
+    }
+
+    async fn submit_feedback(
+        &self,
+        request: Request<SubmitFeedbackRequest>,
+    ) -> Result<Response<SubmitFeedbackResponse>, Status> {
+        self.submit_session_feedback(request).await
+    }
+
+    async fn list_feedback(
+        &self,
+        request: Request<ListFeedbackRequest>,
+    ) -> Result<Response<ListFeedbackResponse>, Status> {
+        self.list_session_feedback(request).await
+    }
+
+    async fn create_module(
+        &self,
+        request: Request<CreateModuleRequest>,
+    ) -> Result<Response<CreateModuleResponse>, Status> {
+        self.create_catalogue_module(request).await
+    }
+
+    async fn list_modules(
+        &self,
+        request: Request<ListModulesRequest>,
+    ) -> Result<Response<ListModulesResponse>, Status> {
+        self.list_catalogue_modules(request).await
+    }
+
     async fn get_partner(
         &self,
         request: Request<GetPartnerRequest>,

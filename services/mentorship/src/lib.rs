@@ -1,13 +1,14 @@
 //! Mentorship service: programs, groups, micro-sessions, feedback and development plans in
 //! PostgreSQL, every change announced on `mentorstream.mentorship.v1` through a transactional
 //! outbox ([`db`], [`relay`]), with a partner read model from the activity stream
-//! ([`partners`]). Built so far: programs, groups, assignments and partner lookups; the other RPCs answer
-//! UNIMPLEMENTED.
+//! ([`partners`]). Built so far: programs, groups, assignments, partner lookups, sessions ([`sessions`]),
+//! feedback and modules; plans and goals answer UNIMPLEMENTED.
 
 mod api;
 pub mod db;
 pub mod partners;
 pub mod relay;
+pub mod sessions;
 
 use std::sync::Arc;
 
@@ -38,6 +39,37 @@ pub enum ServiceError {
 /// Where this service listens, from the configuration.
 pub fn endpoints(config: &Config) -> ServiceEndpoints {
     config.mentorship.endpoints()
+}
+
+/// Every `interval` until shutdown: sessions not completed by their end plus `grace` become
+/// MISSED, without anyone acting. Failures are logged and retried at the next round.
+async fn mark_missed(
+    pool: &sqlx::PgPool,
+    grace: std::time::Duration,
+    interval: std::time::Duration,
+    relay: &Notify,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut rounds = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = rounds.tick() => {}
+        }
+        loop {
+            match sessions::mark_missed(pool, grace).await {
+                Ok(0) => break,
+                Ok(marked) => {
+                    tracing::info!(marked, "sessions missed");
+                    relay.notify_one();
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot mark missed sessions");
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// The consumer group of the partner read model.
@@ -81,10 +113,17 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
         }
         followed
     };
+    let marking = mark_missed(
+        &pool,
+        config.mentorship.missed_grace,
+        config.mentorship.missed_check_interval,
+        &wake,
+        context.shutdown.token(),
+    );
     let api = api::Api {
         pool: pool.clone(),
         tenants: context.tenants.clone(),
-        relay: wake,
+        relay: wake.clone(),
     };
     let serving = host_service(
         SERVICE,
@@ -92,7 +131,7 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
         listeners,
         MentorshipServiceServer::new(api),
     );
-    let ((), followed, served) = tokio::join!(relaying, following, serving);
+    let ((), followed, served, ()) = tokio::join!(relaying, following, serving, marking);
     served?;
     followed?;
     Ok(())

@@ -1,0 +1,278 @@
+//! The mentorship service in the test's process against the real local stack, with its own
+//! databases and topics, and what the tests need to drive it and see what it published.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use mentorstream_config::{Config, ExposeSecret};
+use mentorstream_kafka::{
+    CloudEvent, Consumer, InboundRecord, Message as _, OutboundRecord, Producer,
+};
+use mentorstream_proto::activity::v1::{ActivityEvent, PartnerEnrolled, activity_event};
+use mentorstream_proto::mentorship::v1::MentorshipEvent;
+use mentorstream_proto::mentorship::v1::mentorship_service_client::MentorshipServiceClient;
+use mentorstream_runtime::{Context, Listeners};
+use mentorstream_testkit::{fresh_database, unique};
+use rdkafka::consumer::Consumer as _;
+use sqlx::PgPool;
+use tonic::Request;
+use tonic::transport::Channel;
+
+pub const WAIT: Duration = Duration::from_secs(60);
+
+pub struct Service {
+    pub context: Context,
+    pub pool: PgPool,
+    pub client: MentorshipServiceClient<Channel>,
+    pub tenant_id: String,
+    write_key: String,
+    read_key: String,
+    served: tokio::task::JoinHandle<Result<(), mentorstream_mentorship::ServiceError>>,
+}
+
+impl Service {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A service whose configuration `adjust` changes first.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let telemetry = mentorstream_telemetry::init_for_tests();
+        let mut config = Config::load(None).expect("defaults");
+        adjust(&mut config);
+        config.kafka.topics.activity = unique("t.activity");
+        config.kafka.topics.mentorship = unique("t.mentorship");
+        config.postgres.url = fresh_database(&config, "control").await.into();
+        config.mentorship.database_url = fresh_database(&config, "mentorship").await.into();
+        let pool = PgPool::connect(config.mentorship.database_url.expose_secret())
+            .await
+            .expect("mentorship database");
+        // Before the service does it in the background: the test reads the tables at once.
+        mentorstream_mentorship::db::migrate(&pool)
+            .await
+            .expect("migrate");
+        let context = Context::connect(config, telemetry).await.expect("context");
+        context.tenants.migrate().await.expect("migrate");
+        let tenant = context
+            .tenants
+            .create_tenant(mentorstream_tenancy::NewTenant {
+                name: "acme".into(),
+                time_zone: "Europe/Moscow".into(),
+                default_locale: "ru-RU".into(),
+            })
+            .await
+            .expect("tenant");
+        let write_key = context
+            .tenants
+            .create_key("acme", "write".parse().expect("scopes"))
+            .await
+            .expect("key")
+            .api_key;
+        let read_key = context
+            .tenants
+            .create_key("acme", "read".parse().expect("scopes"))
+            .await
+            .expect("key")
+            .api_key;
+        let listeners = Listeners::ephemeral().await.expect("listeners");
+        let addr = listeners.grpc_addr().expect("address");
+        let served = tokio::spawn(mentorstream_mentorship::run(context.clone(), listeners));
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let client = loop {
+            match MentorshipServiceClient::connect(format!("http://{addr}")).await {
+                Ok(client) => break client,
+                Err(error) => {
+                    assert!(tokio::time::Instant::now() < deadline, "{error}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        Self {
+            context,
+            pool,
+            client,
+            tenant_id: tenant.tenant_id,
+            write_key,
+            read_key,
+            served,
+        }
+    }
+
+    pub fn with_key<T>(key: &str, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {key}").parse().expect("ascii"),
+        );
+        request
+    }
+
+    pub fn write<T>(&self, message: T) -> Request<T> {
+        Self::with_key(&self.write_key, message)
+    }
+
+    pub fn read<T>(&self, message: T) -> Request<T> {
+        Self::with_key(&self.read_key, message)
+    }
+
+    /// Enrols `partner` (a root) and waits until the read model knows it.
+    pub async fn enrol(&self, partner: &str) {
+        self.enrol_under(partner, "", "enrol", chrono::Utc::now())
+            .await;
+    }
+
+    /// Publishes an enrolment of `partner` under `sponsor` at `when` to the activity topic,
+    /// and waits until the read model knows the partner.
+    pub async fn enrol_under(
+        &self,
+        partner: &str,
+        sponsor: &str,
+        id: &str,
+        when: chrono::DateTime<chrono::Utc>,
+    ) {
+        self.publish(
+            partner,
+            &format!("{id}-{partner}"),
+            when,
+            activity_event::Payload::PartnerEnrolled(PartnerEnrolled {
+                sponsor_id: sponsor.into(),
+                display_name: partner.to_uppercase(),
+                locale: "ru-RU".into(),
+                time_zone: "Europe/Moscow".into(),
+            }),
+        )
+        .await;
+        self.wait_for_partner(partner).await;
+    }
+
+    pub async fn publish(
+        &self,
+        partner: &str,
+        id: &str,
+        when: chrono::DateTime<chrono::Utc>,
+        payload: activity_event::Payload,
+    ) {
+        let producer = Producer::new(&self.context.config.kafka, WAIT).expect("producer");
+        let now = chrono::Utc::now();
+        let event = ActivityEvent {
+            tenant_id: self.tenant_id.clone(),
+            source: "crm".into(),
+            source_event_id: id.into(),
+            occurred_at: Some(prost_types::Timestamp {
+                seconds: when.timestamp(),
+                nanos: 0,
+            }),
+            partner_id: partner.into(),
+            payload: Some(payload),
+            ..ActivityEvent::default()
+        };
+        producer
+            .send(&OutboundRecord::protobuf(
+                &self.context.config.kafka.topics.activity,
+                format!("{}/{partner}", self.tenant_id),
+                &event,
+                CloudEvent {
+                    id: event.source_event_id.clone(),
+                    event_type: "mentorstream.activity.v1.ActivityEvent".into(),
+                    source: "/tests".into(),
+                    time: now,
+                },
+            ))
+            .await
+            .expect("produced");
+    }
+
+    pub async fn wait_for_partner(&self, partner: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let known: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM partners WHERE tenant_id = $1 AND partner_id = $2",
+            )
+            .bind(&self.tenant_id)
+            .bind(partner)
+            .fetch_one(&self.pool)
+            .await
+            .expect("count");
+            if known == 1 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{partner} never enrolled"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Rows of `table` and outbox rows.
+    pub async fn counts(&self, table: &str) -> (i64, i64) {
+        let rows: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&self.pool)
+            .await
+            .expect("count");
+        let events: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+            .fetch_one(&self.pool)
+            .await
+            .expect("count");
+        (rows, events)
+    }
+
+    /// Every record on the mentorship topic once the outbox is relayed, read to the end.
+    pub async fn published(&self) -> Vec<(String, MentorshipEvent)> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let unsent: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+                    .fetch_one(&self.pool)
+                    .await
+                    .expect("count");
+            if unsent == 0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the outbox was never relayed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let kafka = &self.context.config.kafka;
+        let topic = &kafka.topics.mentorship;
+        let consumer = Consumer::new(kafka, &unique("reader"), &[topic]).expect("consumer");
+        let mut ends = BTreeMap::new();
+        for partition in 0..kafka.partitions {
+            let (_, high) = consumer
+                .inner()
+                .fetch_watermarks(topic, partition, WAIT)
+                .expect("watermarks");
+            if high > 0 {
+                ends.insert(partition, high - 1);
+            }
+        }
+        let mut records = Vec::new();
+        let mut reached = BTreeMap::new();
+        let mut stream = consumer.inner().stream();
+        while reached != ends {
+            let message = tokio::time::timeout(WAIT, stream.next())
+                .await
+                .expect("records")
+                .expect("stream")
+                .expect("message");
+            reached.insert(message.partition(), message.offset());
+            let key = String::from_utf8(message.key().expect("key").to_vec()).expect("utf-8");
+            let event: MentorshipEvent = InboundRecord::new(&message).decode().expect("event");
+            records.push((key, event));
+        }
+        records
+    }
+
+    pub async fn stop(self) {
+        self.context.shutdown.trigger();
+        self.served
+            .await
+            .expect("service task")
+            .expect("service ends cleanly");
+    }
+}
