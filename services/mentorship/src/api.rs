@@ -11,18 +11,19 @@ use mentorstream_proto::mentorship::v1::mentorship_service_server::MentorshipSer
 use mentorstream_proto::mentorship::v1::{
     AssignMenteeRequest, AssignMenteeResponse, Assignment, CancelSessionRequest,
     CancelSessionResponse, CompleteSessionRequest, CompleteSessionResponse, CreateGroupRequest,
-    CreateGroupResponse, CreateModuleRequest, CreateModuleResponse, CreateProgramRequest,
-    CreateProgramResponse, DownlineEntry, GetGroupRequest, GetGroupResponse, GetPartnerRequest,
-    GetPartnerResponse, GetProgramRequest, GetProgramResponse, GetSessionRequest,
-    GetSessionResponse, Group, GroupCreated, ListAssignmentsRequest, ListAssignmentsResponse,
-    ListDownlineRequest, ListDownlineResponse, ListFeedbackRequest, ListFeedbackResponse,
-    ListGroupsRequest, ListGroupsResponse, ListModulesRequest, ListModulesResponse,
-    ListProgramsRequest, ListProgramsResponse, ListSessionsRequest, ListSessionsResponse,
-    ListUplineRequest, ListUplineResponse, MenteeAssigned, MenteeUnassigned, MentorshipEvent,
-    Partner, Program, ProgramKind, RescheduleSessionRequest, RescheduleSessionResponse,
-    ScheduleSessionRequest, ScheduleSessionResponse, SubmitFeedbackRequest, SubmitFeedbackResponse,
-    TransferMenteeRequest, TransferMenteeResponse, UnassignMenteeRequest, UnassignMenteeResponse,
-    mentorship_event,
+    CreateGroupResponse, CreateModuleRequest, CreateModuleResponse, CreatePlanRequest,
+    CreatePlanResponse, CreateProgramRequest, CreateProgramResponse, DownlineEntry,
+    GetGroupRequest, GetGroupResponse, GetPartnerRequest, GetPartnerResponse, GetPlanRequest,
+    GetPlanResponse, GetProgramRequest, GetProgramResponse, GetSessionRequest, GetSessionResponse,
+    Group, GroupCreated, ListAssignmentsRequest, ListAssignmentsResponse, ListDownlineRequest,
+    ListDownlineResponse, ListFeedbackRequest, ListFeedbackResponse, ListGroupsRequest,
+    ListGroupsResponse, ListModulesRequest, ListModulesResponse, ListProgramsRequest,
+    ListProgramsResponse, ListSessionsRequest, ListSessionsResponse, ListUplineRequest,
+    ListUplineResponse, MenteeAssigned, MenteeUnassigned, MentorshipEvent, Partner, Program,
+    ProgramKind, RescheduleSessionRequest, RescheduleSessionResponse, ScheduleSessionRequest,
+    ScheduleSessionResponse, SetGoalRequest, SetGoalResponse, SubmitFeedbackRequest,
+    SubmitFeedbackResponse, TransferMenteeRequest, TransferMenteeResponse, UnassignMenteeRequest,
+    UnassignMenteeResponse, mentorship_event,
 };
 use mentorstream_tenancy::{Principal, Scope, Tenant, Tenants};
 use sqlx::{PgPool, Postgres, Transaction};
@@ -490,6 +491,27 @@ impl MentorshipService for Api {
         request: Request<ListFeedbackRequest>,
     ) -> Result<Response<ListFeedbackResponse>, Status> {
         self.list_session_feedback(request).await
+    }
+
+    async fn create_plan(
+        &self,
+        request: Request<CreatePlanRequest>,
+    ) -> Result<Response<CreatePlanResponse>, Status> {
+        self.create_development_plan(request).await
+    }
+
+    async fn get_plan(
+        &self,
+        request: Request<GetPlanRequest>,
+    ) -> Result<Response<GetPlanResponse>, Status> {
+        self.get_development_plan(request).await
+    }
+
+    async fn set_goal(
+        &self,
+        request: Request<SetGoalRequest>,
+    ) -> Result<Response<SetGoalResponse>, Status> {
+        self.set_plan_goal(request).await
     }
 
     async fn create_module(

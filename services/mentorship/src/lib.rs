@@ -2,11 +2,13 @@
 //! PostgreSQL, every change announced on `mentorstream.mentorship.v1` through a transactional
 //! outbox ([`db`], [`relay`]), with a partner read model from the activity stream
 //! ([`partners`]). Built so far: programs, groups, assignments, partner lookups, sessions ([`sessions`]),
-//! feedback and modules; plans and goals answer UNIMPLEMENTED.
+//! feedback, modules, and development plans whose goals follow the aggregator's signals
+//! ([`plans`]).
 
 mod api;
 pub mod db;
 pub mod partners;
+pub mod plans;
 pub mod relay;
 pub mod sessions;
 
@@ -72,6 +74,11 @@ async fn mark_missed(
     }
 }
 
+/// The consumer group that follows the aggregator's goal signals.
+pub fn signals_group(config: &Config) -> String {
+    format!("mentorship-signals-{}", config.kafka.topics.kpi_signals)
+}
+
 /// The consumer group of the partner read model.
 pub fn partners_group(config: &Config) -> String {
     format!("mentorship-partners-{}", config.kafka.topics.activity)
@@ -86,6 +93,7 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
         &[
             TopicSpec::new(&config.kafka.topics.activity),
             TopicSpec::new(&config.kafka.topics.mentorship),
+            TopicSpec::new(&config.kafka.topics.kpi_signals),
         ],
     )
     .await?;
@@ -113,6 +121,25 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
         }
         followed
     };
+    let signals_consumer = Consumer::new(
+        &config.kafka,
+        &signals_group(config),
+        &[&config.kafka.topics.kpi_signals],
+    )?;
+    let signalling = async {
+        let followed = plans::follow_signals(
+            &signals_consumer,
+            &pool,
+            &dead_letters,
+            &wake,
+            context.shutdown.token(),
+        )
+        .await;
+        if followed.is_err() {
+            context.shutdown.trigger();
+        }
+        followed
+    };
     let marking = mark_missed(
         &pool,
         config.mentorship.missed_grace,
@@ -131,8 +158,10 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
         listeners,
         MentorshipServiceServer::new(api),
     );
-    let ((), followed, served, ()) = tokio::join!(relaying, following, serving, marking);
+    let ((), followed, signalled, served, ()) =
+        tokio::join!(relaying, following, signalling, serving, marking);
     served?;
     followed?;
+    signalled?;
     Ok(())
 }

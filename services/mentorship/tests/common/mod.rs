@@ -45,6 +45,7 @@ impl Service {
         adjust(&mut config);
         config.kafka.topics.activity = unique("t.activity");
         config.kafka.topics.mentorship = unique("t.mentorship");
+        config.kafka.topics.kpi_signals = unique("t.signals");
         config.postgres.url = fresh_database(&config, "control").await.into();
         config.mentorship.database_url = fresh_database(&config, "mentorship").await.into();
         let pool = PgPool::connect(config.mentorship.database_url.expose_secret())
