@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use mentorstream_config::{Config, ExposeSecret, ServiceEndpoints};
 use mentorstream_kafka::admin::{TopicSpec, ensure_topics};
-use mentorstream_kafka::{Consumer, DeadLetters, KafkaError, Producer};
+use mentorstream_kafka::{Consumer, DeadLetters, KafkaError, Producer, run_consumer};
 use mentorstream_proto::mentorship::v1::mentorship_service_server::MentorshipServiceServer;
 use mentorstream_runtime::{Context, Listeners, host_service};
 use tokio::sync::Notify;
@@ -114,8 +114,14 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
     )?;
     let dead_letters = DeadLetters::new(Producer::new(&config.kafka, DELIVERY_TIMEOUT)?);
     let following = async {
-        let followed =
-            partners::run(&consumer, &pool, &dead_letters, context.shutdown.token()).await;
+        let mut model = partners::PartnerModel { pool: pool.clone() };
+        let followed = run_consumer(
+            &consumer,
+            &dead_letters,
+            &mut model,
+            context.shutdown.token(),
+        )
+        .await;
         if followed.is_err() {
             context.shutdown.trigger();
         }
@@ -127,11 +133,14 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
         &[&config.kafka.topics.kpi_signals],
     )?;
     let signalling = async {
-        let followed = plans::follow_signals(
+        let mut signals = plans::GoalSignals {
+            pool: pool.clone(),
+            relay: wake.clone(),
+        };
+        let followed = run_consumer(
             &signals_consumer,
-            &pool,
             &dead_letters,
-            &wake,
+            &mut signals,
             context.shutdown.token(),
         )
         .await;

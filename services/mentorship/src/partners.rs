@@ -5,61 +5,23 @@
 //! so a redelivered or reordered record changes nothing it should not; offsets are stored
 //! after the write.
 
-use std::time::Duration;
-
-use futures::StreamExt as _;
-use mentorstream_kafka::{BorrowedMessage, Consumer, DeadLetters, InboundRecord, KafkaError};
+use mentorstream_kafka::{HandleError, InboundRecord, RecordHandler};
 use mentorstream_proto::activity::v1::{ActivityEvent, activity_event::Payload};
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
-/// Pause before retrying a record while the database is away.
-const RETRY_PAUSE: Duration = Duration::from_millis(500);
-
-/// Applies activity records to the read model until `shutdown`.
-pub async fn run(
-    consumer: &Consumer,
-    pool: &PgPool,
-    dead_letters: &DeadLetters,
-    shutdown: CancellationToken,
-) -> Result<(), KafkaError> {
-    let mut stream = consumer.inner().stream();
-    loop {
-        let message = tokio::select! {
-            () = shutdown.cancelled() => break,
-            message = stream.next() => match message {
-                Some(Ok(message)) => message,
-                Some(Err(error)) => {
-                    tracing::warn!(%error, "consumer error");
-                    continue;
-                }
-                None => break,
-            },
-        };
-        loop {
-            match apply(pool, &message).await {
-                Ok(()) => break,
-                Err(Applied::Poison(reason)) => {
-                    dead_letters.send(&message, &reason).await?;
-                    break;
-                }
-                Err(Applied::Transient(error)) => {
-                    tracing::warn!(%error, "cannot update the partner read model; retrying");
-                }
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return consumer.commit_in_background(),
-                () = tokio::time::sleep(RETRY_PAUSE) => {}
-            }
-        }
-        consumer.store(&message)?;
-    }
-    consumer.commit_in_background()
+/// Applies activity records to the read model (with `mentorstream_kafka::run_consumer`).
+#[derive(Debug)]
+pub struct PartnerModel {
+    pub pool: PgPool,
 }
 
-enum Applied {
-    Poison(String),
-    Transient(sqlx::Error),
+impl RecordHandler for PartnerModel {
+    async fn handle(&mut self, record: InboundRecord<'_>) -> Result<(), HandleError> {
+        let event: ActivityEvent = record
+            .decode()
+            .map_err(|error| HandleError::Poison(error.to_string()))?;
+        apply(&self.pool, &event).await
+    }
 }
 
 /// `(occurred_at micros, source, source_event_id)` as one sortable string, like the
@@ -74,17 +36,14 @@ fn rank(event: &ActivityEvent) -> String {
     )
 }
 
-async fn apply(pool: &PgPool, message: &BorrowedMessage<'_>) -> Result<(), Applied> {
-    let event: ActivityEvent = InboundRecord::new(message)
-        .decode()
-        .map_err(|error| Applied::Poison(error.to_string()))?;
+async fn apply(pool: &PgPool, event: &ActivityEvent) -> Result<(), HandleError> {
     let occurred_at = event
         .occurred_at
         .as_ref()
         .and_then(|time| {
             chrono::DateTime::from_timestamp(time.seconds, u32::try_from(time.nanos).ok()?)
         })
-        .ok_or_else(|| Applied::Poison("event has no valid occurred_at".into()))?;
+        .ok_or_else(|| HandleError::Poison("event has no valid occurred_at".into()))?;
     match &event.payload {
         Some(Payload::PartnerEnrolled(enrolled)) => {
             // A rank seen before the enrolment left a placeholder whose rank sorts last.
@@ -104,11 +63,11 @@ async fn apply(pool: &PgPool, message: &BorrowedMessage<'_>) -> Result<(), Appli
                 enrolled.locale,
                 enrolled.time_zone,
                 occurred_at,
-                rank(&event)
+                rank(event)
             )
             .execute(pool)
             .await
-            .map_err(Applied::Transient)?;
+            .map_err(|error| HandleError::Transient(error.to_string()))?;
         }
         Some(Payload::RankAchieved(achieved)) => {
             sqlx::query!(
@@ -126,7 +85,7 @@ async fn apply(pool: &PgPool, message: &BorrowedMessage<'_>) -> Result<(), Appli
             )
             .execute(pool)
             .await
-            .map_err(Applied::Transient)?;
+            .map_err(|error| HandleError::Transient(error.to_string()))?;
         }
         _ => {}
     }

@@ -3,9 +3,8 @@
 //! change acknowledged on the mentorship topic once.
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt as _;
 use mentorstream_grpc::{authorize, field_violation};
-use mentorstream_kafka::{BorrowedMessage, Consumer, DeadLetters, InboundRecord, KafkaError};
+use mentorstream_kafka::{HandleError, InboundRecord, RecordHandler};
 use mentorstream_proto::common::v1::Decimal;
 use mentorstream_proto::kpi::v1::{KpiSignal, Metric, kpi_signal};
 use mentorstream_proto::mentorship::v1::{
@@ -15,7 +14,6 @@ use mentorstream_proto::mentorship::v1::{
 };
 use mentorstream_tenancy::Scope;
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::api::{
@@ -27,8 +25,6 @@ use crate::sessions::instant;
 
 /// Longest goal description.
 const MAX_DESCRIPTION_CHARS: usize = 2_000;
-/// Pause before retrying a signal while the database is away.
-const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
 
 fn status(name: &str) -> GoalStatus {
     match name {
@@ -330,63 +326,33 @@ impl Api {
     }
 }
 
-/// Follows the aggregator's signals until `shutdown`: a goal signal moves its goal's status
-/// (achieved wins over missed: a late event can still reach a goal announced missed) and its
-/// progress, and a change is acknowledged once on the mentorship topic.
-pub async fn follow_signals(
-    consumer: &Consumer,
-    pool: &PgPool,
-    dead_letters: &DeadLetters,
-    relay: &tokio::sync::Notify,
-    shutdown: CancellationToken,
-) -> Result<(), KafkaError> {
-    let mut stream = consumer.inner().stream();
-    loop {
-        let message = tokio::select! {
-            () = shutdown.cancelled() => break,
-            message = stream.next() => match message {
-                Some(Ok(message)) => message,
-                Some(Err(error)) => {
-                    tracing::warn!(%error, "consumer error");
-                    continue;
-                }
-                None => break,
-            },
-        };
-        loop {
-            match apply_signal(pool, &message).await {
-                Ok(changed) => {
-                    if changed {
-                        relay.notify_one();
-                    }
-                    break;
-                }
-                Err(Some(error)) => {
-                    tracing::warn!(%error, "cannot apply a goal signal; retrying");
-                }
-                Err(None) => {
-                    dead_letters
-                        .send(&message, "not a KPI signal this service can read")
-                        .await?;
-                    break;
-                }
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return consumer.commit_in_background(),
-                () = tokio::time::sleep(RETRY_PAUSE) => {}
-            }
-        }
-        consumer.store(&message)?;
-    }
-    consumer.commit_in_background()
+/// Follows the aggregator's signals (with `mentorstream_kafka::run_consumer`): a goal signal
+/// moves its goal's status (achieved wins over missed: a late event can still reach a goal
+/// announced missed) and its progress, and a change is acknowledged once on the mentorship
+/// topic.
+#[derive(Debug)]
+pub struct GoalSignals {
+    pub pool: PgPool,
+    pub relay: std::sync::Arc<tokio::sync::Notify>,
 }
 
-/// Applies one signal; whether a goal changed. `Err(None)`: undecodable.
-async fn apply_signal(
-    pool: &PgPool,
-    message: &BorrowedMessage<'_>,
-) -> Result<bool, Option<sqlx::Error>> {
-    let signal: KpiSignal = InboundRecord::new(message).decode().map_err(|_| None)?;
+impl RecordHandler for GoalSignals {
+    async fn handle(&mut self, record: InboundRecord<'_>) -> Result<(), HandleError> {
+        let signal: KpiSignal = record
+            .decode()
+            .map_err(|error| HandleError::Poison(error.to_string()))?;
+        if apply_signal(&self.pool, &signal)
+            .await
+            .map_err(|error| HandleError::Transient(error.to_string()))?
+        {
+            self.relay.notify_one();
+        }
+        Ok(())
+    }
+}
+
+/// Applies one signal; whether a goal changed.
+async fn apply_signal(pool: &PgPool, signal: &KpiSignal) -> Result<bool, db::DbError> {
     let (goal_id, new_status, value, achieved_at) = match &signal.payload {
         Some(kpi_signal::Payload::GoalAchieved(achieved)) => (
             achieved.goal_id.clone(),
@@ -402,7 +368,7 @@ async fn apply_signal(
         ),
         _ => return Ok(false),
     };
-    let mut transaction = pool.begin().await.map_err(Some)?;
+    let mut transaction = pool.begin().await?;
     // Achieved may replace in progress or missed; missed only in progress.
     let changed = sqlx::query!(
         "UPDATE goals g SET status = $3, progress = $4 FROM plans p \
@@ -416,8 +382,7 @@ async fn apply_signal(
         value
     )
     .fetch_optional(&mut *transaction)
-    .await
-    .map_err(Some)?;
+    .await?;
     let Some(changed) = changed else {
         return Ok(false);
     };
@@ -450,11 +415,7 @@ async fn apply_signal(
         event_type,
         &event(&signal.tenant_id, at, payload),
     )
-    .await
-    .map_err(|error| match error {
-        db::DbError::Unavailable(error) => Some(error),
-        _ => None,
-    })?;
-    transaction.commit().await.map_err(Some)?;
+    .await?;
+    transaction.commit().await?;
     Ok(true)
 }
