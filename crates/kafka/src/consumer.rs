@@ -211,7 +211,19 @@ pub async fn run_consumer<H: RecordHandler>(
         let message = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
-            message = consumer.recv() => message?,
+            message = consumer.recv() => message,
+        };
+        // librdkafka reports a broker that went away (and other passing trouble) through the
+        // consumer and recovers by itself: wait and read on, never end the service for it.
+        let message = match message {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::warn!(%error, "consumer error; reading on");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(RETRY_PAUSE) => continue,
+                }
+            }
         };
         let record = InboundRecord::new(&message);
         let span = tracing::info_span!(

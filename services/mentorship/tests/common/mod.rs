@@ -3,7 +3,6 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -16,7 +15,6 @@ use mentorstream_proto::mentorship::v1::MentorshipEvent;
 use mentorstream_proto::mentorship::v1::mentorship_service_client::MentorshipServiceClient;
 use mentorstream_runtime::{Context, Listeners};
 use mentorstream_testkit::{fresh_database, unique};
-use rdkafka::consumer::Consumer as _;
 use sqlx::PgPool;
 use tonic::Request;
 use tonic::transport::Channel;
@@ -239,33 +237,22 @@ impl Service {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // Every outbox row, read back from the topic. Counting rows rather than reading to
+        // the partitions' ends: Tansu reports high watermarks that lag behind acknowledged
+        // records.
+        let mut expected: Vec<String> = sqlx::query_scalar("SELECT event_id FROM outbox")
+            .fetch_all(&self.pool)
+            .await
+            .expect("event ids");
+        expected.sort();
         let kafka = &self.context.config.kafka;
-        let topic = &kafka.topics.mentorship;
-        let consumer = Consumer::new(kafka, &unique("reader"), &[topic]).expect("consumer");
-        let mut ends = BTreeMap::new();
-        for partition in 0..kafka.partitions {
-            let (_, high) = consumer
-                .inner()
-                .fetch_watermarks(topic, partition, WAIT)
-                .expect("watermarks");
-            if high > 0 {
-                ends.insert(partition, high - 1);
-            }
-        }
-        let mut records = Vec::new();
-        let mut reached = BTreeMap::new();
-        let mut stream = consumer.inner().stream();
-        while reached != ends {
-            let message = tokio::time::timeout(WAIT, stream.next())
-                .await
-                .expect("records")
-                .expect("stream")
-                .expect("message");
-            reached.insert(message.partition(), message.offset());
-            let key = String::from_utf8(message.key().expect("key").to_vec()).expect("utf-8");
-            let event: MentorshipEvent = InboundRecord::new(&message).decode().expect("event");
-            records.push((key, event));
-        }
+        let records = read_topic(kafka, &kafka.topics.mentorship, expected.len()).await;
+        let mut published: Vec<String> = records
+            .iter()
+            .map(|(_, event)| event.event_id.clone())
+            .collect();
+        published.sort();
+        assert_eq!(published, expected, "each outbox row once on the topic");
         records
     }
 
@@ -276,4 +263,26 @@ impl Service {
             .expect("service task")
             .expect("service ends cleanly");
     }
+}
+
+/// The first `count` records of `topic` from the start, as (key, event), in partition order.
+pub async fn read_topic(
+    kafka: &mentorstream_config::KafkaConfig,
+    topic: &str,
+    count: usize,
+) -> Vec<(String, MentorshipEvent)> {
+    let consumer = Consumer::new(kafka, &unique("reader"), &[topic]).expect("consumer");
+    let mut stream = consumer.inner().stream();
+    let mut records = Vec::with_capacity(count);
+    while records.len() < count {
+        let message = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("{} of {count} records on {topic}", records.len()))
+            .expect("stream")
+            .expect("message");
+        let key = String::from_utf8(message.key().expect("key").to_vec()).expect("utf-8");
+        let event: MentorshipEvent = InboundRecord::new(&message).decode().expect("event");
+        records.push((key, event));
+    }
+    records
 }
