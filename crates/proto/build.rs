@@ -19,7 +19,11 @@ const FILES: &[&str] = &[
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    println!("cargo:rerun-if-changed={}", root.display());
+    // Every file, not the directory: a directory's modification time does not change when a
+    // file in it is edited.
+    for file in FILES {
+        println!("cargo:rerun-if-changed={}", root.join(file).display());
+    }
 
     let descriptors = protox::compile(FILES, [&root])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);

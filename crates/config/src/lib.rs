@@ -256,6 +256,8 @@ pub struct MentorshipConfig {
     /// How often sessions past their grace are looked for.
     #[serde(with = "humantime_serde")]
     pub missed_check_interval: Duration,
+    /// Where KpiService answers, for live goal progress (`http://host:port`).
+    pub kpi_endpoint: String,
 }
 
 impl MentorshipConfig {

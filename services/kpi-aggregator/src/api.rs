@@ -9,11 +9,12 @@ use mentorstream_proto::common::v1::LocalDate;
 use mentorstream_proto::kpi::v1::kpi_service_server::KpiService;
 use mentorstream_proto::kpi::v1::{
     Contribution, DeleteTargetRequest, DeleteTargetResponse, ExplainRequest, ExplainResponse,
-    GetJourneyRequest, GetJourneyResponse, GetLeaderboardRequest, GetLeaderboardResponse,
-    GetScorecardRequest, GetScorecardResponse, GetSeriesRequest, GetSeriesResponse, KpiUpdate,
-    LeaderboardEntry, ListTargetsRequest, ListTargetsResponse, MentorPeriod, Metric, MetricValue,
-    PutTargetRequest, PutTargetResponse, RankMilestone, SeriesPoint, SubjectKind, TargetProgress,
-    WatchKpisRequest, WatchKpisResponse, WindowKind, metric_value,
+    GetGoalProgressRequest, GetGoalProgressResponse, GetJourneyRequest, GetJourneyResponse,
+    GetLeaderboardRequest, GetLeaderboardResponse, GetScorecardRequest, GetScorecardResponse,
+    GetSeriesRequest, GetSeriesResponse, GoalProgress, KpiUpdate, LeaderboardEntry,
+    ListTargetsRequest, ListTargetsResponse, MentorPeriod, Metric, MetricValue, PutTargetRequest,
+    PutTargetResponse, RankMilestone, SeriesPoint, SubjectKind, TargetProgress, WatchKpisRequest,
+    WatchKpisResponse, WindowKind, metric_value,
 };
 use mentorstream_tenancy::{Principal, Scope, Tenant, Tenants};
 use tonic::{Request, Response, Status};
@@ -177,6 +178,45 @@ impl KpiService for Api {
         self.scorecard(&namespace, &tenant, subject, window)
             .await
             .map(Response::new)
+    }
+
+    async fn get_goal_progress(
+        &self,
+        request: Request<GetGoalProgressRequest>,
+    ) -> Result<Response<GetGoalProgressResponse>, Status> {
+        let principal = authorize(&request, Scope::Read)?;
+        let tenant = self.tenant(&principal).await?;
+        let namespace = self.current_namespace()?;
+        let request = request.into_inner();
+        let mentee_id = check_id("mentee_id", &request.mentee_id)?;
+        if request.goal_ids.len() > MAX_WATCHED {
+            return Err(field_violation(
+                "goal_ids",
+                format!("at most {MAX_WATCHED} goals at a time"),
+            ));
+        }
+        let as_of = namespace.progress.as_of().await.map_err(unavailable)?;
+        let goals = namespace
+            .store
+            .goal_progress(&tenant.tenant_id, mentee_id, &request.goal_ids)
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .map(|(goal_id, counter, value)| GoalProgress {
+                goal_id,
+                value: Some(if counter == Counter::SalesVolume {
+                    decimal(value)
+                } else {
+                    mentorstream_proto::common::v1::Decimal {
+                        value: value.to_string(),
+                    }
+                }),
+            })
+            .collect();
+        Ok(Response::new(GetGoalProgressResponse {
+            goals,
+            as_of: as_of.map(timestamp),
+        }))
     }
 
     async fn explain(

@@ -557,6 +557,47 @@ impl Store {
         Ok(())
     }
 
+    /// The progress of a mentee's goals (their counter and value), for those of `goal_ids` the
+    /// shard knows, in request order.
+    pub async fn goal_progress(
+        &self,
+        tenant_id: &str,
+        mentee_id: &str,
+        goal_ids: &[String],
+    ) -> Result<Vec<(String, Counter, i64)>, StoreError> {
+        let shard = self.partner_shard(tenant_id, mentee_id);
+        let (goals, progress): (Option<String>, BTreeMap<String, i64>) = cmd("EVAL")
+            .arg(GOAL_STATE)
+            .arg(2)
+            .arg(format!("{shard}:f"))
+            .arg(format!("{shard}:gp"))
+            .query_async(&mut self.connection.clone())
+            .await?;
+        // id \x1f plan \x1f counter \x1f ..., goals joined by \x1d
+        let counters: BTreeMap<&str, Counter> = goals
+            .as_deref()
+            .unwrap_or_default()
+            .split('\u{1d}')
+            .filter_map(|spec| {
+                let mut fields = spec.split('\u{1f}');
+                let id = fields.next()?;
+                let counter = Counter::from_field(fields.nth(1)?)?;
+                Some((id, counter))
+            })
+            .collect();
+        Ok(goal_ids
+            .iter()
+            .filter_map(|goal_id| {
+                let counter = *counters.get(goal_id.as_str())?;
+                Some((
+                    goal_id.clone(),
+                    counter,
+                    progress.get(goal_id).copied().unwrap_or(0),
+                ))
+            })
+            .collect())
+    }
+
     /// Announces GoalMissed for the tenant's goals due at or before `now` whose progress is
     /// short of their target; returns how many. Each due goal is unindexed after it was
     /// looked at (unless set again meanwhile); a crash in between announces the same ids again.

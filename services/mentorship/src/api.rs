@@ -48,6 +48,10 @@ pub struct Api {
     pub tenants: Tenants,
     /// Told after every commit that wrote to the outbox.
     pub relay: Arc<Notify>,
+    /// KpiService, for live goal progress (connected on first use).
+    pub kpi: mentorstream_proto::kpi::v1::kpi_service_client::KpiServiceClient<
+        tonic::transport::Channel,
+    >,
 }
 
 pub(crate) fn unavailable(error: impl std::fmt::Display) -> Status {

@@ -23,6 +23,9 @@ use tokio::sync::Notify;
 
 pub const SERVICE: &str = "mentorship";
 
+/// How long KpiService may take to tell a goal's progress before the signals' value is shown.
+const KPI_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How long Kafka may take to acknowledge a relayed event or a dead letter.
 const DELIVERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -36,6 +39,8 @@ pub enum ServiceError {
     Kafka(#[from] KafkaError),
     #[error(transparent)]
     Database(#[from] db::DbError),
+    #[error("invalid mentorship.kpi_endpoint: {0}")]
+    KpiEndpoint(String),
 }
 
 /// Where this service listens, from the configuration.
@@ -156,10 +161,16 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
         &wake,
         context.shutdown.token(),
     );
+    let kpi = tonic::transport::Channel::from_shared(config.mentorship.kpi_endpoint.clone())
+        .map_err(|error| ServiceError::KpiEndpoint(error.to_string()))?
+        .connect_timeout(KPI_TIMEOUT)
+        .timeout(KPI_TIMEOUT)
+        .connect_lazy();
     let api = api::Api {
         pool: pool.clone(),
         tenants: context.tenants.clone(),
         relay: wake.clone(),
+        kpi: mentorstream_proto::kpi::v1::kpi_service_client::KpiServiceClient::new(kpi),
     };
     let serving = host_service(
         SERVICE,

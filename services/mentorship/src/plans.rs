@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use mentorstream_grpc::{authorize, field_violation};
 use mentorstream_kafka::{HandleError, InboundRecord, RecordHandler};
 use mentorstream_proto::common::v1::Decimal;
-use mentorstream_proto::kpi::v1::{KpiSignal, Metric, kpi_signal};
+use mentorstream_proto::kpi::v1::{GetGoalProgressRequest, KpiSignal, Metric, kpi_signal};
 use mentorstream_proto::mentorship::v1::{
     CreatePlanRequest, CreatePlanResponse, DevelopmentPlan, GetPlanRequest, GetPlanResponse, Goal,
     GoalAchieved, GoalMissed, GoalSet, GoalStatus, PlanCreated, SetGoalRequest, SetGoalResponse,
@@ -209,6 +209,7 @@ impl Api {
     ) -> Result<Response<GetPlanResponse>, Status> {
         let principal = authorize(&request, Scope::Read)?;
         let tenant = self.tenant(&principal).await?;
+        let authorization = request.metadata().get("authorization").cloned();
         let request = request.into_inner();
         if request.plan_id.is_empty() == request.mentee_id.is_empty() {
             return Err(field_violation(
@@ -216,11 +217,49 @@ impl Api {
                 "exactly one of plan_id and mentee_id is required",
             ));
         }
-        let plan = self
+        let mut plan = self
             .plan_of(&tenant.tenant_id, &request.plan_id, &request.mentee_id)
             .await?
             .ok_or_else(|| Status::not_found("no such plan"))?;
+        self.live_progress(&mut plan, authorization).await;
         Ok(Response::new(GetPlanResponse { plan: Some(plan) }))
+    }
+
+    /// Replaces the goals' progress with KpiService's live numbers, asked with the caller's own
+    /// key; when it does not answer, the progress reported with the last goal signal stays.
+    async fn live_progress(
+        &self,
+        plan: &mut DevelopmentPlan,
+        authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    ) {
+        if plan.goals.is_empty() {
+            return;
+        }
+        let mut request = Request::new(GetGoalProgressRequest {
+            mentee_id: plan.mentee_id.clone(),
+            goal_ids: plan.goals.iter().map(|goal| goal.goal_id.clone()).collect(),
+        });
+        if let Some(authorization) = authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", authorization);
+        }
+        match self.kpi.clone().get_goal_progress(request).await {
+            Ok(answer) => {
+                for progress in answer.into_inner().goals {
+                    if let Some(goal) = plan
+                        .goals
+                        .iter_mut()
+                        .find(|goal| goal.goal_id == progress.goal_id)
+                    {
+                        goal.progress = progress.value;
+                    }
+                }
+            }
+            Err(status) => {
+                tracing::debug!(%status, "no live goal progress; showing the signals' value");
+            }
+        }
     }
 
     pub(crate) async fn set_plan_goal(

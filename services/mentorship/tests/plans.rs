@@ -311,3 +311,87 @@ async fn goals_follow_the_aggregators_signals_once() {
     );
     service.stop().await;
 }
+
+/// With KpiService answering, a plan shows each goal's live progress — here two orders toward
+/// a goal of three, which no signal has reported yet — computed by the aggregator from the
+/// goal as it arrived on the mentorship topic and the orders on the activity topic.
+#[tokio::test]
+async fn plans_show_live_progress_from_kpi_service() {
+    let mut service = Service::start_with_aggregator().await;
+    service.enrol("ann").await;
+    let plan_id = service
+        .client
+        .create_plan(service.write(CreatePlanRequest {
+            request_id: String::new(),
+            mentee_id: "ann".into(),
+        }))
+        .await
+        .expect("plan")
+        .into_inner()
+        .plan
+        .expect("plan")
+        .plan_id;
+    let now = Utc::now();
+    let goal_id = service
+        .client
+        .set_goal(service.write(SetGoalRequest {
+            request_id: String::new(),
+            plan_id,
+            metric: Metric::Orders.into(),
+            target: decimal("3"),
+            starts_at: at(now - chrono::Duration::days(1)),
+            due_at: at(now + chrono::Duration::days(13)),
+            description: "Three orders".into(),
+        }))
+        .await
+        .expect("goal")
+        .into_inner()
+        .goal
+        .expect("goal")
+        .goal_id;
+    for order in ["o-1", "o-2"] {
+        service
+            .publish(
+                "ann",
+                order,
+                now,
+                mentorstream_proto::activity::v1::activity_event::Payload::OrderPlaced(
+                    mentorstream_proto::activity::v1::OrderPlaced {
+                        order_id: order.into(),
+                        volume: decimal("10.00"),
+                        amount: None,
+                    },
+                ),
+            )
+            .await;
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let plan = service
+            .client
+            .get_plan(service.read(GetPlanRequest {
+                plan_id: String::new(),
+                mentee_id: "ann".into(),
+            }))
+            .await
+            .expect("plan")
+            .into_inner()
+            .plan
+            .expect("plan");
+        let goal = plan
+            .goals
+            .iter()
+            .find(|goal| goal.goal_id == goal_id)
+            .expect("the goal");
+        if goal.progress.as_ref().map(|value| value.value.as_str()) == Some("2") {
+            assert_eq!(goal.status, i32::from(GoalStatus::InProgress));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no live progress: {goal:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    service.stop().await;
+}

@@ -38,9 +38,28 @@ impl Service {
 
     /// A service whose configuration `adjust` changes first.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start_inner(adjust, false).await
+    }
+
+    /// A service with the KPI aggregator running next to it (the same topics and tenants, a
+    /// Redis key prefix of its own), as its KpiService.
+    pub async fn start_with_aggregator() -> Self {
+        Self::start_inner(|_| {}, true).await
+    }
+
+    async fn start_inner(adjust: impl FnOnce(&mut Config), aggregator: bool) -> Self {
         let telemetry = mentorstream_telemetry::init_for_tests();
         let mut config = Config::load(None).expect("defaults");
         adjust(&mut config);
+        config.redis.key_prefix = unique("ms-test");
+        let kpi_listeners = if aggregator {
+            let listeners = Listeners::ephemeral().await.expect("listeners");
+            let addr = listeners.grpc_addr().expect("address");
+            config.mentorship.kpi_endpoint = format!("http://{addr}");
+            Some(listeners)
+        } else {
+            None
+        };
         config.kafka.topics.activity = unique("t.activity");
         config.kafka.topics.mentorship = unique("t.mentorship");
         config.kafka.topics.kpi_signals = unique("t.signals");
@@ -76,6 +95,12 @@ impl Service {
             .await
             .expect("key")
             .api_key;
+        if let Some(kpi_listeners) = kpi_listeners {
+            tokio::spawn(mentorstream_kpi_aggregator::run(
+                context.clone(),
+                kpi_listeners,
+            ));
+        }
         let listeners = Listeners::ephemeral().await.expect("listeners");
         let addr = listeners.grpc_addr().expect("address");
         let served = tokio::spawn(mentorstream_mentorship::run(context.clone(), listeners));
