@@ -331,6 +331,14 @@ async fn sessions_follow_the_rules_and_become_missed_by_themselves() {
             "rating: must be 1 to 5, got 6".to_owned(),
         ),
         (
+            SubmitFeedbackRequest {
+                comment: "x".repeat(2_001),
+                ..feedback(&s3, "bob", 4)
+            },
+            Code::InvalidArgument,
+            "comment: must be at most 2000 characters".to_owned(),
+        ),
+        (
             feedback(&s1, "ann", 4),
             Code::FailedPrecondition,
             format!("session `{s1}` is not completed; feedback follows a session"),
@@ -346,6 +354,13 @@ async fn sessions_follow_the_rules_and_become_missed_by_themselves() {
             (code, message.as_str())
         );
     }
+
+    assert_eq!(
+        service.counts("feedback").await,
+        (1, 10),
+        "refused feedback writes nothing: one row, and the group's, the assignments' and the \
+         sessions' events and one feedback's"
+    );
 
     // A session that ended two hours ago and was never completed becomes MISSED by itself.
     let s4 = service
