@@ -620,15 +620,12 @@ impl Api {
         let metric = Metric::try_from(request.metric).unwrap_or(Metric::Unspecified);
         let counter = match metric {
             Metric::FeedbackAvg => Counter::FeedbackSum,
-            other => Counter::ALL
-                .into_iter()
-                .find(|counter| counter.metric() == Some(other))
-                .ok_or_else(|| {
-                    field_violation(
-                        "metric",
-                        "must be a bucketed metric (not GROUP_SIZE, RETENTION_30D or unspecified)",
-                    )
-                })?,
+            _ => Counter::of_metric(request.metric).ok_or_else(|| {
+                field_violation(
+                    "metric",
+                    "must be a bucketed metric (not GROUP_SIZE, RETENTION_30D or unspecified)",
+                )
+            })?,
         };
         let granularity =
             match mentorstream_proto::kpi::v1::Granularity::try_from(request.granularity) {
@@ -637,20 +634,8 @@ impl Api {
                 Ok(mentorstream_proto::kpi::v1::Granularity::Month) => Granularity::Month,
                 _ => return Err(field_violation("granularity", "must be DAY, WEEK or MONTH")),
             };
-        let date = |field: &str, date: Option<&LocalDate>| {
-            let date = date.ok_or_else(|| field_violation(field, "is required"))?;
-            parse_local_date(date).ok_or_else(|| {
-                field_violation(
-                    field,
-                    format!(
-                        "{:04}-{:02}-{:02} is not a calendar date",
-                        date.year, date.month, date.day
-                    ),
-                )
-            })
-        };
-        let from = date("from", request.from.as_ref())?;
-        let to = date("to", request.to.as_ref())?;
+        let from = required_date("from", request.from.as_ref())?;
+        let to = required_date("to", request.to.as_ref())?;
         if from > to {
             return Err(field_violation(
                 "to",
@@ -849,19 +834,7 @@ impl Api {
         let metric = Metric::try_from(request.metric).unwrap_or(Metric::Unspecified);
         let counter = Counter::of_metric(request.metric)
             .ok_or_else(|| field_violation("metric", NOT_COUNTED))?;
-        let date = request
-            .date
-            .as_ref()
-            .ok_or_else(|| field_violation("date", "is required"))?;
-        let day = parse_local_date(date).ok_or_else(|| {
-            field_violation(
-                "date",
-                format!(
-                    "{:04}-{:02}-{:02} is not a calendar date",
-                    date.year, date.month, date.day
-                ),
-            )
-        })?;
+        let day = required_date("date", request.date.as_ref())?;
         let bucket =
             match mentorstream_proto::kpi::v1::Granularity::try_from(request.granularity) {
                 Ok(mentorstream_proto::kpi::v1::Granularity::Day) => Window::Day(day),
@@ -1101,15 +1074,7 @@ fn window(
 ) -> Result<Window, Status> {
     let anchor = match &window.anchor {
         None => calendar.local_day(Utc::now()),
-        Some(date) => parse_local_date(date).ok_or_else(|| {
-            field_violation(
-                "window.anchor",
-                format!(
-                    "{:04}-{:02}-{:02} is not a calendar date",
-                    date.year, date.month, date.day
-                ),
-            )
-        })?,
+        Some(date) => calendar_date("window.anchor", date)?,
     };
     Ok(match WindowKind::try_from(window.kind) {
         Ok(WindowKind::Day) => Window::Day(anchor),
@@ -1157,6 +1122,27 @@ fn parse_local_date(date: &LocalDate) -> Option<NaiveDate> {
     let month = u32::try_from(date.month).ok()?;
     let day = u32::try_from(date.day).ok()?;
     NaiveDate::from_ymd_opt(date.year, month, day)
+}
+
+/// A calendar date of the request, or the field violation that says why not.
+fn calendar_date(field: &str, date: &LocalDate) -> Result<NaiveDate, Status> {
+    parse_local_date(date).ok_or_else(|| {
+        field_violation(
+            field,
+            format!(
+                "{:04}-{:02}-{:02} is not a calendar date",
+                date.year, date.month, date.day
+            ),
+        )
+    })
+}
+
+/// A required calendar date of the request.
+fn required_date(field: &str, date: Option<&LocalDate>) -> Result<NaiveDate, Status> {
+    calendar_date(
+        field,
+        date.ok_or_else(|| field_violation(field, "is required"))?,
+    )
 }
 
 #[cfg(test)]

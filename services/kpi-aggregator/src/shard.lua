@@ -115,6 +115,8 @@ end
 -- This shard's subject kinds: counters 'c' are the partner's (p), the group's (g) or the
 -- tenant's (n); 't' are a partner's team (t).
 local is_partner = string.sub(root, 1, #partner_prefix) == partner_prefix
+-- The partner of a partner shard.
+local partner_id = is_partner and string.sub(root, #partner_prefix + 1, -2) or nil
 local subject_of = { c = (root == tenant_root and 'n') or (is_partner and 'p') or 'g', t = 't' }
 
 -- Targets by subject \31 counter \31 window letter.
@@ -216,15 +218,21 @@ local function goals()
   return goals_cache
 end
 
+-- An outbox entry for the signals topic: target "signal", its kind, a rank (the event's or the
+-- enrolment's, empty when none) and the announced fact; the forwarder publishes it.
+local function announce(kind, rank, fact)
+  redis.call('HSET', outbox, redis.call('INCR', root .. ':oseq'),
+    'signal\29' .. kind .. '\29' .. rank .. '\29' .. fact)
+end
+
 -- A goal's progress moves by `amount` (a contribution at `rank` inside its period);
 -- reaching its target announces GoalAchieved (the id names the goal, so reaching it again
 -- after a dip repeats it).
 local function goal_progress(goal, amount, rank)
   local value = redis.call('HINCRBY', root .. ':gp', goal.id, string.format('%d', amount))
   if value >= goal.target and value - amount < goal.target then
-    redis.call('HSET', outbox, redis.call('INCR', root .. ':oseq'),
-      'signal\29goal_achieved\29' .. rank .. '\29' .. table.concat(
-        { goal.id, goal.plan, goal.counter, string.format('%d', goal.target), string.format('%d', value) }, '\31'))
+    announce('goal_achieved', rank, table.concat(
+      { goal.id, goal.plan, goal.counter, string.format('%d', goal.target), string.format('%d', value) }, '\31'))
   end
 end
 
@@ -475,14 +483,13 @@ local function enrol(sponsor, rank, buckets)
     emit(partner_root(sponsor), 'personal', recruit, rank)
   end
   if old_sponsor ~= sponsor then
-    local me = string.sub(root, #partner_prefix + 1, -2)
     if old_sponsor ~= '' then
       emit(partner_root(old_sponsor), 'team', team_snapshot(-1))
-      emit(partner_root(old_sponsor), 'child', { [me] = { child = -1 } })
+      emit(partner_root(old_sponsor), 'child', { [partner_id] = { child = -1 } })
     end
     if sponsor ~= '' then
       emit(partner_root(sponsor), 'team', team_snapshot(1))
-      emit(partner_root(sponsor), 'child', { [me] = { child = 1 } })
+      emit(partner_root(sponsor), 'child', { [partner_id] = { child = 1 } })
     end
   end
 end
@@ -532,12 +539,11 @@ local function member(rank, kind, group, mentor)
   end
   local was, is = assignment_at(before, nil), assignment_at(after, nil)
   if (was and was.group) ~= (is and is.group) then
-    local mentee = string.sub(root, #partner_prefix + 1, -2)
     if was then
-      per_group(member_changes, was.group, mentee, was.mentor, -1)
+      per_group(member_changes, was.group, partner_id, was.mentor, -1)
     end
     if is then
-      per_group(member_changes, is.group, mentee, is.mentor, 1)
+      per_group(member_changes, is.group, partner_id, is.mentor, 1)
     end
   end
 end
@@ -557,14 +563,10 @@ local function signals()
   if not enrol then
     return
   end
-  local function announce(kind, fact)
-    redis.call('HSET', outbox, redis.call('INCR', root .. ':oseq'),
-      'signal\29' .. kind .. '\29' .. enrol[1] .. '\29' .. fact)
-  end
   if sale_changed or enrolment_changed then
     local sale = redis.call('HGET', facts, 'sale')
     if sale then
-      announce('first_sale', sale)
+      announce('first_sale', enrol[1], sale)
     end
   end
   local levels = reached_levels
@@ -580,7 +582,7 @@ local function signals()
   for _, level in ipairs(levels) do
     local reached = split(redis.call('HGET', facts, 'rank\30' .. level), '\31')[1]
     local name = redis.call('HGET', facts, 'rname\30' .. level) or ''
-    announce('rank', reached .. '\31' .. level .. '\31' .. name)
+    announce('rank', enrol[1], reached .. '\31' .. level .. '\31' .. name)
   end
 end
 
@@ -620,8 +622,7 @@ local function goal(id, plan, counter, target, start, due, rank)
     end
   end
   goal_progress(new, total, latest)
-  local mentee = string.sub(root, #partner_prefix + 1, -2)
-  emit(tenant_root, 'goal', { [mentee .. '\28' .. id] = { [due] = 1 } })
+  emit(tenant_root, 'goal', { [partner_id .. '\28' .. id] = { [due] = 1 } })
 end
 
 -- Personal changes reach this partner's team and the tenant; team changes reach the parent;
@@ -653,13 +654,13 @@ local function finish()
   for _, crossing in ipairs(crossings) do
     local subject_id, recipient = '', ''
     if crossing.subject == 'p' or crossing.subject == 't' then
-      subject_id = string.sub(root, #partner_prefix + 1, -2)
+      subject_id = partner_id
       recipient = subject_id
     elseif crossing.subject == 'g' then
       subject_id = string.sub(root, #tenant_root + 3, -2)
       recipient = redis.call('GET', root .. ':mentor') or ''
     end
-    redis.call('HSET', outbox, redis.call('INCR', root .. ':oseq'), 'signal\29target\29\29' .. table.concat(
+    announce('target', '', table.concat(
       { crossing.target.id, crossing.subject, subject_id, recipient, crossing.bucket,
         string.format('%d', crossing.value), crossing.target.counter,
         string.format('%d', crossing.target.threshold) }, '\31'))
