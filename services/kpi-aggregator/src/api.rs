@@ -612,11 +612,7 @@ impl Api {
         let tenant = self.tenant(&principal).await?;
         let namespace = self.current_namespace()?;
         let request = request.into_inner();
-        let proto_subject = request
-            .subject
-            .as_ref()
-            .ok_or_else(|| field_violation("subject", "is required"))?;
-        let subject = subject(proto_subject)?;
+        let subject = required_subject(request.subject.as_ref())?;
         let metric = Metric::try_from(request.metric).unwrap_or(Metric::Unspecified);
         let counter = match metric {
             Metric::FeedbackAvg => Counter::FeedbackSum,
@@ -826,11 +822,7 @@ impl Api {
         let tenant = self.tenant(&principal).await?;
         let namespace = self.current_namespace()?;
         let request = request.into_inner();
-        let proto_subject = request
-            .subject
-            .as_ref()
-            .ok_or_else(|| field_violation("subject", "is required"))?;
-        let subject = subject(proto_subject)?;
+        let subject = required_subject(request.subject.as_ref())?;
         let metric = Metric::try_from(request.metric).unwrap_or(Metric::Unspecified);
         let counter = Counter::of_metric(request.metric)
             .ok_or_else(|| field_violation("metric", NOT_COUNTED))?;
@@ -1043,6 +1035,13 @@ fn owned_subject(subject: &mentorstream_proto::kpi::v1::Subject) -> Result<Owned
         Subject::Group(id) => OwnedSubject::Group(id.to_owned()),
         Subject::Tenant => OwnedSubject::Tenant,
     })
+}
+
+/// A request's `subject`, which it must carry.
+fn required_subject(
+    subject: Option<&mentorstream_proto::kpi::v1::Subject>,
+) -> Result<Subject<'_>, Status> {
+    self::subject(subject.ok_or_else(|| field_violation("subject", "is required"))?)
 }
 
 fn subject(subject: &mentorstream_proto::kpi::v1::Subject) -> Result<Subject<'_>, Status> {

@@ -34,8 +34,14 @@ pub(crate) fn state_name(state: &str) -> SessionState {
     }
 }
 
-/// A session's length: whole minutes, 5 to 60.
-pub(crate) fn minutes(field: &str, length: &prost_types::Duration) -> Result<i64, Status> {
+/// A session's length when the request gives one: whole minutes, 5 to 60.
+pub(crate) fn minutes(
+    field: &str,
+    length: Option<&prost_types::Duration>,
+) -> Result<Option<i64>, Status> {
+    let Some(length) = length else {
+        return Ok(None);
+    };
     if length.nanos != 0 || length.seconds % 60 != 0 {
         return Err(field_violation(field, "must be whole minutes"));
     }
@@ -46,7 +52,7 @@ pub(crate) fn minutes(field: &str, length: &prost_types::Duration) -> Result<i64
             format!("must be {MIN_MINUTES} to {MAX_MINUTES} minutes, got {minutes}"),
         ));
     }
-    Ok(minutes)
+    Ok(Some(minutes))
 }
 
 pub(crate) fn instant(
@@ -398,11 +404,7 @@ impl Api {
         let request_id = request_id(&request.request_id)?;
         let group_id = text("group_id", &request.group_id)?;
         let starts_at = instant("starts_at", request.starts_at.as_ref())?;
-        let length = request
-            .duration
-            .as_ref()
-            .map(|length| minutes("duration", length))
-            .transpose()?;
+        let length = minutes("duration", request.duration.as_ref())?;
         let at = occurred_at(&tenant, request.occurred_at.as_ref(), Utc::now())?;
         let tenant_id = tenant.tenant_id.as_str();
         let mut transaction = begin!(
@@ -564,11 +566,7 @@ impl Api {
         let request_id = request_id(&request.request_id)?;
         let session_id = text("session_id", &request.session_id)?;
         let starts_at = instant("starts_at", request.starts_at.as_ref())?;
-        let length = request
-            .duration
-            .as_ref()
-            .map(|length| minutes("duration", length))
-            .transpose()?;
+        let length = minutes("duration", request.duration.as_ref())?;
         let at = occurred_at(&tenant, request.occurred_at.as_ref(), Utc::now())?;
         let tenant_id = tenant.tenant_id.as_str();
         let mut transaction = begin!(

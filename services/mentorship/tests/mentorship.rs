@@ -567,41 +567,7 @@ async fn partners_are_looked_up_with_their_upline_downline_and_mentor() {
     }
 
     // b's mentor is the mentor of the group b is assigned to.
-    let program_id = service
-        .client
-        .create_program(service.write(program("", "Standard")))
-        .await
-        .expect("program")
-        .into_inner()
-        .program
-        .expect("program")
-        .program_id;
-    let group_id = service
-        .client
-        .create_group(service.write(CreateGroupRequest {
-            request_id: String::new(),
-            program_id,
-            mentor_id: "root".into(),
-            name: "Root's".into(),
-            capacity: 0,
-            occurred_at: None,
-        }))
-        .await
-        .expect("group")
-        .into_inner()
-        .group
-        .expect("group")
-        .group_id;
-    service
-        .client
-        .assign_mentee(service.write(AssignMenteeRequest {
-            request_id: String::new(),
-            group_id,
-            mentee_id: "b".into(),
-            occurred_at: None,
-        }))
-        .await
-        .expect("assigned");
+    service.group_with("root", &["b"], None, None).await;
 
     let get = |partner: &str| GetPartnerRequest {
         partner_id: partner.into(),

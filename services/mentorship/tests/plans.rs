@@ -12,8 +12,7 @@ use mentorstream_kafka::{CloudEvent, OutboundRecord, Producer};
 use mentorstream_proto::common::v1::Decimal;
 use mentorstream_proto::kpi::v1::{self as kpi, KpiSignal, Metric, kpi_signal};
 use mentorstream_proto::mentorship::v1::{
-    AssignMenteeRequest, CreateGroupRequest, CreatePlanRequest, CreateProgramRequest,
-    GetPlanRequest, GoalStatus, ProgramKind, SetGoalRequest, mentorship_event,
+    CreatePlanRequest, GetPlanRequest, GoalStatus, SetGoalRequest, mentorship_event,
 };
 use tonic::Code;
 
@@ -36,47 +35,7 @@ async fn goals_follow_the_aggregators_signals_once() {
     for partner in ["mentor-1", "ann"] {
         service.enrol(partner).await;
     }
-    let program_id = service
-        .client
-        .create_program(service.write(CreateProgramRequest {
-            request_id: String::new(),
-            name: "Standard".into(),
-            kind: ProgramKind::Standard.into(),
-            sessions_per_week: 1,
-            default_session_length: None,
-        }))
-        .await
-        .expect("program")
-        .into_inner()
-        .program
-        .expect("program")
-        .program_id;
-    let group_id = service
-        .client
-        .create_group(service.write(CreateGroupRequest {
-            request_id: String::new(),
-            program_id,
-            mentor_id: "mentor-1".into(),
-            name: "Group".into(),
-            capacity: 0,
-            occurred_at: None,
-        }))
-        .await
-        .expect("group")
-        .into_inner()
-        .group
-        .expect("group")
-        .group_id;
-    service
-        .client
-        .assign_mentee(service.write(AssignMenteeRequest {
-            request_id: String::new(),
-            group_id,
-            mentee_id: "ann".into(),
-            occurred_at: None,
-        }))
-        .await
-        .expect("assigned");
+    service.group_with("mentor-1", &["ann"], None, None).await;
 
     let plan = |mentee: &str| CreatePlanRequest {
         request_id: String::new(),

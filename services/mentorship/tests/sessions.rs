@@ -11,10 +11,9 @@ use std::time::Duration;
 use chrono::Utc;
 use common::{Service, WAIT};
 use mentorstream_proto::mentorship::v1::{
-    AssignMenteeRequest, CancelSessionRequest, CompleteSessionRequest, CreateGroupRequest,
-    CreateModuleRequest, CreateProgramRequest, GetSessionRequest, ListSessionsRequest, ProgramKind,
-    RescheduleSessionRequest, ScheduleSessionRequest, SessionState, SubmitFeedbackRequest,
-    mentorship_event,
+    CancelSessionRequest, CompleteSessionRequest, CreateModuleRequest, GetSessionRequest,
+    ListSessionsRequest, RescheduleSessionRequest, ScheduleSessionRequest, SessionState,
+    SubmitFeedbackRequest, mentorship_event,
 };
 use tonic::Code;
 
@@ -42,49 +41,14 @@ async fn sessions_follow_the_rules_and_become_missed_by_themselves() {
     for partner in ["mentor-1", "ann", "bob", "carl"] {
         service.enrol(partner).await;
     }
-    let program_id = service
-        .client
-        .create_program(service.write(CreateProgramRequest {
-            request_id: String::new(),
-            name: "Standard".into(),
-            kind: ProgramKind::Standard.into(),
-            sessions_per_week: 1,
-            default_session_length: minutes(20),
-        }))
-        .await
-        .expect("program")
-        .into_inner()
-        .program
-        .expect("program")
-        .program_id;
     let group_id = service
-        .client
-        .create_group(service.write(CreateGroupRequest {
-            request_id: String::new(),
-            program_id,
-            mentor_id: "mentor-1".into(),
-            name: "Tuesday".into(),
-            capacity: 0,
-            occurred_at: None,
-        }))
-        .await
-        .expect("group")
-        .into_inner()
-        .group
-        .expect("group")
-        .group_id;
-    for mentee in ["ann", "bob"] {
-        service
-            .client
-            .assign_mentee(service.write(AssignMenteeRequest {
-                request_id: String::new(),
-                group_id: group_id.clone(),
-                mentee_id: mentee.into(),
-                occurred_at: at(Utc::now() - chrono::Duration::days(1)),
-            }))
-            .await
-            .expect("assigned");
-    }
+        .group_with(
+            "mentor-1",
+            &["ann", "bob"],
+            minutes(20),
+            at(Utc::now() - chrono::Duration::days(1)),
+        )
+        .await;
 
     // The modules catalogue.
     let module = |module_id: &str, minutes: u32| CreateModuleRequest {

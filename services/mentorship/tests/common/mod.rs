@@ -11,8 +11,10 @@ use mentorstream_kafka::{
     CloudEvent, Consumer, InboundRecord, Message as _, OutboundRecord, Producer,
 };
 use mentorstream_proto::activity::v1::{ActivityEvent, PartnerEnrolled, activity_event};
-use mentorstream_proto::mentorship::v1::MentorshipEvent;
 use mentorstream_proto::mentorship::v1::mentorship_service_client::MentorshipServiceClient;
+use mentorstream_proto::mentorship::v1::{
+    AssignMenteeRequest, CreateGroupRequest, CreateProgramRequest, MentorshipEvent, ProgramKind,
+};
 use mentorstream_runtime::{Context, Listeners};
 use mentorstream_testkit::{fresh_database, unique};
 use sqlx::PgPool;
@@ -140,6 +142,61 @@ impl Service {
 
     pub fn read<T>(&self, message: T) -> Request<T> {
         Self::with_key(&self.read_key, message)
+    }
+
+    /// What sessions and plans stand on: a program of a session a week (`session_length`
+    /// long when given), a group of it led by `mentor`, and `mentees` assigned to the group at
+    /// `assigned_at` (now when not given). Returns the group's id.
+    pub async fn group_with(
+        &mut self,
+        mentor: &str,
+        mentees: &[&str],
+        session_length: Option<prost_types::Duration>,
+        assigned_at: Option<prost_types::Timestamp>,
+    ) -> String {
+        let program_id = self
+            .client
+            .create_program(self.write(CreateProgramRequest {
+                request_id: String::new(),
+                name: "Standard".into(),
+                kind: ProgramKind::Standard.into(),
+                sessions_per_week: 1,
+                default_session_length: session_length,
+            }))
+            .await
+            .expect("program")
+            .into_inner()
+            .program
+            .expect("program")
+            .program_id;
+        let group_id = self
+            .client
+            .create_group(self.write(CreateGroupRequest {
+                request_id: String::new(),
+                program_id,
+                mentor_id: mentor.into(),
+                name: format!("{mentor}'s group"),
+                capacity: 0,
+                occurred_at: None,
+            }))
+            .await
+            .expect("group")
+            .into_inner()
+            .group
+            .expect("group")
+            .group_id;
+        for mentee in mentees {
+            self.client
+                .assign_mentee(self.write(AssignMenteeRequest {
+                    request_id: String::new(),
+                    group_id: group_id.clone(),
+                    mentee_id: (*mentee).into(),
+                    occurred_at: assigned_at,
+                }))
+                .await
+                .expect("assigned");
+        }
+        group_id
     }
 
     /// Enrols `partner` (a root) and waits until the read model knows it.
