@@ -441,19 +441,9 @@ impl Store {
         let mut changed = BTreeSet::new();
         for entry in hops.iter().flatten() {
             let partner_prefix = self.partner_shard(&entry.tenant_id, "");
-            let partner_of = |shard: &str| {
-                shard
-                    .strip_prefix(partner_prefix.trim_end_matches('}'))
-                    .and_then(|rest| rest.strip_suffix('}'))
-                    .map(str::to_owned)
-            };
+            let partner_of = |shard: &str| shard_id(shard, &partner_prefix).map(str::to_owned);
             let group_prefix = self.group_shard(&entry.tenant_id, "");
-            let group_of = |shard: &str| {
-                shard
-                    .strip_prefix(group_prefix.trim_end_matches('}'))
-                    .and_then(|rest| rest.strip_suffix('}'))
-                    .map(str::to_owned)
-            };
+            let group_of = |shard: &str| shard_id(shard, &group_prefix).map(str::to_owned);
             let (kind, _, changes) = entry.parts();
             let subjects = match kind {
                 "tenant" => partner_of(&entry.source).map_or_else(Vec::new, |partner| {
@@ -667,11 +657,7 @@ impl Store {
         announced.sort_by(|a, b| (&a.source, a.seq).cmp(&(&b.source, b.seq)));
         for entry in announced {
             let partner_prefix = self.partner_shard(&entry.tenant_id, "");
-            let partner_id = entry
-                .source
-                .strip_prefix(partner_prefix.trim_end_matches('}'))
-                .and_then(|rest| rest.strip_suffix('}'))
-                .unwrap_or_default();
+            let partner_id = shard_id(&entry.source, &partner_prefix).unwrap_or_default();
             let (kind, rank, fact) = entry.parts();
             match Signal::from_outbox(
                 &entry.tenant_id,
@@ -1196,6 +1182,14 @@ impl Store {
             })
             .collect())
     }
+}
+
+/// The id `shard` belongs to when it is one of the kind whose shard of the empty id is
+/// `empty_id_shard` (a partner's or a group's hash tag ends in its id and the closing brace).
+fn shard_id<'a>(shard: &'a str, empty_id_shard: &str) -> Option<&'a str> {
+    shard
+        .strip_prefix(empty_id_shard.trim_end_matches('}'))
+        .and_then(|rest| rest.strip_suffix('}'))
 }
 
 /// `{applied, watermark, seq, entry, ...}` of the shard script run on `shard` of `tenant_id`.

@@ -7,6 +7,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use common::{Service, WAIT};
 use mentorstream_config::Config;
 use mentorstream_kafka::{CloudEvent, OutboundRecord, Producer};
 use mentorstream_proto::activity::v1::{ActivityEvent, PartnerEnrolled, activity_event};
@@ -17,19 +18,8 @@ use mentorstream_proto::mentorship::v1::{
 use mentorstream_tenancy::Tenants;
 use mentorstream_testkit::{PrivateBroker, ServiceProcess, fresh_database, unique};
 use sqlx::PgPool;
-use tonic::Request;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mentorstream-mentorship");
-const WAIT: Duration = Duration::from_secs(60);
-
-fn with_key<T>(key: &str, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {key}").parse().expect("ascii"),
-    );
-    request
-}
 
 async fn client(addr: std::net::SocketAddr) -> MentorshipServiceClient<tonic::transport::Channel> {
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -143,7 +133,7 @@ async fn changes_committed_before_a_crash_are_published_once_after_the_restart()
     wait_for_count(&pool, "SELECT count(*) FROM partners", 1).await;
     let mut client = client(addr).await;
     let program_id = client
-        .create_program(with_key(
+        .create_program(Service::with_key(
             &key,
             CreateProgramRequest {
                 request_id: String::new(),
@@ -165,7 +155,7 @@ async fn changes_committed_before_a_crash_are_published_once_after_the_restart()
     let mut group_ids = BTreeSet::new();
     for n in 0..3 {
         let group = client
-            .create_group(with_key(
+            .create_group(Service::with_key(
                 &key,
                 CreateGroupRequest {
                     request_id: format!("g-{n}"),
