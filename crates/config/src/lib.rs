@@ -41,7 +41,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub mentorship: MentorshipConfig,
     pub kpi: KpiConfig,
-    pub notifier: DatabaseServiceConfig,
+    pub notifier: NotifierConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -271,14 +271,30 @@ impl MentorshipConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DatabaseServiceConfig {
+pub struct NotifierConfig {
     pub grpc_listen: SocketAddr,
     pub admin_listen: SocketAddr,
     /// The service's own database.
     pub database_url: SecretString,
+    /// Where KpiService answers, for the weekly digests (`http://host:port`).
+    pub kpi_endpoint: String,
+    /// How often due notifications and digests are looked for.
+    #[serde(with = "humantime_serde")]
+    pub dispatch_interval: Duration,
+    /// Attempts of one notification before it is recorded as failed.
+    pub max_attempts: u32,
+    /// The first retry waits about this long; each next one twice as long (with jitter).
+    #[serde(with = "humantime_serde")]
+    pub retry_base: Duration,
+    /// No retry waits longer than this.
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// How long the gateway or the SMTP server may take to answer one attempt.
+    #[serde(with = "humantime_serde")]
+    pub send_timeout: Duration,
 }
 
-impl DatabaseServiceConfig {
+impl NotifierConfig {
     pub fn endpoints(&self) -> ServiceEndpoints {
         ServiceEndpoints {
             grpc_listen: self.grpc_listen,
@@ -346,6 +362,16 @@ impl Config {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                 return Err(invalid(field, "must start with postgres://"));
             }
+        }
+        if self.notifier.max_attempts == 0 {
+            return Err(invalid("notifier.max_attempts", "must be at least 1"));
+        }
+        if self.notifier.retry_base.is_zero() || self.notifier.retry_base > self.notifier.retry_max
+        {
+            return Err(invalid(
+                "notifier.retry_base",
+                "must be more than zero and at most notifier.retry_max",
+            ));
         }
         if self.postgres.max_connections == 0 {
             return Err(invalid("postgres.max_connections", "must be at least 1"));

@@ -4,6 +4,7 @@
 //! against its stored SHA-256 hash in constant time. The full key exists only in the answer to
 //! [`Tenants::create_key`]; it is never stored or logged.
 
+mod channels;
 mod keys;
 mod scope;
 mod targets;
@@ -20,6 +21,7 @@ use chrono_tz::Tz;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
+pub use channels::{ChannelsError, TenantChannels};
 pub use keys::{ApiKey, MalformedKey};
 pub use scope::{Scope, Scopes, UnknownScope};
 pub use targets::{KpiTarget, TARGETS_CACHE_TTL};
@@ -44,6 +46,8 @@ pub enum TenancyError {
     UnknownTenant(String),
     #[error("a key needs at least one scope (ingest, read, write, admin)")]
     NoScopes,
+    #[error(transparent)]
+    Channels(#[from] ChannelsError),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("cannot migrate the control database: {0}")]
@@ -224,18 +228,44 @@ impl Tenants {
         tenant_id_or_name: &str,
         scopes: Scopes,
     ) -> Result<IssuedKey, TenancyError> {
+        self.insert_key(tenant_id_or_name, scopes, None).await
+    }
+
+    /// A key that stops working after `lifetime`: for a service that calls another one on a
+    /// tenant's behalf. Keys that expired more than a day ago are deleted on the way.
+    pub async fn create_expiring_key(
+        &self,
+        tenant_id: &str,
+        scopes: Scopes,
+        lifetime: Duration,
+    ) -> Result<IssuedKey, TenancyError> {
+        sqlx::query("DELETE FROM api_keys WHERE expires_at < now() - interval '1 day'")
+            .execute(&self.pool)
+            .await?;
+        self.insert_key(tenant_id, scopes, Some(Utc::now() + lifetime))
+            .await
+    }
+
+    async fn insert_key(
+        &self,
+        tenant_id_or_name: &str,
+        scopes: Scopes,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<IssuedKey, TenancyError> {
         if scopes.is_empty() {
             return Err(TenancyError::NoScopes);
         }
         let tenant = self.tenant(tenant_id_or_name).await?;
         let key = ApiKey::generate();
         sqlx::query(
-            "INSERT INTO api_keys (key_id, tenant_id, secret_hash, scopes) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO api_keys (key_id, tenant_id, secret_hash, scopes, expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(key.key_id())
         .bind(&tenant.tenant_id)
         .bind(key.secret_hash().as_slice())
         .bind(scopes.names())
+        .bind(expires_at)
         .execute(&self.pool)
         .await?;
         Ok(IssuedKey {
@@ -286,7 +316,8 @@ impl Tenants {
     async fn fetch_key(&self, key_id: &str) -> Result<CachedKey, AuthError> {
         let row: Option<(String, Vec<u8>, Vec<String>)> = sqlx::query_as(
             "SELECT tenant_id, secret_hash, scopes FROM api_keys \
-             WHERE key_id = $1 AND revoked_at IS NULL",
+             WHERE key_id = $1 AND revoked_at IS NULL \
+               AND (expires_at IS NULL OR expires_at > now())",
         )
         .bind(key_id)
         .fetch_optional(&self.pool)

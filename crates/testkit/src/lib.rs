@@ -5,9 +5,14 @@
 //! never see each other's data. The stack's addresses come from the same defaults as the
 //! services, overridable with the usual `MENTORSTREAM__...` variables. A test that must stop
 //! the broker starts a [`PrivateBroker`] of its own; one that needs Redis Cluster starts a
-//! [`RedisCluster`].
+//! [`RedisCluster`]. The notifier's tests talk to a local chat-bot gateway
+//! ([`WebhookReceiver`]) and mail server ([`SmtpSink`]).
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+mod receivers;
+
+pub use receivers::{ReceivedEmail, ReceivedWebhook, SmtpSink, WebhookReceiver};
 
 use mentorstream_config::{Config, ExposeSecret};
 use sqlx::Connection;

@@ -1,0 +1,194 @@
+//! The weekly digest: every Monday at 09:00 in the mentor's time zone, each mentor gets their
+//! group's numbers for the week that just ended, read from KpiService when it is sent.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Datelike as _, NaiveDate, NaiveTime, TimeDelta, TimeZone as _, Utc};
+use chrono_tz::Tz;
+use mentorstream_proto::common::v1::LocalDate;
+use mentorstream_proto::kpi::v1::kpi_service_client::KpiServiceClient;
+use mentorstream_proto::kpi::v1::{
+    GetScorecardRequest, Metric, Subject, SubjectKind, Window, WindowKind, metric_value,
+};
+use mentorstream_tenancy::{Scope, Scopes, Tenants};
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+
+/// Local time of the digest on Mondays.
+const DIGEST_AT: NaiveTime = NaiveTime::from_hms_opt(9, 0, 0).expect("09:00 is a time");
+/// The notifier's keys for KpiService live this long and are renewed at half of it.
+const KEY_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// This week's digest time and the week it reports on (the one before), or None before it.
+pub fn due_digest(now: DateTime<Utc>, time_zone: Tz) -> Option<(DateTime<Utc>, NaiveDate)> {
+    let today = now.with_timezone(&time_zone).date_naive();
+    let monday = today - TimeDelta::days(i64::from(today.weekday().num_days_from_monday()));
+    let due = time_zone
+        .from_local_datetime(&monday.and_time(DIGEST_AT))
+        .earliest()?
+        .with_timezone(&Utc);
+    (now >= due).then(|| (due, monday - TimeDelta::days(7)))
+}
+
+/// `2026-W47` for any day of that ISO week.
+pub fn week_label(day: NaiveDate) -> String {
+    let week = day.iso_week();
+    format!("{}-W{:02}", week.year(), week.week())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KpiError {
+    #[error("cannot issue a key for KpiService: {0}")]
+    Key(#[from] mentorstream_tenancy::TenancyError),
+    #[error("KpiService did not answer: {0}")]
+    Call(#[from] tonic::Status),
+}
+
+/// Reads group scorecards from KpiService with a short-lived read key per tenant.
+#[derive(Debug)]
+pub struct KpiReader {
+    client: KpiServiceClient<Channel>,
+    tenants: Tenants,
+    keys: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+impl KpiReader {
+    pub fn new(channel: Channel, tenants: Tenants) -> Self {
+        Self {
+            client: KpiServiceClient::new(channel),
+            tenants,
+            keys: Mutex::default(),
+        }
+    }
+
+    async fn key(&self, tenant_id: &str) -> Result<String, KpiError> {
+        if let Some((key, issued)) = self
+            .keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(tenant_id)
+            && issued.elapsed() < KEY_LIFETIME / 2
+        {
+            return Ok(key.clone());
+        }
+        let issued = self
+            .tenants
+            .create_expiring_key(tenant_id, Scopes::default().with(Scope::Read), KEY_LIFETIME)
+            .await?;
+        self.keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                tenant_id.to_owned(),
+                (issued.api_key.clone(), Instant::now()),
+            );
+        Ok(issued.api_key)
+    }
+
+    /// The template values of a mentor's group for the ISO week starting `week_start`.
+    pub async fn group_week(
+        &self,
+        tenant_id: &str,
+        mentor_id: &str,
+        week_start: NaiveDate,
+    ) -> Result<Value, KpiError> {
+        let key = self.key(tenant_id).await?;
+        let mut request = tonic::Request::new(GetScorecardRequest {
+            subject: Some(Subject {
+                kind: SubjectKind::Group as i32,
+                id: mentor_id.to_owned(),
+            }),
+            window: Some(Window {
+                kind: WindowKind::Week as i32,
+                anchor: Some(LocalDate {
+                    year: week_start.year(),
+                    month: week_start.month().cast_signed(),
+                    day: week_start.day().cast_signed(),
+                }),
+            }),
+        });
+        let bearer = format!("Bearer {key}")
+            .parse()
+            .map_err(|_| tonic::Status::internal("an issued key is not ASCII"))?;
+        request.metadata_mut().insert("authorization", bearer);
+        let scorecard = self
+            .client
+            .clone()
+            .get_scorecard(request)
+            .await?
+            .into_inner();
+        let mut values = json!({
+            "week": week_label(week_start),
+            "week_start": week_start.to_string(),
+        });
+        for value in scorecard.values {
+            let Some(name) = metric_name(value.metric()) else {
+                continue;
+            };
+            values[name] = match value.value {
+                Some(metric_value::Value::Count(count)) => json!(count),
+                Some(metric_value::Value::Decimal(decimal)) => json!(decimal.value),
+                Some(metric_value::Value::Ratio(ratio))
+                    if value.metric() == Metric::Retention30d =>
+                {
+                    json!(format!("{:.0}%", ratio * 100.0))
+                }
+                Some(metric_value::Value::Ratio(ratio)) => json!(format!("{ratio:.2}")),
+                None => json!("—"),
+            };
+        }
+        Ok(values)
+    }
+}
+
+/// The digest's names of the metrics it shows.
+fn metric_name(metric: Metric) -> Option<&'static str> {
+    Some(match metric {
+        Metric::GroupSize => "group_size",
+        Metric::SessionsCompleted => "sessions_completed",
+        Metric::SessionsMissed => "sessions_missed",
+        Metric::Recruits => "recruits",
+        Metric::SalesVolume => "sales_volume",
+        Metric::Orders => "orders",
+        Metric::ModulesCompleted => "modules_completed",
+        Metric::FeedbackAvg => "feedback_avg",
+        Metric::FeedbackCount => "feedback_count",
+        Metric::Retention30d => "retention_30d",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .expect("time")
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn the_digest_is_due_from_monday_nine_local() {
+        let moscow = chrono_tz::Europe::Moscow;
+        let monday = NaiveDate::from_ymd_opt(2026, 11, 30).expect("date");
+        // Monday 2026-11-30 09:00 Moscow = 06:00 UTC; it reports the week from 2026-11-23.
+        assert_eq!(due_digest(at("2026-11-30T05:59:59Z"), moscow), None);
+        assert_eq!(
+            due_digest(at("2026-11-30T06:00:00Z"), moscow),
+            Some((at("2026-11-30T06:00:00Z"), monday - TimeDelta::days(7)))
+        );
+        assert_eq!(
+            due_digest(at("2026-12-06T20:59:59Z"), moscow),
+            Some((at("2026-11-30T06:00:00Z"), monday - TimeDelta::days(7)))
+        );
+        assert_eq!(week_label(monday - TimeDelta::days(7)), "2026-W48");
+        assert_eq!(week_label(monday), "2026-W49");
+        assert_eq!(
+            week_label(NaiveDate::from_ymd_opt(2027, 1, 1).expect("date")),
+            "2026-W53"
+        );
+    }
+}
