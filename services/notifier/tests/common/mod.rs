@@ -337,6 +337,43 @@ impl Notifier {
     }
 }
 
+/// The first `count` records of `topic`: payload and headers.
+pub async fn read_raw(
+    kafka: &mentorstream_config::KafkaConfig,
+    topic: &str,
+    count: usize,
+) -> Vec<(Vec<u8>, std::collections::HashMap<String, String>)> {
+    use futures::StreamExt as _;
+    use mentorstream_kafka::{Headers as _, Message as _};
+    let consumer =
+        mentorstream_kafka::Consumer::new(kafka, &unique("reader"), &[topic]).expect("consumer");
+    let mut stream = consumer.inner().stream();
+    let mut records = Vec::with_capacity(count);
+    while records.len() < count {
+        let message = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("{} of {count} records on {topic}", records.len()))
+            .expect("stream")
+            .expect("message");
+        let headers = message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|header| {
+                        (
+                            header.key.to_owned(),
+                            String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        records.push((message.payload().unwrap_or_default().to_vec(), headers));
+    }
+    records
+}
+
 /// The statuses of `notifications` by kind of cause, for exact comparisons.
 pub fn statuses(notifications: &[proto::Notification]) -> Vec<(String, proto::NotificationStatus)> {
     notifications
