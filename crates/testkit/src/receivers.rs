@@ -296,6 +296,8 @@ async fn converse(stream: tokio::net::TcpStream, mailbox: Arc<Mutex<Mailbox>>) {
                         .as_ref()
                         .and_then(|message| message.body_text(0))
                         .unwrap_or_default()
+                        // Lines end in CRLF on the wire; tests compare text.
+                        .replace("\r\n", "\n")
                         .trim_end()
                         .to_owned(),
                     answered,

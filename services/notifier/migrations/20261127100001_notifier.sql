@@ -30,12 +30,13 @@ CREATE TABLE mentees (
     PRIMARY KEY (tenant_id, mentee_id)
 );
 
--- Partners who lead a group, and since when: they get the weekly digest.
-CREATE TABLE mentors (
+-- Every group, its mentor and since when: each mentor gets a weekly digest per group.
+CREATE TABLE groups (
     tenant_id    TEXT NOT NULL,
+    group_id     TEXT NOT NULL,
     mentor_id    TEXT NOT NULL,
     since        TIMESTAMPTZ NOT NULL,
-    PRIMARY KEY (tenant_id, mentor_id)
+    PRIMARY KEY (tenant_id, group_id)
 );
 
 -- What session reminders say that a reschedule does not repeat.

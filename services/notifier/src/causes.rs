@@ -187,11 +187,11 @@ impl MentorshipFollower {
         match &event.payload {
             Some(Payload::GroupCreated(group)) => {
                 sqlx::query(
-                    "INSERT INTO mentors (tenant_id, mentor_id, since) VALUES ($1, $2, $3) \
-                     ON CONFLICT (tenant_id, mentor_id) \
-                     DO UPDATE SET since = LEAST(mentors.since, $3)",
+                    "INSERT INTO groups (tenant_id, group_id, mentor_id, since) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, group_id) DO NOTHING",
                 )
                 .bind(tenant_id)
+                .bind(&group.group_id)
                 .bind(&group.mentor_id)
                 .bind(occurred_at)
                 .execute(&mut *transaction)

@@ -1,5 +1,5 @@
-//! The weekly digest: every Monday at 09:00 in the mentor's time zone, each mentor gets their
-//! group's numbers for the week that just ended, read from KpiService when it is sent.
+//! The weekly digest: every Monday at 09:00 in the mentor's time zone, each mentor gets each
+//! of their groups' numbers for the week that just ended, read from KpiService when it is sent.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -87,18 +87,18 @@ impl KpiReader {
         Ok(issued.api_key)
     }
 
-    /// The template values of a mentor's group for the ISO week starting `week_start`.
+    /// The template values of a group for the ISO week starting `week_start`.
     pub async fn group_week(
         &self,
         tenant_id: &str,
-        mentor_id: &str,
+        group_id: &str,
         week_start: NaiveDate,
     ) -> Result<Value, KpiError> {
         let key = self.key(tenant_id).await?;
         let mut request = tonic::Request::new(GetScorecardRequest {
             subject: Some(Subject {
                 kind: SubjectKind::Group as i32,
-                id: mentor_id.to_owned(),
+                id: group_id.to_owned(),
             }),
             window: Some(Window {
                 kind: WindowKind::Week as i32,
@@ -123,6 +123,14 @@ impl KpiReader {
             "week": week_label(week_start),
             "week_start": week_start.to_string(),
         });
+        // A metric without a value (a ratio of nobody, e.g. retention without eligible
+        // mentees) reads as a dash.
+        for name in DIGEST_METRICS
+            .iter()
+            .filter_map(|metric| metric_name(*metric))
+        {
+            values[name] = json!("—");
+        }
         for value in scorecard.values {
             let Some(name) = metric_name(value.metric()) else {
                 continue;
@@ -142,6 +150,19 @@ impl KpiReader {
         Ok(values)
     }
 }
+
+const DIGEST_METRICS: [Metric; 10] = [
+    Metric::GroupSize,
+    Metric::SessionsCompleted,
+    Metric::SessionsMissed,
+    Metric::Recruits,
+    Metric::SalesVolume,
+    Metric::Orders,
+    Metric::ModulesCompleted,
+    Metric::FeedbackAvg,
+    Metric::FeedbackCount,
+    Metric::Retention30d,
+];
 
 /// The digest's names of the metrics it shows.
 fn metric_name(metric: Metric) -> Option<&'static str> {

@@ -63,6 +63,16 @@ struct Claimed {
     time_zone: Option<Tz>,
 }
 
+/// A group whose mentor may be due a digest.
+#[derive(sqlx::FromRow)]
+struct DigestGroup {
+    tenant_id: String,
+    group_id: String,
+    mentor_id: String,
+    since: DateTime<Utc>,
+    time_zone: Option<String>,
+}
+
 /// What the claim decided for one notification.
 enum Decision {
     Send,
@@ -112,21 +122,29 @@ impl Dispatcher {
         }
     }
 
-    /// Stores this week's digest for every mentor who has none in the last 7 days and led a
-    /// group before it was due.
+    /// Stores this week's digest of every group that has none in the last 7 days and existed
+    /// before it was due, for the group's mentor.
     async fn plan_digests(&self) -> Result<(), DispatchError> {
         let now = self.clock.now();
-        let mentors: Vec<(String, String, DateTime<Utc>, Option<String>)> = sqlx::query_as(
-            "SELECT m.tenant_id, m.mentor_id, m.since, p.time_zone FROM mentors m \
-             LEFT JOIN preferences p ON p.tenant_id = m.tenant_id AND p.partner_id = m.mentor_id \
-             WHERE NOT EXISTS (SELECT 1 FROM notifications n \
-                 WHERE n.tenant_id = m.tenant_id AND n.recipient_id = m.mentor_id \
-                   AND n.kind = 'weekly_digest' AND n.due_at > $1)",
+        let groups: Vec<DigestGroup> = sqlx::query_as(
+            "SELECT g.tenant_id, g.group_id, g.mentor_id, g.since, p.time_zone FROM groups g \
+                 LEFT JOIN preferences p \
+                     ON p.tenant_id = g.tenant_id AND p.partner_id = g.mentor_id \
+                 WHERE NOT EXISTS (SELECT 1 FROM notifications n \
+                     WHERE n.tenant_id = g.tenant_id AND n.cause_group = 'digest:' || g.group_id \
+                       AND n.due_at > $1)",
         )
         .bind(now - TimeDelta::days(7))
         .fetch_all(&self.pool)
         .await?;
-        for (tenant_id, mentor_id, since, time_zone) in mentors {
+        for DigestGroup {
+            tenant_id,
+            group_id,
+            mentor_id,
+            since,
+            time_zone,
+        } in groups
+        {
             let time_zone = match time_zone
                 .as_deref()
                 .and_then(|zone| zone.parse::<Tz>().ok())
@@ -147,9 +165,9 @@ impl Dispatcher {
                 &crate::causes::Planned {
                     recipient_id: mentor_id,
                     kind: Kind::WeeklyDigest,
-                    cause: format!("digest:{}", digest::week_label(week_start)),
-                    cause_group: String::new(),
-                    params: json!({ "week_start": week_start.to_string() }),
+                    cause: format!("digest:{group_id}:{}", digest::week_label(week_start)),
+                    cause_group: format!("digest:{group_id}"),
+                    params: json!({ "group_id": group_id, "week_start": week_start.to_string() }),
                     due_at,
                 },
             )
@@ -520,13 +538,10 @@ impl Dispatcher {
                     code: 0,
                     error: "a digest without its week".to_owned(),
                 })?;
+            let group_id = values["group_id"].as_str().unwrap_or_default().to_owned();
             values = self
                 .kpi
-                .group_week(
-                    &notification.tenant_id,
-                    &notification.recipient_id,
-                    week_start,
-                )
+                .group_week(&notification.tenant_id, &group_id, week_start)
                 .await
                 .map_err(|error| Outcome::Transient {
                     code: 0,

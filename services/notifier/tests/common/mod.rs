@@ -224,6 +224,28 @@ impl Notifier {
         .await;
     }
 
+    /// Publishes an activity event (as ingest would) by `partner`.
+    pub async fn activity(
+        &self,
+        partner: &str,
+        id: &str,
+        occurred_at: DateTime<Utc>,
+        payload: mentorstream_proto::activity::v1::activity_event::Payload,
+    ) {
+        let event = mentorstream_proto::activity::v1::ActivityEvent {
+            tenant_id: self.tenant_id.clone(),
+            source: "shop".into(),
+            source_event_id: id.into(),
+            occurred_at: Some(timestamp(occurred_at)),
+            partner_id: partner.into(),
+            payload: Some(payload),
+            ..Default::default()
+        };
+        let topic = self.context.config.kafka.topics.activity.clone();
+        self.produce(&topic, partner, &event, id, "ActivityEvent")
+            .await;
+    }
+
     /// Publishes a signal of the aggregator with this id about `partner`.
     pub async fn signal(&self, signal_id: &str, partner: &str, payload: kpi_signal::Payload) {
         let signal = KpiSignal {
