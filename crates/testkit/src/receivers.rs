@@ -22,6 +22,8 @@ pub struct ReceivedWebhook {
     pub idempotency_key: String,
     pub timestamp: String,
     pub signature: String,
+    /// W3C trace context, if the sender continued a trace.
+    pub traceparent: String,
     pub body: Vec<u8>,
     pub answered: u16,
 }
@@ -127,6 +129,7 @@ async fn receive(
             idempotency_key: header("idempotency-key"),
             timestamp: header("x-mentorstream-timestamp"),
             signature: header("x-mentorstream-signature"),
+            traceparent: header("traceparent"),
             body: body.to_vec(),
             answered: answer,
         });

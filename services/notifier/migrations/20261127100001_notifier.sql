@@ -76,6 +76,8 @@ CREATE TABLE notifications (
     body             TEXT,
     delivered_at     TIMESTAMPTZ,
     status_reason    TEXT NOT NULL DEFAULT '',
+    -- The W3C trace context of the event that caused it: its delivery continues that trace.
+    traceparent      TEXT NOT NULL DEFAULT '',
     created_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
     UNIQUE (tenant_id, recipient_id, cause)
 );

@@ -41,10 +41,13 @@ pub async fn plan(
     tenant_id: &str,
     planned: &Planned,
 ) -> Result<bool, sqlx::Error> {
+    // The delivery, maybe days later, continues the trace of the event that caused it.
+    let mut trace = std::collections::HashMap::new();
+    mentorstream_telemetry::propagation::inject_current(&mut trace);
     let inserted = sqlx::query(
         "INSERT INTO notifications (notification_id, tenant_id, recipient_id, category, kind, \
-             cause, cause_group, params, due_at, next_attempt_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
+             cause, cause_group, params, due_at, next_attempt_at, traceparent) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10) \
          ON CONFLICT (tenant_id, recipient_id, cause) DO NOTHING",
     )
     .bind(uuid::Uuid::now_v7().simple().to_string())
@@ -56,6 +59,7 @@ pub async fn plan(
     .bind(&planned.cause_group)
     .bind(&planned.params)
     .bind(planned.due_at)
+    .bind(trace.remove("traceparent").unwrap_or_default())
     .execute(&mut *connection)
     .await?;
     Ok(inserted.rows_affected() == 1)

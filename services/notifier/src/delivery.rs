@@ -5,7 +5,7 @@
 //! `x-mentorstream-signature: v1=<hex HMAC-SHA256 of "<timestamp>.<body>" with the tenant's
 //! secret>`, and `idempotency-key` = the notification id, the same on every attempt, so a
 //! gateway can drop a message it already has. An e-mail's `Message-ID` is derived from the
-//! notification id for the same reason.
+//! notification id for the same reason. Webhooks carry the W3C `traceparent` of the delivery.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -91,16 +91,20 @@ impl Webhook {
                 };
             }
         };
-        let sent = self
+        let mut request = self
             .client
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(TIMESTAMP_HEADER, timestamp.to_string())
             .header(SIGNATURE_HEADER, signature(secret, timestamp, &body))
-            .header(IDEMPOTENCY_HEADER, message.notification_id)
-            .body(body)
-            .send()
-            .await;
+            .header(IDEMPOTENCY_HEADER, message.notification_id);
+        // The gateway may continue the trace (W3C traceparent) of the delivery.
+        let mut trace = HashMap::new();
+        mentorstream_telemetry::propagation::inject_current(&mut trace);
+        for (name, value) in trace {
+            request = request.header(name, value);
+        }
+        let sent = request.body(body).send().await;
         let response = match sent {
             Ok(response) => response,
             Err(error) => {

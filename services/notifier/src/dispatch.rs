@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::clock::Clock;
 use crate::delivery::{Email, Mailer, Outcome, Webhook, WebhookMessage};
@@ -33,6 +34,10 @@ use crate::templates::Templates;
 
 /// Notifications claimed at once by one instance.
 const CLAIM_BATCH: i64 = 16;
+/// A claim outlives the attempt's send timeout (twice: the tenant's channels are read first)
+/// by this much, covering a digest's KpiService read: only then may another instance (or
+/// this one, restarted) take it over.
+const LEASE_SLACK: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
@@ -58,6 +63,7 @@ struct Claimed {
     locale: Option<String>,
     subject: Option<String>,
     body: Option<String>,
+    traceparent: String,
     /// The recipient's time zone (for rendering), not stored.
     #[sqlx(skip)]
     time_zone: Option<Tz>,
@@ -111,6 +117,13 @@ impl Dispatcher {
     /// Plans due digests, then sends everything due, batch after batch.
     pub async fn round(&self) -> Result<(), DispatchError> {
         self.plan_digests().await?;
+        let (due,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM notifications WHERE status = 'pending' AND next_attempt_at <= $1",
+        )
+        .bind(self.clock.now())
+        .fetch_one(&self.pool)
+        .await?;
+        crate::metrics::due(due);
         loop {
             let claimed = self.claim().await?;
             if claimed.is_empty() {
@@ -180,12 +193,12 @@ impl Dispatcher {
     async fn claim(&self) -> Result<Vec<Claimed>, DispatchError> {
         let now = self.clock.now();
         let lease_until = now
-            + TimeDelta::from_std(self.config.send_timeout * 2 + Duration::from_secs(60))
+            + TimeDelta::from_std(self.config.send_timeout * 2 + LEASE_SLACK)
                 .unwrap_or(TimeDelta::minutes(5));
         let mut transaction = self.pool.begin().await?;
         let due: Vec<Claimed> = sqlx::query_as(
             "SELECT notification_id, tenant_id, recipient_id, category, kind, params, attempts, \
-                    attempts_before_retry, channel, address, locale, subject, body \
+                    attempts_before_retry, channel, address, locale, subject, body, traceparent \
              FROM notifications \
              WHERE status = 'pending' AND next_attempt_at <= $1 \
                AND (lease_until IS NULL OR lease_until <= $1) \
@@ -246,6 +259,7 @@ impl Dispatcher {
                     claimed.push(notification);
                 }
                 Decision::Defer(until, reason) => {
+                    crate::metrics::deferred();
                     sqlx::query(
                         "UPDATE notifications SET next_attempt_at = $2, status_reason = $3 \
                          WHERE notification_id = $1",
@@ -257,9 +271,11 @@ impl Dispatcher {
                     .await?;
                 }
                 Decision::Suppress(reason) => {
+                    crate::metrics::unsent("suppressed");
                     finish(&mut transaction, id, "suppressed", &reason).await?;
                 }
                 Decision::Fail(reason) => {
+                    crate::metrics::unsent("failed");
                     finish(&mut transaction, id, "failed", &reason).await?;
                 }
             }
@@ -371,9 +387,21 @@ impl Dispatcher {
         Ok(Decision::Send)
     }
 
-    /// One attempt of a claimed notification, recorded with its outcome.
+    /// One attempt of a claimed notification, recorded with its outcome, in a span that
+    /// continues the trace of the event that caused it.
     async fn attempt(&self, mut notification: Claimed) -> Result<(), DispatchError> {
-        let outcome = self.send(&mut notification).await;
+        let span = tracing::info_span!(
+            "deliver",
+            notification_id = notification.notification_id,
+            kind = notification.kind,
+            channel = notification.channel.as_deref().unwrap_or_default(),
+        );
+        let carrier = std::collections::HashMap::from([(
+            "traceparent".to_owned(),
+            notification.traceparent.clone(),
+        )]);
+        mentorstream_telemetry::propagation::set_parent_from(&span, &carrier);
+        let outcome = self.send(&mut notification).instrument(span.clone()).await;
         let now = self.clock.now();
         let attempt = notification.attempts + 1;
         let channel = notification.channel.clone().unwrap_or_default();
@@ -442,7 +470,9 @@ impl Dispatcher {
         .execute(&mut *transaction)
         .await?;
         transaction.commit().await?;
+        crate::metrics::attempt(&channel, status);
         tracing::info!(
+            parent: &span,
             notification_id = notification.notification_id,
             tenant_id = notification.tenant_id,
             recipient_id = notification.recipient_id,

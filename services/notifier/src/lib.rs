@@ -15,6 +15,7 @@ pub mod delivery;
 pub mod digest;
 pub mod dispatch;
 pub mod kinds;
+mod metrics;
 pub mod preferences;
 pub mod templates;
 

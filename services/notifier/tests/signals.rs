@@ -11,6 +11,7 @@ use mentorstream_proto::kpi::v1::{
 };
 use mentorstream_proto::mentorship::v1::{MenteeAssigned, mentorship_event};
 use mentorstream_proto::notification::v1::{self as proto, NotificationStatus};
+use tracing::Instrument as _;
 
 fn decimal(value: &str) -> Option<Decimal> {
     Some(Decimal {
@@ -83,6 +84,9 @@ async fn each_signal_tells_the_partner_and_their_mentor_once() {
     notifier
         .produce_raw(&signals_topic, "p-1", b"\xff\xff not protobuf".to_vec())
         .await;
+    // Produced inside a trace: the webhooks it causes continue it.
+    let producing = tracing::info_span!("aggregator");
+    let trace_id = mentorstream_telemetry::propagation::trace_id(&producing).expect("trace id");
     notifier
         .signal(
             "sig-first-sale-p1",
@@ -93,6 +97,7 @@ async fn each_signal_tells_the_partner_and_their_mentor_once() {
                 days_to_first_sale: 3,
             }),
         )
+        .instrument(producing)
         .await;
     notifier
         .signal(
@@ -201,6 +206,21 @@ async fn each_signal_tells_the_partner_and_their_mentor_once() {
                 "Вы достигли ранга Silver (уровень 2) через 40 дн. после регистрации."
             ),
         ]
+    );
+    let first_sale = partner
+        .iter()
+        .find(|n| n.cause == "signal:sig-first-sale-p1")
+        .expect("first sale");
+    let webhook = notifier
+        .gateway
+        .received()
+        .into_iter()
+        .find(|request| request.idempotency_key == first_sale.notification_id)
+        .expect("sent");
+    assert_eq!(
+        webhook.traceparent.split('-').nth(1),
+        Some(trace_id.as_str()),
+        "{webhook:?}"
     );
     let categories: Vec<_> = partner.iter().map(|n| n.category()).collect();
     assert_eq!(
