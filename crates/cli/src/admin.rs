@@ -2,7 +2,7 @@
 
 use clap::Subcommand;
 use mentorstream_config::{Config, ExposeSecret};
-use mentorstream_tenancy::{NewTenant, Scopes, Tenants};
+use mentorstream_tenancy::{NewTenant, Scopes, TenantChannels, Tenants};
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
@@ -33,6 +33,38 @@ pub enum AdminCommand {
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
+    },
+    /// Set where a tenant's notifications go (replaces what was set; an omitted channel is
+    /// turned off).
+    SetChannels {
+        /// Tenant id or name.
+        #[arg(long)]
+        tenant: String,
+        /// The chat-bot gateway's webhook URL (http:// or https://).
+        #[arg(long, default_value = "")]
+        chatbot_url: String,
+        /// Key of the webhooks' HMAC-SHA256 signature, at least 16 characters.
+        #[arg(
+            long,
+            env = "MENTORSTREAM_CHATBOT_SECRET",
+            hide_env_values = true,
+            default_value = ""
+        )]
+        chatbot_secret: String,
+        /// SMTP server, e.g. smtps://user:password@mail.example.com or smtp://host:2525.
+        #[arg(
+            long,
+            env = "MENTORSTREAM_SMTP_URL",
+            hide_env_values = true,
+            default_value = ""
+        )]
+        smtp_url: String,
+        /// Sender of e-mails, e.g. "Mentors <mentors@example.com>".
+        #[arg(long, default_value = "")]
+        email_from: String,
+        /// Most notifications per partner and local day, unless a partner chose fewer.
+        #[arg(long, default_value_t = 10)]
+        daily_cap: i32,
     },
     /// Revoke an API key by its id.
     RevokeKey {
@@ -95,6 +127,41 @@ pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
                     issued.key_id, issued.tenant_id, issued.scopes, issued.api_key
                 );
             }
+        }
+        AdminCommand::SetChannels {
+            tenant,
+            chatbot_url,
+            chatbot_secret,
+            smtp_url,
+            email_from,
+            daily_cap,
+        } => {
+            let channels = TenantChannels {
+                chatbot_url,
+                chatbot_secret,
+                smtp_url,
+                email_from,
+                daily_cap,
+            };
+            tenants.set_channels(&tenant, &channels).await?;
+            let or_off = |value: &str| {
+                if value.is_empty() {
+                    "off".to_owned()
+                } else {
+                    value.to_owned()
+                }
+            };
+            println!(
+                "channels of {tenant}: chat-bot {}, e-mail {} (from {}), daily cap {}",
+                or_off(&channels.chatbot_url),
+                if channels.smtp_url.is_empty() {
+                    "off"
+                } else {
+                    "on"
+                },
+                or_off(&channels.email_from),
+                channels.daily_cap
+            );
         }
         AdminCommand::RevokeKey { key_id } => {
             if tenants.revoke_key(&key_id).await? {

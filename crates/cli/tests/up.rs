@@ -171,6 +171,46 @@ async fn admin_commands_then_up_serves_every_service_until_sigterm() {
         "{bad_scope:?}"
     );
 
+    let bad_channels = mentorstream(
+        &env,
+        &[
+            "admin",
+            "set-channels",
+            "--tenant",
+            "acme",
+            "--chatbot-url",
+            "https://bot.acme.example/hook",
+            "--chatbot-secret",
+            "short",
+        ],
+    );
+    assert!(!bad_channels.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&bad_channels.stderr).trim(),
+        "error: a chat-bot gateway needs a secret of at least 16 characters to sign webhooks"
+    );
+    let channels = mentorstream(
+        &env,
+        &[
+            "admin",
+            "set-channels",
+            "--tenant",
+            "acme",
+            "--chatbot-url",
+            "https://bot.acme.example/hook",
+            "--chatbot-secret",
+            "0123456789abcdef",
+            "--daily-cap",
+            "5",
+        ],
+    );
+    assert!(channels.status.success(), "{channels:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&channels.stdout).trim(),
+        "channels of acme: chat-bot https://bot.acme.example/hook, e-mail off (from off), \
+         daily cap 5"
+    );
+
     let mut up = Command::new(BIN)
         .arg("up")
         .envs(env.vars.iter().map(|(k, v)| (k, v)))
