@@ -146,3 +146,79 @@ async fn a_key_needs_a_known_tenant_and_a_scope() {
         .expect("count");
     assert_eq!(count, 0);
 }
+
+#[tokio::test]
+async fn an_expiring_key_works_until_it_expires() {
+    let tenants = tenants().await;
+    let tenant = tenants
+        .create_tenant(new_tenant("acme", "UTC"))
+        .await
+        .expect("created");
+    let read = Scopes::default().with(Scope::Read);
+    let living = tenants
+        .create_expiring_key(
+            &tenant.tenant_id,
+            read,
+            std::time::Duration::from_secs(3600),
+        )
+        .await
+        .expect("issued");
+    let principal = tenants
+        .authenticate(&living.api_key)
+        .await
+        .expect("accepted");
+    assert_eq!(principal.tenant_id, tenant.tenant_id);
+    assert_eq!(principal.scopes, read);
+    // Expired at once: refused like an unknown key.
+    let expired = tenants
+        .create_expiring_key(&tenant.tenant_id, read, std::time::Duration::ZERO)
+        .await
+        .expect("issued");
+    assert!(matches!(
+        tenants.authenticate(&expired.api_key).await,
+        Err(AuthError::Unknown)
+    ));
+}
+
+#[tokio::test]
+async fn channels_are_checked_before_they_are_stored() {
+    use mentorstream_tenancy::TenantChannels;
+    let tenants = tenants().await;
+    let tenant = tenants
+        .create_tenant(new_tenant("acme", "UTC"))
+        .await
+        .expect("created");
+    assert_eq!(
+        tenants.channels(&tenant.tenant_id).await.expect("channels"),
+        TenantChannels {
+            daily_cap: 10,
+            ..TenantChannels::default()
+        }
+    );
+    let channels = TenantChannels {
+        chatbot_url: "https://bot.example.com/hook".into(),
+        chatbot_secret: "0123456789abcdef".into(),
+        smtp_url: "smtp://127.0.0.1:2525".into(),
+        email_from: "mentors@example.com".into(),
+        daily_cap: 3,
+    };
+    tenants.set_channels("acme", &channels).await.expect("set");
+    let refused = tenants
+        .set_channels(
+            "acme",
+            &TenantChannels {
+                smtp_url: "mail.example.com".into(),
+                ..channels.clone()
+            },
+        )
+        .await
+        .expect_err("bad SMTP URL");
+    assert_eq!(
+        refused.to_string(),
+        "smtp_url must start with smtp:// or smtps://"
+    );
+    assert_eq!(
+        tenants.channels(&tenant.tenant_id).await.expect("channels"),
+        channels
+    );
+}
