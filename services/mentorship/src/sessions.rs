@@ -311,7 +311,8 @@ pub(crate) fn module(
     }
 }
 
-/// Marks scheduled sessions whose end plus `grace` has passed as MISSED and announces each;
+/// Marks scheduled sessions not completed within `grace` after their end (or after they were
+/// recorded, when that was later: imported history) as MISSED and announces each;
 /// returns how many. Rows are claimed with `FOR UPDATE SKIP LOCKED`, so replicas share the
 /// work and a session is marked once.
 pub async fn mark_missed(pool: &PgPool, grace: std::time::Duration) -> Result<usize, DbError> {
@@ -319,7 +320,8 @@ pub async fn mark_missed(pool: &PgPool, grace: std::time::Duration) -> Result<us
     let mut transaction = pool.begin().await?;
     let due = sqlx::query!(
         "SELECT tenant_id, session_id, group_id, mentor_id, starts_at, ends_at FROM sessions \
-         WHERE state = 'scheduled' AND ends_at + make_interval(secs => $1) < now() \
+         WHERE state = 'scheduled' \
+           AND GREATEST(ends_at, recorded_at) + make_interval(secs => $1) < now() \
          ORDER BY ends_at LIMIT $2 FOR UPDATE SKIP LOCKED",
         grace_seconds as f64,
         MISSED_BATCH

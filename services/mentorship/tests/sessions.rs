@@ -401,3 +401,98 @@ async fn sessions_follow_the_rules_and_become_missed_by_themselves() {
     assert_eq!(by_session.len(), 4);
     service.stop().await;
 }
+
+/// Imported history: a session that ended days ago, scheduled now, is not missed before the
+/// grace has passed since it was recorded, so it can be completed.
+#[tokio::test]
+async fn an_imported_session_gets_its_grace_from_when_it_was_recorded() {
+    let mut service = Service::start_with(|config| {
+        // Only this test's explicit calls mark sessions.
+        config.mentorship.missed_check_interval = Duration::from_secs(3600);
+    })
+    .await;
+    for partner in ["mentor-1", "ann"] {
+        service.enrol(partner).await;
+    }
+    let three_days_ago = Utc::now() - chrono::Duration::days(3);
+    let group_id = service
+        .group_with(
+            "mentor-1",
+            &["ann"],
+            minutes(20),
+            at(three_days_ago - chrono::Duration::days(1)),
+        )
+        .await;
+    let schedule = |day: i64| ScheduleSessionRequest {
+        request_id: String::new(),
+        group_id: group_id.clone(),
+        mentee_ids: vec![],
+        starts_at: at(three_days_ago + chrono::Duration::hours(day)),
+        duration: None,
+        topic: "History".into(),
+        module_id: String::new(),
+        occurred_at: at(three_days_ago - chrono::Duration::hours(1)),
+    };
+    let mut ids = Vec::new();
+    for hours in [0, 2] {
+        ids.push(
+            service
+                .client
+                .schedule_session(service.write(schedule(hours)))
+                .await
+                .expect("scheduled")
+                .into_inner()
+                .session
+                .expect("session")
+                .session_id,
+        );
+    }
+    let grace = Duration::from_secs(2 * 3600);
+    assert_eq!(
+        mentorstream_mentorship::sessions::mark_missed(&service.pool, grace)
+            .await
+            .expect("marked"),
+        0
+    );
+    service
+        .client
+        .complete_session(service.write(CompleteSessionRequest {
+            request_id: String::new(),
+            session_id: ids[0].clone(),
+            attendee_ids: vec!["ann".into()],
+            notes: String::new(),
+            occurred_at: at(three_days_ago + chrono::Duration::minutes(20)),
+        }))
+        .await
+        .expect("completed");
+    // Recorded three hours ago and still not completed: missed.
+    sqlx::query("UPDATE sessions SET recorded_at = now() - interval '3 hours'")
+        .execute(&service.pool)
+        .await
+        .expect("backdated");
+    assert_eq!(
+        mentorstream_mentorship::sessions::mark_missed(&service.pool, grace)
+            .await
+            .expect("marked"),
+        1
+    );
+    let state = |id: &str| {
+        let mut client = service.client.clone();
+        let request = service.read(GetSessionRequest {
+            session_id: id.to_owned(),
+        });
+        async move {
+            client
+                .get_session(request)
+                .await
+                .expect("session")
+                .into_inner()
+                .session
+                .expect("session")
+                .state()
+        }
+    };
+    assert_eq!(state(&ids[0]).await, SessionState::Completed);
+    assert_eq!(state(&ids[1]).await, SessionState::Missed);
+    service.stop().await;
+}
