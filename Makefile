@@ -13,7 +13,7 @@ BUF_AGAINST ?= HEAD~1
 
 .PHONY: help
 help:
-	@echo "make demo        stack up, build, run all services (mentorstream up)"
+	@echo "make demo        stack up, build, run all services, simulate a company, live KPIs"
 	@echo "make test        stack up, fmt, clippy, buf lint/breaking, every test"
 	@echo "make stack-up | stack-down | stack-status"
 
@@ -59,9 +59,7 @@ bench: stack-up
 .PHONY: demo
 demo: stack-up
 	cargo build --locked -p mentorstream-cli
-	target/debug/mentorstream admin migrate
-	@echo "Starting all services (Ctrl-C stops them)."
-	target/debug/mentorstream up
+	deploy/local/demo.sh target/debug/mentorstream
 
 # Regenerates the offline query data (.sqlx) that lets builds check SQL without a database:
 # run after changing a query or a migration, and commit .sqlx.

@@ -2,11 +2,15 @@
 //!
 //! - `mentorstream up` runs the four services in one process (the local and demo default);
 //! - `mentorstream admin …` migrates the control database and manages tenants and API keys;
+//! - `mentorstream simulate` streams a seeded MLM organisation through the APIs;
+//! - `mentorstream kpi scorecard|leaderboard|journey|dashboard` reads KPIs;
 //! - `mentorstream kpi rebuild` recomputes the KPI state from the topics.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod admin;
+mod kpi;
+mod simulate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,9 +40,12 @@ enum Command {
     /// Migrations, tenants and API keys.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
-    /// The KPI state.
+    /// Read KPIs, or rebuild their state.
     #[command(subcommand)]
     Kpi(KpiCommand),
+    /// Stream a seeded, realistic MLM organisation through IngestService and
+    /// MentorshipService (or write it to a file, or replay one).
+    Simulate(simulate::SimulateArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -46,6 +53,8 @@ enum KpiCommand {
     /// Replay the topics from the start into a fresh key namespace and switch every
     /// aggregator over to it when caught up (e.g. after Redis lost data).
     Rebuild,
+    #[command(flatten)]
+    Query(kpi::Query),
 }
 
 #[tokio::main]
@@ -56,6 +65,8 @@ async fn main() -> ExitCode {
             Command::Up => Box::pin(up(config)).await,
             Command::Admin(command) => admin::run(&config, command).await,
             Command::Kpi(KpiCommand::Rebuild) => rebuild(config).await,
+            Command::Kpi(KpiCommand::Query(query)) => kpi::run(&config, query).await,
+            Command::Simulate(args) => simulate::run(&config, args).await,
         },
         Err(error) => Err(error.into()),
     };

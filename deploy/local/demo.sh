@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# `make demo`: a fresh demo tenant, every service (`mentorstream up`), a simulated company's
+# last four weeks streamed through the APIs, and live KPIs in the terminal until Ctrl-C.
+# Expects the local stack up (make stack-up) and the binary built.
+set -euo pipefail
+
+bin=${1:-target/debug/mentorstream}
+partners=${DEMO_PARTNERS:-400}
+state=.stack/demo
+mkdir -p "$state"
+
+field() { grep -o "\"$1\":\"[^\"]*\"" | cut -d'"' -f4; }
+
+"$bin" admin migrate
+name="demo-$(date +%Y%m%d-%H%M%S)"
+tenant_id=$("$bin" admin create-tenant --name "$name" --timezone Europe/Moscow --locale ru-RU --json | field tenant_id)
+key=$("$bin" admin create-key --tenant "$tenant_id" --scopes ingest,read,write --json | field api_key)
+umask 077
+echo "$key" > "$state/api-key"
+echo "demo tenant $name ($tenant_id); its API key is in $state/api-key"
+
+"$bin" up > "$state/up.log" 2>&1 &
+up=$!
+simulate=
+stop() {
+  [ -n "$simulate" ] && kill "$simulate" 2>/dev/null || true
+  kill -TERM "$up" 2>/dev/null && wait "$up" 2>/dev/null || true
+}
+trap stop EXIT
+trap 'exit 0' INT TERM
+
+# Wait until the services answer (the simulator would retry anyway, but a port in use should
+# stop the demo with its reason).
+for _ in $(seq 1 120); do
+  if ! kill -0 "$up" 2>/dev/null; then
+    echo "mentorstream up stopped:"; tail -20 "$state/up.log"; exit 1
+  fi
+  "$bin" kpi scorecard --api-key "$key" --subject tenant >/dev/null 2>&1 && break
+  sleep 0.5
+done
+echo "services up (log: $state/up.log); simulating $partners partners over 28 days (log: $state/simulate.log)"
+
+MENTORSTREAM_API_KEY=$key "$bin" simulate --partners "$partners" --days 28 > "$state/simulate.log" 2>&1 &
+simulate=$!
+sleep 2
+"$bin" kpi dashboard --api-key "$key"
