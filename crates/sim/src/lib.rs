@@ -10,6 +10,7 @@
 
 pub mod drive;
 pub mod generate;
+pub mod oracle;
 
 use std::io::{BufRead as _, Write as _};
 use std::path::Path;
