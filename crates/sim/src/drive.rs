@@ -55,6 +55,8 @@ pub struct Report {
     /// Mentoring calls the service refused (with its reason, the first few kept).
     pub calls_refused: u64,
     pub refusals: Vec<String>,
+    /// The ids the service gave to what the scenario created, by scenario name.
+    pub created: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug)]
@@ -65,6 +67,8 @@ pub struct Driver {
     /// Steps per second; None: as fast as possible.
     pub rate: Option<f64>,
     pub progress: bool,
+    /// Steps sent so far, for whoever watches the run (a fault test choosing its moment).
+    pub sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn channel(endpoint: &str) -> Result<Channel, DriveError> {
@@ -101,6 +105,7 @@ impl Driver {
                 .map_err(|_| DriveError::Key)?,
             rate: None,
             progress: false,
+            sent: std::sync::Arc::default(),
         })
     }
 
@@ -132,6 +137,7 @@ impl Driver {
         let started = Instant::now();
         let mut report = Report::default();
         let mut ids: HashMap<String, String> = HashMap::new();
+        let counter = self.sent.clone();
         let mut batch: Vec<&Step> = Vec::new();
         let mut done = 0u64;
         for step in &scenario.steps {
@@ -146,6 +152,7 @@ impl Driver {
                 self.ingest(&batch, &mut report).await?;
                 done += batch.len() as u64;
                 progress.set_position(done);
+                counter.store(done, std::sync::atomic::Ordering::Relaxed);
                 batch.clear();
             }
             if !matches!(step.action, Action::Activity(_)) {
@@ -153,6 +160,7 @@ impl Driver {
                 self.call(step, &mut ids, &mut report).await?;
                 done += 1;
                 progress.set_position(done);
+                counter.store(done, std::sync::atomic::Ordering::Relaxed);
             }
         }
         if !batch.is_empty() {
@@ -161,6 +169,7 @@ impl Driver {
             progress.set_position(done);
         }
         progress.finish();
+        report.created = ids.into_iter().collect();
         Ok(report)
     }
 

@@ -8,6 +8,7 @@
 //! IngestService and MentorshipService at a chosen rate; [`Scenario::write`] and
 //! [`Scenario::read`] keep it in a file (JSON lines) to replay.
 
+pub mod disorder;
 pub mod drive;
 pub mod generate;
 pub mod oracle;

@@ -433,3 +433,108 @@ pub fn contributions(
     }
     contributions
 }
+
+/// The activity events of `scenario` as IngestService accepts them, for the oracle.
+pub fn accepted_activity(scenario: &crate::Scenario) -> Vec<ActivityEvent> {
+    scenario
+        .activity()
+        .map(|(step, activity)| activity.to_proto(step.at))
+        .collect()
+}
+
+/// The mentorship events the service announces for the calls of `scenario`, given the ids it
+/// gave to what the scenario created (programs, groups, sessions by scenario name): the
+/// assignments, completed sessions and feedback, each at its step's time. (Sessions never
+/// completed are missed only after the grace; within a test run they are not.)
+pub fn announced_mentorship(
+    scenario: &crate::Scenario,
+    created: &BTreeMap<String, String>,
+) -> Vec<MentorshipEvent> {
+    use crate::Action;
+    let id = |name: &str| {
+        created
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| name.to_owned())
+    };
+    let mut mentors: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut sessions: BTreeMap<&str, (&str, &[String])> = BTreeMap::new();
+    let mut events = Vec::new();
+    let mut announce = |step: &crate::Step, payload| {
+        events.push(MentorshipEvent {
+            tenant_id: String::new(),
+            event_id: step.id.clone(),
+            occurred_at: Some(crate::timestamp(step.at)),
+            recorded_at: None,
+            payload: Some(payload),
+        });
+    };
+    for step in &scenario.steps {
+        match &step.action {
+            Action::CreateGroup { group, mentor, .. } => {
+                mentors.insert(group, mentor);
+            }
+            Action::AssignMentee { group, mentee } => announce(
+                step,
+                mentorship_event::Payload::MenteeAssigned(
+                    mentorstream_proto::mentorship::v1::MenteeAssigned {
+                        group_id: id(group),
+                        mentor_id: mentors
+                            .get(group.as_str())
+                            .copied()
+                            .unwrap_or_default()
+                            .into(),
+                        mentee_id: mentee.clone(),
+                    },
+                ),
+            ),
+            Action::ScheduleSession {
+                session,
+                group,
+                mentees,
+                ..
+            } => {
+                sessions.insert(session, (group, mentees));
+            }
+            Action::CompleteSession { session, attendees } => {
+                let (group, mentees) = sessions.get(session.as_str()).copied().unwrap_or_default();
+                announce(
+                    step,
+                    mentorship_event::Payload::SessionCompleted(
+                        mentorstream_proto::mentorship::v1::SessionCompleted {
+                            session_id: id(session),
+                            group_id: id(group),
+                            mentor_id: mentors.get(group).copied().unwrap_or_default().into(),
+                            mentee_ids: mentees.to_vec(),
+                            attendee_ids: attendees.clone(),
+                            starts_at: None,
+                            duration: None,
+                        },
+                    ),
+                );
+            }
+            Action::SubmitFeedback {
+                session,
+                mentee,
+                rating,
+            } => {
+                let group = sessions
+                    .get(session.as_str())
+                    .map_or("", |(group, _)| group);
+                announce(
+                    step,
+                    mentorship_event::Payload::FeedbackSubmitted(
+                        mentorstream_proto::mentorship::v1::FeedbackSubmitted {
+                            session_id: id(session),
+                            mentor_id: mentors.get(group).copied().unwrap_or_default().into(),
+                            mentee_id: mentee.clone(),
+                            rating: *rating,
+                        },
+                    ),
+                );
+            }
+            _ => {}
+        }
+    }
+    events
+}

@@ -126,6 +126,56 @@ fn tansu_binary() -> std::path::PathBuf {
     })
 }
 
+/// A Redis of one test's own on a free port, without persistence: a test can kill it and
+/// start it again empty (as after losing its data) without disturbing the shared one.
+#[derive(Debug)]
+pub struct PrivateRedis {
+    port: u16,
+    process: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    pub async fn start() -> Self {
+        let mut redis = Self {
+            port: free_port(),
+            process: None,
+        };
+        redis.resume().await;
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL: everything in it is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+
+    /// Starts it again, empty, on the same port.
+    pub async fn resume(&mut self) {
+        assert!(self.process.is_none(), "redis is running");
+        let process = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start redis-server (make stack-up installs it)");
+        self.process = Some(process);
+        wait_for_port(self.port).await;
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// A Redis Cluster of three primaries of one test's own: local `redis-server` processes in
 /// cluster mode on free ports (each also needs its port + 10000 for the cluster bus), in a
 /// temporary directory, without persistence. Stopped when dropped.
@@ -240,7 +290,8 @@ impl Drop for RedisCluster {
     }
 }
 
-fn free_port() -> u16 {
+/// A port nothing listens on now (the OS's choice).
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .expect("a free port")
@@ -280,6 +331,26 @@ impl ServiceProcess {
         section: &str,
         environment: &[(&str, String)],
     ) -> (Self, std::net::SocketAddr) {
+        Self::start_at(
+            binary,
+            config,
+            section,
+            environment,
+            "127.0.0.1:0",
+            "127.0.0.1:0",
+        )
+    }
+
+    /// Like [`ServiceProcess::start`], listening on the given addresses (a restarted service
+    /// keeps its address, so its clients find it again).
+    pub fn start_at(
+        binary: &str,
+        config: &std::path::Path,
+        section: &str,
+        environment: &[(&str, String)],
+        grpc_listen: &str,
+        admin_listen: &str,
+    ) -> (Self, std::net::SocketAddr) {
         use std::process::{Command, Stdio};
         let mut child = Command::new(binary)
             .arg("--config")
@@ -289,13 +360,10 @@ impl ServiceProcess {
                     .iter()
                     .map(|(key, value)| (*key, value.as_str())),
             )
-            .env(
-                format!("MENTORSTREAM__{section}__GRPC_LISTEN"),
-                "127.0.0.1:0",
-            )
+            .env(format!("MENTORSTREAM__{section}__GRPC_LISTEN"), grpc_listen)
             .env(
                 format!("MENTORSTREAM__{section}__ADMIN_LISTEN"),
-                "127.0.0.1:0",
+                admin_listen,
             )
             .env("MENTORSTREAM__TELEMETRY__LOG_FORMAT", "json")
             .env("RUST_LOG", "info,opentelemetry=warn")
