@@ -49,6 +49,8 @@ proto-check: tools
 .PHONY: test
 test: stack-up tools fmt-check clippy proto-check
 	@$(STACK) drop-test-databases
+	# The end-to-end suite runs the service binaries as processes.
+	cargo build --workspace --bins --locked
 	cargo nextest run --workspace --locked
 
 # Seeded measurements on the local stack; see docs/benchmarks.md. Release build.
