@@ -245,15 +245,28 @@ impl System {
         }
     }
 
-    /// Runs `mentorstream` with this system's configuration.
+    /// Runs `mentorstream` with this system's configuration; a run that takes longer than
+    /// [`WAIT`] is killed and fails the test.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        std::process::Command::new(binary("mentorstream"))
+        use std::process::Stdio;
+        let mut child = std::process::Command::new(binary("mentorstream"))
             .arg("--config")
             .arg(self.config_file.path())
             .args(args)
             .env("RUST_LOG", "warn")
-            .output()
-            .unwrap()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + WAIT;
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("mentorstream {args:?} did not finish within {WAIT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.wait_with_output().unwrap()
     }
 
     pub fn cli_ok(&self, args: &[&str]) -> String {
@@ -316,6 +329,121 @@ impl System {
             }
             page_token = page.next_page_token;
         }
+    }
+}
+
+impl System {
+    /// Waits until every partner has a delivered feedback request for each session they
+    /// attended, a congratulation on their first sale if they sold, and one on each rank they
+    /// reached (the tenant's language is Russian), each cause once; checks that everything
+    /// delivered reached the gateway or the mail server; the delivered notifications by id.
+    pub async fn notifications_settle(
+        &self,
+        scenario: &mentorstream_sim::Scenario,
+        report: &mentorstream_sim::Report,
+        partners: &[String],
+    ) -> BTreeMap<String, notification::Notification> {
+        use mentorstream_sim::{Action, Payload};
+        use notification::NotificationStatus;
+        let mut requests: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut sellers: BTreeSet<String> = BTreeSet::new();
+        let mut ranks: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
+        for step in &scenario.steps {
+            match &step.action {
+                Action::CompleteSession { session, attendees } => {
+                    for attendee in attendees {
+                        requests
+                            .entry(attendee.clone())
+                            .or_default()
+                            .insert(format!(
+                                "session:{}:feedback-request",
+                                report.created[session]
+                            ));
+                    }
+                }
+                Action::Activity(activity) => match &activity.payload {
+                    Payload::Order { .. } => {
+                        sellers.insert(activity.partner_id.clone());
+                    }
+                    Payload::Rank { level, .. } => {
+                        ranks
+                            .entry(activity.partner_id.clone())
+                            .or_default()
+                            .insert(*level);
+                    }
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut delivered = BTreeMap::new();
+        for partner in partners {
+            loop {
+                let all = self.notifications_of(partner).await;
+                let done = |subject: &str| {
+                    all.iter()
+                        .filter(|n| {
+                            n.subject.starts_with(subject)
+                                && n.status() == NotificationStatus::Delivered
+                        })
+                        .count()
+                };
+                let feedback: BTreeSet<String> = all
+                    .iter()
+                    .filter(|n| {
+                        n.cause.ends_with(":feedback-request")
+                            && n.status() == NotificationStatus::Delivered
+                    })
+                    .map(|n| n.cause.clone())
+                    .collect();
+                let want_feedback = requests.get(partner).cloned().unwrap_or_default();
+                let want_sale = usize::from(sellers.contains(partner));
+                let want_ranks = ranks.get(partner).map_or(0, BTreeSet::len);
+                if feedback == want_feedback
+                    && done("Поздравляем с первой продажей") == want_sale
+                    && done("Поздравляем с рангом") == want_ranks
+                {
+                    let causes: BTreeSet<&str> = all.iter().map(|n| n.cause.as_str()).collect();
+                    assert_eq!(causes.len(), all.len(), "{partner}: a cause twice");
+                    for notification in all {
+                        if notification.status() == NotificationStatus::Delivered {
+                            delivered.insert(notification.notification_id.clone(), notification);
+                        }
+                    }
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{partner}: feedback {feedback:?} of {want_feedback:?}, first sale {} of \
+                     {want_sale}, ranks {} of {want_ranks}",
+                    done("Поздравляем с первой продажей"),
+                    done("Поздравляем с рангом")
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        let received: BTreeSet<String> = self
+            .gateway
+            .received()
+            .into_iter()
+            .map(|request| request.idempotency_key)
+            .chain(self.sink.received().into_iter().map(|email| {
+                email
+                    .message_id
+                    .trim_end_matches("@mentorstream")
+                    .to_owned()
+            }))
+            .collect();
+        let missing: Vec<&String> = delivered
+            .keys()
+            .filter(|id| !received.contains(*id))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "delivered but never received: {missing:?}"
+        );
+        delivered
     }
 }
 

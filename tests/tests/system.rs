@@ -3,13 +3,12 @@
 //! KPIs the oracle computes from the accepted events, and every notification reaches the local
 //! gateway or mail server once.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::collections::BTreeSet;
 
-use mentorstream_e2e::{System, WAIT, expected};
-use mentorstream_proto::notification::v1::{self as notification, NotificationStatus};
+use mentorstream_e2e::{System, expected};
+use mentorstream_proto::notification::v1 as notification;
 use mentorstream_sim::disorder::disorder;
-use mentorstream_sim::{Action, Payload, SimConfig, generate};
+use mentorstream_sim::{Payload, SimConfig, generate};
 
 #[tokio::test]
 async fn a_messy_stream_gives_the_oracles_kpis_and_each_notification_once() {
@@ -87,107 +86,9 @@ async fn a_messy_stream_gives_the_oracles_kpis_and_each_notification_once() {
             .len()
     );
 
-    // Notifications: a feedback request to every attendee of every completed session, a
-    // congratulation on each partner's first sale and on each rank they reached.
-    let mut requests: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut sellers: BTreeSet<String> = BTreeSet::new();
-    let mut ranks: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
-    for step in &scenario.steps {
-        match &step.action {
-            Action::CompleteSession { session, attendees } => {
-                for attendee in attendees {
-                    requests
-                        .entry(attendee.clone())
-                        .or_default()
-                        .insert(format!(
-                            "session:{}:feedback-request",
-                            report.created[session]
-                        ));
-                }
-            }
-            Action::Activity(activity) => match &activity.payload {
-                Payload::Order { .. } => {
-                    sellers.insert(activity.partner_id.clone());
-                }
-                Payload::Rank { level, .. } => {
-                    ranks
-                        .entry(activity.partner_id.clone())
-                        .or_default()
-                        .insert(*level);
-                }
-                _ => {}
-            },
-            _ => {}
-        }
-    }
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let mut delivered: BTreeMap<String, notification::Notification> = BTreeMap::new();
-    for partner in &partners {
-        loop {
-            let all = system.notifications_of(partner).await;
-            let done = |subject: &str| {
-                all.iter()
-                    .filter(|n| {
-                        n.subject.starts_with(subject)
-                            && n.status() == NotificationStatus::Delivered
-                    })
-                    .count()
-            };
-            let feedback: BTreeSet<String> = all
-                .iter()
-                .filter(|n| {
-                    n.cause.ends_with(":feedback-request")
-                        && n.status() == NotificationStatus::Delivered
-                })
-                .map(|n| n.cause.clone())
-                .collect();
-            let want_feedback = requests.get(partner).cloned().unwrap_or_default();
-            let want_sale = usize::from(sellers.contains(partner));
-            let want_ranks = ranks.get(partner).map_or(0, BTreeSet::len);
-            if feedback == want_feedback
-                && done("Поздравляем с первой продажей") == want_sale
-                && done("Поздравляем с рангом") == want_ranks
-            {
-                let causes: BTreeSet<&str> = all.iter().map(|n| n.cause.as_str()).collect();
-                assert_eq!(causes.len(), all.len(), "{partner}: a cause twice");
-                for notification in all {
-                    if notification.status() == NotificationStatus::Delivered {
-                        delivered.insert(notification.notification_id.clone(), notification);
-                    }
-                }
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{partner}: feedback {feedback:?} of {want_feedback:?}, first sale {} of \
-                 {want_sale}, ranks {} of {want_ranks}",
-                done("Поздравляем с первой продажей"),
-                done("Поздравляем с рангом")
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-    // Everything delivered reached the receiver, under its own id.
-    let received: BTreeSet<String> = system
-        .gateway
-        .received()
-        .into_iter()
-        .map(|request| request.idempotency_key)
-        .chain(system.sink.received().into_iter().map(|email| {
-            email
-                .message_id
-                .trim_end_matches("@mentorstream")
-                .to_owned()
-        }))
-        .collect();
-    let missing: Vec<&String> = delivered
-        .keys()
-        .filter(|id| !received.contains(*id))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "delivered but never received: {missing:?}"
-    );
+    let delivered = system
+        .notifications_settle(&scenario, &report, &partners)
+        .await;
     eprintln!(
         "{} notifications delivered ({} webhooks, {} e-mails received)",
         delivered.len(),
