@@ -193,7 +193,7 @@ impl KpiConfig {
     }
 }
 
-/// How an aggregator instance gets its partitions.
+/// How a service instance gets the partitions of the topics it consumes.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "RawAssignment")]
 pub enum PartitionAssignment {
@@ -258,6 +258,8 @@ pub struct MentorshipConfig {
     pub missed_check_interval: Duration,
     /// Where KpiService answers, for live goal progress (`http://host:port`).
     pub kpi_endpoint: String,
+    /// How an instance gets the partitions of the topics it follows (activity, signals).
+    pub partitions: PartitionAssignment,
 }
 
 impl MentorshipConfig {
@@ -292,6 +294,8 @@ pub struct NotifierConfig {
     /// How long the gateway or the SMTP server may take to answer one attempt.
     #[serde(with = "humantime_serde")]
     pub send_timeout: Duration,
+    /// How an instance gets the partitions of the topics it follows (mentorship, signals).
+    pub partitions: PartitionAssignment,
 }
 
 impl NotifierConfig {

@@ -1,7 +1,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use mentorstream_config::KafkaConfig;
+use mentorstream_config::{KafkaConfig, PartitionAssignment};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
@@ -68,6 +68,21 @@ impl Consumer {
             .subscribe(topics)
             .map_err(KafkaError::Consume)?;
         Ok(consumer)
+    }
+
+    /// The consumer of `topic` in `group` as `assignment` says: a member of the group
+    /// (`"group"`, the replicas share the partitions) or reading its partitions itself.
+    pub fn of(
+        config: &KafkaConfig,
+        group: &str,
+        topic: &str,
+        assignment: &PartitionAssignment,
+        properties: &[(&str, &str)],
+    ) -> Result<Self, KafkaError> {
+        match assignment.assigned(config.partitions) {
+            None => Self::with_properties(config, group, &[topic], properties),
+            Some(partitions) => Self::assigned(config, group, topic, &partitions, properties),
+        }
     }
 
     /// A consumer of `partitions` of `topic` without group membership: it resumes from the

@@ -281,11 +281,11 @@ async fn sweep_inactive(
 /// The consumer of `topic` in `group`; in `partitions = "group"` mode the replicas share each
 /// topic's partitions.
 pub fn consumer(config: &Config, group: &str, topic: &str) -> Result<Consumer, KafkaError> {
-    let reporting_ends = [("enable.partition.eof", "true")];
-    match config.kpi.partitions.assigned(config.kafka.partitions) {
-        None => Consumer::with_properties(&config.kafka, group, &[topic], &reporting_ends),
-        Some(partitions) => {
-            Consumer::assigned(&config.kafka, group, topic, &partitions, &reporting_ends)
-        }
-    }
+    Consumer::of(
+        &config.kafka,
+        group,
+        topic,
+        &config.kpi.partitions,
+        &[("enable.partition.eof", "true")],
+    )
 }

@@ -2,11 +2,14 @@
 //! a fresh generation (docs/kpi-state.md, "Rebuild").
 //!
 //! The replay runs in this process with the aggregator's own consumer code, into a new key
-//! namespace with its own consumer group, announcing no signals (the live generation announced
-//! them). When every partition is applied up to where the topics ended when the rebuild began,
+//! namespace with its own consumer group. It announces every signal again, under the same
+//! stable ids: a signal still in the lost Redis's outbox is announced after all, and consumers
+//! keep one per id (the notifier one notification per cause, the mentorship service one goal
+//! status change). When every partition is applied up to where the topics ended when the rebuild began,
 //! it commits and activates the new generation; running aggregators switch to it within
 //! [`crate::namespace::POLL`] and continue from its committed offsets.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mentorstream_config::Config;
@@ -19,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::consume::{self, Aggregator, AppliedOffsets};
 use crate::namespace::{Generations, Namespace, next_generation};
+use crate::signal::{KafkaSignals, SIGNAL_TIMEOUT};
 use crate::{DEAD_LETTER_TIMEOUT, pause};
 
 /// How long the topics' ends may take to be read.
@@ -61,12 +65,20 @@ pub async fn rebuild(
         &config.kafka.topics.activity,
         &config.kafka.topics.mentorship,
     ];
-    let specs: Vec<TopicSpec> = topics.into_iter().map(TopicSpec::new).collect();
+    let specs: Vec<TopicSpec> = topics
+        .into_iter()
+        .chain([&config.kafka.topics.kpi_signals])
+        .map(TopicSpec::new)
+        .collect();
     ensure_topics(&config.kafka, &specs).await?;
     let connection = mentorstream_redis::connect(&config.redis)?;
     let generations = Generations::new(config, connection.clone());
     let previous = generations.active().await?;
-    let namespace = Namespace::new(config, &connection, &next_generation());
+    let mut namespace = Namespace::new(config, &connection, &next_generation());
+    namespace.store = namespace.store.with_signals(Arc::new(KafkaSignals {
+        producer: Producer::new(&config.kafka, SIGNAL_TIMEOUT)?,
+        topic: config.kafka.topics.kpi_signals.clone(),
+    }));
     let aggregator = Aggregator {
         activity_topic: config.kafka.topics.activity.clone(),
         store: namespace.store.clone(),

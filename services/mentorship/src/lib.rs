@@ -112,10 +112,12 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
         wake.clone(),
         context.shutdown.token(),
     );
-    let consumer = Consumer::new(
+    let consumer = Consumer::of(
         &config.kafka,
         &partners_group(config),
-        &[&config.kafka.topics.activity],
+        &config.kafka.topics.activity,
+        &config.mentorship.partitions,
+        &[],
     )?;
     let dead_letters = DeadLetters::new(Producer::new(&config.kafka, DELIVERY_TIMEOUT)?);
     let following = async {
@@ -132,10 +134,12 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
         }
         followed
     };
-    let signals_consumer = Consumer::new(
+    let signals_consumer = Consumer::of(
         &config.kafka,
         &signals_group(config),
-        &[&config.kafka.topics.kpi_signals],
+        &config.kafka.topics.kpi_signals,
+        &config.mentorship.partitions,
+        &[],
     )?;
     let signalling = async {
         let mut signals = plans::GoalSignals {

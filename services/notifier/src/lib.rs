@@ -118,15 +118,19 @@ pub async fn run_with_clock(
     migrate(&pool).await?;
     let wake = Arc::new(Notify::new());
     let dead_letters = DeadLetters::new(Producer::new(&config.kafka, DELIVERY_TIMEOUT)?);
-    let mentorship_consumer = Consumer::new(
+    let mentorship_consumer = Consumer::of(
         &config.kafka,
         &mentorship_group(config),
-        &[&config.kafka.topics.mentorship],
+        &config.kafka.topics.mentorship,
+        &config.notifier.partitions,
+        &[],
     )?;
-    let signals_consumer = Consumer::new(
+    let signals_consumer = Consumer::of(
         &config.kafka,
         &signals_group(config),
-        &[&config.kafka.topics.kpi_signals],
+        &config.kafka.topics.kpi_signals,
+        &config.notifier.partitions,
+        &[],
     )?;
     let mut mentorship = causes::MentorshipFollower {
         pool: pool.clone(),
