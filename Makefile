@@ -55,8 +55,18 @@ test: stack-up tools fmt-check clippy proto-check
 
 # Seeded measurements on the local stack; see docs/benchmarks.md. Release build.
 .PHONY: bench
+BENCH_VENV := target/bench/venv
 bench: stack-up
-	cargo run --release --locked -p mentorstream-bench -- aggregator --partners 100000 --events 200000
+	@# The peers run in a virtualenv of pinned versions, with the activity proto compiled for Python.
+	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check -r crates/bench/peers/requirements.txt
+	mkdir -p target/bench/peers
+	$(BENCH_VENV)/bin/python -m grpc_tools.protoc -Iproto --python_out=target/bench/peers \
+	  proto/mentorstream/activity/v1/activity.proto proto/mentorstream/common/v1/common.proto
+	cargo build --release --locked -p mentorstream-bench -p mentorstream-ingest
+	target/release/mentorstream-bench aggregator --partners 100000 --events 200000 \
+	  --peers $(BENCH_VENV)/bin/python
+	target/release/mentorstream-bench ingest --events 100000 --rate 200
 
 .PHONY: demo
 demo: stack-up

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use chrono::{TimeZone, Utc};
 use clap::Parser;
-use mentorstream_config::Config;
+use mentorstream_config::{Config, ExposeSecret};
 use mentorstream_kafka::admin::{TopicSpec, ensure_topics};
 use mentorstream_kafka::{CloudEvent, Consumer, DeadLetters, OutboundRecord, Producer};
 use mentorstream_kpi_aggregator::calendar::Bucket;
@@ -33,6 +33,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+mod ingest;
+
 #[derive(Debug, Parser)]
 #[command(about = "Measurements of Mentorstream on the local stack")]
 enum Command {
@@ -46,7 +48,37 @@ enum Command {
         events: usize,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Also run the peers (crates/bench/peers) on the same topic with this Python (the
+        /// bench's virtualenv, set up by `make bench`).
+        #[arg(long)]
+        peers: Option<std::path::PathBuf>,
     },
+    /// The ingest service as its own process: batched and streaming events per ingest
+    /// CPU-second, and unary latency at a fixed rate.
+    Ingest {
+        /// The ingest binary (release build).
+        #[arg(long, default_value = "target/release/mentorstream-ingest")]
+        binary: std::path::PathBuf,
+        /// Events sent batched, and again streamed.
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+        /// Unary calls of one event per second, for 10 seconds.
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
+    },
+}
+
+/// One peer's run over the same records.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct PeerReport {
+    records: usize,
+    cpu_seconds: f64,
+    wall_seconds: f64,
+    #[serde(default)]
+    events_per_cpu_second: f64,
+    /// Mentorstream's aggregator events per CPU-second divided by the peer's.
+    #[serde(default)]
+    aggregator_ratio: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -60,6 +92,10 @@ struct AggregatorReport {
     redis_cpu_seconds: f64,
     events_per_aggregator_cpu_second: f64,
     events_per_wall_second: f64,
+    #[serde(skip)]
+    topic: String,
+    #[serde(skip)]
+    recruits: usize,
 }
 
 #[tokio::main]
@@ -68,10 +104,36 @@ async fn main() -> anyhow::Result<()> {
     // Warnings only (RUST_LOG overrides), so the report stands out.
     mentorstream_telemetry::init_for_tests();
     match command {
+        Command::Ingest {
+            binary,
+            events,
+            rate,
+        } => {
+            let report = ingest::run(&binary, events, rate).await?;
+            println!("ingest, one process, events of 1 partner each");
+            println!(
+                "  batched (1,000 per call, 4 calls in flight): {:.0} events per ingest CPU-second ({:.2} CPU-s, {:.2} s wall)",
+                report.batched_events_per_cpu_second,
+                report.batched_cpu_seconds,
+                report.batched_wall_seconds
+            );
+            println!(
+                "  streaming (IngestStream): {:.0} events per ingest CPU-second ({:.2} CPU-s, {:.2} s wall)",
+                report.streaming_events_per_cpu_second,
+                report.streaming_cpu_seconds,
+                report.streaming_wall_seconds
+            );
+            println!(
+                "  unary at {} calls/s: p50 {:.2} ms, p99 {:.2} ms over {} calls",
+                report.unary_rate, report.unary_p50_ms, report.unary_p99_ms, report.unary_calls
+            );
+            merge_report("ingest", &serde_json::to_value(&report)?)?;
+        }
         Command::Aggregator {
             partners,
             events,
             seed,
+            peers,
         } => {
             let report = aggregator(partners, events, seed).await?;
             println!("aggregator, team roll-ups over a {partners}-partner genealogy (seed {seed})");
@@ -87,11 +149,27 @@ async fn main() -> anyhow::Result<()> {
                 report.wall_seconds,
                 report.redis_cpu_seconds
             );
-            std::fs::create_dir_all("target/bench")?;
-            std::fs::write(
-                "target/bench/report.json",
-                serde_json::to_string_pretty(&serde_json::json!({ "aggregator": report }))?,
-            )?;
+            let mut peer_reports = serde_json::Map::new();
+            if let Some(python) = peers {
+                for (name, script) in [
+                    ("confluent_kafka_redis_py", "confluent_redis.py"),
+                    ("quix_streams", "quix.py"),
+                ] {
+                    let mut peer = run_peer(&python, script, &report)?;
+                    #[allow(clippy::cast_precision_loss)]
+                    let rate = peer.records as f64 / peer.cpu_seconds;
+                    peer.events_per_cpu_second = rate;
+                    peer.aggregator_ratio = report.events_per_aggregator_cpu_second / rate;
+                    println!(
+                        "  peer {name}: {:.0} events per CPU-second ({:.2} CPU-s, {:.2} s wall); \
+                         Mentorstream / peer = {:.2}",
+                        rate, peer.cpu_seconds, peer.wall_seconds, peer.aggregator_ratio
+                    );
+                    peer_reports.insert(name.to_owned(), serde_json::to_value(&peer)?);
+                }
+            }
+            merge_report("aggregator", &serde_json::to_value(&report)?)?;
+            merge_report("peers", &serde_json::Value::Object(peer_reports))?;
         }
     }
     Ok(())
@@ -203,7 +281,56 @@ async fn aggregator(
         redis_cpu_seconds: redis,
         events_per_aggregator_cpu_second: per(cpu),
         events_per_wall_second: per(elapsed.as_secs_f64()),
+        topic,
+        recruits: partners.saturating_sub(1),
     })
+}
+
+/// Sets `section` of target/bench/report.json, keeping the other sections.
+fn merge_report(section: &str, value: &serde_json::Value) -> anyhow::Result<()> {
+    let path = std::path::Path::new("target/bench/report.json");
+    std::fs::create_dir_all("target/bench")?;
+    let mut report: serde_json::Map<String, serde_json::Value> = std::fs::read(path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default();
+    report.insert(section.to_owned(), value.clone());
+    std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+    Ok(())
+}
+
+/// Runs a peer script of crates/bench/peers over the aggregator's topic, with its own consumer
+/// group (from the start), and reads its report.
+fn run_peer(
+    python: &std::path::Path,
+    script: &str,
+    aggregator: &AggregatorReport,
+) -> anyhow::Result<PeerReport> {
+    let config = Config::load(None)?;
+    let group = mentorstream_testkit::unique("peer");
+    let state = std::env::temp_dir().join(&group);
+    let output = std::process::Command::new(python)
+        .arg(format!("crates/bench/peers/{script}"))
+        .args(["--brokers", &config.kafka.brokers])
+        .args(["--topic", &aggregator.topic])
+        .args(["--group", &group])
+        .args(["--records", &aggregator.records.to_string()])
+        .args(["--recruits", &aggregator.recruits.to_string()])
+        .args(["--partitions", &config.kafka.partitions.to_string()])
+        .args(["--redis", config.redis.url.expose_secret()])
+        .args(["--prefix", &group])
+        .args(["--state", &state.to_string_lossy()])
+        .env("PYTHONPATH", "target/bench/peers:crates/bench/peers")
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {}", python.display()))?;
+    anyhow::ensure!(output.status.success(), "peer {script} failed");
+    let last = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned();
+    serde_json::from_str(&last).with_context(|| format!("peer {script} answered `{last}`"))
 }
 
 /// Enrolments of a random recursive tree (each partner sponsored by a uniformly chosen earlier
@@ -350,7 +477,12 @@ async fn sentinels(
 
 /// User + system CPU seconds of this process so far (all threads).
 fn process_cpu() -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    cpu_of("self")
+}
+
+/// User + system CPU seconds of process `pid` ("self" for this one), threads included.
+fn cpu_of(pid: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may contain spaces) start after the last ')'.
     let fields: Vec<&str> = stat
         .rsplit_once(')')

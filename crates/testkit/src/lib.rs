@@ -392,6 +392,11 @@ impl ServiceProcess {
         (Self(child), grpc.parse().expect("socket address"))
     }
 
+    /// The process id, e.g. to read its CPU time from /proc.
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+
     /// SIGKILL, and wait until it is gone.
     pub fn kill_9(&mut self) {
         self.0.kill().expect("SIGKILL");
