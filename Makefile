@@ -63,10 +63,11 @@ bench: stack-up
 	mkdir -p target/bench/peers
 	$(BENCH_VENV)/bin/python -m grpc_tools.protoc -Iproto --python_out=target/bench/peers \
 	  proto/mentorstream/activity/v1/activity.proto proto/mentorstream/common/v1/common.proto
-	cargo build --release --locked -p mentorstream-bench -p mentorstream-ingest
+	cargo build --release --locked -p mentorstream-bench -p mentorstream-ingest -p mentorstream-kpi-aggregator
 	target/release/mentorstream-bench aggregator --partners 100000 --events 200000 \
 	  --peers $(BENCH_VENV)/bin/python
 	target/release/mentorstream-bench ingest --events 100000 --rate 200
+	target/release/mentorstream-bench freshness --rate 1000 --seconds 20
 
 .PHONY: demo
 demo: stack-up

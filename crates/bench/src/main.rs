@@ -33,6 +33,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+mod freshness;
 mod ingest;
 
 #[derive(Debug, Parser)]
@@ -52,6 +53,18 @@ enum Command {
         /// bench's virtualenv, set up by `make bench`).
         #[arg(long)]
         peers: Option<std::path::PathBuf>,
+    },
+    /// Ingest and the aggregator as their own processes: events at a sustained rate, and the
+    /// time from ACCEPTED until GetScorecard shows them.
+    Freshness {
+        /// Where the release binaries are.
+        #[arg(long, default_value = "target/release")]
+        bin: std::path::PathBuf,
+        /// Events per second (at least 100).
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
+        #[arg(long, default_value_t = 20)]
+        seconds: u32,
     },
     /// The ingest service as its own process: batched and streaming events per ingest
     /// CPU-second, and unary latency at a fixed rate.
@@ -104,6 +117,20 @@ async fn main() -> anyhow::Result<()> {
     // Warnings only (RUST_LOG overrides), so the report stands out.
     mentorstream_telemetry::init_for_tests();
     match command {
+        Command::Freshness { bin, rate, seconds } => {
+            let report = freshness::run(&bin, rate, seconds).await?;
+            println!(
+                "freshness at {} events/s for {} s (achieved {:.0}/s): accepted → visible p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} samples",
+                report.rate,
+                report.seconds,
+                report.achieved_rate,
+                report.p50_ms,
+                report.p99_ms,
+                report.max_ms,
+                report.samples
+            );
+            merge_report("freshness", &serde_json::to_value(&report)?)?;
+        }
         Command::Ingest {
             binary,
             events,
