@@ -68,6 +68,7 @@ bench: stack-up
 	  --peers $(BENCH_VENV)/bin/python
 	target/release/mentorstream-bench ingest --events 100000 --rate 200
 	target/release/mentorstream-bench freshness --rate 1000 --seconds 20
+	target/release/mentorstream-bench memory --partners 1000000
 
 .PHONY: demo
 demo: stack-up

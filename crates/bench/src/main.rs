@@ -35,6 +35,7 @@ use serde::Serialize;
 
 mod freshness;
 mod ingest;
+mod memory;
 
 #[derive(Debug, Parser)]
 #[command(about = "Measurements of Mentorstream on the local stack")]
@@ -65,6 +66,15 @@ enum Command {
         rate: u32,
         #[arg(long, default_value_t = 20)]
         seconds: u32,
+    },
+    /// The aggregator binary over an N-partner genealogy: its peak RSS.
+    Memory {
+        #[arg(long, default_value = "target/release/mentorstream-kpi-aggregator")]
+        binary: std::path::PathBuf,
+        #[arg(long, default_value_t = 1_000_000)]
+        partners: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
     },
     /// The ingest service as its own process: batched and streaming events per ingest
     /// CPU-second, and unary latency at a fixed rate.
@@ -117,6 +127,21 @@ async fn main() -> anyhow::Result<()> {
     // Warnings only (RUST_LOG overrides), so the report stands out.
     mentorstream_telemetry::init_for_tests();
     match command {
+        Command::Memory {
+            binary,
+            partners,
+            seed,
+        } => {
+            let report = memory::run(&binary, partners, seed).await?;
+            println!(
+                "aggregator over a {}-partner genealogy (depth max {}): peak RSS {:.1} MiB, applied in {:.0} s",
+                report.partners,
+                report.genealogy_max_depth,
+                report.aggregator_peak_rss_mib,
+                report.wall_seconds
+            );
+            merge_report("memory", &serde_json::to_value(&report)?)?;
+        }
         Command::Freshness { bin, rate, seconds } => {
             let report = freshness::run(&bin, rate, seconds).await?;
             println!(

@@ -1,0 +1,116 @@
+//! `mentorstream-bench memory`: the aggregator binary as its own process over a pre-produced
+//! genealogy of N partners (one enrolment each, each sponsored by a uniformly chosen earlier
+//! one); its peak resident set size (VmHWM) once every enrolment is applied.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use mentorstream_config::Config;
+use mentorstream_kafka::Producer;
+use mentorstream_kafka::admin::{TopicSpec, ensure_topics};
+use mentorstream_kpi_aggregator::calendar::Bucket;
+use mentorstream_kpi_aggregator::metric::Counter;
+use mentorstream_kpi_aggregator::store::{Store, Subject};
+use mentorstream_redis::KeySpace;
+use mentorstream_tenancy::{NewTenant, Tenants};
+use serde::Serialize;
+
+#[derive(Debug, Serialize)]
+pub struct MemoryReport {
+    pub partners: usize,
+    pub genealogy_max_depth: usize,
+    pub wall_seconds: f64,
+    pub aggregator_peak_rss_mib: f64,
+}
+
+/// Peak resident set size of process `pid`, in MiB.
+fn peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .context("no VmHWM in /proc/<pid>/status")?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?;
+    Ok(kib / 1024.0)
+}
+
+pub async fn run(
+    binary: &std::path::Path,
+    partners: usize,
+    seed: u64,
+) -> anyhow::Result<MemoryReport> {
+    let mut config = Config::load(None)?;
+    let suffix = mentorstream_testkit::unique("bench-memory");
+    config.kafka.topics.activity = format!("{suffix}.activity");
+    config.redis.key_prefix = suffix.clone();
+    let control = mentorstream_testkit::fresh_database(&config, "bench_memory").await;
+    let tenants = Tenants::connect(&control, 2).await?;
+    tenants.migrate().await?;
+    let tenant = tenants
+        .create_tenant(NewTenant {
+            name: "bench".into(),
+            time_zone: "Europe/Moscow".into(),
+            default_locale: "ru-RU".into(),
+        })
+        .await?;
+    let topic = config.kafka.topics.activity.clone();
+    ensure_topics(&config.kafka, &[TopicSpec::new(&topic)]).await?;
+    let (events, depths) = super::generate(&tenant.tenant_id, partners, 0, seed);
+    let producer = Producer::new(&config.kafka, Duration::from_secs(60))?;
+    let mut pending = Vec::with_capacity(events.len());
+    for event in &events {
+        pending.push(producer.enqueue(&super::record(&topic, event)).await?);
+    }
+    for delivery in pending {
+        delivery.await?;
+    }
+    drop(events);
+    let sentinels = super::sentinels(&producer, &config, &topic, &tenant.tenant_id).await?;
+
+    let file = tempfile::NamedTempFile::new()?;
+    std::fs::write(
+        file.path(),
+        format!(
+            "[kafka.topics]\nactivity = \"{topic}\"\nmentorship = \"{suffix}.mentorship\"\n\
+             kpi_updates = \"{suffix}.updates\"\nkpi_signals = \"{suffix}.signals\"\n\
+             [redis]\nkey_prefix = \"{suffix}\"\n[postgres]\nurl = \"{control}\"\n\
+             [telemetry]\nlog_filter = \"warn\"\n"
+        ),
+    )?;
+    let started = Instant::now();
+    let (process, _) = mentorstream_testkit::ServiceProcess::start(
+        &binary.to_string_lossy(),
+        file.path(),
+        "KPI",
+        &[],
+    );
+    // The service's generation is "kpi" until a rebuild.
+    let connection = mentorstream_redis::connect(&config.redis)?;
+    let store = Store::new(connection, KeySpace::new(&suffix, "kpi"));
+    for sentinel in &sentinels {
+        loop {
+            let counters = store
+                .counters(
+                    &tenant.tenant_id,
+                    Subject::Partner(sentinel),
+                    &[Bucket::Lifetime],
+                )
+                .await?;
+            if counters.get(&Counter::ActiveDays) == Some(&1) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let report = MemoryReport {
+        partners,
+        genealogy_max_depth: depths.iter().copied().max().unwrap_or(0),
+        wall_seconds: started.elapsed().as_secs_f64(),
+        aggregator_peak_rss_mib: peak_rss_mib(process.id())?,
+    };
+    drop(process);
+    Ok(report)
+}
