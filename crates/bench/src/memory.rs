@@ -43,6 +43,10 @@ pub async fn run(
     seed: u64,
 ) -> anyhow::Result<MemoryReport> {
     let mut config = Config::load(None)?;
+    // About 8 GB of KPI state: a Redis of the bench's own, without persistence, keeps it out
+    // of the shared one (whose AOF rewrite would fork it).
+    let redis = mentorstream_testkit::PrivateRedis::start().await;
+    config.redis.url = redis.url().into();
     let suffix = mentorstream_testkit::unique("bench-memory");
     config.kafka.topics.activity = format!("{suffix}.activity");
     config.redis.key_prefix = suffix.clone();
@@ -76,8 +80,9 @@ pub async fn run(
         format!(
             "[kafka.topics]\nactivity = \"{topic}\"\nmentorship = \"{suffix}.mentorship\"\n\
              kpi_updates = \"{suffix}.updates\"\nkpi_signals = \"{suffix}.signals\"\n\
-             [redis]\nkey_prefix = \"{suffix}\"\n[postgres]\nurl = \"{control}\"\n\
-             [telemetry]\nlog_filter = \"warn\"\n"
+             [redis]\nurl = \"{}\"\nkey_prefix = \"{suffix}\"\n[postgres]\nurl = \"{control}\"\n\
+             [telemetry]\nlog_filter = \"warn\"\n",
+            redis.url()
         ),
     )?;
     let started = Instant::now();
@@ -112,5 +117,6 @@ pub async fn run(
         aggregator_peak_rss_mib: peak_rss_mib(process.id())?,
     };
     drop(process);
+    drop(redis);
     Ok(report)
 }
