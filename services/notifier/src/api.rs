@@ -128,6 +128,13 @@ impl Api {
         tenant_id: &str,
         ids: &[String],
     ) -> Result<Vec<proto::Notification>, Status> {
+        // One snapshot for both reads: an attempt recorded between them would otherwise show
+        // next to the notification's state from before it.
+        let mut snapshot = self.pool.begin().await.map_err(unavailable)?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *snapshot)
+            .await
+            .map_err(unavailable)?;
         let rows: Vec<NotificationRow> = sqlx::query_as(
             "SELECT notification_id, recipient_id, category, cause, channel, status, due_at, \
                     delivered_at, locale, subject, body, status_reason \
@@ -135,7 +142,7 @@ impl Api {
         )
         .bind(tenant_id)
         .bind(ids)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *snapshot)
         .await
         .map_err(unavailable)?;
         let attempts: Vec<AttemptRow> = sqlx::query_as(
@@ -143,9 +150,10 @@ impl Api {
              WHERE notification_id = ANY($1) ORDER BY notification_id, attempt",
         )
         .bind(ids)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *snapshot)
         .await
         .map_err(unavailable)?;
+        snapshot.commit().await.map_err(unavailable)?;
         let mut by_id: std::collections::HashMap<String, proto::Notification> = rows
             .into_iter()
             .map(|row| (row.notification_id.clone(), row.into_proto()))
