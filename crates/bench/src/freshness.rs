@@ -13,7 +13,6 @@ use mentorstream_proto::kpi::v1::kpi_service_client::KpiServiceClient;
 use mentorstream_proto::kpi::v1::{
     GetScorecardRequest, Metric, Subject, SubjectKind, Window, WindowKind, metric_value,
 };
-use mentorstream_tenancy::{NewTenant, Tenants};
 use serde::Serialize;
 use tonic::transport::Channel;
 
@@ -62,23 +61,12 @@ fn order(run: &str, n: u64) -> ActivityEvent {
     }
 }
 
-fn authorized<T>(key: &str, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {key}")
-            .parse()
-            .expect("an issued key is ASCII"),
-    );
-    request
-}
-
 /// Polls until partner `f<n>` has an order; how long that took.
 async fn visible(mut kpi: KpiServiceClient<Channel>, key: String, n: u64) -> Duration {
     let started = Instant::now();
     loop {
         let answer = kpi
-            .get_scorecard(authorized(
+            .get_scorecard(super::authorized(
                 &key,
                 GetScorecardRequest {
                     subject: Some(Subject {
@@ -112,16 +100,7 @@ pub async fn run(
 ) -> anyhow::Result<FreshnessReport> {
     let config = Config::load(None)?;
     let suffix = mentorstream_testkit::unique("bench-fresh");
-    let control = mentorstream_testkit::fresh_database(&config, "bench_fresh").await;
-    let tenants = Tenants::connect(&control, 2).await?;
-    tenants.migrate().await?;
-    tenants
-        .create_tenant(NewTenant {
-            name: "bench".into(),
-            time_zone: "Europe/Moscow".into(),
-            default_locale: "ru-RU".into(),
-        })
-        .await?;
+    let (control, tenants, _) = super::bench_tenant(&config, "bench_fresh").await?;
     let key = tenants
         .create_key("bench", "ingest,read".parse()?)
         .await?
@@ -173,7 +152,7 @@ pub async fn run(
             .map(|n| order(&suffix, n))
             .collect();
         let mut client = ingest.clone();
-        let request = authorized(&key, IngestRequest { events });
+        let request = super::authorized(&key, IngestRequest { events });
         let follow = (tick % SAMPLE_EVERY == 0).then(|| (kpi.clone(), key.clone()));
         sends.push(tokio::spawn(async move {
             let answer = client.ingest(request).await?.into_inner();

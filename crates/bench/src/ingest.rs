@@ -11,7 +11,6 @@ use mentorstream_proto::activity::v1::{ActivityEvent, OrderPlaced, activity_even
 use mentorstream_proto::common::v1::{Decimal, Money};
 use mentorstream_proto::ingest::v1::ingest_service_client::IngestServiceClient;
 use mentorstream_proto::ingest::v1::{EventStatus, IngestRequest, IngestStreamRequest};
-use mentorstream_tenancy::{NewTenant, Tenants};
 use serde::Serialize;
 use tonic::transport::Channel;
 
@@ -61,17 +60,6 @@ fn order(run: &str, n: usize) -> ActivityEvent {
     }
 }
 
-fn authorized<T>(key: &str, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {key}")
-            .parse()
-            .expect("an issued key is ASCII"),
-    );
-    request
-}
-
 pub async fn run(
     binary: &std::path::Path,
     events: usize,
@@ -84,17 +72,8 @@ pub async fn run(
     );
     let mut config = Config::load(None)?;
     let suffix = mentorstream_testkit::unique("bench-ingest");
-    let control = mentorstream_testkit::fresh_database(&config, "bench_ingest").await;
-    config.postgres.url = control.clone().into();
-    let tenants = Tenants::connect(&control, 2).await?;
-    tenants.migrate().await?;
-    tenants
-        .create_tenant(NewTenant {
-            name: "bench".into(),
-            time_zone: "Europe/Moscow".into(),
-            default_locale: "ru-RU".into(),
-        })
-        .await?;
+    let (control, tenants, _) = super::bench_tenant(&config, "bench_ingest").await?;
+    config.postgres.url = control.into();
     let key = tenants
         .create_key("bench", "ingest".parse()?)
         .await?
@@ -131,7 +110,7 @@ pub async fn run(
     let accepted: usize = futures::stream::iter(batches)
         .map(|events| {
             let mut client = client.clone();
-            let request = authorized(&key, IngestRequest { events });
+            let request = super::authorized(&key, IngestRequest { events });
             async move { client.ingest(request).await }
         })
         .buffer_unordered(IN_FLIGHT)
@@ -161,7 +140,7 @@ pub async fn run(
     let (cpu_before, started) = (super::cpu_of(&pid)?, Instant::now());
     let mut acks = client
         .clone()
-        .ingest_stream(authorized(&key, requests))
+        .ingest_stream(super::authorized(&key, requests))
         .await?
         .into_inner();
     let mut accepted = 0;
@@ -188,7 +167,7 @@ pub async fn run(
     for n in 0..calls {
         tokio::time::sleep_until(started + period * u32::try_from(n)?).await;
         let mut client = client.clone();
-        let request = authorized(
+        let request = super::authorized(
             &key,
             IngestRequest {
                 events: vec![order(&format!("{suffix}-u"), n)],

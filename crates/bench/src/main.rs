@@ -236,16 +236,7 @@ async fn aggregator(
     let suffix = mentorstream_testkit::unique("bench");
     config.kafka.topics.activity = format!("{suffix}.activity");
     config.redis.key_prefix = suffix.clone();
-    let database = mentorstream_testkit::fresh_database(&config, "bench").await;
-    let tenants = Tenants::connect(&database, 4).await?;
-    tenants.migrate().await?;
-    let tenant = tenants
-        .create_tenant(NewTenant {
-            name: "bench".into(),
-            time_zone: "Europe/Moscow".into(),
-            default_locale: "ru-RU".into(),
-        })
-        .await?;
+    let (_, tenants, tenant) = bench_tenant(&config, "bench").await?;
     let topic = config.kafka.topics.activity.clone();
     ensure_topics(&config.kafka, &[TopicSpec::new(&topic)]).await?;
 
@@ -336,6 +327,37 @@ async fn aggregator(
         topic,
         recruits: partners.saturating_sub(1),
     })
+}
+
+/// A fresh control database with the bench tenant (Europe/Moscow): its URL, the registry and
+/// the tenant.
+async fn bench_tenant(
+    config: &Config,
+    purpose: &str,
+) -> anyhow::Result<(String, Tenants, mentorstream_tenancy::Tenant)> {
+    let database = mentorstream_testkit::fresh_database(config, purpose).await;
+    let tenants = Tenants::connect(&database, 4).await?;
+    tenants.migrate().await?;
+    let tenant = tenants
+        .create_tenant(NewTenant {
+            name: "bench".into(),
+            time_zone: "Europe/Moscow".into(),
+            default_locale: "ru-RU".into(),
+        })
+        .await?;
+    Ok((database, tenants, tenant))
+}
+
+/// `message` with the bench key.
+fn authorized<T>(key: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {key}")
+            .parse()
+            .expect("an issued key is ASCII"),
+    );
+    request
 }
 
 /// Sets `section` of target/bench/report.json, keeping the other sections.

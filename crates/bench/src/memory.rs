@@ -12,7 +12,6 @@ use mentorstream_kpi_aggregator::calendar::Bucket;
 use mentorstream_kpi_aggregator::metric::Counter;
 use mentorstream_kpi_aggregator::store::{Store, Subject};
 use mentorstream_redis::KeySpace;
-use mentorstream_tenancy::{NewTenant, Tenants};
 use serde::Serialize;
 
 #[derive(Debug, Serialize)]
@@ -50,16 +49,7 @@ pub async fn run(
     let suffix = mentorstream_testkit::unique("bench-memory");
     config.kafka.topics.activity = format!("{suffix}.activity");
     config.redis.key_prefix = suffix.clone();
-    let control = mentorstream_testkit::fresh_database(&config, "bench_memory").await;
-    let tenants = Tenants::connect(&control, 2).await?;
-    tenants.migrate().await?;
-    let tenant = tenants
-        .create_tenant(NewTenant {
-            name: "bench".into(),
-            time_zone: "Europe/Moscow".into(),
-            default_locale: "ru-RU".into(),
-        })
-        .await?;
+    let (control, _, tenant) = super::bench_tenant(&config, "bench_memory").await?;
     let topic = config.kafka.topics.activity.clone();
     ensure_topics(&config.kafka, &[TopicSpec::new(&topic)]).await?;
     let (events, depths) = super::generate(&tenant.tenant_id, partners, 0, seed);
