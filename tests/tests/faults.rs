@@ -136,12 +136,14 @@ async fn kills_restarts_and_a_lost_redis_change_no_number_and_lose_no_notificati
     assert!(bodies.values().all(|bodies| bodies.len() == 1));
     let requests = system.gateway.received().len();
     eprintln!(
-        "events: {} sent, {} accepted ({events} distinct; {} copies answered DUPLICATE, {} \
-         conflicting replays REJECTED); counted: {} counters over {subjects} subjects equal \
+        "events: {} sent, {} accepted ({events} distinct, {} of them stored by a try cut off by a \
+         kill and answered DUPLICATE on its retry; {} copies answered DUPLICATE, {} conflicting \
+         replays REJECTED); counted: {} counters over {subjects} subjects equal \
          the oracle after the kills and again after the rebuild; notifications: {} delivered, \
          {} distinct at the gateway, {} requests ({} resent after the notifier's kill)",
         report.events_sent,
         report.accepted,
+        report.accepted_unanswered,
         report.duplicate,
         report.rejected,
         expected.counters.len(),

@@ -4,7 +4,7 @@
 //! calls by `request_id` = the step id), so the driver retries whatever a restart or a
 //! passing outage interrupts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use mentorstream_proto::ingest::v1::ingest_service_client::IngestServiceClient;
@@ -48,7 +48,11 @@ pub enum DriveError {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Report {
     pub events_sent: u64,
+    /// Including [`Report::accepted_unanswered`].
     pub accepted: u64,
+    /// Events a try of their batch stored before it was cut off (a killed ingest, a lost
+    /// connection): the retry answered DUPLICATE for their first sighting in this run.
+    pub accepted_unanswered: u64,
     pub duplicate: u64,
     pub rejected: u64,
     pub calls: u64,
@@ -58,6 +62,9 @@ pub struct Report {
     /// The ids the service gave to what the scenario created, by scenario name.
     pub created: std::collections::BTreeMap<String, String>,
 }
+
+/// The identities (source, source event id) of the events sent so far in a run.
+type Answered = HashSet<(String, String)>;
 
 #[derive(Debug)]
 pub struct Driver {
@@ -137,6 +144,7 @@ impl Driver {
         let started = Instant::now();
         let mut report = Report::default();
         let mut ids: HashMap<String, String> = HashMap::new();
+        let mut answered = Answered::default();
         let counter = self.sent.clone();
         let mut batch: Vec<&Step> = Vec::new();
         let mut done = 0u64;
@@ -149,7 +157,7 @@ impl Driver {
             }
             if !batch.is_empty() {
                 self.pace(started, done).await;
-                self.ingest(&batch, &mut report).await?;
+                self.ingest(&batch, &mut answered, &mut report).await?;
                 done += batch.len() as u64;
                 progress.set_position(done);
                 counter.store(done, std::sync::atomic::Ordering::Relaxed);
@@ -164,7 +172,7 @@ impl Driver {
             }
         }
         if !batch.is_empty() {
-            self.ingest(&batch, &mut report).await?;
+            self.ingest(&batch, &mut answered, &mut report).await?;
             done += batch.len() as u64;
             progress.set_position(done);
         }
@@ -181,7 +189,12 @@ impl Driver {
         }
     }
 
-    async fn ingest(&mut self, batch: &[&Step], report: &mut Report) -> Result<(), DriveError> {
+    async fn ingest(
+        &mut self,
+        batch: &[&Step],
+        answered: &mut Answered,
+        report: &mut Report,
+    ) -> Result<(), DriveError> {
         let events: Vec<_> = batch
             .iter()
             .filter_map(|step| match &step.action {
@@ -190,7 +203,9 @@ impl Driver {
             })
             .collect();
         let count = events.len();
+        let mut tries = 0u32;
         let answer = retry(&format!("Ingest of {count} events"), || {
+            tries += 1;
             let mut client = self.ingest.clone();
             let request = self.request(IngestRequest {
                 events: events.clone(),
@@ -199,9 +214,15 @@ impl Driver {
         })
         .await?;
         report.events_sent += count as u64;
-        for result in answer.results {
+        for (event, result) in events.iter().zip(&answer.results) {
+            let first_sighting =
+                answered.insert((event.source.clone(), event.source_event_id.clone()));
             match result.status() {
                 EventStatus::Accepted => report.accepted += 1,
+                EventStatus::Duplicate if first_sighting && tries > 1 => {
+                    report.accepted += 1;
+                    report.accepted_unanswered += 1;
+                }
                 EventStatus::Duplicate => report.duplicate += 1,
                 _ => report.rejected += 1,
             }
