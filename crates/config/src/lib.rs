@@ -12,12 +12,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Env, Format, Serialized, Toml};
 pub use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 const DEFAULTS: &str = include_str!("defaults.toml");
 const ENV_PREFIX: &str = "MENTORSTREAM__";
+/// `MENTORSTREAM_KAFKA_PROPERTY_SASL_PASSWORD=…` sets the librdkafka property `sasl.password`:
+/// the `__` nesting of [`ENV_PREFIX`] cannot spell a dotted key, and secrets such as SASL
+/// passwords come from the environment (a Kubernetes Secret), not from a file.
+const KAFKA_PROPERTY_ENV_PREFIX: &str = "MENTORSTREAM_KAFKA_PROPERTY_";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -322,7 +326,12 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        Ok(figment.merge(Env::prefixed(ENV_PREFIX).split("__")))
+        Ok(figment
+            .merge(Env::prefixed(ENV_PREFIX).split("__"))
+            .merge(Serialized::default(
+                "kafka.properties",
+                kafka_properties_from_env(std::env::vars()),
+            )))
     }
 
     pub fn from_figment(figment: &Figment) -> Result<Self, ConfigError> {
@@ -411,6 +420,19 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The librdkafka properties named by `MENTORSTREAM_KAFKA_PROPERTY_<NAME>` variables: NAME in
+/// lower case with `_` for `.` (librdkafka's property names have no `_`).
+fn kafka_properties_from_env(
+    variables: impl Iterator<Item = (String, String)>,
+) -> BTreeMap<String, String> {
+    variables
+        .filter_map(|(name, value)| {
+            let property = name.strip_prefix(KAFKA_PROPERTY_ENV_PREFIX)?;
+            Some((property.to_ascii_lowercase().replace('_', "."), value))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -523,8 +545,15 @@ mod tests {
                 "ms.toml",
                 "[kafka.properties]\n\"sasl.password\" = \"hunter3\"\n\"sasl.username\" = \"svc\"\n",
             )?;
+            jail.set_env("MENTORSTREAM_KAFKA_PROPERTY_SSL_KEY_PASSWORD", "hunter4");
             let config = load_in(jail, Some("ms.toml")).expect("valid");
+            assert_eq!(
+                config.kafka.properties.keys().collect::<Vec<_>>(),
+                ["sasl.password", "sasl.username", "ssl.key.password"]
+            );
+            assert_eq!(config.kafka.properties["ssl.key.password"], "hunter4");
             let printed = format!("{config:?}");
+            assert!(!printed.contains("hunter4"), "{printed}");
             assert!(!printed.contains("hunter2"), "{printed}");
             assert!(!printed.contains("hunter3"), "{printed}");
             assert!(printed.contains("svc"), "{printed}");
