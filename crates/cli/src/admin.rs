@@ -1,4 +1,4 @@
-//! `mentorstream admin`: migrations, tenants and API keys.
+//! `mentorstream admin`: migrations, topics, tenants and API keys.
 
 use clap::Subcommand;
 use mentorstream_config::{Config, ExposeSecret};
@@ -6,8 +6,12 @@ use mentorstream_tenancy::{NewTenant, Scopes, TenantChannels, Tenants};
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
-    /// Apply the control database migrations.
+    /// Apply the migrations of the control, mentorship and notifier databases (the services
+    /// also migrate their own at start; a deployment runs this first, once).
     Migrate,
+    /// Create every Kafka topic that is missing, with its partitions, retention or compaction
+    /// (and its dead-letter twin).
+    CreateTopics,
     /// Create a tenant (one MLM company).
     CreateTenant {
         #[arg(long)]
@@ -76,11 +80,25 @@ pub enum AdminCommand {
 }
 
 pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
-    let tenants = Tenants::connect(config.postgres.url.expose_secret(), 2).await?;
+    let tenants = match command {
+        // The one command that needs no database (a topic Job has no database credentials).
+        AdminCommand::CreateTopics => return create_topics(config).await,
+        _ => Tenants::connect(config.postgres.url.expose_secret(), 2).await?,
+    };
     match command {
+        AdminCommand::CreateTopics => create_topics(config).await?,
         AdminCommand::Migrate => {
             tenants.migrate().await?;
             println!("control database is up to date");
+            let mentorship = mentorstream_mentorship::db::connect(
+                config.mentorship.database_url.expose_secret(),
+            )?;
+            mentorstream_mentorship::db::migrate(&mentorship).await?;
+            println!("mentorship database is up to date");
+            let notifier =
+                mentorstream_notifier::connect(config.notifier.database_url.expose_secret())?;
+            mentorstream_notifier::migrate(&notifier).await?;
+            println!("notifier database is up to date");
         }
         AdminCommand::CreateTenant {
             name,
@@ -180,6 +198,21 @@ pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
                 );
             }
         }
+    }
+    Ok(())
+}
+
+async fn create_topics(config: &Config) -> anyhow::Result<()> {
+    let specs = mentorstream_kafka::admin::all_topics(&config.kafka.topics);
+    mentorstream_kafka::admin::ensure_topics(&config.kafka, &specs).await?;
+    for spec in &specs {
+        println!(
+            "{} ({} partitions, {}) and {} are present",
+            spec.name,
+            config.kafka.partitions,
+            spec.retention,
+            mentorstream_kafka::dlq_topic(&spec.name)
+        );
     }
     Ok(())
 }

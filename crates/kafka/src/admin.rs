@@ -1,35 +1,92 @@
 //! Topic provisioning: services create the topics they use when missing, so a fresh broker
 //! works without a separate step. Production clusters provision them declaratively instead
-//! (Strimzi KafkaTopic); creation then finds them present.
+//! (Strimzi KafkaTopic, `mentorstream admin create-topics`); creation then finds them present.
+//!
+//! Every topic's policy is decided here, once: the activity and mentorship topics are the
+//! record KPIs are rebuilt from (`mentorstream kpi rebuild` replays them from the start), so
+//! they keep everything; KPI updates keep the latest record per key; signals and dead letters
+//! age out.
 
-use mentorstream_config::KafkaConfig;
+use mentorstream_config::{KafkaConfig, Topics};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::{KafkaError, client_config, dlq_topic};
 
+/// How long signals and dead letters are kept: long enough for a consumer that was down
+/// for a long weekend, or for an operator to look at a poison record.
+pub const AGING_RETENTION_MS: i64 = 14 * 24 * 3600 * 1000;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicSpec {
     pub name: String,
-    /// Compacted topics keep the latest record per key (KPI updates).
-    pub compacted: bool,
+    pub retention: Retention,
+}
+
+/// What a topic keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// Every record, forever (`retention.ms=-1`): the topics KPIs are rebuilt from.
+    Everything,
+    /// The latest record per key (`cleanup.policy=compact`).
+    LatestPerKey,
+    /// Records younger than this many milliseconds.
+    Milliseconds(i64),
+}
+
+impl std::fmt::Display for Retention {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Everything => f.write_str("keeps every record"),
+            Self::LatestPerKey => f.write_str("compacted"),
+            Self::Milliseconds(ms) => write!(f, "keeps {} h", ms / 3_600_000),
+        }
+    }
 }
 
 impl TopicSpec {
+    /// A topic of records kept [`AGING_RETENTION_MS`].
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
-            compacted: false,
+            retention: Retention::Milliseconds(AGING_RETENTION_MS),
+        }
+    }
+
+    /// A topic KPIs are rebuilt from: it keeps every record.
+    pub fn source_of_truth(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            retention: Retention::Everything,
         }
     }
 
     pub fn compacted(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
-            compacted: true,
+            retention: Retention::LatestPerKey,
         }
     }
+
+    /// The topic configuration that gives this retention.
+    pub fn configs(&self) -> Vec<(&'static str, String)> {
+        match self.retention {
+            Retention::Everything => vec![("retention.ms", "-1".into())],
+            Retention::LatestPerKey => vec![("cleanup.policy", "compact".into())],
+            Retention::Milliseconds(ms) => vec![("retention.ms", ms.to_string())],
+        }
+    }
+}
+
+/// Every topic of the system, with its policy (their `.dlq` twins come with them).
+pub fn all_topics(topics: &Topics) -> Vec<TopicSpec> {
+    vec![
+        TopicSpec::source_of_truth(&topics.activity),
+        TopicSpec::source_of_truth(&topics.mentorship),
+        TopicSpec::compacted(&topics.kpi_updates),
+        TopicSpec::new(&topics.kpi_signals),
+    ]
 }
 
 /// Creates every topic of `specs` and its `.dlq` twin that does not exist yet.
@@ -41,18 +98,24 @@ pub async fn ensure_topics(config: &KafkaConfig, specs: &[TopicSpec]) -> Result<
                 what: "admin client",
                 source,
             })?;
-    let dead_letter_names: Vec<String> = specs.iter().map(|spec| dlq_topic(&spec.name)).collect();
-    let mut topics = Vec::with_capacity(specs.len() * 2);
-    for (spec, dlq) in specs.iter().zip(&dead_letter_names) {
-        let replication = || TopicReplication::Fixed(config.replication_factor);
-        let topic = NewTopic::new(&spec.name, config.partitions, replication());
-        topics.push(if spec.compacted {
-            topic.set("cleanup.policy", "compact")
-        } else {
-            topic
-        });
-        topics.push(NewTopic::new(dlq, config.partitions, replication()));
-    }
+    let with_dead_letters: Vec<(TopicSpec, Vec<(&str, String)>)> = specs
+        .iter()
+        .flat_map(|spec| [spec.clone(), TopicSpec::new(dlq_topic(&spec.name))])
+        .map(|spec| {
+            let configs = spec.configs();
+            (spec, configs)
+        })
+        .collect();
+    let topics: Vec<NewTopic<'_>> = with_dead_letters
+        .iter()
+        .map(|(spec, configs)| {
+            let replication = TopicReplication::Fixed(config.replication_factor);
+            configs.iter().fold(
+                NewTopic::new(&spec.name, config.partitions, replication),
+                |topic, (key, value)| topic.set(key, value),
+            )
+        })
+        .collect();
     let results = admin
         .create_topics(&topics, &AdminOptions::new())
         .await

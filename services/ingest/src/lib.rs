@@ -17,7 +17,7 @@ pub mod validate;
 use std::time::Duration;
 
 use mentorstream_config::{Config, ServiceEndpoints};
-use mentorstream_kafka::admin::{TopicSpec, ensure_topics};
+use mentorstream_kafka::admin::{all_topics, ensure_topics};
 use mentorstream_kafka::{KafkaError, Producer};
 use mentorstream_proto::ingest::v1::ingest_service_server::IngestServiceServer;
 use mentorstream_redis::KeySpace;
@@ -53,7 +53,8 @@ pub fn endpoints(config: &Config) -> ServiceEndpoints {
 pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceError> {
     let config = &context.config;
     let topic = config.kafka.topics.activity.clone();
-    ensure_topics(&config.kafka, &[TopicSpec::new(&topic)]).await?;
+    // Every service provisions every topic, so each gets its policy whoever starts first.
+    ensure_topics(&config.kafka, &all_topics(&config.kafka.topics)).await?;
     let producer = Producer::new(&config.kafka, config.ingest.delivery_timeout)?;
     let dedup = Dedup::new(
         mentorstream_redis::connect(&config.redis)?,

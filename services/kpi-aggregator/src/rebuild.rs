@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mentorstream_config::Config;
-use mentorstream_kafka::admin::{TopicSpec, ensure_topics};
+use mentorstream_kafka::admin::{all_topics, ensure_topics};
 use mentorstream_kafka::{Consumer, DeadLetters, KafkaError, Producer};
 use mentorstream_redis::{ConnectError, RedisError};
 use mentorstream_tenancy::Tenants;
@@ -65,12 +65,8 @@ pub async fn rebuild(
         &config.kafka.topics.activity,
         &config.kafka.topics.mentorship,
     ];
-    let specs: Vec<TopicSpec> = topics
-        .into_iter()
-        .chain([&config.kafka.topics.kpi_signals])
-        .map(TopicSpec::new)
-        .collect();
-    ensure_topics(&config.kafka, &specs).await?;
+    // Every service provisions every topic, so each gets its policy whoever starts first.
+    ensure_topics(&config.kafka, &all_topics(&config.kafka.topics)).await?;
     let connection = mentorstream_redis::connect(&config.redis)?;
     let generations = Generations::new(config, connection.clone());
     let previous = generations.active().await?;

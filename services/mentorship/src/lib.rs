@@ -15,7 +15,7 @@ pub mod sessions;
 use std::sync::Arc;
 
 use mentorstream_config::{Config, ExposeSecret, ServiceEndpoints};
-use mentorstream_kafka::admin::{TopicSpec, ensure_topics};
+use mentorstream_kafka::admin::{all_topics, ensure_topics};
 use mentorstream_kafka::{Consumer, DeadLetters, KafkaError, Producer, run_consumer};
 use mentorstream_proto::mentorship::v1::mentorship_service_server::MentorshipServiceServer;
 use mentorstream_runtime::{Context, Listeners, host_service};
@@ -93,15 +93,8 @@ pub fn partners_group(config: &Config) -> String {
 /// context's shutdown begins.
 pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceError> {
     let config = &context.config;
-    ensure_topics(
-        &config.kafka,
-        &[
-            TopicSpec::new(&config.kafka.topics.activity),
-            TopicSpec::new(&config.kafka.topics.mentorship),
-            TopicSpec::new(&config.kafka.topics.kpi_signals),
-        ],
-    )
-    .await?;
+    // Every service provisions every topic, so each gets its policy whoever starts first.
+    ensure_topics(&config.kafka, &all_topics(&config.kafka.topics)).await?;
     let pool = db::connect(config.mentorship.database_url.expose_secret())?;
     db::migrate(&pool).await?;
     let wake = Arc::new(Notify::new());

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mentorstream_config::{Config, ExposeSecret, ServiceEndpoints};
-use mentorstream_kafka::admin::{TopicSpec, ensure_topics};
+use mentorstream_kafka::admin::{all_topics, ensure_topics};
 use mentorstream_kafka::{
     Consumer, DeadLetters, KafkaError, Producer, RecordHandler, run_consumer,
 };
@@ -106,14 +106,8 @@ pub async fn run_with_clock(
     clock: Arc<dyn Clock>,
 ) -> Result<(), ServiceError> {
     let config = &context.config;
-    ensure_topics(
-        &config.kafka,
-        &[
-            TopicSpec::new(&config.kafka.topics.mentorship),
-            TopicSpec::new(&config.kafka.topics.kpi_signals),
-        ],
-    )
-    .await?;
+    // Every service provisions every topic, so each gets its policy whoever starts first.
+    ensure_topics(&config.kafka, &all_topics(&config.kafka.topics)).await?;
     let pool = connect(config.notifier.database_url.expose_secret())?;
     migrate(&pool).await?;
     let wake = Arc::new(Notify::new());
