@@ -125,7 +125,11 @@ impl Consumer {
             // records are waiting: at librdkafka's 500 ms default, accepted events took a
             // median 491 ms to show in KPIs (make bench, freshness), at 10 ms 28 ms. Kafka
             // answers as soon as a record is there, so there this only bounds idle polling.
-            .set("fetch.wait.max.ms", "10");
+            .set("fetch.wait.max.ms", "10")
+            // Records prefetched ahead of the application, per consumer. librdkafka's default
+            // (64 MiB) is a quarter of the aggregator's whole memory budget (DESIGN.md §11)
+            // for each of its consumers; a few MiB keep a batch of 4096 records ready.
+            .set("queued.max.messages.kbytes", "8192");
         // The caller's properties win (e.g. a reader of new records only: auto.offset.reset).
         for (key, value) in properties {
             client.set(*key, *value);

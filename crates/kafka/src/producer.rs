@@ -62,6 +62,9 @@ impl Producer {
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
+            // Records waiting for the broker, per producer; beyond this `enqueue` waits for
+            // room. librdkafka's default is 1 GiB.
+            .set("queue.buffering.max.kbytes", "65536")
             .set(
                 "message.timeout.ms",
                 delivery_timeout.as_millis().to_string(),

@@ -22,7 +22,7 @@ pub mod updates;
 use std::sync::Arc;
 
 use mentorstream_config::{Config, ServiceEndpoints};
-use mentorstream_kafka::admin::{TopicSpec, ensure_topics};
+use mentorstream_kafka::admin::{all_topics, ensure_topics};
 use mentorstream_kafka::{Consumer, DeadLetters, KafkaError, Producer};
 use mentorstream_proto::kpi::v1::kpi_service_server::KpiServiceServer;
 use mentorstream_redis::Connection;
@@ -61,16 +61,8 @@ pub fn endpoints(config: &Config) -> ServiceEndpoints {
 /// Consumes and serves until the context's shutdown begins.
 pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceError> {
     let config = &context.config;
-    let specs: Vec<TopicSpec> = [
-        &config.kafka.topics.activity,
-        &config.kafka.topics.mentorship,
-        &config.kafka.topics.kpi_signals,
-    ]
-    .into_iter()
-    .map(TopicSpec::new)
-    .chain([TopicSpec::compacted(&config.kafka.topics.kpi_updates)])
-    .collect();
-    ensure_topics(&config.kafka, &specs).await?;
+    // Every service provisions every topic, so each gets its policy whoever starts first.
+    ensure_topics(&config.kafka, &all_topics(&config.kafka.topics)).await?;
     let connection = mentorstream_redis::connect(&config.redis)?;
     let pipeline = Pipeline {
         generations: Generations::new(config, connection.clone()),
@@ -82,7 +74,7 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
         dead_letters: DeadLetters::new(Producer::new(&config.kafka, DEAD_LETTER_TIMEOUT)?),
     };
     let (current, namespace) = watch::channel(None);
-    let (changes, changed) = tokio::sync::mpsc::unbounded_channel();
+    let pending_updates = Arc::new(updates::PendingUpdates::default());
     let api = api::Api {
         namespace: namespace.clone(),
         tenants: context.tenants.clone(),
@@ -90,7 +82,7 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
     };
     let publishing = updates::publish(
         api.clone(),
-        changed,
+        pending_updates.clone(),
         Producer::new(&config.kafka, UPDATE_TIMEOUT)?,
         config.kafka.topics.kpi_updates.clone(),
         config.kpi.updates_interval,
@@ -98,7 +90,7 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
     );
     let consuming = async {
         let consumed = pipeline
-            .follow_generations(&context, &current, changes)
+            .follow_generations(&context, &current, &pending_updates)
             .await;
         if consumed.is_err() {
             // The process must not keep answering KPIs that no longer move.
@@ -135,7 +127,7 @@ impl Pipeline {
         &self,
         context: &Context,
         current: &watch::Sender<Option<Namespace>>,
-        changes: tokio::sync::mpsc::UnboundedSender<Vec<store::Changed>>,
+        pending_updates: &Arc<updates::PendingUpdates>,
     ) -> Result<(), KafkaError> {
         let config = &context.config;
         let shutdown = context.shutdown.token();
@@ -158,7 +150,7 @@ impl Pipeline {
                 .store
                 .with_signals(self.signals.clone())
                 .with_targets(Arc::new(context.tenants.clone()))
-                .with_updates(changes.clone());
+                .with_updates(pending_updates.clone());
             current.send_replace(Some(namespace.clone()));
             tracing::info!(generation, partitions = ?config.kpi.partitions, "consuming");
             let aggregator = Aggregator {

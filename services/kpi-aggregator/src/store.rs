@@ -206,7 +206,7 @@ pub struct Store {
     script_sha: String,
     signals: Option<Arc<dyn SignalSink>>,
     targets: Option<Arc<dyn TargetSource>>,
-    updates: Option<tokio::sync::mpsc::UnboundedSender<Vec<Changed>>>,
+    updates: Option<Arc<crate::updates::PendingUpdates>>,
 }
 
 /// Per tenant, its targets as the shard script reads them.
@@ -234,12 +234,10 @@ impl Store {
         }
     }
 
-    /// Reports what every applied batch changed to `updates` (for kpi.updates.v1).
+    /// Reports what every applied batch changed to `updates` (for kpi.updates.v1), waiting
+    /// while it is full.
     #[must_use]
-    pub fn with_updates(
-        mut self,
-        updates: tokio::sync::mpsc::UnboundedSender<Vec<Changed>>,
-    ) -> Self {
+    pub fn with_updates(mut self, updates: Arc<crate::updates::PendingUpdates>) -> Self {
         self.updates = Some(updates);
         self
     }
@@ -428,8 +426,7 @@ impl Store {
         }
         self.connection.each(trims).await?;
         if let Some(updates) = &self.updates {
-            // Nobody listening any more (shutting down) is not this batch's problem.
-            let _ = updates.send(self.changed(&hops));
+            updates.add(self.changed(&hops)).await;
         }
         Ok(())
     }

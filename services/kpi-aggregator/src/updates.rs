@@ -6,17 +6,18 @@
 //! keeps the latest numbers of every key. [`Hub`] reads the topic from its end and fans the
 //! updates out to this process's WatchKpis streams: a watcher sees what every replica applies.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt as _;
 use mentorstream_config::Config;
 use mentorstream_kafka::{
-    CloudEvent, Consumer, InboundRecord, KafkaError, Message as _, OutboundRecord, Producer,
+    CloudEvent, Consumer, InboundRecord, KafkaError, Message as _, OutboundRecord, PendingDelivery,
+    Producer,
 };
 use mentorstream_proto::kpi::v1::{KpiUpdate, Subject, SubjectKind, Window, WindowKind};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::Api;
@@ -87,65 +88,155 @@ fn parse_key(key: &str) -> Option<Changed> {
     })
 }
 
+/// The keys whose numbers changed since the publisher last took them, each once.
+///
+/// Bounded: while it holds [`PENDING_CAPACITY`] keys, the consumers wait to add theirs (their
+/// batch is applied, its offsets not yet stored), so a publisher that falls behind slows the
+/// consumers down instead of growing the process without limit. Once the publisher is gone
+/// (shutdown), nobody waits any more.
+#[derive(Debug, Default)]
+pub struct PendingUpdates {
+    state: Mutex<PendingState>,
+    room: Notify,
+}
+
+#[derive(Debug, Default)]
+struct PendingState {
+    keys: HashSet<Changed>,
+    closed: bool,
+}
+
+/// Distinct changed keys held at most (about 150 bytes each) before the consumers wait.
+pub const PENDING_CAPACITY: usize = 32_768;
+
+/// Scorecards computed at once by the publisher (Redis reads pipelined on one connection).
+const PUBLISH_CONCURRENCY: usize = 64;
+/// Updates enqueued before the publisher waits for their acknowledgements.
+const PUBLISH_CHUNK: usize = 4096;
+
+impl PendingUpdates {
+    /// Adds what a batch changed, first waiting while the set is full.
+    pub async fn add(&self, changed: Vec<Changed>) {
+        loop {
+            let room = self.room.notified();
+            {
+                let mut state = self.lock();
+                if state.closed || state.keys.len() < PENDING_CAPACITY {
+                    if !state.closed {
+                        state.keys.extend(changed);
+                    }
+                    return;
+                }
+            }
+            room.await;
+        }
+    }
+
+    /// Everything pending, leaving the set empty.
+    fn take(&self) -> HashSet<Changed> {
+        let keys = std::mem::take(&mut self.lock().keys);
+        self.room.notify_waiters();
+        keys
+    }
+
+    /// Puts back a key that could not be published; it never waits, so a failing round
+    /// cannot block itself.
+    fn put_back(&self, changed: Changed) {
+        self.lock().keys.insert(changed);
+    }
+
+    /// Nobody publishes any more: adding returns at once and keeps nothing.
+    fn close(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        state.keys.clear();
+        drop(state);
+        self.room.notify_waiters();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PendingState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// Every `interval` until shutdown: the scorecards of what changed since, to `topic`. A key
 /// that could not be published stays for the next round.
 pub async fn publish(
     api: Api,
-    mut changes: mpsc::UnboundedReceiver<Vec<Changed>>,
+    pending: Arc<PendingUpdates>,
     producer: Producer,
     topic: String,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut pending: BTreeSet<Changed> = BTreeSet::new();
     let mut rounds = tokio::time::interval(interval);
+    rounds.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            () = shutdown.cancelled() => return,
-            received = changes.recv() => match received {
-                Some(changed) => {
-                    pending.extend(changed);
-                    continue;
-                }
-                None => return,
-            },
+            () = shutdown.cancelled() => break,
             _ = rounds.tick() => {}
         }
-        let round = std::mem::take(&mut pending);
-        let mut deliveries = Vec::new();
-        for changed in round {
-            match update(&api, &changed).await {
-                Ok(update) => {
-                    let record = OutboundRecord::protobuf(
-                        &topic,
-                        update_key(&changed),
-                        &update,
-                        CloudEvent {
-                            id: uuid::Uuid::new_v4().to_string(),
-                            event_type: "mentorstream.kpi.v1.KpiUpdate".into(),
-                            source: format!("/tenants/{}/kpi", changed.tenant_id),
-                            time: chrono::Utc::now(),
-                        },
-                    );
-                    match producer.enqueue(&record).await {
-                        Ok(delivery) => deliveries.push((changed, delivery)),
-                        Err(error) => {
-                            tracing::warn!(%error, "cannot publish a KPI update");
-                            pending.insert(changed);
+        let mut round = pending.take().into_iter().peekable();
+        // A chunk's records are enqueued, then awaited, so a round of many keys holds at most
+        // a chunk of them in memory.
+        while round.peek().is_some() {
+            let deliveries: Vec<_> = futures::stream::iter(round.by_ref().take(PUBLISH_CHUNK))
+                .map(|changed| enqueue_update(&api, &producer, &topic, changed))
+                .buffer_unordered(PUBLISH_CONCURRENCY)
+                .filter_map(|enqueued| {
+                    std::future::ready(match enqueued {
+                        Ok(delivery) => Some(delivery),
+                        Err(changed) => {
+                            pending.put_back(changed);
+                            None
                         }
-                    }
-                }
-                Err(status) => {
-                    tracing::warn!(%status, "cannot compute a KPI update");
-                    pending.insert(changed);
+                    })
+                })
+                .collect()
+                .await;
+            for (changed, delivery) in deliveries {
+                if let Err(error) = delivery.await {
+                    tracing::warn!(%error, "a KPI update was not acknowledged");
+                    pending.put_back(changed);
                 }
             }
         }
-        for (changed, delivery) in deliveries {
-            if let Err(error) = delivery.await {
-                tracing::warn!(%error, "a KPI update was not acknowledged");
-                pending.insert(changed);
-            }
+    }
+    pending.close();
+}
+
+/// Computes the current scorecard of `changed` and hands it to the producer.
+async fn enqueue_update(
+    api: &Api,
+    producer: &Producer,
+    topic: &str,
+    changed: Changed,
+) -> Result<(Changed, PendingDelivery), Changed> {
+    let update = match update(api, &changed).await {
+        Ok(update) => update,
+        Err(status) => {
+            tracing::warn!(%status, "cannot compute a KPI update");
+            return Err(changed);
+        }
+    };
+    let record = OutboundRecord::protobuf(
+        topic,
+        update_key(&changed),
+        &update,
+        CloudEvent {
+            id: uuid::Uuid::new_v4().to_string(),
+            event_type: "mentorstream.kpi.v1.KpiUpdate".into(),
+            source: format!("/tenants/{}/kpi", changed.tenant_id),
+            time: chrono::Utc::now(),
+        },
+    );
+    match producer.enqueue(&record).await {
+        Ok(delivery) => Ok((changed, delivery)),
+        Err(error) => {
+            tracing::warn!(%error, "cannot publish a KPI update");
+            Err(changed)
         }
     }
 }
