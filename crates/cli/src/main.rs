@@ -46,6 +46,8 @@ enum Command {
     /// Stream a seeded, realistic MLM organisation through IngestService and
     /// MentorshipService (or write it to a file, or replay one).
     Simulate(simulate::SimulateArgs),
+    /// Check the configuration (defaults, file, environment) and print it, secrets redacted.
+    Config,
 }
 
 #[derive(Debug, Subcommand)]
@@ -67,6 +69,10 @@ async fn main() -> ExitCode {
             Command::Kpi(KpiCommand::Rebuild) => rebuild(config).await,
             Command::Kpi(KpiCommand::Query(query)) => kpi::run(&config, query).await,
             Command::Simulate(args) => simulate::run(&config, args).await,
+            Command::Config => {
+                println!("{config:#?}");
+                Ok(())
+            }
         },
         Err(error) => Err(error.into()),
     };
