@@ -114,6 +114,26 @@ async fn admin_commands_then_up_serves_every_service_until_sigterm() {
     let env = isolated_env().await;
     let migrated = mentorstream(&env, &["admin", "migrate"]);
     assert!(migrated.status.success(), "{migrated:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&migrated.stdout),
+        "control database is up to date\nmentorship database is up to date\n\
+         notifier database is up to date\n"
+    );
+    let activity = &env
+        .vars
+        .iter()
+        .find(|(name, _)| name == "MENTORSTREAM__KAFKA__TOPICS__ACTIVITY")
+        .expect("an activity topic of the test's own")
+        .1;
+    let topics = mentorstream(&env, &["admin", "create-topics"]);
+    assert!(topics.status.success(), "{topics:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&topics.stdout).lines().next(),
+        Some(
+            format!("{activity} (6 partitions, keeps every record) and {activity}.dlq are present")
+                .as_str()
+        )
+    );
 
     let bad_zone = mentorstream(
         &env,

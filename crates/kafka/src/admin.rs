@@ -136,3 +136,31 @@ pub async fn ensure_topics(config: &KafkaConfig, specs: &[TopicSpec]) -> Result<
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_topics_kpis_are_rebuilt_from_keep_every_record() {
+        let topics = Topics {
+            activity: "a".into(),
+            mentorship: "m".into(),
+            kpi_updates: "u".into(),
+            kpi_signals: "s".into(),
+        };
+        let configs: Vec<(String, Vec<(&str, String)>)> = all_topics(&topics)
+            .into_iter()
+            .map(|spec| (spec.name.clone(), spec.configs()))
+            .collect();
+        assert_eq!(
+            configs,
+            [
+                ("a".into(), vec![("retention.ms", "-1".into())]),
+                ("m".into(), vec![("retention.ms", "-1".into())]),
+                ("u".into(), vec![("cleanup.policy", "compact".into())]),
+                ("s".into(), vec![("retention.ms", "1209600000".into())]),
+            ]
+        );
+    }
+}

@@ -90,14 +90,21 @@ fn parse_key(key: &str) -> Option<Changed> {
 
 /// The keys whose numbers changed since the publisher last took them, each once.
 ///
-/// Bounded: while it holds [`PENDING_CAPACITY`] keys, the consumers wait to add theirs (their
+/// Bounded: while it holds its capacity ([`PENDING_CAPACITY`]) of keys, the consumers wait to add theirs (their
 /// batch is applied, its offsets not yet stored), so a publisher that falls behind slows the
 /// consumers down instead of growing the process without limit. Once the publisher is gone
 /// (shutdown), nobody waits any more.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PendingUpdates {
     state: Mutex<PendingState>,
     room: Notify,
+    capacity: usize,
+}
+
+impl Default for PendingUpdates {
+    fn default() -> Self {
+        Self::with_capacity(PENDING_CAPACITY)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -115,13 +122,21 @@ const PUBLISH_CONCURRENCY: usize = 64;
 const PUBLISH_CHUNK: usize = 4096;
 
 impl PendingUpdates {
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            state: Mutex::default(),
+            room: Notify::new(),
+            capacity,
+        }
+    }
+
     /// Adds what a batch changed, first waiting while the set is full.
     pub async fn add(&self, changed: Vec<Changed>) {
         loop {
             let room = self.room.notified();
             {
                 let mut state = self.lock();
-                if state.closed || state.keys.len() < PENDING_CAPACITY {
+                if state.closed || state.keys.len() < self.capacity {
                     if !state.closed {
                         state.keys.extend(changed);
                     }
@@ -348,5 +363,47 @@ mod tests {
             assert_eq!(parse_key(&update_key(&changed)), Some(changed));
         }
         assert_eq!(parse_key("t1/x/ann/life"), None);
+    }
+
+    fn partner_day(id: &str) -> Changed {
+        Changed {
+            tenant_id: "t1".into(),
+            subject: OwnedSubject::Partner(id.into()),
+            bucket: Bucket::parse("d:2026-11-27").expect("bucket"),
+        }
+    }
+
+    #[tokio::test]
+    async fn pending_updates_coalesce_and_hold_a_full_consumer_until_taken() {
+        use futures::FutureExt as _;
+        let pending = PendingUpdates::with_capacity(2);
+        // Below capacity a whole batch goes in; a key changed twice is pending once.
+        pending
+            .add(vec![partner_day("a"), partner_day("b"), partner_day("a")])
+            .await;
+        // Full: the next batch waits until the publisher takes what is there.
+        let mut waiting = Box::pin(pending.add(vec![partner_day("c")]));
+        assert!((&mut waiting).now_or_never().is_none());
+        let taken = pending.take();
+        assert_eq!(taken, HashSet::from([partner_day("a"), partner_day("b")]));
+        waiting.await;
+        assert_eq!(pending.take(), HashSet::from([partner_day("c")]));
+        // A key put back after a failed publish never waits, even when full.
+        pending.add(vec![partner_day("a"), partner_day("b")]).await;
+        pending.put_back(partner_day("d"));
+        assert_eq!(pending.take().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn once_the_publisher_is_gone_nobody_waits_and_nothing_is_kept() {
+        use futures::FutureExt as _;
+        let pending = PendingUpdates::with_capacity(1);
+        pending.add(vec![partner_day("a")]).await;
+        let mut waiting = Box::pin(pending.add(vec![partner_day("b")]));
+        assert!((&mut waiting).now_or_never().is_none());
+        pending.close();
+        waiting.await;
+        pending.add(vec![partner_day("c")]).await;
+        assert!(pending.take().is_empty());
     }
 }
