@@ -20,6 +20,12 @@ use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use tonic::service::Routes;
 
+/// Every Mentorstream process allocates with jemalloc. glibc's per-thread arenas (tokio workers,
+/// librdkafka's threads) kept the aggregator's resident set well above its live heap
+/// (docs/benchmarks.md, memory); jemalloc returns freed pages to the system.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Everything a service needs from its process.
 #[derive(Debug, Clone)]
 pub struct Context {

@@ -130,13 +130,16 @@ impl PendingUpdates {
         }
     }
 
-    /// Adds what a batch changed, first waiting while the set is full.
+    /// Adds what a batch changed, first waiting until the set has room for all of it (or is
+    /// empty: one batch of a deep genealogy may change more keys than the capacity).
     pub async fn add(&self, changed: Vec<Changed>) {
         loop {
             let room = self.room.notified();
             {
                 let mut state = self.lock();
-                if state.closed || state.keys.len() < self.capacity {
+                let fits = state.keys.is_empty()
+                    || state.keys.len() + changed.len() <= self.capacity;
+                if state.closed || fits {
                     if !state.closed {
                         state.keys.extend(changed);
                     }
@@ -377,7 +380,8 @@ mod tests {
     async fn pending_updates_coalesce_and_hold_a_full_consumer_until_taken() {
         use futures::FutureExt as _;
         let pending = PendingUpdates::with_capacity(2);
-        // Below capacity a whole batch goes in; a key changed twice is pending once.
+        // An empty set takes a whole batch, even one beyond its capacity; a key changed
+        // twice is pending once.
         pending
             .add(vec![partner_day("a"), partner_day("b"), partner_day("a")])
             .await;
@@ -387,9 +391,12 @@ mod tests {
         let taken = pending.take();
         assert_eq!(taken, HashSet::from([partner_day("a"), partner_day("b")]));
         waiting.await;
+        // A batch waits until all of it fits: one key pending, two more than capacity 2.
+        let mut waiting = Box::pin(pending.add(vec![partner_day("a"), partner_day("b")]));
+        assert!((&mut waiting).now_or_never().is_none());
         assert_eq!(pending.take(), HashSet::from([partner_day("c")]));
+        waiting.await;
         // A key put back after a failed publish never waits, even when full.
-        pending.add(vec![partner_day("a"), partner_day("b")]).await;
         pending.put_back(partner_day("d"));
         assert_eq!(pending.take().len(), 3);
     }
