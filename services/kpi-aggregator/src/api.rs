@@ -789,7 +789,7 @@ impl Api {
                     published = updates.recv() => published,
                 };
                 let touched: Vec<_> = match published {
-                    Ok(published) if published.changed.tenant_id == tenant.tenant_id => watched
+                    Ok(published) if *published.changed.tenant_id == *tenant.tenant_id => watched
                         .iter()
                         .filter(|(owned, _, _, buckets)| {
                             *owned == published.changed.subject

@@ -150,7 +150,9 @@ impl OwnedSubject {
 /// A number that an applied batch changed: a subject's counters in one bucket.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Changed {
-    pub tenant_id: String,
+    /// Shared with the outbox entries it came from: a batch of a deep genealogy changes
+    /// hundreds of thousands of keys of one tenant.
+    pub tenant_id: Arc<str>,
     pub subject: OwnedSubject,
     pub bucket: Bucket,
 }
@@ -403,6 +405,11 @@ impl Store {
                     }),
                 );
             }
+            // Reported hop by hop, as each is applied: one hop of a batch changes a few
+            // thousand targets, a whole chain of a deep genealogy up to hundreds of thousands.
+            if let Some(updates) = &self.updates {
+                updates.add(self.changed(&pending)).await;
+            }
             hops.push(pending);
             if crash_after == Some(hops.len()) {
                 return Ok(());
@@ -425,18 +432,15 @@ impl Store {
             }
         }
         self.connection.each(trims).await?;
-        if let Some(updates) = &self.updates {
-            updates.add(self.changed(&hops)).await;
-        }
         Ok(())
     }
 
-    /// The (subject, bucket) numbers the forwarded entries of `hops` changed: a partner's
-    /// personal changes (its tenant entry) change the partner, its team and the tenant; a team
-    /// entry changes the target's team; group and member entries change the group.
-    fn changed(&self, hops: &[Vec<OutboxEntry>]) -> Vec<Changed> {
+    /// The (subject, bucket) numbers the forwarded `entries` changed: a partner's personal
+    /// changes (its tenant entry) change the partner, its team and the tenant; a team entry
+    /// changes the target's team; group and member entries change the group.
+    fn changed(&self, entries: &[OutboxEntry]) -> Vec<Changed> {
         let mut changed = BTreeSet::new();
-        for entry in hops.iter().flatten() {
+        for entry in entries {
             let partner_prefix = self.partner_shard(&entry.tenant_id, "");
             let partner_of = |shard: &str| shard_id(shard, &partner_prefix).map(str::to_owned);
             let group_prefix = self.group_shard(&entry.tenant_id, "");
@@ -471,7 +475,7 @@ impl Store {
             for subject in subjects {
                 for bucket in &buckets {
                     changed.insert(Changed {
-                        tenant_id: entry.tenant_id.to_string(),
+                        tenant_id: entry.tenant_id.clone(),
                         subject: subject.clone(),
                         bucket: *bucket,
                     });

@@ -82,7 +82,7 @@ fn parse_key(key: &str) -> Option<Changed> {
         _ => return None,
     };
     Some(Changed {
-        tenant_id: tenant_id.to_owned(),
+        tenant_id: tenant_id.into(),
         subject,
         bucket: Bucket::parse(bucket)?,
     })
@@ -137,8 +137,8 @@ impl PendingUpdates {
             let room = self.room.notified();
             {
                 let mut state = self.lock();
-                let fits = state.keys.is_empty()
-                    || state.keys.len() + changed.len() <= self.capacity;
+                let fits =
+                    state.keys.is_empty() || state.keys.len() + changed.len() <= self.capacity;
                 if state.closed || fits {
                     if !state.closed {
                         state.keys.extend(changed);
@@ -272,7 +272,7 @@ async fn update(api: &Api, changed: &Changed) -> Result<KpiUpdate, tonic::Status
         )
         .await?;
     Ok(KpiUpdate {
-        tenant_id: changed.tenant_id.clone(),
+        tenant_id: changed.tenant_id.to_string(),
         subject: scorecard.subject,
         window: scorecard.window,
         values: scorecard.values,
