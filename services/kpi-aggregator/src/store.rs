@@ -368,7 +368,10 @@ impl Store {
         targets: &TargetSpecs,
         crash_after: Option<usize>,
     ) -> Result<(), StoreError> {
-        let mut hops: Vec<Vec<OutboxEntry>> = Vec::new();
+        // What each hop forwarded, by (source, sequence): enough to trim it at the end. The
+        // entries' bodies are dropped once applied; a batch of a deep genealogy forwards
+        // hundreds of thousands of them.
+        let mut hops: Vec<Vec<(Arc<str>, u64)>> = Vec::new();
         let mut forwarded: HashSet<(Arc<str>, u64)> = HashSet::new();
         while !pending.is_empty() {
             if hops.len() == MAX_HOPS {
@@ -410,7 +413,7 @@ impl Store {
             if let Some(updates) = &self.updates {
                 updates.add(self.changed(&pending)).await;
             }
-            hops.push(pending);
+            hops.push(pending.iter().map(OutboxEntry::id).collect());
             if crash_after == Some(hops.len()) {
                 return Ok(());
             }
@@ -422,8 +425,8 @@ impl Store {
         let mut trims = Vec::new();
         for hop in hops.iter().rev() {
             let mut by_source: HashMap<&str, Vec<u64>> = HashMap::new();
-            for entry in hop {
-                by_source.entry(&entry.source).or_default().push(entry.seq);
+            for (source, seq) in hop {
+                by_source.entry(source).or_default().push(*seq);
             }
             for (source, seqs) in by_source {
                 let mut trim = cmd("HDEL");
