@@ -66,6 +66,8 @@ helm-check: tools
 .PHONY: bench
 BENCH_VENV := target/bench/venv
 bench: stack-up
+	@# Tansu keeps every topic in memory; a bench adds GBs (a running demo loses its topics).
+	$(STACK) restart-broker
 	@# The peers run in a virtualenv of pinned versions, with the activity proto compiled for Python.
 	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check -r crates/bench/peers/requirements.txt
