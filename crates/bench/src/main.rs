@@ -285,21 +285,13 @@ async fn aggregator(
         async move { consume::run(&consumer, &topic, &aggregator, shutdown).await }
     };
     let waiting = async {
-        for sentinel in &sentinels {
-            loop {
-                let counters = store
-                    .counters(
-                        &tenant.tenant_id,
-                        Subject::Partner(sentinel),
-                        &[Bucket::Lifetime],
-                    )
-                    .await?;
-                if counters.get(&Counter::ActiveDays) == Some(&1) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
+        applied(
+            &store,
+            &tenant.tenant_id,
+            &sentinels,
+            Duration::from_millis(20),
+        )
+        .await?;
         let elapsed = started.elapsed();
         let cpu = process_cpu()? - cpu_before;
         shutdown.cancel();
@@ -521,6 +513,28 @@ fn record(topic: &str, event: &ActivityEvent) -> OutboundRecord {
 
 /// A ping of partner `sentinel-<p>` into every partition p, after everything else: when all
 /// count, every record before them is applied. Returns the partner ids.
+/// Waits until every sentinel counts (the last record of its partition applied), polling
+/// every `poll`.
+async fn applied(
+    store: &Store,
+    tenant_id: &str,
+    sentinels: &[String],
+    poll: Duration,
+) -> anyhow::Result<()> {
+    for sentinel in sentinels {
+        loop {
+            let counters = store
+                .counters(tenant_id, Subject::Partner(sentinel), &[Bucket::Lifetime])
+                .await?;
+            if counters.get(&Counter::ActiveDays) == Some(&1) {
+                break;
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+    Ok(())
+}
+
 async fn sentinels(
     producer: &Producer,
     config: &Config,

@@ -8,9 +8,7 @@ use anyhow::Context as _;
 use mentorstream_config::Config;
 use mentorstream_kafka::Producer;
 use mentorstream_kafka::admin::{TopicSpec, ensure_topics};
-use mentorstream_kpi_aggregator::calendar::Bucket;
-use mentorstream_kpi_aggregator::metric::Counter;
-use mentorstream_kpi_aggregator::store::{Store, Subject};
+use mentorstream_kpi_aggregator::store::Store;
 use mentorstream_redis::KeySpace;
 use serde::Serialize;
 
@@ -85,21 +83,13 @@ pub async fn run(
     // The service's generation is "kpi" until a rebuild.
     let connection = mentorstream_redis::connect(&config.redis)?;
     let store = Store::new(connection, KeySpace::new(&suffix, "kpi"));
-    for sentinel in &sentinels {
-        loop {
-            let counters = store
-                .counters(
-                    &tenant.tenant_id,
-                    Subject::Partner(sentinel),
-                    &[Bucket::Lifetime],
-                )
-                .await?;
-            if counters.get(&Counter::ActiveDays) == Some(&1) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
+    super::applied(
+        &store,
+        &tenant.tenant_id,
+        &sentinels,
+        Duration::from_millis(200),
+    )
+    .await?;
     let report = MemoryReport {
         partners,
         genealogy_max_depth: depths.iter().copied().max().unwrap_or(0),
