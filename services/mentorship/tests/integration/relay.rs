@@ -2,7 +2,7 @@
 //! committed while the broker is down cannot be published; the service is then killed with
 //! SIGKILL, and after a restart (broker back) it publishes each of them exactly once.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

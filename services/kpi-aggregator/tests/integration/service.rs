@@ -3,7 +3,7 @@
 //! leaderboards, journeys and signals DESIGN.md §6 defines, read through KpiService and the
 //! signals topic; targets are managed through the API; a rebuild gives the same numbers.
 
-mod scenario;
+use crate::scenario;
 
 use mentorstream_config::Config;
 use mentorstream_kpi_aggregator::signal::signal_id;

@@ -2,7 +2,7 @@
 //! limit, permanent ones (other 4xx, SMTP 5xx) recorded at once, and failed notifications
 //! retried on request — each attempt in the log, and one message per cause at the receiver.
 
-mod common;
+use crate::common;
 
 use chrono::TimeDelta;
 use common::{Notifier, at};

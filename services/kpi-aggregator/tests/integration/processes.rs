@@ -4,7 +4,7 @@
 //! partitions move between them. The scorecards afterwards equal the rules applied to the
 //! event set.
 
-mod scenario;
+use crate::scenario;
 
 use mentorstream_config::Config;
 use mentorstream_proto::kpi::v1::{SubjectKind, WindowKind};

@@ -1,7 +1,7 @@
 //! The weekly digest: on Monday at 09:00 in the mentor's zone, each mentor gets the week's
 //! numbers of their group, read from the KPI aggregator running next to the notifier, once.
 
-mod common;
+use crate::common;
 
 use chrono::{Datelike as _, NaiveTime, TimeDelta, TimeZone as _, Timelike as _, Utc};
 use common::Notifier;

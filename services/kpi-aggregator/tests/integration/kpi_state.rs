@@ -3,7 +3,7 @@
 //! event set, whatever the arrival order across partitions (enrolments after the activity below
 //! them included), the batching, duplicates, redeliveries and crashes between the two stages.
 
-mod scenario;
+use crate::scenario;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};

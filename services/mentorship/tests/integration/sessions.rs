@@ -3,7 +3,7 @@
 //! plus the grace period become MISSED by themselves, and every change reaches the topic once,
 //! in order per session.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

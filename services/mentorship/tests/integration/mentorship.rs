@@ -3,7 +3,7 @@
 //! to the mentorship topic exactly once. Every refused mutation changes nothing: no row, no
 //! event.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

@@ -2,7 +2,7 @@
 //! a note to their current mentor; one per signal id however often it is delivered; signals
 //! nobody is told of and undecodable records change nothing.
 
-mod common;
+use crate::common;
 
 use common::{Notifier, at, timestamp};
 use mentorstream_proto::common::v1::Decimal;

@@ -2,7 +2,7 @@
 //! and time zone, on their channel, at the right time — moved by a reschedule, dropped by a
 //! cancellation.
 
-mod common;
+use crate::common;
 
 use common::{GATEWAY_SECRET, Notifier, at, timestamp};
 use hmac::{Hmac, Mac as _};

@@ -2,7 +2,7 @@
 //! aggregator's goal signals: redelivered signals change nothing twice, a goal reached after
 //! it was announced missed is achieved, and each change is acknowledged once on the topic.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

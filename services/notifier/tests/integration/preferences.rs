@@ -1,7 +1,7 @@
 //! Preferences: what a partner sets is checked field by field and kept; quiet hours defer,
 //! opt-outs suppress and the daily cap holds, in the partner's time zone.
 
-mod common;
+use crate::common;
 
 use chrono::TimeDelta;
 use common::{Notifier, at};
