@@ -22,7 +22,8 @@ use tonic::service::Routes;
 
 /// Every Mentorstream process allocates with jemalloc. glibc's per-thread arenas (tokio workers,
 /// librdkafka's threads) kept the aggregator's resident set well above its live heap
-/// (docs/benchmarks.md, memory); jemalloc returns freed pages to the system.
+/// (docs/benchmarks.md, memory); jemalloc returns freed pages to the system. It is built with
+/// one arena (`.cargo/config.toml`), because every arena holds its freed pages for a while.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
