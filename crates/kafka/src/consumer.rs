@@ -130,6 +130,10 @@ impl Consumer {
             // (64 MiB) is a quarter of the aggregator's whole memory budget (DESIGN.md §11)
             // for each of its consumers; a few MiB keep a batch of 4096 records ready.
             .set("queued.max.messages.kbytes", "8192")
+            // The same queue in records, per partition. Each queued record carries an op of
+            // librdkafka's that the kbytes limit does not count: at the default (100,000), the
+            // aggregator started on a topic of 1M small records held 100 MB in glibc's heap.
+            .set("queued.min.messages", "10000")
             // One fetch may overshoot that queue by a whole response, and a compressed
             // response stays decompressed while any of its records waits: at the default
             // 50 MiB, heaptrack found 110 MiB of fetched records in the aggregator.
