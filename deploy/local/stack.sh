@@ -14,6 +14,7 @@
 #   deploy/local/stack.sh down     stop what this script started (nothing else)
 #   deploy/local/stack.sh restart-broker   stop and start the broker (in-memory data is lost)
 #   deploy/local/stack.sh drop-test-databases   drop the test_* databases tests left behind
+#   deploy/local/stack.sh drop-test-keys        delete the Redis keys tests and benches left behind
 #
 # Idempotent: `up` reuses what runs. A process this script did not start is never stopped;
 # if one already serves a port, it is used as it is and said so.
@@ -241,6 +242,19 @@ case "${1:-}" in
       psql -h "$sock" -p $PG_PORT -U postgres -q -c "DROP DATABASE \"$db\" WITH (FORCE)"
     done
     ;;
+  drop-test-keys)
+    # Tests and benches use key prefixes of their own (`{` opens a cluster hash tag). Left
+    # behind, they make the shared Redis grow without bound, and a test's KEYS scans all of it.
+    # One SCAN pass in large steps (redis-cli's --scan takes steps of 10).
+    cursor=0
+    while :; do
+      reply=$(redis-cli -p $REDIS_PORT --raw scan "$cursor" count 10000)
+      cursor=${reply%%$'\n'*}
+      { tail -n +2 <<<"$reply" | grep -E '^\{?(ms-test|e2e|bench|peer)-' || true; } \
+        | xargs -r -d '\n' -n 1000 redis-cli -p $REDIS_PORT unlink >/dev/null
+      [[ $cursor == 0 ]] && break
+    done
+    ;;
   status) status ;;
-  *) echo "usage: $0 up|status|down|restart-broker|drop-test-databases" >&2; exit 2 ;;
+  *) echo "usage: $0 up|status|down|restart-broker|drop-test-databases|drop-test-keys" >&2; exit 2 ;;
 esac
