@@ -1,6 +1,7 @@
-//! Integration tests of the mentorship service, against the real local stack. One test binary per crate:
-//! on 2 cores every extra binary is another link of the whole dependency tree, and
-//! another ~90 MB on disk.
+//! Integration tests of the mentorship service, against the real local stack.
+//!
+//! One test binary per crate, the files below its modules: on 2 cores every extra binary
+//! is another link of the whole dependency tree, and another ~90 MB on disk.
 
 mod common;
 mod mentorship;
