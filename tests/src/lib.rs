@@ -291,12 +291,7 @@ impl System {
     }
 
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {}", self.api_key).parse().unwrap(),
-        );
-        request
+        mentorstream_testkit::authorized(&self.api_key, message)
     }
 
     pub async fn kpi(&self) -> KpiServiceClient<Channel> {

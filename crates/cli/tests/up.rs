@@ -269,12 +269,11 @@ async fn admin_commands_then_up_serves_every_service_until_sigterm() {
         })),
         ..ActivityEvent::default()
     };
-    let mut request = tonic::Request::new(IngestRequest {
-        events: vec![event],
-    });
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {api_key}").parse().expect("ascii"),
+    let request = mentorstream_testkit::authorized(
+        &api_key,
+        IngestRequest {
+            events: vec![event],
+        },
     );
     let answer = ingest.ingest(request).await.expect("ingested");
     let statuses: Vec<i32> = answer

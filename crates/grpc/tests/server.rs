@@ -125,14 +125,10 @@ async fn channel(addr: std::net::SocketAddr) -> Channel {
 }
 
 fn with_key(key: Option<&str>) -> Request<IngestRequest> {
-    let mut request = Request::new(IngestRequest::default());
-    if let Some(key) = key {
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {key}").parse().expect("ascii"),
-        );
+    match key {
+        Some(key) => mentorstream_testkit::authorized(key, IngestRequest::default()),
+        None => Request::new(IngestRequest::default()),
     }
-    request
 }
 
 #[tokio::test]

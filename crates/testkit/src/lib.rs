@@ -23,6 +23,18 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", &id[..12])
 }
 
+/// `message` as a gRPC request carrying `api_key` the way clients send it.
+pub fn authorized<T>(api_key: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {api_key}")
+            .parse()
+            .expect("an API key is ASCII"),
+    );
+    request
+}
+
 /// Creates an empty database next to the control database and returns its URL.
 pub async fn fresh_database(base: &Config, purpose: &str) -> String {
     let url = base.postgres.url.expose_secret();

@@ -120,12 +120,7 @@ async fn create_tenant(context: &Context, name: &str) -> (String, String) {
 }
 
 fn authorized<T>(message: T, api_key: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {api_key}").parse().expect("ascii"),
-    );
-    request
+    mentorstream_testkit::authorized(api_key, message)
 }
 
 fn timestamp(time: DateTime<Utc>) -> Option<prost_types::Timestamp> {

@@ -92,17 +92,16 @@ async fn a_crash_while_sending_loses_nothing_and_sends_nothing_twice() {
         .expect("client");
     for partner in std::iter::once("m-1".to_owned()).chain((0..sessions).map(|i| format!("p-{i}")))
     {
-        let mut request = tonic::Request::new(proto::UpdatePreferencesRequest {
-            request_id: String::new(),
-            preferences: Some(proto::Preferences {
-                partner_id: partner.clone(),
-                chatbot_user_id: format!("tg-{partner}"),
-                ..proto::Preferences::default()
-            }),
-        });
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {key}").parse().expect("ascii"),
+        let request = mentorstream_testkit::authorized(
+            &key,
+            proto::UpdatePreferencesRequest {
+                request_id: String::new(),
+                preferences: Some(proto::Preferences {
+                    partner_id: partner.clone(),
+                    chatbot_user_id: format!("tg-{partner}"),
+                    ..proto::Preferences::default()
+                }),
+            },
         );
         client
             .update_preferences(request)

@@ -793,12 +793,7 @@ pub async fn assert_signals(
 
 /// `message` with `key`.
 fn with_key<T>(key: &str, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {key}").parse().expect("ascii"),
-    );
-    request
+    mentorstream_testkit::authorized(key, message)
 }
 
 /// Puts the scenario's targets through the API with an admin key, checking on the way that a

@@ -128,12 +128,7 @@ impl Service {
     }
 
     pub fn with_key<T>(key: &str, message: T) -> Request<T> {
-        let mut request = Request::new(message);
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {key}").parse().expect("ascii"),
-        );
-        request
+        mentorstream_testkit::authorized(key, message)
     }
 
     pub fn write<T>(&self, message: T) -> Request<T> {
