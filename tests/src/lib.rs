@@ -1,5 +1,6 @@
 //! The end-to-end suite's harness: the four services as their own processes (as on
-//! Kubernetes) on the real stack — or on a broker and a Redis of the test's own, to break —
+//! Kubernetes) on the real stack — or on a three-node Kafka cluster and a Redis of the test's
+//! own, to break —
 //! driven only through their public gRPC APIs and the `mentorstream` command, and compared
 //! with the oracle of DESIGN.md §6. The tests live in `tests/tests/`.
 
@@ -20,8 +21,8 @@ use mentorstream_proto::notification::v1 as notification;
 use mentorstream_proto::notification::v1::notification_service_client::NotificationServiceClient;
 use mentorstream_sim::oracle::Key;
 use mentorstream_testkit::{
-    PrivateBroker, PrivateRedis, ServiceProcess, SmtpSink, WebhookReceiver, free_port,
-    fresh_database, unique,
+    Host, KafkaCluster, PrivateRedis, ServiceProcess, SmtpSink, WebhookReceiver, fresh_database,
+    unique,
 };
 use tonic::transport::Channel;
 
@@ -44,6 +45,17 @@ impl Service {
             Self::Mentorship => "mentorstream-mentorship",
             Self::Kpi => "mentorstream-kpi-aggregator",
             Self::Notifier => "mentorstream-notifier",
+        }
+    }
+
+    /// The gRPC and admin ports of the service on the system's address (the production
+    /// defaults').
+    fn ports(self) -> (u16, u16) {
+        match self {
+            Self::Ingest => (50051, 9101),
+            Self::Mentorship => (50052, 9102),
+            Self::Kpi => (50053, 9103),
+            Self::Notifier => (50054, 9104),
         }
     }
 
@@ -73,29 +85,30 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// The whole system, each service its own process.
+/// The whole system, each service its own process, listening on an address of the test's
+/// own, so that a killed service starts again on the same port.
 #[derive(Debug)]
 pub struct System {
     pub config: Config,
     config_file: tempfile::NamedTempFile,
     processes: BTreeMap<Service, ServiceProcess>,
-    listen: BTreeMap<Service, (String, String)>,
+    host: Host,
     pub tenant_id: String,
     pub api_key: String,
     pub gateway: WebhookReceiver,
     pub sink: SmtpSink,
-    pub broker: Option<PrivateBroker>,
+    pub broker: Option<KafkaCluster>,
     pub redis: Option<PrivateRedis>,
 }
 
 impl System {
-    /// Starts every service on the shared stack, or (`private`) on a broker and a Redis of
-    /// this test's own, creates a tenant (Europe/Moscow) with channels to a local gateway and
-    /// mail server, and a key with the ingest, read and write scopes.
+    /// Starts every service on the shared stack, or (`private`) on a three-node Kafka cluster
+    /// and a Redis of this test's own, creates a tenant (Europe/Moscow) with channels to a
+    /// local gateway and mail server, and a key with the ingest, read and write scopes.
     pub async fn start(private: bool) -> Self {
         let (broker, redis) = if private {
             (
-                Some(PrivateBroker::start().await),
+                Some(KafkaCluster::three().await),
                 Some(PrivateRedis::start().await),
             )
         } else {
@@ -103,7 +116,7 @@ impl System {
         };
         let mut config = Config::load(None).unwrap();
         if let Some(broker) = &broker {
-            config.kafka.brokers = broker.brokers();
+            config.kafka = broker.config(&config.kafka);
         }
         if let Some(redis) = &redis {
             config.redis.url = redis.url().into();
@@ -117,24 +130,13 @@ impl System {
         let control = fresh_database(&config, "e2e_control").await;
         let mentorship = fresh_database(&config, "e2e_mentorship").await;
         let notifier = fresh_database(&config, "e2e_notifier").await;
-        let listen: BTreeMap<Service, (String, String)> = Service::ALL
-            .into_iter()
-            .map(|service| {
-                (
-                    service,
-                    (
-                        format!("127.0.0.1:{}", free_port()),
-                        format!("127.0.0.1:{}", free_port()),
-                    ),
-                )
-            })
-            .collect();
-        let kpi = format!("http://{}", listen[&Service::Kpi].0);
+        let host = Host::reserve();
+        let kpi = format!("http://{}", host.addr(Service::Kpi.ports().0));
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(
             file.path(),
             format!(
-                "[kafka]\nbrokers = \"{brokers}\"\npartitions = 3\n\
+                "[kafka]\nbrokers = \"{brokers}\"\npartitions = 3\nreplication_factor = {replicas}\n\
                  [kafka.topics]\nactivity = \"{activity}\"\nmentorship = \"{mentorship_topic}\"\n\
                  kpi_updates = \"{updates}\"\nkpi_signals = \"{signals}\"\n\
                  [redis]\nurl = \"{redis_url}\"\nkey_prefix = \"{prefix}\"\n\
@@ -144,6 +146,7 @@ impl System {
                  dispatch_interval = \"200ms\"\nsend_timeout = \"2s\"\nretry_base = \"1s\"\n\
                  retry_max = \"5s\"\n[shutdown]\ngrace_period = \"5s\"\n",
                 brokers = config.kafka.brokers,
+                replicas = config.kafka.replication_factor,
                 activity = config.kafka.topics.activity,
                 mentorship_topic = config.kafka.topics.mentorship,
                 updates = config.kafka.topics.kpi_updates,
@@ -160,7 +163,7 @@ impl System {
             config,
             config_file: file,
             processes: BTreeMap::new(),
-            listen,
+            host,
             tenant_id: String::new(),
             api_key: String::new(),
             gateway,
@@ -214,19 +217,19 @@ impl System {
 
     /// `http://host:port` of a service's gRPC.
     pub fn endpoint(&self, service: Service) -> String {
-        format!("http://{}", self.listen[&service].0)
+        format!("http://{}", self.host.addr(service.ports().0))
     }
 
     /// Starts (or starts again) `service` on its addresses.
     pub fn restart(&mut self, service: Service) {
-        let (grpc, admin) = &self.listen[&service];
+        let (grpc, admin) = service.ports();
         let (process, _) = ServiceProcess::start_at(
             binary(service.binary()).to_str().unwrap(),
             self.config_file.path(),
             service.section(),
             &[],
-            grpc,
-            admin,
+            &self.host.addr(grpc).to_string(),
+            &self.host.addr(admin).to_string(),
         );
         self.processes.insert(service, process);
     }

@@ -19,14 +19,10 @@ use tonic_health::pb::health_client::HealthClient;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mentorstream");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("free port")
-        .port()
-}
-
+/// What one run of `mentorstream` gets: its settings, and where its services listen (on an
+/// address of the test's own, so the ports are free when it binds them).
 struct Env {
+    _host: mentorstream_testkit::Host,
     vars: Vec<(String, String)>,
     grpc: Vec<(&'static str, SocketAddr)>,
     admin: Vec<SocketAddr>,
@@ -52,9 +48,10 @@ async fn isolated_env() -> Env {
             mentorstream_testkit::unique("ms-test"),
         ),
     ];
+    let host = mentorstream_testkit::Host::reserve();
     let mut grpc = Vec::new();
     let mut admin = Vec::new();
-    for (section, service) in [
+    for (offset, (section, service)) in [
         ("INGEST", "mentorstream.ingest.v1.IngestService"),
         ("MENTORSHIP", "mentorstream.mentorship.v1.MentorshipService"),
         ("KPI", "mentorstream.kpi.v1.KpiService"),
@@ -62,9 +59,13 @@ async fn isolated_env() -> Env {
             "NOTIFIER",
             "mentorstream.notification.v1.NotificationService",
         ),
-    ] {
-        let grpc_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let admin_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let offset = u16::try_from(offset).expect("four");
+        let grpc_addr = host.addr(50051 + offset);
+        let admin_addr = host.addr(9101 + offset);
         vars.push((
             format!("MENTORSTREAM__{section}__GRPC_LISTEN"),
             grpc_addr.to_string(),
@@ -76,7 +77,12 @@ async fn isolated_env() -> Env {
         grpc.push((service, grpc_addr));
         admin.push(admin_addr);
     }
-    Env { vars, grpc, admin }
+    Env {
+        _host: host,
+        vars,
+        grpc,
+        admin,
+    }
 }
 
 fn mentorstream(env: &Env, args: &[&str]) -> std::process::Output {

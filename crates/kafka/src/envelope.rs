@@ -112,18 +112,27 @@ pub enum EnvelopeError {
     },
 }
 
-/// A consumed record seen through the envelope.
-#[derive(Debug, Clone, Copy)]
-pub struct InboundRecord<'a> {
-    message: &'a BorrowedMessage<'a>,
+/// A consumed record seen through the envelope: one a consumer lent (`BorrowedMessage`), or
+/// one kept (`OwnedMessage`, as readers in tests hold them).
+#[derive(Debug)]
+pub struct InboundRecord<'a, R: Message = BorrowedMessage<'a>> {
+    message: &'a R,
 }
 
-impl<'a> InboundRecord<'a> {
-    pub fn new(message: &'a BorrowedMessage<'a>) -> Self {
+impl<R: Message> Clone for InboundRecord<'_, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<R: Message> Copy for InboundRecord<'_, R> {}
+
+impl<'a, R: Message> InboundRecord<'a, R> {
+    pub fn new(message: &'a R) -> Self {
         Self { message }
     }
 
-    pub fn message(&self) -> &'a BorrowedMessage<'a> {
+    pub fn message(&self) -> &'a R {
         self.message
     }
 
@@ -181,7 +190,7 @@ impl<'a> InboundRecord<'a> {
     }
 }
 
-impl Extractor for InboundRecord<'_> {
+impl<R: Message> Extractor for InboundRecord<'_, R> {
     fn get(&self, key: &str) -> Option<&str> {
         self.header(key)
     }

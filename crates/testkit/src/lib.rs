@@ -4,14 +4,20 @@
 //! topics, consumer groups and Redis key prefixes ([`unique`]), so tests run in parallel and
 //! never see each other's data. The stack's addresses come from the same defaults as the
 //! services, overridable with the usual `MENTORSTREAM__...` variables. A test that must stop
-//! the broker starts a [`PrivateBroker`] of its own; one that needs Redis Cluster starts a
-//! [`RedisCluster`]. The notifier's tests talk to a local chat-bot gateway
-//! ([`WebhookReceiver`]) and mail server ([`SmtpSink`]).
+//! the broker starts a [`KafkaCluster`] of its own (one node, or three for the fault tests);
+//! one that needs Redis Cluster starts a [`RedisCluster`]. Servers a test starts listen on a
+//! loopback address the test reserved ([`Host`]), so no port is released and hoped for. The
+//! notifier's tests talk to a local chat-bot gateway ([`WebhookReceiver`]) and mail server
+//! ([`SmtpSink`]).
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+pub mod host;
+mod kafka;
 mod receivers;
 
+pub use host::{Host, wait_for_listener};
+pub use kafka::{KafkaCluster, read_to_end};
 pub use receivers::{ReceivedEmail, ReceivedWebhook, SmtpSink, WebhookReceiver};
 
 use mentorstream_config::{Config, ExposeSecret};
@@ -50,106 +56,20 @@ pub async fn fresh_database(base: &Config, purpose: &str) -> String {
     format!("{server}/{name}")
 }
 
-/// A Tansu broker of one test's own, on a free port with SQLite storage in a temporary
-/// directory: a test can stop and restart it without disturbing the shared broker and the
-/// tests running against it.
-#[derive(Debug)]
-pub struct PrivateBroker {
-    directory: tempfile::TempDir,
-    port: u16,
-    process: Option<std::process::Child>,
-}
-
-impl PrivateBroker {
-    /// Starts a broker and waits until it accepts connections.
-    pub async fn start() -> Self {
-        let directory = tempfile::tempdir().expect("temporary directory");
-        let port = free_port();
-        let mut broker = Self {
-            directory,
-            port,
-            process: None,
-        };
-        broker.resume().await;
-        broker
-    }
-
-    /// `bootstrap.servers` of this broker.
-    pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// The broker's log, for a failing test to show.
-    pub fn log_path(&self) -> std::path::PathBuf {
-        self.directory.path().join("tansu.log")
-    }
-
-    /// Kills the broker (SIGKILL) and waits until it is gone.
-    pub fn kill(&mut self) {
-        if let Some(mut process) = self.process.take() {
-            let _ = process.kill();
-            let _ = process.wait();
-        }
-    }
-
-    /// Starts the broker again on the same port and storage.
-    pub async fn resume(&mut self) {
-        assert!(self.process.is_none(), "the broker is running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .expect("log");
-        let listener = format!("tcp://127.0.0.1:{}", self.port);
-        let process = std::process::Command::new(tansu_binary())
-            .current_dir(self.directory.path())
-            .args(["broker", "--listener-url", &listener])
-            .args(["--advertised-listener-url", &listener])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start tansu (make stack-up installs it)");
-        self.process = Some(process);
-        wait_for_port(self.port).await;
-    }
-}
-
-impl Drop for PrivateBroker {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// The Tansu binary deploy/local/stack.sh installs: `$TANSU`, else `tansu` on the PATH, else
-/// cargo's bin directory.
-fn tansu_binary() -> std::path::PathBuf {
-    if let Some(path) = std::env::var_os("TANSU") {
-        return path.into();
-    }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|directory| directory.join("tansu"))
-            .find(|candidate| candidate.is_file())
-    });
-    on_path.unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").expect("HOME is set");
-        std::path::Path::new(&home).join(".cargo/bin/tansu")
-    })
-}
-
-/// A Redis of one test's own on a free port, without persistence: a test can kill it and
-/// start it again empty (as after losing its data) without disturbing the shared one.
+/// A Redis of one test's own on its reserved address, without persistence: a test can kill
+/// it and start it again empty (as after losing its data) without disturbing the shared one.
 #[derive(Debug)]
 pub struct PrivateRedis {
-    port: u16,
+    host: Host,
     process: Option<std::process::Child>,
 }
 
 impl PrivateRedis {
+    const PORT: u16 = 6379;
+
     pub async fn start() -> Self {
         let mut redis = Self {
-            port: free_port(),
+            host: Host::reserve(),
             process: None,
         };
         redis.resume().await;
@@ -157,7 +77,7 @@ impl PrivateRedis {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        format!("redis://{}", self.host.addr(Self::PORT))
     }
 
     /// SIGKILL: everything in it is gone.
@@ -172,13 +92,14 @@ impl PrivateRedis {
     pub async fn resume(&mut self) {
         assert!(self.process.is_none(), "redis is running");
         let process = std::process::Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--port", &Self::PORT.to_string()])
+            .args(["--bind", &self.host.ip().to_string()])
             .args(["--save", "", "--appendonly", "no"])
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("start redis-server (make stack-up installs it)");
         self.process = Some(process);
-        wait_for_port(self.port).await;
+        wait_for_listener(self.host.addr(Self::PORT)).await;
     }
 }
 
@@ -189,34 +110,31 @@ impl Drop for PrivateRedis {
 }
 
 /// A Redis Cluster of three primaries of one test's own: local `redis-server` processes in
-/// cluster mode on free ports (each also needs its port + 10000 for the cluster bus), in a
-/// temporary directory, without persistence. Stopped when dropped.
+/// cluster mode on its reserved address (ports 7000–7002, and 17000–17002 for the cluster
+/// bus), in a temporary directory, without persistence. Stopped when dropped.
 #[derive(Debug)]
 pub struct RedisCluster {
     _directory: tempfile::TempDir,
-    ports: Vec<u16>,
+    host: Host,
     processes: Vec<std::process::Child>,
 }
 
 impl RedisCluster {
+    const PORTS: [u16; 3] = [7000, 7001, 7002];
+
     /// Starts three nodes, assigns the slots among them and waits until the cluster is ok.
     pub async fn start() -> Self {
         let directory = tempfile::tempdir().expect("temporary directory");
-        let mut ports = Vec::new();
-        while ports.len() < 3 {
-            let port = free_port();
-            if port < 55_000 && port_is_free(port + 10_000) && !ports.contains(&port) {
-                ports.push(port);
-            }
-        }
+        let host = Host::reserve();
+        let ip = host.ip().to_string();
         let mut processes = Vec::new();
-        for port in &ports {
+        for port in &Self::PORTS {
             let node = directory.path().join(port.to_string());
             std::fs::create_dir(&node).expect("node directory");
             let log = std::fs::File::create(node.join("redis.log")).expect("log");
             let process = std::process::Command::new("redis-server")
                 .current_dir(&node)
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--port", &port.to_string(), "--bind", &ip])
                 .args([
                     "--cluster-enabled",
                     "yes",
@@ -232,17 +150,16 @@ impl RedisCluster {
         }
         let cluster = Self {
             _directory: directory,
-            ports,
+            host,
             processes,
         };
-        for port in &cluster.ports {
-            wait_for_port(*port).await;
-        }
-        let nodes: Vec<String> = cluster
-            .ports
+        let nodes: Vec<String> = Self::PORTS
             .iter()
-            .map(|port| format!("127.0.0.1:{port}"))
+            .map(|port| cluster.host.addr(*port).to_string())
             .collect();
+        for node in &nodes {
+            wait_for_listener(node.parse().expect("address")).await;
+        }
         let created = std::process::Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&nodes)
@@ -254,11 +171,11 @@ impl RedisCluster {
             "redis-cli --cluster create failed: {}",
             String::from_utf8_lossy(&created.stdout)
         );
-        for port in &cluster.ports {
+        for port in &Self::PORTS {
             let mut ok = false;
             for _ in 0..200 {
                 let info = std::process::Command::new("redis-cli")
-                    .args(["-p", &port.to_string(), "cluster", "info"])
+                    .args(["-h", &ip, "-p", &port.to_string(), "cluster", "info"])
                     .output()
                     .expect("run redis-cli");
                 if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
@@ -277,7 +194,7 @@ impl RedisCluster {
 
     /// The URL of one node; clients discover the others from it.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.ports[0])
+        format!("redis://{}", self.host.addr(Self::PORTS[0]))
     }
 
     /// `base`'s Redis settings pointed at this cluster.
@@ -300,31 +217,6 @@ impl Drop for RedisCluster {
             let _ = process.wait();
         }
     }
-}
-
-/// A port nothing listens on now (the OS's choice).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-fn port_is_free(port: u16) -> bool {
-    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
-}
-
-async fn wait_for_port(port: u16) {
-    for _ in 0..600 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("nothing listened on {port} within 30 s");
 }
 
 /// A service binary running as its own process (as on Kubernetes), on ports the OS chooses,

@@ -21,15 +21,10 @@ use mentorstream_proto::ingest::v1::{
 use mentorstream_redis::KeySpace;
 use mentorstream_runtime::{Context, Listeners};
 use mentorstream_tenancy::NewTenant;
-use mentorstream_testkit::{PrivateBroker, fresh_database, unique};
+use mentorstream_testkit::{KafkaCluster, fresh_database, unique};
 use prost::Message as _;
-use rdkafka::consumer::{Consumer as _, StreamConsumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use tonic::transport::Channel;
 use tonic::{Code, Request};
-
-const WAIT: Duration = Duration::from_secs(60);
 
 /// The tests' "now", to the second: events built from it at different moments are equal.
 static NOW: LazyLock<DateTime<Utc>> = LazyLock::new(|| {
@@ -228,58 +223,23 @@ struct Record {
     event: ActivityEvent,
 }
 
-/// Key of the marker [`records`] appends to every partition.
-const END_MARKER: &[u8] = b"test-end-marker";
-
-/// Every record on `topic`. An end marker produced to each partition after everything else
-/// tells when a partition has been read to its end (Tansu's high watermarks can lag behind
-/// acknowledged records, so they cannot tell).
+/// Every record on `topic`, read to the partitions' ends.
 async fn records(kafka: &KafkaConfig, topic: &str) -> Vec<Record> {
-    let producer: FutureProducer = mentorstream_kafka::client_config(kafka)
-        .create()
-        .expect("producer");
-    let mut assignment = TopicPartitionList::new();
-    for partition in 0..kafka.partitions {
-        let marker = FutureRecord::<[u8], [u8]>::to(topic)
-            .partition(partition)
-            .key(END_MARKER)
-            .payload(END_MARKER);
-        producer
-            .send(marker, WAIT)
-            .await
-            .expect("end marker acknowledged");
-        assignment
-            .add_partition_offset(topic, partition, Offset::Beginning)
-            .expect("partition");
-    }
-    let consumer: StreamConsumer = mentorstream_kafka::client_config(kafka)
-        .set("group.id", unique("g"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    consumer.assign(&assignment).expect("assign");
-    let mut partitions_to_end = kafka.partitions;
-    let mut records = Vec::new();
-    while partitions_to_end > 0 {
-        let message = tokio::time::timeout(WAIT, consumer.recv())
-            .await
-            .expect("records up to the end markers")
-            .expect("consumed");
-        if message.key() == Some(END_MARKER) {
-            partitions_to_end -= 1;
-            continue;
-        }
-        let inbound = InboundRecord::new(&message);
-        let cloud_event = inbound.cloud_event().expect("CloudEvents headers");
-        records.push(Record {
-            key: String::from_utf8(message.key().expect("key").to_vec()).expect("utf-8 key"),
-            ce_id: cloud_event.id,
-            ce_source: cloud_event.source,
-            traceparent: inbound.header("traceparent").map(str::to_owned),
-            event: inbound.decode().expect("an ActivityEvent"),
-        });
-    }
-    records
+    mentorstream_testkit::read_to_end(kafka, topic)
+        .await
+        .iter()
+        .map(|message| {
+            let inbound = InboundRecord::new(message);
+            let cloud_event = inbound.cloud_event().expect("CloudEvents headers");
+            Record {
+                key: String::from_utf8(message.key().expect("key").to_vec()).expect("utf-8 key"),
+                ce_id: cloud_event.id,
+                ce_source: cloud_event.source,
+                traceparent: inbound.header("traceparent").map(str::to_owned),
+                event: inbound.decode().expect("an ActivityEvent"),
+            }
+        })
+        .collect()
 }
 
 /// `(source, source_event_id)` of each record, counted.
@@ -548,7 +508,7 @@ async fn whole_requests_over_the_limits_or_without_the_scope_are_refused() {
 
 #[tokio::test]
 async fn with_the_broker_down_ingest_is_unavailable_and_the_retry_is_accepted_not_duplicate() {
-    let mut broker = PrivateBroker::start().await;
+    let mut broker = KafkaCluster::single().await;
     let brokers = broker.brokers();
     let mut ingest = Ingest::start(|config| {
         config.kafka.brokers = brokers;
@@ -561,7 +521,7 @@ async fn with_the_broker_down_ingest_is_unavailable_and_the_retry_is_accepted_no
         .expect("broker up");
     assert_eq!(before, [accepted(0)]);
 
-    broker.kill();
+    broker.kill(0);
     let batch = vec![
         order("o-1", "p-1", "5"),
         ping("during-1", "p-1"),
@@ -577,7 +537,7 @@ async fn with_the_broker_down_ingest_is_unavailable_and_the_retry_is_accepted_no
         refused.message()
     );
 
-    broker.resume().await;
+    broker.resume(0).await;
     let mut retried = ingest.ingest(batch.clone()).await;
     for _ in 0..20 {
         match &retried {

@@ -1,7 +1,9 @@
-//! Fault runs, on a broker and a Redis of the test's own: while a simulated company streams
-//! in, every service is killed with SIGKILL and restarted, then the broker; afterwards Redis
-//! loses everything and `mentorstream kpi rebuild` recomputes the KPIs from Kafka. Every
-//! number still equals the oracle, every notification arrived, none twice for one cause.
+//! Fault runs, on a three-node Kafka cluster (3 replicas, 2 in sync required) and a Redis of
+//! the test's own: while a simulated company streams in, every service is killed with SIGKILL
+//! and restarted, then the broker leading activity partition 0 is killed, the stream goes on
+//! without it, and it is restarted; afterwards Redis loses everything and `mentorstream kpi
+//! rebuild` recomputes the KPIs from Kafka. Every number still equals the oracle (each
+//! accepted event counted once), every notification arrived, none twice for one cause.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
@@ -46,20 +48,23 @@ async fn kills_restarts_and_a_lost_redis_change_no_number_and_lose_no_notificati
     let mut driver = system.driver();
     let sent = driver.sent.clone();
     let driving = tokio::spawn(async move { driver.run(&messy).await });
-    // Each fault at its share of the stream; every service comes back at once.
-    let faults: [(u64, &str); 5] = [
+    // Each fault at its share of the stream; every service comes back at once, the broker
+    // after a tenth of the stream went on without it.
+    let faults: [(u64, &str); 6] = [
         (15, "ingest"),
         (30, "mentorship"),
         (45, "kpi-aggregator"),
         (60, "notifier"),
-        (75, "broker"),
+        (70, "activity leader"),
+        (80, "activity leader back"),
     ];
+    let mut killed_leader = None;
     for (percent, what) in faults {
         while sent.load(Ordering::Relaxed) * 100 < total * percent && !driving.is_finished() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         eprintln!(
-            "fault at step {} of {total}: kill -9 {what}",
+            "fault at step {} of {total}: {what}",
             sent.load(Ordering::Relaxed)
         );
         let service = match what {
@@ -75,9 +80,17 @@ async fn kills_restarts_and_a_lost_redis_change_no_number_and_lose_no_notificati
                 system.restart(service);
             }
             None => {
-                let broker = system.broker.as_mut().expect("private broker");
-                broker.kill();
-                broker.resume().await;
+                let activity = system.config.kafka.topics.activity.clone();
+                let broker = system.broker.as_mut().expect("private cluster");
+                match killed_leader.take() {
+                    None => {
+                        let leader = broker.leader_of(&activity, 0);
+                        eprintln!("kill -9 broker {leader}, the leader of {activity}/0");
+                        broker.kill(leader);
+                        killed_leader = Some(leader);
+                    }
+                    Some(leader) => broker.resume(leader).await,
+                }
             }
         }
     }

@@ -1,5 +1,5 @@
 //! Acknowledged records survive a crash of the broker: SIGKILL, then a restart on the same
-//! storage. A private broker with durable (SQLite) storage, so the shared one is not disturbed.
+//! storage. A private single-node Kafka, so the shared one is not disturbed.
 
 use std::time::Duration;
 
@@ -7,14 +7,14 @@ use chrono::Utc;
 use mentorstream_config::Config;
 use mentorstream_kafka::admin::{TopicSpec, ensure_topics};
 use mentorstream_kafka::{CloudEvent, Consumer, Message, OutboundRecord, Producer};
-use mentorstream_testkit::{PrivateBroker, unique};
+use mentorstream_testkit::{KafkaCluster, unique};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 #[tokio::test]
 async fn acknowledged_records_survive_a_broker_crash() {
     mentorstream_telemetry::init_for_tests();
-    let mut broker = PrivateBroker::start().await;
+    let mut broker = KafkaCluster::single().await;
     let mut kafka = Config::load(None).expect("defaults").kafka;
     kafka.brokers = broker.brokers();
     kafka.partitions = 3;
@@ -43,8 +43,8 @@ async fn acknowledged_records_survive_a_broker_crash() {
     }
     drop(producer);
 
-    broker.kill();
-    broker.resume().await;
+    broker.kill(0);
+    broker.resume(0).await;
 
     let consumer = Consumer::new(&kafka, &unique("g"), &[&topic]).expect("consumer");
     let mut received = Vec::new();

@@ -5,11 +5,8 @@
 
 use std::time::Duration;
 
-use futures::StreamExt as _;
 use mentorstream_config::{Config, ExposeSecret};
-use mentorstream_kafka::{
-    CloudEvent, Consumer, InboundRecord, Message as _, OutboundRecord, Producer,
-};
+use mentorstream_kafka::{CloudEvent, InboundRecord, Message as _, OutboundRecord, Producer};
 use mentorstream_proto::activity::v1::{ActivityEvent, PartnerEnrolled, activity_event};
 use mentorstream_proto::mentorship::v1::mentorship_service_client::MentorshipServiceClient;
 use mentorstream_proto::mentorship::v1::{
@@ -314,16 +311,14 @@ impl Service {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        // Every outbox row, read back from the topic. Counting rows rather than reading to
-        // the partitions' ends: Tansu reports high watermarks that lag behind acknowledged
-        // records.
+        // Every outbox row, read back from the topic to its end.
         let mut expected: Vec<String> = sqlx::query_scalar("SELECT event_id FROM outbox")
             .fetch_all(&self.pool)
             .await
             .expect("event ids");
         expected.sort();
         let kafka = &self.context.config.kafka;
-        let records = read_topic(kafka, &kafka.topics.mentorship, expected.len()).await;
+        let records = read_topic(kafka, &kafka.topics.mentorship).await;
         let mut published: Vec<String> = records
             .iter()
             .map(|(_, event)| event.event_id.clone())
@@ -342,24 +337,18 @@ impl Service {
     }
 }
 
-/// The first `count` records of `topic` from the start, as (key, event), in partition order.
+/// Every record of `topic`, read to its end, as (key, event), in partition order.
 pub async fn read_topic(
     kafka: &mentorstream_config::KafkaConfig,
     topic: &str,
-    count: usize,
 ) -> Vec<(String, MentorshipEvent)> {
-    let consumer = Consumer::new(kafka, &unique("reader"), &[topic]).expect("consumer");
-    let mut stream = consumer.inner().stream();
-    let mut records = Vec::with_capacity(count);
-    while records.len() < count {
-        let message = tokio::time::timeout(WAIT, stream.next())
-            .await
-            .unwrap_or_else(|_| panic!("{} of {count} records on {topic}", records.len()))
-            .expect("stream")
-            .expect("message");
-        let key = String::from_utf8(message.key().expect("key").to_vec()).expect("utf-8");
-        let event: MentorshipEvent = InboundRecord::new(&message).decode().expect("event");
-        records.push((key, event));
-    }
-    records
+    mentorstream_testkit::read_to_end(kafka, topic)
+        .await
+        .iter()
+        .map(|message| {
+            let key = String::from_utf8(message.key().expect("key").to_vec()).expect("utf-8");
+            let event: MentorshipEvent = InboundRecord::new(message).decode().expect("event");
+            (key, event)
+        })
+        .collect()
 }
