@@ -8,7 +8,6 @@ import json
 import time
 
 from quixstreams import Application
-from quixstreams.models import TopicConfig
 
 from activity import cpu, facts
 
@@ -20,7 +19,6 @@ def main():
     parser.add_argument("--group", required=True)
     parser.add_argument("--state", required=True)
     parser.add_argument("--records", type=int, required=True)
-    parser.add_argument("--partitions", type=int, required=True)
     # Enrolments with a sponsor: each also passes through the repartition topic.
     parser.add_argument("--recruits", type=int, required=True)
     # The bench passes every peer the same arguments; each takes what it needs.
@@ -35,15 +33,7 @@ def main():
         auto_create_topics=True,
         use_changelog_topics=False,
     )
-    # Tansu does not answer DescribeConfigs: the configuration Quix would read is given.
-    config = TopicConfig(
-        num_partitions=args.partitions,
-        replication_factor=1,
-        extra_config={"retention.ms": "604800000"},
-    )
-    topic = app.topic(
-        args.topic, value_deserializer="bytes", key_deserializer="bytes", config=config
-    )
+    topic = app.topic(args.topic, value_deserializer="bytes", key_deserializer="bytes")
     progress = {"seen": 0, "recruits": 0, "started": None, "cpu": None}
 
     def done():

@@ -179,7 +179,6 @@ impl IngestConfig {
 pub struct KpiConfig {
     pub grpc_listen: SocketAddr,
     pub admin_listen: SocketAddr,
-    pub partitions: PartitionAssignment,
     /// How often the aggregator looks for partners who became inactive.
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
@@ -193,56 +192,6 @@ impl KpiConfig {
         ServiceEndpoints {
             grpc_listen: self.grpc_listen,
             admin_listen: self.admin_listen,
-        }
-    }
-}
-
-/// How a service instance gets the partitions of the topics it consumes.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "RawAssignment")]
-pub enum PartitionAssignment {
-    /// `"group"`: the instances of the consumer group share the partitions (several replicas).
-    Group,
-    /// `"all"`: this instance reads every partition itself, resuming from the group's committed
-    /// offsets, with no group coordination (one replica; Tansu 0.6 does not move a crashed
-    /// member's partitions to a restarted one).
-    All,
-    /// `[0, 2]`: this instance reads these partitions of each topic, as `All` does, so that
-    /// replicas can split the partitions statically where no group coordinator can.
-    Only(Vec<i32>),
-}
-
-impl PartitionAssignment {
-    /// The partitions an assigned (not group) instance reads, of `partitions` in all.
-    pub fn assigned(&self, partitions: i32) -> Option<Vec<i32>> {
-        match self {
-            Self::Group => None,
-            Self::All => Some((0..partitions).collect()),
-            Self::Only(chosen) => Some(chosen.clone()),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawAssignment {
-    Name(String),
-    List(Vec<i32>),
-}
-
-impl TryFrom<RawAssignment> for PartitionAssignment {
-    type Error = String;
-
-    fn try_from(raw: RawAssignment) -> Result<Self, Self::Error> {
-        match raw {
-            RawAssignment::Name(name) if name == "group" => Ok(Self::Group),
-            RawAssignment::Name(name) if name == "all" => Ok(Self::All),
-            RawAssignment::List(partitions) if partitions.iter().all(|p| *p >= 0) => {
-                Ok(Self::Only(partitions))
-            }
-            _ => Err(
-                "must be \"all\", \"group\" or a list of partition numbers such as [0, 2]".into(),
-            ),
         }
     }
 }
@@ -262,8 +211,6 @@ pub struct MentorshipConfig {
     pub missed_check_interval: Duration,
     /// Where KpiService answers, for live goal progress (`http://host:port`).
     pub kpi_endpoint: String,
-    /// How an instance gets the partitions of the topics it follows (activity, signals).
-    pub partitions: PartitionAssignment,
 }
 
 impl MentorshipConfig {
@@ -298,8 +245,6 @@ pub struct NotifierConfig {
     /// How long the gateway or the SMTP server may take to answer one attempt.
     #[serde(with = "humantime_serde")]
     pub send_timeout: Duration,
-    /// How an instance gets the partitions of the topics it follows (mentorship, signals).
-    pub partitions: PartitionAssignment,
 }
 
 impl NotifierConfig {
@@ -474,27 +419,6 @@ mod tests {
             assert_eq!(config.kafka.partitions, 3);
             assert_eq!(config.telemetry.log_format, LogFormat::Json);
             assert_eq!(config.shutdown.grace_period, Duration::from_secs(3));
-            Ok(())
-        });
-    }
-
-    #[test]
-    fn an_aggregator_reads_all_its_groups_or_listed_partitions() {
-        Jail::expect_with(|jail| {
-            jail.create_file("ms.toml", "[kpi]\npartitions = [0, 2]\n")?;
-            let config = load_in(jail, Some("ms.toml")).expect("valid");
-            assert_eq!(config.kpi.partitions, PartitionAssignment::Only(vec![0, 2]));
-            assert_eq!(config.kpi.partitions.assigned(6), Some(vec![0, 2]));
-            assert_eq!(PartitionAssignment::All.assigned(3), Some(vec![0, 1, 2]));
-            assert_eq!(PartitionAssignment::Group.assigned(3), None);
-            jail.create_file("bad.toml", "[kpi]\npartitions = \"some\"\n")?;
-            let err = load_in(jail, Some("bad.toml")).expect_err("unknown mode");
-            assert!(
-                err.to_string().contains(
-                    "must be \"all\", \"group\" or a list of partition numbers such as [0, 2]"
-                ),
-                "{err}"
-            );
             Ok(())
         });
     }

@@ -1,26 +1,31 @@
 use std::future::Future;
 use std::time::Duration;
 
-use mentorstream_config::{KafkaConfig, PartitionAssignment};
+use mentorstream_config::KafkaConfig;
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{DeadLetters, InboundRecord, KafkaError, client_config};
 
-/// The consumers' client context: librdkafka also reports the end of a partition as a global
-/// error when `enable.partition.eof` is on, which is not one; it is logged at debug level, and
-/// real errors as errors.
+/// The consumers' client context.
+///
+/// - librdkafka also reports the end of a partition as a global error when
+///   `enable.partition.eof` is on, which is not one; it is logged at debug level, and real
+///   errors as errors.
+/// - Partitions that a rebalance assigns or revokes are logged.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Context;
 
 impl ClientContext for Context {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         use rdkafka::error::KafkaError as Error;
-        use rdkafka::types::RDKafkaErrorCode;
         if matches!(
             error,
             Error::PartitionEOF(_) | Error::Global(RDKafkaErrorCode::PartitionEOF)
@@ -32,11 +37,38 @@ impl ClientContext for Context {
     }
 }
 
-impl ConsumerContext for Context {}
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            tracing::info!(revoked = %describe(partitions), "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(partitions) = rebalance {
+            tracing::info!(assigned = %describe(partitions), "partitions assigned");
+        }
+    }
+}
+
+/// `topic/partition` of each entry of `partitions`, comma-separated, for logs.
+fn describe(partitions: &TopicPartitionList) -> String {
+    partitions
+        .elements()
+        .iter()
+        .map(|entry| format!("{}/{}", entry.topic(), entry.partition()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
 
 /// A group consumer whose offsets move only when the application says a record is applied:
-/// automatic offset *storing* is off, and commits (periodic, and on [`Consumer::commit`])
-/// carry only stored offsets. A crash therefore redelivers, it never skips.
+/// automatic offset *storing* is off, and commits carry only stored offsets: periodic ones, on
+/// [`Consumer::commit`], and the one librdkafka makes (with `enable.auto.commit`) before a
+/// rebalance revokes partitions, so that their next owner starts right after what was
+/// applied. Records in flight were not stored and are delivered again there (every handler
+/// is idempotent); a crash redelivers likewise. Nothing is ever skipped. Members share the partitions with the
+/// cooperative-sticky assignor: a rebalance moves only the partitions that must move, and the
+/// others are read on without a pause.
 pub struct Consumer {
     inner: StreamConsumer<Context>,
     group: String,
@@ -70,23 +102,10 @@ impl Consumer {
         Ok(consumer)
     }
 
-    /// The consumer of `topic` in `group` as `assignment` says: a member of the group
-    /// (`"group"`, the replicas share the partitions) or reading its partitions itself.
-    pub fn of(
-        config: &KafkaConfig,
-        group: &str,
-        topic: &str,
-        assignment: &PartitionAssignment,
-        properties: &[(&str, &str)],
-    ) -> Result<Self, KafkaError> {
-        match assignment.assigned(config.partitions) {
-            None => Self::with_properties(config, group, &[topic], properties),
-            Some(partitions) => Self::assigned(config, group, topic, &partitions, properties),
-        }
-    }
-
     /// A consumer of `partitions` of `topic` without group membership: it resumes from the
-    /// group's committed offsets and commits to them, but no coordinator moves partitions.
+    /// group's committed offsets and commits to them, but no coordinator moves partitions. For
+    /// bounded readers that must see every partition themselves (`kpi rebuild`, the bench),
+    /// never for a service's replicas.
     pub fn assigned(
         config: &KafkaConfig,
         group: &str,
@@ -121,11 +140,7 @@ impl Consumer {
             .set("auto.commit.interval.ms", "1000")
             .set("auto.offset.reset", "earliest")
             .set("isolation.level", "read_committed")
-            // How long the broker may hold a fetch. Tansu 0.6 holds it this long even when
-            // records are waiting: at librdkafka's 500 ms default, accepted events took a
-            // median 491 ms to show in KPIs (make bench, freshness), at 10 ms 28 ms. Kafka
-            // answers as soon as a record is there, so there this only bounds idle polling.
-            .set("fetch.wait.max.ms", "10")
+            .set("partition.assignment.strategy", "cooperative-sticky")
             // Records prefetched ahead of the application, per consumer. librdkafka's default
             // (64 MiB) is a quarter of the aggregator's whole memory budget (DESIGN.md §11)
             // for each of its consumers; a few MiB keep a batch of 4096 records ready.
@@ -163,11 +178,22 @@ impl Consumer {
         self.inner.recv().await.map_err(KafkaError::Consume)
     }
 
-    /// Marks `message` as applied: its offset will be committed.
+    /// Marks `message` as applied: its offset will be committed. A record whose partition a
+    /// rebalance took away meanwhile is not stored: its new owner reads it again.
     pub fn store(&self, message: &BorrowedMessage<'_>) -> Result<(), KafkaError> {
-        self.inner
-            .store_offset_from_message(message)
-            .map_err(KafkaError::Consume)
+        match self.inner.store_offset_from_message(message) {
+            Ok(()) => Ok(()),
+            Err(rdkafka::error::KafkaError::StoreOffset(RDKafkaErrorCode::State)) => {
+                tracing::debug!(
+                    topic = message.topic(),
+                    partition = message.partition(),
+                    offset = message.offset(),
+                    "applied after its partition was revoked; its new owner reads it again"
+                );
+                Ok(())
+            }
+            Err(error) => Err(KafkaError::Consume(error)),
+        }
     }
 
     /// Commits the stored offsets now and waits for the broker.
@@ -175,9 +201,7 @@ impl Consumer {
         match self.inner.commit_consumer_state(CommitMode::Sync) {
             Ok(()) => Ok(()),
             // Nothing stored since the last commit.
-            Err(rdkafka::error::KafkaError::ConsumerCommit(
-                rdkafka::types::RDKafkaErrorCode::NoOffset,
-            )) => Ok(()),
+            Err(rdkafka::error::KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
             Err(source) => Err(KafkaError::Commit {
                 group: self.group.clone(),
                 source,
@@ -191,9 +215,7 @@ impl Consumer {
     pub fn commit_in_background(&self) -> Result<(), KafkaError> {
         match self.inner.commit_consumer_state(CommitMode::Async) {
             Ok(())
-            | Err(rdkafka::error::KafkaError::ConsumerCommit(
-                rdkafka::types::RDKafkaErrorCode::NoOffset,
-            )) => Ok(()),
+            | Err(rdkafka::error::KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
             Err(source) => Err(KafkaError::Commit {
                 group: self.group.clone(),
                 source,

@@ -25,11 +25,11 @@ pub struct Delivery {
 /// An idempotent producer with `acks=all`: a record's [`PendingDelivery`] resolves only after
 /// the broker acknowledged it, and retries inside librdkafka never duplicate or reorder it.
 ///
-/// After a failed delivery the underlying client is replaced before the next record, so no
-/// in-doubt idempotence state (producer id, sequence numbers) carries over into later records:
-/// a broker that lost or fenced that state would otherwise refuse every later record (Tansu
-/// 0.6 restarted after a crash does). Records already in flight finish on the client they were
-/// enqueued on.
+/// A failed delivery that left the client with a fatal error (librdkafka could not recover
+/// the idempotence state — producer id, sequence numbers — e.g. after the broker fenced it)
+/// makes it refuse every later record: it is replaced before the next one. Timeouts and
+/// passing broker trouble are not fatal; librdkafka recovers from them itself (bumping the
+/// producer epoch). Records already in flight finish on the client they were enqueued on.
 #[derive(Clone)]
 pub struct Producer {
     shared: Arc<Shared>,
@@ -145,17 +145,22 @@ impl Shared {
             .clone()
     }
 
-    /// Replaces the client after generation `failed` failed, unless that already happened.
+    /// Replaces the client after generation `failed` failed fatally, unless that already
+    /// happened.
     fn renew(&self, failed: u64) {
         let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
         if current.number != failed {
             return;
         }
+        let Some((code, reason)) = current.client.client().fatal_error() else {
+            return;
+        };
+        tracing::warn!(%code, %reason, "the Kafka producer failed fatally");
         match create(&self.config) {
             Ok(client) => {
                 tracing::info!(
                     generation = failed + 1,
-                    "replaced the Kafka producer after a failed delivery"
+                    "replaced the Kafka producer after a fatal error"
                 );
                 *current = Generation {
                     client,

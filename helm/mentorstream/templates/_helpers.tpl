@@ -54,24 +54,28 @@ ingest:
   section: ingest
   redis: true
   databases: []
+  consumes: false
 mentorship:
   key: mentorship
   binary: mentorstream-mentorship
   section: mentorship
   redis: false
   databases: [mentorship]
+  consumes: true
 kpi-aggregator:
   key: kpiAggregator
   binary: mentorstream-kpi-aggregator
   section: kpi
   redis: true
   databases: []
+  consumes: true
 notifier:
   key: notifier
   binary: mentorstream-notifier
   section: notifier
   redis: false
   databases: [notifier]
+  consumes: true
 {{- end -}}
 
 {{- define "mentorstream.scheme" -}}
@@ -182,7 +186,7 @@ seccompProfile:
 {{- if and $values.autoscaling.enabled (gt (int $values.autoscaling.minReplicas) (int $values.autoscaling.maxReplicas)) -}}
 {{- fail (printf "%s.autoscaling.minReplicas (%v) must not exceed maxReplicas (%v)" $key $values.autoscaling.minReplicas $values.autoscaling.maxReplicas) -}}
 {{- end -}}
-{{- if and (hasKey $values.settings "partitions") (eq (toString $values.settings.partitions) "group") -}}
+{{- if $service.consumes -}}
 {{- if gt (int $values.replicas) $partitions -}}
 {{- fail (printf "%s.replicas (%v) exceeds kafka.partitions (%d): the extra consumers would get no partition" $key $values.replicas $partitions) -}}
 {{- end -}}
@@ -197,9 +201,6 @@ seccompProfile:
 {{- end -}}
 {{- if gt (int .Values.kpiAggregator.keda.maxReplicas) $partitions -}}
 {{- fail (printf "kpiAggregator.keda.maxReplicas (%v) exceeds kafka.partitions (%d): the extra consumers would get no partition" .Values.kpiAggregator.keda.maxReplicas $partitions) -}}
-{{- end -}}
-{{- if ne (toString .Values.kpiAggregator.settings.partitions) "group" -}}
-{{- fail "kpiAggregator.keda.enabled needs settings.partitions \"group\": with \"all\" every replica reads every partition" -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}

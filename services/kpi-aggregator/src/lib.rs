@@ -152,7 +152,7 @@ impl Pipeline {
                 .with_targets(Arc::new(context.tenants.clone()))
                 .with_updates(pending_updates.clone());
             current.send_replace(Some(namespace.clone()));
-            tracing::info!(generation, partitions = ?config.kpi.partitions, "consuming");
+            tracing::info!(generation, "consuming");
             let aggregator = Aggregator {
                 activity_topic: config.kafka.topics.activity.clone(),
                 store: namespace.store.clone(),
@@ -270,14 +270,12 @@ async fn sweep_inactive(
     }
 }
 
-/// The consumer of `topic` in `group`; in `partitions = "group"` mode the replicas share each
-/// topic's partitions.
+/// The consumer of `topic` in `group`: the replicas share each topic's partitions.
 pub fn consumer(config: &Config, group: &str, topic: &str) -> Result<Consumer, KafkaError> {
-    Consumer::of(
+    Consumer::with_properties(
         &config.kafka,
         group,
-        topic,
-        &config.kpi.partitions,
+        &[topic],
         &[("enable.partition.eof", "true")],
     )
 }

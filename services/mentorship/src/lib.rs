@@ -105,12 +105,10 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
         wake.clone(),
         context.shutdown.token(),
     );
-    let consumer = Consumer::of(
+    let consumer = Consumer::new(
         &config.kafka,
         &partners_group(config),
-        &config.kafka.topics.activity,
-        &config.mentorship.partitions,
-        &[],
+        &[&config.kafka.topics.activity],
     )?;
     let dead_letters = DeadLetters::new(Producer::new(&config.kafka, DELIVERY_TIMEOUT)?);
     let following = async {
@@ -127,12 +125,10 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
         }
         followed
     };
-    let signals_consumer = Consumer::of(
+    let signals_consumer = Consumer::new(
         &config.kafka,
         &signals_group(config),
-        &config.kafka.topics.kpi_signals,
-        &config.mentorship.partitions,
-        &[],
+        &[&config.kafka.topics.kpi_signals],
     )?;
     let signalling = async {
         let mut signals = plans::GoalSignals {

@@ -112,19 +112,15 @@ pub async fn run_with_clock(
     migrate(&pool).await?;
     let wake = Arc::new(Notify::new());
     let dead_letters = DeadLetters::new(Producer::new(&config.kafka, DELIVERY_TIMEOUT)?);
-    let mentorship_consumer = Consumer::of(
+    let mentorship_consumer = Consumer::new(
         &config.kafka,
         &mentorship_group(config),
-        &config.kafka.topics.mentorship,
-        &config.notifier.partitions,
-        &[],
+        &[&config.kafka.topics.mentorship],
     )?;
-    let signals_consumer = Consumer::of(
+    let signals_consumer = Consumer::new(
         &config.kafka,
         &signals_group(config),
-        &config.kafka.topics.kpi_signals,
-        &config.notifier.partitions,
-        &[],
+        &[&config.kafka.topics.kpi_signals],
     )?;
     let mut mentorship = causes::MentorshipFollower {
         pool: pool.clone(),

@@ -12,6 +12,7 @@ use mentorstream_kafka::{
 };
 use mentorstream_proto::activity::v1::{ActivityEvent, ActivityPing, PingKind, activity_event};
 use mentorstream_testkit::unique;
+use rdkafka::consumer::Consumer as _;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -243,7 +244,7 @@ async fn shutdown_commits_the_offsets_of_what_was_processed() {
 #[tokio::test]
 async fn a_producer_fails_while_its_broker_is_down_and_works_again_after_a_crash_restart() {
     mentorstream_telemetry::init_for_tests();
-    let mut broker = mentorstream_testkit::PrivateBroker::start().await;
+    let mut broker = mentorstream_testkit::KafkaCluster::single().await;
     let mut kafka = kafka_config();
     kafka.brokers = broker.brokers();
     let topic = topic(&kafka, "crash").await;
@@ -259,11 +260,11 @@ async fn a_producer_fails_while_its_broker_is_down_and_works_again_after_a_crash
     };
     send("before").await.expect("broker up");
 
-    broker.kill();
+    broker.kill(0);
     let failed = send("during").await.expect_err("broker down");
     assert!(failed.to_string().contains("Message timed out"), "{failed}");
 
-    broker.resume().await;
+    broker.resume(0).await;
     let mut after = send("after").await;
     for _ in 0..20 {
         if after.is_ok() {
@@ -273,4 +274,73 @@ async fn a_producer_fails_while_its_broker_is_down_and_works_again_after_a_crash
         after = send("after").await;
     }
     after.expect("the producer recovers once the broker is back");
+}
+
+/// A rebalance that moves partitions away from a member commits what it applied of them
+/// first: the new owner starts right after it, even with no periodic commit in between.
+#[tokio::test]
+async fn partitions_revoked_in_a_rebalance_move_with_the_offsets_of_what_was_applied() {
+    mentorstream_telemetry::init_for_tests();
+    let mut kafka = kafka_config();
+    // Only the rebalance (or a shutdown) can commit within this test.
+    kafka
+        .properties
+        .insert("auto.commit.interval.ms".into(), "3600000".into());
+    let topic = topic(&kafka, "revoke").await;
+    let producer = Producer::new(&kafka, WAIT).expect("producer");
+    let send = async |id: String, partition: i32| {
+        producer
+            .send(&record(&topic, "k", &ping("p", &id)).to_partition(partition))
+            .await
+            .expect("sent");
+    };
+    for partition in 0..kafka.partitions {
+        send(format!("before-{partition}"), partition).await;
+    }
+    let group = unique("g");
+    let first = Consumer::new(&kafka, &group, &[&topic]).expect("first member");
+    for _ in 0..kafka.partitions {
+        let message = tokio::time::timeout(WAIT, first.recv())
+            .await
+            .expect("every record within a minute")
+            .expect("consumed");
+        first.store(&message).expect("stored");
+    }
+
+    // A second member joins; the first keeps polling, which runs its part of the rebalance.
+    // Once the second has partitions, a new record goes to every partition.
+    let second = Consumer::new(&kafka, &group, &[&topic]).expect("second member");
+    let mut sent_after = false;
+    let mut check = tokio::time::interval(Duration::from_millis(100));
+    let first_seen_by_second = tokio::time::timeout(WAIT, async {
+        loop {
+            tokio::select! {
+                message = first.recv() => {
+                    let message = message.expect("consumed");
+                    first.store(&message).expect("stored");
+                }
+                message = second.recv() => {
+                    let message = message.expect("consumed");
+                    let event: ActivityEvent =
+                        InboundRecord::new(&message).decode().expect("event");
+                    return event.source_event_id;
+                }
+                _ = check.tick(), if !sent_after => {
+                    let assigned = second.inner().assignment().expect("assignment").count();
+                    if assigned > 0 {
+                        for partition in 0..kafka.partitions {
+                            send(format!("after-{partition}"), partition).await;
+                        }
+                        sent_after = true;
+                    }
+                }
+            }
+        }
+    })
+    .await
+    .expect("the second member gets partitions and a record within a minute");
+    assert!(
+        first_seen_by_second.starts_with("after-"),
+        "the second member read {first_seen_by_second}, which the first had applied"
+    );
 }

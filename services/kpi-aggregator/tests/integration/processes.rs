@@ -1,15 +1,16 @@
-//! The aggregator as real processes (its own binary, as on Kubernetes): killed with SIGKILL
-//! mid-stream and restarted; instances that split the partitions statically, overlap and take
-//! over from each other; and (against Kafka) two instances sharing one consumer group while
-//! partitions move between them. The scorecards afterwards equal the rules applied to the
-//! event set.
+//! The aggregator as real processes (its own binary, as on Kubernetes), always members of one
+//! consumer group: killed with SIGKILL mid-stream and restarted; paused (SIGSTOP) until the
+//! group gives its partitions away and then resumed as a zombie that still writes; and, on a
+//! three-node Kafka cluster, two then three instances sharing the partitions while one is
+//! killed and another added. The scorecards afterwards equal the rules applied to the event
+//! set.
 
 use crate::scenario;
 
 use mentorstream_config::Config;
 use mentorstream_proto::kpi::v1::{SubjectKind, WindowKind};
 use mentorstream_tenancy::Tenants;
-use mentorstream_testkit::{ServiceProcess, fresh_database, unique};
+use mentorstream_testkit::{KafkaCluster, ServiceProcess, fresh_database, unique};
 use scenario::live::{
     Reader, assert_scorecards, create_tenant, numbers, produce, produce_sentinels, wait_for, window,
 };
@@ -26,9 +27,12 @@ struct Deployment {
 }
 
 impl Deployment {
-    /// `partitions`: "all" (one instance reads every partition) or "group".
-    async fn new(partitions: &str) -> Self {
+    /// On the shared broker, or on `cluster`.
+    async fn new(cluster: Option<&KafkaCluster>) -> Self {
         let mut config = Config::load(None).expect("defaults");
+        if let Some(cluster) = cluster {
+            config.kafka = cluster.config(&config.kafka);
+        }
         config.kafka.partitions = 3;
         config.kafka.topics.activity = unique("t.activity");
         config.kafka.topics.mentorship = unique("t.mentorship");
@@ -42,11 +46,14 @@ impl Deployment {
         let file = tempfile::NamedTempFile::new().expect("config file");
         // Short sessions, so partitions of a killed instance move within seconds.
         let toml = format!(
-            "[kafka]\npartitions = 3\n[kafka.topics]\nactivity = \"{}\"\nmentorship = \"{}\"\nkpi_signals = \"{}\"\n\
+            "[kafka]\nbrokers = \"{}\"\nreplication_factor = {}\npartitions = 3\n\
+             [kafka.topics]\nactivity = \"{}\"\nmentorship = \"{}\"\nkpi_signals = \"{}\"\n\
              [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\
              \"heartbeat.interval.ms\" = \"500\"\n\
              [redis]\nkey_prefix = \"{}\"\n[postgres]\nurl = \"{database}\"\n\
-             [shutdown]\ngrace_period = \"10s\"\n[kpi]\npartitions = \"{partitions}\"\n",
+             [shutdown]\ngrace_period = \"10s\"\n",
+            config.kafka.brokers,
+            config.kafka.replication_factor,
             config.kafka.topics.activity,
             config.kafka.topics.mentorship,
             config.kafka.topics.kpi_signals,
@@ -62,24 +69,9 @@ impl Deployment {
         }
     }
 
-    /// Starts an instance reading every partition.
+    /// Starts an instance; it joins the group.
     fn start(&self) -> (ServiceProcess, std::net::SocketAddr) {
         ServiceProcess::start(BIN, self.file.path(), "KPI", &[])
-    }
-
-    /// An instance reading only `partitions` of each topic.
-    fn start_reading(&self, partitions: &[i32]) -> (ServiceProcess, std::net::SocketAddr) {
-        let list = partitions
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
-        ServiceProcess::start(
-            BIN,
-            self.file.path(),
-            "KPI",
-            &[("MENTORSTREAM__KPI__PARTITIONS", format!("[{list}]"))],
-        )
     }
 }
 
@@ -90,7 +82,7 @@ fn chunks(records: &[Record], parts: usize) -> Vec<&[Record]> {
 
 #[tokio::test]
 async fn killed_with_sigkill_mid_stream_the_aggregator_still_counts_everything_once() {
-    let deployment = Deployment::new("all").await;
+    let deployment = Deployment::new(None).await;
     let kafka = &deployment.config.kafka;
     let mut events = Events::scenario().for_tenant(&deployment.tenant_id);
     let records = events.records();
@@ -152,30 +144,70 @@ async fn wait_until_counting(addr: std::net::SocketAddr, api_key: &str) {
     }
 }
 
-/// Partitions move between instances that split them statically (no group coordinator, as
-/// on Tansu): two instances share the partitions, a third starts on partitions both still
-/// read (two writers at once on each), the first is killed and the second stopped, and a
-/// fourth takes over the partition nobody reads any more.
+/// A member that stops answering (SIGSTOP: a long GC pause, a frozen node) loses its
+/// partitions to the other once its session expires; resumed (SIGCONT), it still applies
+/// what it had fetched, writing partitions another member now owns, before it learns that
+/// it left the group and joins again. Nothing is counted twice or lost.
 #[tokio::test]
-async fn partitions_moving_between_instances_that_overlap_count_everything_once() {
-    let deployment = Deployment::new("all").await;
+async fn a_paused_member_that_comes_back_as_a_zombie_writer_counts_nothing_twice() {
+    let deployment = Deployment::new(None).await;
     let kafka = &deployment.config.kafka;
     let mut events = Events::scenario().for_tenant(&deployment.tenant_id);
     let records = events.records();
-    let parts = chunks(&records, 4);
-    let (mut first, first_addr) = deployment.start_reading(&[0, 1]);
-    let (mut second, _) = deployment.start_reading(&[2]);
+    let parts = chunks(&records, 3);
+    let (mut first, first_addr) = deployment.start();
+    let (mut second, second_addr) = deployment.start();
     produce(kafka, parts[0]).await;
     wait_until_counting(first_addr, &deployment.api_key).await;
-    // Overlap: partitions 1 and 2 have two readers each.
-    let (mut third, third_addr) = deployment.start_reading(&[1, 2]);
+    signal(&first, "-STOP");
+    produce(kafka, parts[1]).await;
+    // Past the session timeout (6 s) the second owns every partition.
+    tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+    produce(kafka, parts[2]).await;
+    signal(&first, "-CONT");
+    let sentinels = produce_sentinels(kafka, &deployment.tenant_id).await;
+    events.extend(sentinels.clone());
+    let mut reader = Reader::connect(second_addr, deployment.api_key.clone()).await;
+    wait_for(&mut reader, &sentinels).await;
+    assert_scorecards(&mut reader, &events).await;
+    first.terminate();
+    second.terminate();
+}
+
+/// Sends `signal` (e.g. `-STOP`) to `process`.
+fn signal(process: &ServiceProcess, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &process.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {signal}");
+}
+
+/// The production scaling mode on a three-node cluster (3 replicas, 2 in sync): two
+/// instances share the partitions, a third joins, the first is killed with SIGKILL (its
+/// partitions move once its session expires), a fourth is added and the second leaves
+/// cleanly, while the scenario streams in between. The sentinels of every partition count
+/// only if every partition found a new owner each time.
+#[tokio::test]
+async fn instances_of_one_group_on_three_brokers_count_everything_once_while_partitions_move() {
+    let cluster = KafkaCluster::three().await;
+    let deployment = Deployment::new(Some(&cluster)).await;
+    let kafka = &deployment.config.kafka;
+    let mut events = Events::scenario().for_tenant(&deployment.tenant_id);
+    let records = events.records();
+    let parts = chunks(&records, 5);
+    let (mut first, first_addr) = deployment.start();
+    let (mut second, _) = deployment.start();
+    produce(kafka, parts[0]).await;
+    wait_until_counting(first_addr, &deployment.api_key).await;
+    let (mut third, third_addr) = deployment.start();
     produce(kafka, parts[1]).await;
     first.kill_9();
-    second.terminate();
     produce(kafka, parts[2]).await;
-    // Partition 0 has no reader until the fourth takes it over.
-    let (mut fourth, _) = deployment.start_reading(&[0]);
+    let (mut fourth, _) = deployment.start();
     produce(kafka, parts[3]).await;
+    second.terminate();
+    produce(kafka, parts[4]).await;
     let sentinels = produce_sentinels(kafka, &deployment.tenant_id).await;
     events.extend(sentinels.clone());
     let mut reader = Reader::connect(third_addr, deployment.api_key.clone()).await;
@@ -183,35 +215,4 @@ async fn partitions_moving_between_instances_that_overlap_count_everything_once(
     assert_scorecards(&mut reader, &events).await;
     third.terminate();
     fourth.terminate();
-}
-
-#[tokio::test]
-#[ignore = "Tansu 0.6's group coordinator: after a member leaves or dies the remaining member \
-            gets no partitions within two minutes, and the leaving member's final commit \
-            blocks past the grace period; run with --run-ignored against Kafka"]
-async fn two_instances_in_one_group_count_everything_once_while_partitions_move() {
-    let deployment = Deployment::new("group").await;
-    let kafka = &deployment.config.kafka;
-    let mut events = Events::scenario().for_tenant(&deployment.tenant_id);
-    let records = events.records();
-    let parts = chunks(&records, 4);
-    let (mut first, first_addr) = deployment.start();
-    let (mut second, _) = deployment.start();
-    produce(kafka, parts[0]).await;
-    // The second leaves: its partitions move to the first.
-    second.terminate();
-    produce(kafka, parts[1]).await;
-    // It comes back: partitions move again.
-    let (mut second, second_addr) = deployment.start();
-    produce(kafka, parts[2]).await;
-    // The first leaves too: everything moves to the second.
-    first.terminate();
-    produce(kafka, parts[3]).await;
-    let sentinels = produce_sentinels(kafka, &deployment.tenant_id).await;
-    events.extend(sentinels.clone());
-    let _ = first_addr;
-    let mut reader = Reader::connect(second_addr, deployment.api_key.clone()).await;
-    wait_for(&mut reader, &sentinels).await;
-    assert_scorecards(&mut reader, &events).await;
-    second.terminate();
 }

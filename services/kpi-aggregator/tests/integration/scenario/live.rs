@@ -648,7 +648,8 @@ fn outbound(topics: &Topics, record: &Record) -> OutboundRecord {
 /// After everything else, in every partition of both topics, an event of a partner of its
 /// own: a ping on the activity topic, a feedback to a mentor on the mentorship topic. Once a
 /// sentinel counts, every record before it in its partition is applied: records of a
-/// partition are applied in order. (`as_of` cannot tell on Tansu, whose high watermarks lag.)
+/// partition are applied in order. The scorecards are then compared with the rules without
+/// relying on `as_of`, whose own tests are elsewhere.
 pub async fn produce_sentinels(kafka: &KafkaConfig, tenant_id: &str) -> Events {
     produce_named_sentinels(kafka, tenant_id, "sentinel").await
 }
