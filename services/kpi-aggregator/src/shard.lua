@@ -75,6 +75,8 @@ local group_changes = {}
 local member_changes = {}
 -- Per group: its mentor, as named by an assignment in this call.
 local group_mentors = {}
+-- The groups this partner was assigned to by a membership event of this call.
+local groups_joined = {}
 -- Log days already indexed in this call.
 local logged_days = {}
 
@@ -510,6 +512,7 @@ local function member(rank, kind, group, mentor)
   membership_cache = after
   if kind == 'assign' then
     group_mentors[group] = mentor
+    groups_joined[group] = true
     emit(tenant_root, 'groups', { [group] = { [mentor] = 1 } })
   end
   for _, day in ipairs(redis.call('SMEMBERS', root .. ':lgd')) do
@@ -649,6 +652,9 @@ local function finish()
   for group, mentor in pairs(group_mentors) do
     emit(group_root(group), 'mentor', { [mentor] = { mentor = 1 } })
   end
+  for group in pairs(groups_joined) do
+    emit(group_root(group), 'everyone', { [partner_id] = { member = 1 } })
+  end
   -- TargetCrossed: target \31 subject kind \31 subject id \31 recipient \31 bucket \31 value
   -- \31 counter \31 threshold.
   for _, crossing in ipairs(crossings) do
@@ -736,10 +742,11 @@ if mode == 'forwarded' then
           if redis.call('HINCRBY', root .. ':members', bucket, amount) == 0 then
             redis.call('HDEL', root .. ':members', bucket)
           end
-          if amount > 0 then
-            -- Everyone who was ever a member: whose contributions Explain looks at.
-            redis.call('SADD', root .. ':everyone', bucket)
-          end
+        elseif entry.kind == 'everyone' then
+          -- Everyone ever assigned to the group, whichever order the membership events came
+          -- in (a transfer out may arrive before the assignment it ends): whose contributions
+          -- Explain looks at.
+          redis.call('SADD', root .. ':everyone', bucket)
         elseif entry.kind == 'mentor' then
           redis.call('SET', root .. ':mentor', bucket)
         elseif entry.kind == 'child' then

@@ -17,6 +17,7 @@ use mentorstream_kpi_aggregator::signal::{Payload, Signal, SignalSink, signal_id
 use mentorstream_kpi_aggregator::store::{PartnerBatch, Store};
 use mentorstream_kpi_aggregator::target::{Target, TargetSource};
 use mentorstream_proto::kpi::v1::SubjectKind;
+use mentorstream_proto::mentorship::v1::mentorship_event;
 use mentorstream_redis::{KeySpace, cmd};
 use mentorstream_testkit::{RedisCluster, unique};
 use rand::rngs::StdRng;
@@ -625,6 +626,29 @@ async fn agrees_with_the_rules(redis: &RedisConfig, seeds: std::ops::Range<u64>)
                 (stored.mentee_ids, stored.mentor_id),
                 (mentees, mentor),
                 "seed {seed}, {group}"
+            ); // Whose contributions Explain looks at: every mentee ever assigned to the group,
+            // also when a transfer out arrived before the assignment it ends.
+            let mut ever: Vec<String> = events
+                .mentorship
+                .iter()
+                .filter_map(|event| match event.payload.as_ref()? {
+                    mentorship_event::Payload::MenteeAssigned(assigned)
+                        if assigned.group_id == group =>
+                    {
+                        Some(assigned.mentee_id.clone())
+                    }
+                    _ => None,
+                })
+                .collect();
+            ever.sort();
+            ever.dedup();
+            assert_eq!(
+                store
+                    .group_members_ever(TENANT, group)
+                    .await
+                    .expect("members ever"),
+                ever,
+                "seed {seed}, {group}: ever assigned"
             );
         }
 
