@@ -139,14 +139,16 @@ impl System {
                 "[kafka]\nbrokers = \"{brokers}\"\npartitions = 3\nreplication_factor = {replicas}\n\
                  [kafka.topics]\nactivity = \"{activity}\"\nmentorship = \"{mentorship_topic}\"\n\
                  kpi_updates = \"{updates}\"\nkpi_signals = \"{signals}\"\n\
+                 {sessions}\
                  [redis]\nurl = \"{redis_url}\"\nkey_prefix = \"{prefix}\"\n\
                  [postgres]\nurl = \"{control}\"\n\
                  [mentorship]\ndatabase_url = \"{mentorship}\"\nkpi_endpoint = \"{kpi}\"\n\
                  [notifier]\ndatabase_url = \"{notifier}\"\nkpi_endpoint = \"{kpi}\"\n\
                  dispatch_interval = \"200ms\"\nsend_timeout = \"2s\"\nretry_base = \"1s\"\n\
-                 retry_max = \"5s\"\n[shutdown]\ngrace_period = \"5s\"\n",
+                 retry_max = \"5s\"\n[shutdown]\ngrace_period = \"15s\"\n",
                 brokers = config.kafka.brokers,
                 replicas = config.kafka.replication_factor,
+                sessions = mentorstream_testkit::SHORT_CONSUMER_SESSIONS,
                 activity = config.kafka.topics.activity,
                 mentorship_topic = config.kafka.topics.mentorship,
                 updates = config.kafka.topics.kpi_updates,

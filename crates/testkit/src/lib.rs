@@ -23,6 +23,12 @@ pub use receivers::{ReceivedEmail, ReceivedWebhook, SmtpSink, WebhookReceiver};
 use mentorstream_config::{Config, ExposeSecret};
 use sqlx::Connection;
 
+/// A configuration-file table (TOML) for services a test kills and restarts: consumer-group
+/// sessions of 6 s (the broker's minimum) instead of 45, so the partitions of a killed member
+/// move, and a restarted member's join completes, within seconds.
+pub const SHORT_CONSUMER_SESSIONS: &str =
+    "[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n";
+
 /// A short unique name: `<prefix>-<12 hex>`.
 pub fn unique(prefix: &str) -> String {
     let id = uuid::Uuid::new_v4().simple().to_string();
@@ -135,6 +141,9 @@ impl RedisCluster {
             let process = std::process::Command::new("redis-server")
                 .current_dir(&node)
                 .args(["--port", &port.to_string(), "--bind", &ip])
+                // Connections between nodes come from 127.0.0.1 (the route's source address);
+                // without this a node would tell clients to find its peers there.
+                .args(["--cluster-announce-ip", &ip])
                 .args([
                     "--cluster-enabled",
                     "yes",

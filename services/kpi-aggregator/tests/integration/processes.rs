@@ -10,7 +10,9 @@ use crate::scenario;
 use mentorstream_config::Config;
 use mentorstream_proto::kpi::v1::{SubjectKind, WindowKind};
 use mentorstream_tenancy::Tenants;
-use mentorstream_testkit::{KafkaCluster, ServiceProcess, fresh_database, unique};
+use mentorstream_testkit::{
+    KafkaCluster, SHORT_CONSUMER_SESSIONS, ServiceProcess, fresh_database, unique,
+};
 use scenario::live::{
     Reader, assert_scorecards, create_tenant, numbers, produce, produce_sentinels, wait_for, window,
 };
@@ -44,12 +46,10 @@ impl Deployment {
             .expect("control database");
         let (tenant_id, api_key) = create_tenant(&tenants).await;
         let file = tempfile::NamedTempFile::new().expect("config file");
-        // Short sessions, so partitions of a killed instance move within seconds.
         let toml = format!(
             "[kafka]\nbrokers = \"{}\"\nreplication_factor = {}\npartitions = 3\n\
              [kafka.topics]\nactivity = \"{}\"\nmentorship = \"{}\"\nkpi_signals = \"{}\"\n\
-             [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\
-             \"heartbeat.interval.ms\" = \"500\"\n\
+             {SHORT_CONSUMER_SESSIONS}\
              [redis]\nkey_prefix = \"{}\"\n[postgres]\nurl = \"{database}\"\n\
              [shutdown]\ngrace_period = \"10s\"\n",
             config.kafka.brokers,

@@ -16,7 +16,9 @@ use mentorstream_proto::mentorship::v1::{
     CreateGroupRequest, CreateProgramRequest, ProgramKind, mentorship_event,
 };
 use mentorstream_tenancy::Tenants;
-use mentorstream_testkit::{KafkaCluster, ServiceProcess, fresh_database, unique};
+use mentorstream_testkit::{
+    KafkaCluster, SHORT_CONSUMER_SESSIONS, ServiceProcess, fresh_database, unique,
+};
 use sqlx::PgPool;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mentorstream-mentorship");
@@ -92,7 +94,8 @@ async fn changes_committed_before_a_crash_are_published_once_after_the_restart()
         format!(
             "[kafka]\nbrokers = \"{}\"\npartitions = 3\n[kafka.topics]\nactivity = \"{}\"\n\
              mentorship = \"{}\"\n[postgres]\nurl = \"{control}\"\n\
-             [mentorship]\ndatabase_url = \"{database}\"\n[shutdown]\ngrace_period = \"5s\"\n",
+             [mentorship]\ndatabase_url = \"{database}\"\n[shutdown]\ngrace_period = \"15s\"\n\
+             {SHORT_CONSUMER_SESSIONS}",
             config.kafka.brokers, config.kafka.topics.activity, config.kafka.topics.mentorship
         ),
     )

@@ -79,8 +79,11 @@ async fn a_crash_while_sending_loses_nothing_and_sends_nothing_twice() {
             "[kafka.topics]\nmentorship = \"{}\"\nkpi_signals = \"{}\"\n\
              [postgres]\nurl = \"{control}\"\n\
              [notifier]\ndatabase_url = \"{database}\"\ndispatch_interval = \"200ms\"\n\
-             send_timeout = \"2s\"\n[shutdown]\ngrace_period = \"5s\"\n",
-            config.kafka.topics.mentorship, config.kafka.topics.kpi_signals
+             send_timeout = \"2s\"\n[shutdown]\ngrace_period = \"15s\"\n\
+             {}",
+            config.kafka.topics.mentorship,
+            config.kafka.topics.kpi_signals,
+            mentorstream_testkit::SHORT_CONSUMER_SESSIONS
         ),
     )
     .expect("write config");
