@@ -49,13 +49,14 @@ impl Host {
     }
 }
 
-/// Waits until something accepts connections on `addr` (30 s at most).
+/// Waits until something accepts connections on `addr` (60 s at most: a JVM starting while
+/// the parallel run loads both cores can take tens of seconds).
 pub async fn wait_for_listener(addr: SocketAddr) {
-    for _ in 0..600 {
+    for _ in 0..1_200 {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    panic!("nothing listened on {addr} within 30 s");
+    panic!("nothing listened on {addr} within 60 s");
 }
