@@ -8,6 +8,8 @@ SHELL := /bin/bash
 STACK := deploy/local/stack.sh
 TOOLS_BIN := $(CURDIR)/.stack/tools/bin
 export PATH := $(TOOLS_BIN):$(HOME)/.cargo/bin:$(PATH)
+# Where cargo builds (a shared CARGO_TARGET_DIR is honoured).
+TARGET := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 # The proto baseline `buf breaking` compares against: the previous commit.
 BUF_AGAINST ?= HEAD~1
 
@@ -62,7 +64,7 @@ test: stack-up tools fmt-check clippy proto-check
 .PHONY: helm-check
 helm-check: tools
 	cargo build --locked -p mentorstream-cli
-	MENTORSTREAM_BIN=$(CURDIR)/target/debug/mentorstream $(TOOLS_BIN)/python helm/check.py
+	MENTORSTREAM_BIN=$(TARGET)/debug/mentorstream $(TOOLS_BIN)/python helm/check.py
 
 # Seeded measurements on the local stack; see docs/benchmarks.md. Release build.
 .PHONY: bench
@@ -86,7 +88,7 @@ bench: stack-up
 .PHONY: demo
 demo: stack-up
 	cargo build --locked -p mentorstream-cli
-	deploy/local/demo.sh target/debug/mentorstream
+	deploy/local/demo.sh $(TARGET)/debug/mentorstream
 
 # Regenerates the offline query data (.sqlx) that lets builds check SQL without a database:
 # run after changing a query or a migration, and commit .sqlx.
