@@ -12,7 +12,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
 
-use crate::host::{Host, wait_for_listener};
+use crate::host::{Host, listening_within};
 
 const BROKER_PORT: u16 = 19_092;
 /// Node `i` listens on `BROKER_PORT + 10 i` (clients) and the next port (controllers).
@@ -142,9 +142,19 @@ impl KafkaCluster {
     }
 
     /// Every node's client port accepts connections, and the metadata lists every broker.
-    async fn wait_until_serving(&self) {
+    async fn wait_until_serving(&mut self) {
         for node in 0..self.nodes.len() {
-            wait_for_listener(self.address(node)).await;
+            let address = self.address(node);
+            if !listening_within(address, Duration::from_secs(90)).await {
+                let exited = self.nodes[node]
+                    .as_mut()
+                    .and_then(|process| process.try_wait().ok().flatten());
+                panic!(
+                    "Kafka node {node} did not listen on {address} within 90 s (exited: \
+                     {exited:?})\n{}",
+                    self.logs(node)
+                );
+            }
         }
         let brokers = self.brokers();
         let expected = self.nodes.len();
@@ -169,6 +179,22 @@ impl KafkaCluster {
             listed,
             "the cluster did not list {expected} brokers within 30 s"
         );
+    }
+
+    /// The end of node `node`'s logs, for a failure message (its directory is deleted with the
+    /// cluster).
+    fn logs(&self, node: usize) -> String {
+        ["stdout.log", "server.log"]
+            .iter()
+            .map(|name| {
+                let text = std::fs::read_to_string(self.node_dir(node).join(name))
+                    .unwrap_or_else(|error| format!("({error})"));
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+                format!("--- {name} (last 40 lines)\n{tail}")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     fn address(&self, node: usize) -> std::net::SocketAddr {
