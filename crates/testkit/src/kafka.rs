@@ -302,9 +302,20 @@ fn properties(host: &Host, dir: &Path, node: u16, size: u16) -> String {
     )
 }
 
-/// A KRaft cluster id: 16 random bytes, base64url without padding (as `kafka-storage
-/// random-uuid` prints).
+/// A KRaft cluster id: 16 random bytes, base64url without padding, never starting with `-`
+/// (which the storage tool would read as an option; Kafka's own `Uuid.randomUuid` skips those
+/// too, as `kafka-storage random-uuid` prints).
 fn random_cluster_id() -> String {
+    loop {
+        let id = base64url_uuid();
+        if !id.starts_with('-') {
+            return id;
+        }
+    }
+}
+
+/// 16 random bytes, base64url without padding.
+fn base64url_uuid() -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let bits = uuid::Uuid::new_v4().as_u128();
     (0..22_i32)
@@ -331,7 +342,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_cluster_id_is_22_base64url_characters() {
+    fn a_cluster_id_is_22_base64url_characters_and_no_option() {
+        for _ in 0..1_000 {
+            assert!(!random_cluster_id().starts_with('-'));
+        }
         let id = random_cluster_id();
         assert_eq!(id.len(), 22);
         assert!(

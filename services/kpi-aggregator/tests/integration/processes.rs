@@ -51,7 +51,7 @@ impl Deployment {
              [kafka.topics]\nactivity = \"{}\"\nmentorship = \"{}\"\nkpi_signals = \"{}\"\n\
              {SHORT_CONSUMER_SESSIONS}\
              [redis]\nkey_prefix = \"{}\"\n[postgres]\nurl = \"{database}\"\n\
-             [shutdown]\ngrace_period = \"10s\"\n",
+             [shutdown]\ngrace_period = \"15s\"\n",
             config.kafka.brokers,
             config.kafka.replication_factor,
             config.kafka.topics.activity,
