@@ -90,10 +90,7 @@ impl KafkaCluster {
 
     /// The node (0-based) that leads `partition` of `topic` now.
     pub fn leader_of(&self, topic: &str, partition: i32) -> usize {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", self.brokers())
-            .create()
-            .expect("metadata client");
+        let consumer = metadata_client(&self.brokers());
         let metadata = consumer
             .fetch_metadata(Some(topic), Duration::from_secs(10))
             .expect("topic metadata");
@@ -159,10 +156,7 @@ impl KafkaCluster {
         let brokers = self.brokers();
         let expected = self.nodes.len();
         let listed = tokio::task::spawn_blocking(move || {
-            let consumer: BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", &brokers)
-                .create()
-                .expect("metadata client");
+            let consumer = metadata_client(&brokers);
             for _ in 0..300 {
                 if let Ok(metadata) = consumer.fetch_metadata(None, Duration::from_secs(2))
                     && metadata.brokers().len() == expected
@@ -213,6 +207,14 @@ impl Drop for KafkaCluster {
             self.kill(node);
         }
     }
+}
+
+/// A client of `brokers` for metadata requests only.
+fn metadata_client(brokers: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("metadata client")
 }
 
 /// Every record of every partition of `topic`, read from the beginning to the partitions'
