@@ -12,6 +12,7 @@ pub mod admin;
 mod consumer;
 mod dead_letters;
 pub mod envelope;
+mod partition;
 mod producer;
 
 use mentorstream_config::KafkaConfig;
@@ -20,6 +21,7 @@ use rdkafka::ClientConfig;
 pub use consumer::{Consumer, HandleError, RecordHandler, run_consumer};
 pub use dead_letters::{DeadLetters, headers as dlq_headers};
 pub use envelope::{CloudEvent, InboundRecord, OutboundRecord};
+pub use partition::tenant_partition;
 pub use producer::{Delivery, PendingDelivery, Producer};
 pub use rdkafka::message::{BorrowedMessage, Headers, Message};
 

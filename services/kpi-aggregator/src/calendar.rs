@@ -191,6 +191,19 @@ impl Calendar {
         at.with_timezone(&self.time_zone).date_naive()
     }
 
+    /// The instant a local day begins: its first valid local moment (a day whose midnight a
+    /// clock change skips begins when the clock resumes).
+    pub fn start_of(&self, day: NaiveDate) -> DateTime<Utc> {
+        use chrono::TimeZone as _;
+        let mut local = day.and_time(chrono::NaiveTime::MIN);
+        loop {
+            if let Some(start) = self.time_zone.from_local_datetime(&local).earliest() {
+                return start.with_timezone(&Utc);
+            }
+            local += chrono::Duration::minutes(15);
+        }
+    }
+
     /// The buckets an event that occurred at `at` counts in: day, week, month, lifetime.
     pub fn buckets(&self, at: DateTime<Utc>) -> [Bucket; 4] {
         let day = self.local_day(at);
@@ -364,6 +377,18 @@ mod tests {
             3
         );
         assert!(points(Granularity::Day, "2026-11-28", "2026-11-26").is_empty());
+    }
+
+    #[test]
+    fn a_local_day_starts_at_its_first_valid_moment() {
+        let moscow = Calendar::new(chrono_tz::Europe::Moscow);
+        let day = NaiveDate::from_ymd_opt(2026, 12, 2).expect("date");
+        assert_eq!(moscow.start_of(day), utc("2026-12-01T21:00:00Z"));
+        // Santiago skipped midnight on 2026-09-06: the day began at 01:00 local.
+        let santiago = Calendar::new(chrono_tz::America::Santiago);
+        let skipped = NaiveDate::from_ymd_opt(2026, 9, 6).expect("date");
+        assert_eq!(santiago.local_day(santiago.start_of(skipped)), skipped);
+        assert_eq!(santiago.start_of(skipped), utc("2026-09-06T04:00:00Z"));
     }
 
     #[test]

@@ -9,12 +9,14 @@
 mod api;
 pub mod calendar;
 pub mod consume;
+pub mod engine;
 pub mod fold;
 pub mod metric;
 pub mod namespace;
 pub mod progress;
 pub mod rebuild;
 pub mod signal;
+pub mod state;
 pub mod store;
 pub mod target;
 pub mod updates;

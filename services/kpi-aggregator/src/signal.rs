@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::calendar::{Bucket, Calendar};
 use crate::fold::rank_time;
 use crate::metric::{Counter, decimal, local_date, timestamp};
+use crate::state::partner::Announcement;
 
 /// A signal about one partner.
 #[derive(Debug, Clone, PartialEq)]
@@ -234,6 +235,220 @@ impl Signal {
                 counter: Counter::from_field(counter)?,
                 threshold: threshold.parse().ok()?,
                 value: value.parse().ok()?,
+            },
+        })
+    }
+
+    /// The signal of an announcement the rules made about `partner_id`; its id names the fact,
+    /// as [`Signal::from_outbox`] does.
+    pub fn announced(tenant_id: &str, partner_id: &str, announcement: &Announcement) -> Self {
+        let (kind, key, occurred_at, payload) = match announcement {
+            Announcement::FirstSale { enrolled, sale } => (
+                "first_sale",
+                String::new(),
+                sale.rank.occurred_at(),
+                Payload::FirstSale {
+                    order_id: sale.order_id.clone(),
+                    volume: sale.volume,
+                    days_to_first_sale: Calendar::whole_days(
+                        enrolled.occurred_at(),
+                        sale.rank.occurred_at(),
+                    ),
+                },
+            ),
+            Announcement::RankReached {
+                enrolled,
+                level,
+                name,
+                reached,
+            } => (
+                "rank",
+                level.to_string(),
+                reached.occurred_at(),
+                Payload::RankAchieved {
+                    level: *level,
+                    name: name.clone(),
+                    days_to_rank: Calendar::whole_days(
+                        enrolled.occurred_at(),
+                        reached.occurred_at(),
+                    ),
+                },
+            ),
+            Announcement::GoalAchieved { goal, value, rank } => (
+                "goal_achieved",
+                goal.goal_id.clone(),
+                rank.occurred_at(),
+                Payload::GoalAchieved {
+                    plan_id: goal.plan_id.clone(),
+                    goal_id: goal.goal_id.clone(),
+                    counter: goal.counter,
+                    target: goal.target,
+                    value: *value,
+                },
+            ),
+        };
+        Self {
+            tenant_id: tenant_id.to_owned(),
+            partner_id: partner_id.to_owned(),
+            signal_id: signal_id(tenant_id, partner_id, kind, &key),
+            occurred_at,
+            payload,
+        }
+    }
+
+    /// The inverse of [`Signal::to_proto`]; `None` for a signal this aggregator would not
+    /// make.
+    pub fn from_proto(signal: proto::KpiSignal) -> Option<Self> {
+        let counter = |metric: i32| Counter::of_metric(metric);
+        let number = |counter: Counter,
+                      value: Option<&mentorstream_proto::common::v1::Decimal>|
+         -> Option<i64> {
+            let text = value?.value.as_str();
+            if counter == Counter::SalesVolume {
+                crate::fold::hundredths(Some(text)).ok()
+            } else {
+                text.parse().ok()
+            }
+        };
+        let time = |time: Option<&prost_types::Timestamp>| {
+            let time = time?;
+            DateTime::from_timestamp(time.seconds, u32::try_from(time.nanos).ok()?)
+        };
+        let payload = match signal.payload? {
+            kpi_signal::Payload::FirstSale(sale) => Payload::FirstSale {
+                volume: number(Counter::SalesVolume, sale.volume.as_ref())?,
+                order_id: sale.order_id,
+                days_to_first_sale: sale.days_to_first_sale,
+            },
+            kpi_signal::Payload::RankAchieved(rank) => Payload::RankAchieved {
+                level: rank.rank_level,
+                name: rank.rank_name,
+                days_to_rank: rank.days_to_rank,
+            },
+            kpi_signal::Payload::Inactive(inactive) => Payload::Inactive {
+                last_active_at: time(inactive.last_active_at.as_ref())?,
+                inactive_days: inactive.inactive_days,
+            },
+            kpi_signal::Payload::GoalAchieved(goal) => {
+                let counter = counter(goal.metric)?;
+                Payload::GoalAchieved {
+                    target: number(counter, goal.target.as_ref())?,
+                    value: number(counter, goal.value.as_ref())?,
+                    plan_id: goal.plan_id,
+                    goal_id: goal.goal_id,
+                    counter,
+                }
+            }
+            kpi_signal::Payload::GoalMissed(goal) => {
+                let counter = counter(goal.metric)?;
+                Payload::GoalMissed {
+                    target: number(counter, goal.target.as_ref())?,
+                    value: number(counter, goal.value.as_ref())?,
+                    plan_id: goal.plan_id,
+                    goal_id: goal.goal_id,
+                    counter,
+                }
+            }
+            kpi_signal::Payload::TargetCrossed(crossed) => {
+                let counter = counter(crossed.metric)?;
+                let subject = crossed.subject?;
+                let window = crossed.window?;
+                let anchor = window.anchor.and_then(|date| {
+                    chrono::NaiveDate::from_ymd_opt(
+                        date.year,
+                        u32::try_from(date.month).ok()?,
+                        u32::try_from(date.day).ok()?,
+                    )
+                });
+                let calendar = Calendar::new(chrono_tz::UTC);
+                let bucket = match (WindowKind::try_from(window.kind).ok()?, anchor) {
+                    (WindowKind::Lifetime, _) => Bucket::Lifetime,
+                    (WindowKind::Day, Some(day)) => Bucket::Day(day),
+                    (WindowKind::Week | WindowKind::Month, Some(day)) => {
+                        let at = day.and_hms_opt(12, 0, 0)?.and_utc();
+                        let [_, week, month, _] = calendar.buckets(at);
+                        if WindowKind::try_from(window.kind).ok()? == WindowKind::Week {
+                            week
+                        } else {
+                            month
+                        }
+                    }
+                    _ => return None,
+                };
+                Payload::TargetCrossed {
+                    target_id: crossed.target_id,
+                    subject_kind: SubjectKind::try_from(subject.kind).ok()?,
+                    subject_id: subject.id,
+                    bucket,
+                    counter,
+                    threshold: number(counter, crossed.threshold.as_ref())?,
+                    value: number(counter, crossed.value.as_ref())?,
+                }
+            }
+        };
+        Some(Self {
+            occurred_at: time(signal.occurred_at.as_ref())?,
+            tenant_id: signal.tenant_id,
+            partner_id: signal.partner_id,
+            signal_id: signal.signal_id,
+            payload,
+        })
+    }
+
+    /// TargetCrossed: `target`'s number of `subject_id` in `bucket` went from below its
+    /// threshold to `value`, at or above it, `now`. The id names (target, subject, bucket),
+    /// as [`Signal::from_outbox`] does.
+    pub fn target_crossed_now(
+        tenant_id: &str,
+        target: &crate::target::Target,
+        subject_id: &str,
+        recipient: &str,
+        bucket: Bucket,
+        value: i64,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let key = format!(
+            "{}\u{1f}{}\u{1f}{subject_id}\u{1f}{bucket}",
+            target.target_id,
+            target.subject_code()
+        );
+        Self {
+            tenant_id: tenant_id.to_owned(),
+            partner_id: recipient.to_owned(),
+            signal_id: signal_id(tenant_id, "", "target", &key),
+            occurred_at: now,
+            payload: Payload::TargetCrossed {
+                target_id: target.target_id.clone(),
+                subject_kind: target.subject_kind,
+                subject_id: subject_id.to_owned(),
+                bucket,
+                counter: target.counter,
+                threshold: target.threshold,
+                value,
+            },
+        }
+    }
+
+    /// GoalMissed for a mentee's goal short of its target; `None` when it was reached.
+    pub fn goal_missed_of(
+        tenant_id: &str,
+        mentee_id: &str,
+        goal: &crate::state::partner::Goal,
+    ) -> Option<Self> {
+        if goal.progress >= goal.spec.target {
+            return None;
+        }
+        Some(Self {
+            tenant_id: tenant_id.to_owned(),
+            partner_id: mentee_id.to_owned(),
+            signal_id: signal_id(tenant_id, mentee_id, "goal_missed", &goal.spec.goal_id),
+            occurred_at: DateTime::from_timestamp_micros(goal.spec.due)?,
+            payload: Payload::GoalMissed {
+                plan_id: goal.spec.plan_id.clone(),
+                goal_id: goal.spec.goal_id.clone(),
+                counter: goal.spec.counter,
+                target: goal.spec.target,
+                value: goal.progress,
             },
         })
     }

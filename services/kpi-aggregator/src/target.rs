@@ -198,6 +198,18 @@ impl Target {
         }
     }
 
+    /// Whether the target's window is the kind of `bucket`.
+    pub fn watches(&self, bucket: crate::calendar::Bucket) -> bool {
+        use crate::calendar::Bucket;
+        matches!(
+            (self.window, bucket),
+            (TargetWindow::Day, Bucket::Day(_))
+                | (TargetWindow::Week, Bucket::Week { .. })
+                | (TargetWindow::Month, Bucket::Month { .. })
+                | (TargetWindow::Lifetime, Bucket::Lifetime)
+        )
+    }
+
     /// The first letter of the buckets the target watches.
     fn window_code(&self) -> &'static str {
         match self.window {
