@@ -19,6 +19,7 @@ use mentorstream_kafka::admin::{TopicSpec, ensure_topics};
 use mentorstream_kafka::{CloudEvent, Consumer, DeadLetters, OutboundRecord, Producer};
 use mentorstream_kpi_aggregator::calendar::Bucket;
 use mentorstream_kpi_aggregator::consume::{self, Aggregator};
+use mentorstream_kpi_aggregator::engine::Engine;
 use mentorstream_kpi_aggregator::metric::Counter;
 use mentorstream_kpi_aggregator::progress::Progress;
 use mentorstream_kpi_aggregator::store::{Store, Subject};
@@ -255,9 +256,10 @@ async fn aggregator(
     let connection = mentorstream_redis::connect(&config.redis)?;
     let keys = KeySpace::new(&config.redis.key_prefix, "kpi");
     let store = Store::new(connection.clone(), keys.clone());
+    let engine = Engine::new(connection.clone(), keys.clone());
     let aggregator = Aggregator {
         activity_topic: topic.clone(),
-        store: store.clone(),
+        engine: std::sync::Arc::new(tokio::sync::Mutex::new(engine)),
         tenants: tenants.clone(),
         dead_letters: DeadLetters::new(producer.clone()),
         progress: Progress::new(
@@ -281,8 +283,7 @@ async fn aggregator(
     let shutdown = tokio_util::sync::CancellationToken::new();
     let consuming = {
         let shutdown = shutdown.clone();
-        let topic = topic.clone();
-        async move { consume::run(&consumer, &topic, &aggregator, shutdown).await }
+        async move { consume::run(&consumer, &aggregator, shutdown).await }
     };
     let waiting = async {
         applied(

@@ -1,4 +1,5 @@
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use mentorstream_config::KafkaConfig;
@@ -61,6 +62,9 @@ fn describe(partitions: &TopicPartitionList) -> String {
         .join(",")
 }
 
+/// How long the broker may take to say where a partition ends.
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A group consumer whose offsets move only when the application says a record is applied:
 /// automatic offset *storing* is off, and commits carry only stored offsets: periodic ones, on
 /// [`Consumer::commit`], and the one librdkafka makes (with `enable.auto.commit`) before a
@@ -70,7 +74,7 @@ fn describe(partitions: &TopicPartitionList) -> String {
 /// cooperative-sticky assignor: a rebalance moves only the partitions that must move, and the
 /// others are read on without a pause.
 pub struct Consumer {
-    inner: StreamConsumer<Context>,
+    inner: Arc<StreamConsumer<Context>>,
     group: String,
 }
 
@@ -165,7 +169,7 @@ impl Consumer {
                     source,
                 })?;
         Ok(Self {
-            inner,
+            inner: Arc::new(inner),
             group: group.to_owned(),
         })
     }
@@ -221,6 +225,29 @@ impl Consumer {
                 source,
             }),
         }
+    }
+
+    /// The assigned partitions this consumer has read to their end: its position is at the
+    /// partition's high watermark (asked of the broker, off the async threads).
+    pub async fn drained(&self) -> Vec<(String, i32)> {
+        let inner = Arc::clone(&self.inner);
+        let asked = tokio::task::spawn_blocking(move || {
+            let Ok(positions) = inner.position() else {
+                return Vec::new();
+            };
+            positions
+                .elements()
+                .iter()
+                .filter_map(|entry| {
+                    let position = entry.offset().to_raw()?;
+                    let (_, high) = inner
+                        .fetch_watermarks(entry.topic(), entry.partition(), WATERMARK_TIMEOUT)
+                        .ok()?;
+                    (position >= high).then(|| (entry.topic().to_owned(), entry.partition()))
+                })
+                .collect()
+        });
+        asked.await.unwrap_or_default()
     }
 
     pub fn inner(&self) -> &StreamConsumer<Context> {

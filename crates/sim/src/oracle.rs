@@ -58,9 +58,10 @@ pub fn expected(
                 .cloned();
         }
     }
-    // A mentee's contributions count for the group whose membership covers their moment.
+    // A mentee's contributions count for the group whose membership covers their moment;
+    // feedback is the mentor's own, and active days have a rule of their own (below).
     for contribution in &contributions {
-        if matches!(contribution.field, "fbs" | "fbc") {
+        if matches!(contribution.field, "fbs" | "fbc" | "act") {
             continue;
         }
         if let Some((group, _)) =
@@ -75,6 +76,22 @@ pub fn expected(
                 ))
                 .or_default() += contribution.amount;
             }
+        }
+    }
+    // A group counts a mentee's local day as active when at least one of the mentee's events
+    // that day happened during membership: on a transfer day both groups may count it.
+    let mut group_days: BTreeMap<(String, String, NaiveDate), DateTime<Utc>> = BTreeMap::new();
+    for event in events {
+        let time = moment(event.occurred_at.as_ref());
+        if let Some((group, _)) = assignment(mentorship, &event.partner_id, Some(time)) {
+            let day = time.with_timezone(&time_zone).date_naive();
+            group_days.insert((group, event.partner_id.clone(), day), time);
+        }
+    }
+    for ((group, _, _), time) in group_days {
+        for bucket in buckets(time, time_zone) {
+            *all.entry(("g".into(), group.clone(), bucket, "act".into()))
+                .or_default() += 1;
         }
     }
     all.retain(|_, value| *value != 0);

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
-use mentorstream_kafka::{CloudEvent, KafkaError, OutboundRecord, PendingDelivery, Producer};
+use mentorstream_kafka::{
+    CloudEvent, KafkaError, OutboundRecord, PendingDelivery, Producer, tenant_partition,
+};
 use mentorstream_proto::activity::v1::ActivityEvent;
 use mentorstream_proto::common::v1::FieldViolation;
 use mentorstream_proto::ingest::v1::{EventResult, EventStatus, RejectionReason};
@@ -111,6 +113,8 @@ pub struct Intake {
     producer: Producer,
     dedup: Dedup,
     topic: String,
+    /// The topic's partitions: a tenant's events go to the tenant's one.
+    partitions: i32,
     claim_wait: Duration,
 }
 
@@ -152,11 +156,18 @@ pub struct Settled {
 }
 
 impl Intake {
-    pub fn new(producer: Producer, dedup: Dedup, topic: String, claim_wait: Duration) -> Self {
+    pub fn new(
+        producer: Producer,
+        dedup: Dedup,
+        topic: String,
+        partitions: i32,
+        claim_wait: Duration,
+    ) -> Self {
         Self {
             producer,
             dedup,
             topic,
+            partitions,
             claim_wait,
         }
     }
@@ -326,10 +337,10 @@ impl Intake {
 
     fn record(&self, candidate: &Candidate) -> OutboundRecord {
         let event = &candidate.event;
-        // Keyed by tenant and partner: every event of one partner lands in one partition, in
-        // the order it was accepted.
+        // Keyed by tenant and partner, in the partition of the tenant: every event of one
+        // tenant lands in one partition, in the order it was accepted (docs/kpi-engine.md).
         let key = format!("{}/{}", event.tenant_id, event.partner_id);
-        OutboundRecord::protobuf(
+        let mut record = OutboundRecord::protobuf(
             self.topic.clone(),
             key,
             event,
@@ -339,7 +350,9 @@ impl Intake {
                 source: format!("/tenants/{}/sources/{}", event.tenant_id, event.source),
                 time: candidate.occurred_at,
             },
-        )
+        );
+        record.partition = Some(tenant_partition(&event.tenant_id, self.partitions));
+        record
     }
 
     async fn release(&self, token: &ClaimToken, candidates: &[Candidate]) {

@@ -62,7 +62,13 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
         config.ingest.delivery_timeout + CLAIM_MARGIN,
     );
     let api = api::Api {
-        intake: Intake::new(producer.clone(), dedup, topic, config.ingest.claim_wait),
+        intake: Intake::new(
+            producer.clone(),
+            dedup,
+            topic,
+            config.kafka.partitions,
+            config.ingest.claim_wait,
+        ),
         tenants: context.tenants.clone(),
         stream_max_in_flight: config.ingest.stream_max_in_flight,
         shutdown: context.shutdown.token(),

@@ -386,8 +386,9 @@ impl Api {
 
     /// What a group's scorecard has beyond its counters: the mentor's own feedback in the
     /// window, `group_size` (current mentees) and `retention_30d`: of the current mentees
-    /// enrolled at least 30 days before the window's last day, the share with an active day
-    /// in the 30 days ending with it (left out while none is eligible).
+    /// enrolled at least 30 × 24 h before the window's end (or now, if sooner), the share with
+    /// an active day in the 30 days ending with its last day (left out while none is
+    /// eligible).
     async fn group(
         namespace: &Namespace,
         tenant_id: &str,
@@ -426,12 +427,15 @@ impl Api {
             days: 30,
             ending: last_day,
         };
+        // Eligible: enrolled at least 30 × 24 h before the window ends, or before now while
+        // it has not ended (§6).
+        let window_end = calendar.start_of(last_day + chrono::Days::new(1));
         let (eligible, retained) = namespace
             .store
             .retention(
                 tenant_id,
                 &members.mentee_ids,
-                last_day - chrono::Days::new(30),
+                window_end.min(Utc::now()),
                 &last_30_days.buckets(),
             )
             .await
@@ -890,6 +894,18 @@ impl Api {
                     .await
                     .map_err(unavailable)?
                 {
+                    if counter == Counter::ActiveDays {
+                        // A day counts for the group under the mentee's earliest activity
+                        // event of the day during membership (§6).
+                        for (rank, amount) in store
+                            .group_active_days(tenant_id, &member, group_id, bucket)
+                            .await
+                            .map_err(unavailable)?
+                        {
+                            contributions.push((rank, member.clone(), amount));
+                        }
+                        continue;
+                    }
                     let facts = store
                         .journey_facts(tenant_id, &member)
                         .await

@@ -1,14 +1,14 @@
-//! The aggregator's consumers: batches of activity or mentorship records → the KPI state →
-//! stored offsets.
+//! The aggregator's consumer: batches of activity and mentorship records → the tenants'
+//! writers → stored offsets (docs/kpi-engine.md, "A batch").
 //!
-//! Whatever librdkafka has ready (up to a batch) is decoded, folded into one batch per partner
-//! shard and partition and applied with [`Store::apply`]; only then are the records' offsets
-//! stored for the next commit. A record that can never be applied (undecodable, unknown tenant, malformed
-//! volume) goes to the dead-letter topic. While Redis or the control database is unavailable
-//! the batch is retried and nothing is committed, so a crash or a rebalance redelivers it and
-//! the shard watermarks make that harmless.
+//! Whatever librdkafka has ready (up to a batch) is decoded, grouped by tenant and applied by
+//! the [`Engine`]; only then are the records' offsets stored for the next commit. A record that
+//! can never be applied (undecodable, unknown tenant, malformed volume, an enrolment that would
+//! make a genealogy cycle) goes to the dead-letter topic with its cause. While Redis or the
+//! control database is unavailable the batch is retried and nothing is committed, so a crash
+//! or a rebalance redelivers it and the tenants' offset watermarks make that harmless.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,12 +22,13 @@ use mentorstream_tenancy::{TenancyError, Tenants};
 use tokio_util::sync::CancellationToken;
 
 use crate::calendar::Calendar;
-use crate::fold::{ShardEvent, mentorship_event, partner_event};
+use crate::engine::{Engine, Input};
 use crate::progress::Progress;
-use crate::store::{PartnerBatch, Store};
+use crate::state::input;
 
-/// Records applied together at most.
-const MAX_BATCH: usize = 4096;
+/// Records applied together at most. Under load a batch fills up (a tenant's ancestors are
+/// written once per batch); when the consumer has caught up it is whatever arrived.
+const MAX_BATCH: usize = 16_384;
 /// Pause before retrying a batch while Redis or the control database is away.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
@@ -36,7 +37,7 @@ const RETRY_PAUSE: Duration = Duration::from_millis(500);
 pub struct Aggregator {
     /// Records of this topic are activity events; of any other, mentorship events.
     pub activity_topic: String,
-    pub store: Store,
+    pub engine: Arc<tokio::sync::Mutex<Engine>>,
     pub tenants: Tenants,
     pub dead_letters: DeadLetters,
     pub progress: Progress,
@@ -51,7 +52,7 @@ pub struct AppliedOffsets(Arc<Mutex<HashMap<(String, i32), i64>>>);
 
 impl AppliedOffsets {
     /// Records the last applied message of each partition.
-    fn record(&self, last: &HashMap<i32, &BorrowedMessage<'_>>) {
+    fn record(&self, last: &HashMap<(&str, i32), &BorrowedMessage<'_>>) {
         let mut applied = self
             .0
             .lock()
@@ -82,10 +83,16 @@ enum Unfolded {
     Transient(String),
 }
 
-/// Consumes until `shutdown`, then commits what was applied. `consumer` reads `topic` only.
+/// One tenant's share of a batch.
+struct TenantBatch<'m> {
+    calendar: Calendar,
+    inputs: Vec<Input>,
+    messages: Vec<&'m BorrowedMessage<'m>>,
+}
+
+/// Consumes until `shutdown`, then commits what was applied.
 pub async fn run(
     consumer: &Consumer,
-    topic: &str,
     aggregator: &Aggregator,
     shutdown: CancellationToken,
 ) -> Result<(), KafkaError> {
@@ -103,11 +110,11 @@ pub async fn run(
         // this chunk (up to the broker's propagation delay).
         let received_at = chrono::Utc::now();
         let mut messages = Vec::with_capacity(chunk.len());
-        let mut drained = Vec::new();
+        let mut reached_end = false;
         for item in chunk {
             match item {
                 Ok(message) => messages.push(message),
-                Err(rdkafka::error::KafkaError::PartitionEOF(partition)) => drained.push(partition),
+                Err(rdkafka::error::KafkaError::PartitionEOF(_)) => reached_end = true,
                 Err(error) => tracing::warn!(%error, "consumer error"),
             }
         }
@@ -115,20 +122,39 @@ pub async fn run(
             break;
         }
         // Storing a partition's last applied offset covers every record before it.
-        let mut last: HashMap<i32, &BorrowedMessage<'_>> = HashMap::new();
+        let mut last: HashMap<(&str, i32), &BorrowedMessage<'_>> = HashMap::new();
         for message in &messages {
-            last.insert(message.partition(), message);
+            last.insert((message.topic(), message.partition()), message);
         }
         for message in last.values() {
             consumer.store(message)?;
         }
         aggregator.applied.record(&last);
-        aggregator
-            .progress
-            .record(topic, &messages, &drained, received_at)
-            .await;
+        let drained = if reached_end {
+            consumer.drained().await
+        } else {
+            Vec::new()
+        };
+        let mut by_topic: BTreeMap<&str, Vec<&BorrowedMessage<'_>>> = BTreeMap::new();
+        for message in &messages {
+            by_topic.entry(message.topic()).or_default().push(message);
+        }
+        for (topic, _) in &drained {
+            by_topic.entry(topic.as_str()).or_default();
+        }
+        for (topic, applied) in by_topic {
+            let ends: Vec<i32> = drained
+                .iter()
+                .filter(|(drained_topic, _)| drained_topic == topic)
+                .map(|(_, partition)| *partition)
+                .collect();
+            aggregator
+                .progress
+                .record(topic, &applied, &ends, received_at)
+                .await;
+        }
     }
-    // Whatever is not committed now is redelivered and refused by the shard watermarks.
+    // Whatever is not committed now is redelivered and refused by the tenants' watermarks.
     consumer.commit_in_background()
 }
 
@@ -161,82 +187,104 @@ impl Aggregator {
                 return Ok(false);
             }
         };
-        loop {
-            match self.store.apply(&batches).await {
-                Ok(()) => return Ok(true),
-                Err(error) => tracing::warn!(%error, "cannot apply a batch; retrying"),
-            }
-            if !pause(shutdown).await {
-                return Ok(false);
+        for (tenant_id, batch) in batches {
+            let refused = loop {
+                let applied = self
+                    .engine
+                    .lock()
+                    .await
+                    .apply(&tenant_id, batch.calendar, &batch.inputs)
+                    .await;
+                match applied {
+                    Ok(applied) => break applied.refused,
+                    // The tenant's stored state cannot be read: the records go to the
+                    // dead-letter topic with the cause rather than block the partition.
+                    Err(error) if error.is_permanent() => {
+                        tracing::error!(%error, tenant_id, records = batch.messages.len(), "dead-lettering a batch");
+                        let reason = error.to_string();
+                        break (0..batch.messages.len())
+                            .map(|position| (position, reason.clone()))
+                            .collect();
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, tenant_id, "cannot apply a batch; retrying");
+                    }
+                }
+                if !pause(shutdown).await {
+                    return Ok(false);
+                }
+            };
+            for (position, reason) in refused {
+                self.dead_letters
+                    .send(batch.messages[position], &reason)
+                    .await?;
             }
         }
+        Ok(true)
     }
 
-    /// One batch per (tenant, partner, topic, partition), and the records that can never be
-    /// applied.
+    /// The batch by tenant, and the records that can never be applied.
     async fn fold<'m>(
         &self,
         messages: &'m [BorrowedMessage<'m>],
-    ) -> Result<(Vec<PartnerBatch>, Vec<(&'m BorrowedMessage<'m>, String)>), String> {
-        // Where each shard event goes (tenant, partner, message), and the events apart, so that
-        // the events move into their batches while the names are borrowed as keys.
-        let mut targets: Vec<(String, String, &BorrowedMessage<'_>)> =
-            Vec::with_capacity(messages.len());
-        let mut events: Vec<ShardEvent> = Vec::with_capacity(messages.len());
+    ) -> Result<
+        (
+            BTreeMap<String, TenantBatch<'m>>,
+            Vec<(&'m BorrowedMessage<'m>, String)>,
+        ),
+        String,
+    > {
+        let mut batches: BTreeMap<String, TenantBatch<'m>> = BTreeMap::new();
         let mut poison = Vec::new();
         // One tenant lookup per tenant and batch, not per record.
         let mut calendars: HashMap<String, Calendar> = HashMap::new();
         for message in messages {
             match self.fold_one(message, &mut calendars).await {
-                Ok((tenant_id, shard_events)) => {
-                    for (partner_id, shard_event) in shard_events {
-                        targets.push((tenant_id.clone(), partner_id, message));
-                        events.push(shard_event);
-                    }
+                Ok((tenant_id, calendar, events)) => {
+                    let batch = batches.entry(tenant_id).or_insert_with(|| TenantBatch {
+                        calendar,
+                        inputs: Vec::new(),
+                        messages: Vec::new(),
+                    });
+                    batch.inputs.push(Input {
+                        source: format!("{}/{}", message.topic(), message.partition()),
+                        offset: message.offset(),
+                        events,
+                    });
+                    batch.messages.push(message);
                 }
                 Err(Unfolded::Poison(reason)) => poison.push((message, reason)),
                 Err(Unfolded::Transient(reason)) => return Err(reason),
             }
         }
-        let mut positions: HashMap<(&str, &str, i32), usize> = HashMap::new();
-        let mut batches: Vec<PartnerBatch> = Vec::new();
-        for ((tenant_id, partner_id, message), event) in targets.iter().zip(events) {
-            let position = *positions
-                .entry((tenant_id, partner_id, message.partition()))
-                .or_insert_with(|| {
-                    batches.push(PartnerBatch {
-                        tenant_id: tenant_id.clone(),
-                        partner_id: partner_id.clone(),
-                        source: format!("{}/{}", message.topic(), message.partition()),
-                        events: Vec::new(),
-                    });
-                    batches.len() - 1
-                });
-            batches[position].events.push(event);
-        }
         Ok((batches, poison))
     }
 
-    /// The tenant of a record and its events for each partner shard it concerns.
+    /// The tenant of a record and its events per partner.
     async fn fold_one(
         &self,
         message: &BorrowedMessage<'_>,
         calendars: &mut HashMap<String, Calendar>,
-    ) -> Result<(String, Vec<(String, ShardEvent)>), Unfolded> {
+    ) -> Result<
+        (
+            String,
+            Calendar,
+            Vec<(String, crate::state::partner::Event)>,
+        ),
+        Unfolded,
+    > {
         let record = InboundRecord::new(message);
         let poison = |error: &dyn std::fmt::Display| Unfolded::Poison(error.to_string());
         if message.topic() == self.activity_topic {
             let event: ActivityEvent = record.decode().map_err(|error| poison(&error))?;
             let calendar = self.calendar(&event.tenant_id, calendars).await?;
-            let shard_event = partner_event(&event, message.offset(), &calendar)
-                .map_err(|error| poison(&error))?;
-            Ok((event.tenant_id, vec![(event.partner_id, shard_event)]))
+            let folded = input::activity(&event, &calendar).map_err(|error| poison(&error))?;
+            Ok((event.tenant_id, calendar, vec![folded]))
         } else {
             let event: MentorshipEvent = record.decode().map_err(|error| poison(&error))?;
             let calendar = self.calendar(&event.tenant_id, calendars).await?;
-            let shard_events = mentorship_event(&event, message.offset(), &calendar)
-                .map_err(|error| poison(&error))?;
-            Ok((event.tenant_id, shard_events))
+            let folded = input::mentorship(&event, &calendar).map_err(|error| poison(&error))?;
+            Ok((event.tenant_id, calendar, folded))
         }
     }
 

@@ -1,10 +1,11 @@
 //! KPI aggregator: exact windowed KPIs in Redis, group and team roll-ups, signals, KPI queries.
 //!
-//! The consumers ([`consume`], one per topic) fold activity and mentorship records ([`fold`])
-//! into the KPI state in Redis ([`store`], docs/kpi-state.md) of the active generation
-//! ([`namespace`], [`rebuild`]) and record how far they got ([`progress`]). The shard script
-//! decides signals ([`signal`]) and target crossings ([`target`]); what changed is published
-//! to kpi.updates.v1 and fanned out to WatchKpis ([`updates`]); KpiService (`api`) reads it.
+//! The consumer ([`consume`], both input topics) hands each tenant's records to the tenant's
+//! writer ([`engine`], docs/kpi-engine.md), which applies the rules ([`state`]) and writes the
+//! records of the active generation ([`namespace`], [`rebuild`]) in Redis; the consumer records
+//! how far it got ([`progress`]). The rules decide signals ([`signal`]) and the writer target
+//! crossings ([`target`]); what changed is published to kpi.updates.v1 and fanned out to
+//! WatchKpis ([`updates`]); KpiService (`api`) reads the records ([`store`]).
 
 mod api;
 pub mod calendar;
@@ -34,6 +35,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::consume::{Aggregator, AppliedOffsets};
+use crate::engine::Engine;
 use crate::namespace::{Generations, Namespace};
 use crate::signal::{KafkaSignals, SIGNAL_TIMEOUT};
 use crate::updates::{Hub, UPDATE_TIMEOUT};
@@ -148,42 +150,37 @@ impl Pipeline {
                 },
             };
             let mut namespace = Namespace::new(config, &self.connection, &generation);
-            namespace.store = namespace
-                .store
+            namespace.store = namespace.store.with_signals(self.signals.clone());
+            current.send_replace(Some(namespace.clone()));
+            tracing::info!(generation, "consuming");
+            let engine = Engine::new(self.connection.clone(), namespace.store.keys().clone())
                 .with_signals(self.signals.clone())
                 .with_targets(Arc::new(context.tenants.clone()))
                 .with_updates(pending_updates.clone());
-            current.send_replace(Some(namespace.clone()));
-            tracing::info!(generation, "consuming");
             let aggregator = Aggregator {
                 activity_topic: config.kafka.topics.activity.clone(),
-                store: namespace.store.clone(),
+                engine: Arc::new(tokio::sync::Mutex::new(engine)),
                 tenants: context.tenants.clone(),
                 dead_letters: self.dead_letters.clone(),
                 progress: namespace.progress.clone(),
                 applied: AppliedOffsets::default(),
             };
             let group = namespace.consumer_group(config);
-            let topics = [
-                &config.kafka.topics.activity,
-                &config.kafka.topics.mentorship,
-            ];
-            let consumers = topics
-                .into_iter()
-                .map(|topic| Ok((consumer(config, &group, topic)?, topic.as_str())))
-                .collect::<Result<Vec<_>, KafkaError>>()?;
+            let consumer = consumer(
+                config,
+                &group,
+                &[
+                    &config.kafka.topics.activity,
+                    &config.kafka.topics.mentorship,
+                ],
+            )?;
             let stop = shutdown.child_token();
-            let consuming =
-                futures::future::try_join_all(consumers.iter().map(|(consumer, topic)| {
-                    consume::run(consumer, topic, &aggregator, stop.clone())
-                }));
+            let consuming = consume::run(&consumer, &aggregator, stop.clone());
             let (consumed, ()) =
                 tokio::join!(consuming, self.until_switched(&generation, stop.clone()));
             consumed?;
-            for (consumer, _) in &consumers {
-                if let Err(error) = consumer.commit() {
-                    tracing::warn!(%error, "cannot commit on leaving a generation");
-                }
+            if let Err(error) = consumer.commit() {
+                tracing::warn!(%error, "cannot commit on leaving a generation");
             }
             if shutdown.is_cancelled() {
                 return Ok(());
@@ -272,12 +269,17 @@ async fn sweep_inactive(
     }
 }
 
-/// The consumer of `topic` in `group`: the replicas share each topic's partitions.
-pub fn consumer(config: &Config, group: &str, topic: &str) -> Result<Consumer, KafkaError> {
+/// The consumer of both input topics in `group`. The `range` assignor gives a member the same
+/// partition numbers of both topics, and both hold a tenant's records in the partition of the
+/// tenant: each tenant has one writer (docs/kpi-engine.md, "Ownership").
+pub fn consumer(config: &Config, group: &str, topics: &[&str]) -> Result<Consumer, KafkaError> {
     Consumer::with_properties(
         &config.kafka,
         group,
-        &[topic],
-        &[("enable.partition.eof", "true")],
+        topics,
+        &[
+            ("enable.partition.eof", "true"),
+            ("partition.assignment.strategy", "range"),
+        ],
     )
 }

@@ -56,7 +56,7 @@ impl Progress {
     pub async fn record(
         &self,
         topic: &str,
-        applied: &[BorrowedMessage<'_>],
+        applied: &[&BorrowedMessage<'_>],
         drained: &[i32],
         received_at: DateTime<Utc>,
     ) {

@@ -1,5 +1,5 @@
 //! `mentorstream kpi rebuild`: the KPI state computed again from the topics, from the start, in
-//! a fresh generation (docs/kpi-state.md, "Rebuild").
+//! a fresh generation (docs/kpi-engine.md).
 //!
 //! The replay runs in this process with the aggregator's own consumer code, into a new key
 //! namespace with its own consumer group. It announces every signal again, under the same
@@ -21,6 +21,7 @@ use rdkafka::consumer::Consumer as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::consume::{self, Aggregator, AppliedOffsets};
+use crate::engine::Engine;
 use crate::namespace::{Generations, Namespace, next_generation};
 use crate::signal::{KafkaSignals, SIGNAL_TIMEOUT};
 use crate::{DEAD_LETTER_TIMEOUT, pause};
@@ -70,14 +71,17 @@ pub async fn rebuild(
     let connection = mentorstream_redis::connect(&config.redis)?;
     let generations = Generations::new(config, connection.clone());
     let previous = generations.active().await?;
-    let mut namespace = Namespace::new(config, &connection, &next_generation());
-    namespace.store = namespace.store.with_signals(Arc::new(KafkaSignals {
+    let namespace = Namespace::new(config, &connection, &next_generation());
+    let signals = Arc::new(KafkaSignals {
         producer: Producer::new(&config.kafka, SIGNAL_TIMEOUT)?,
         topic: config.kafka.topics.kpi_signals.clone(),
-    }));
+    });
+    let engine = Engine::new(connection.clone(), namespace.store.keys().clone())
+        .with_signals(signals)
+        .with_targets(Arc::new(tenants.clone()));
     let aggregator = Aggregator {
         activity_topic: config.kafka.topics.activity.clone(),
-        store: namespace.store.clone(),
+        engine: Arc::new(tokio::sync::Mutex::new(engine)),
         tenants: tenants.clone(),
         dead_letters: DeadLetters::new(Producer::new(&config.kafka, DEAD_LETTER_TIMEOUT)?),
         progress: namespace.progress.clone(),
@@ -123,7 +127,7 @@ pub async fn rebuild(
     let consuming = futures::future::try_join_all(
         consumers
             .iter()
-            .map(|(consumer, topic)| consume::run(consumer, topic, &aggregator, stop.clone())),
+            .map(|(consumer, _)| consume::run(consumer, &aggregator, stop.clone())),
     );
     let caught_up = async {
         while !ends.iter().all(|(topic, partition, last)| {

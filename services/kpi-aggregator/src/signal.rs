@@ -1,5 +1,6 @@
 //! Signals: things worth telling a person, decided in the shard script and published to
-//! `mentorstream.kpi.signals.v1` by the forwarder (docs/kpi-state.md, "Signals and timers").
+//! `mentorstream.kpi.signals.v1` after the batch that decided them (docs/kpi-engine.md,
+//! "Signals and timers").
 //!
 //! A signal's id is a hash of its cause (tenant, partner, kind, fact), so a signal published
 //! again after a crash, or announced again for an earlier occurrence of the same fact, carries
@@ -14,7 +15,6 @@ use mentorstream_proto::kpi::v1::{self as proto, Metric, SubjectKind, WindowKind
 use sha2::{Digest, Sha256};
 
 use crate::calendar::{Bucket, Calendar};
-use crate::fold::rank_time;
 use crate::metric::{Counter, decimal, local_date, timestamp};
 use crate::state::partner::Announcement;
 
@@ -80,167 +80,8 @@ pub trait SignalSink: std::fmt::Debug + Send + Sync {
 }
 
 impl Signal {
-    /// A signal from an outbox entry of the shard of `partner_id` (empty for other shards):
-    /// `kind`, the enrolment's rank and the fact (`rank \x1f order \x1f volume`,
-    /// `rank \x1f level \x1f name`, or for a target `target \x1f subject kind \x1f subject id
-    /// \x1f recipient \x1f bucket \x1f value \x1f counter \x1f threshold`, which happens `now`).
-    /// `None` if malformed.
-    pub fn from_outbox(
-        tenant_id: &str,
-        partner_id: &str,
-        kind: &str,
-        enrolment_rank: &str,
-        fact: &str,
-        now: DateTime<Utc>,
-    ) -> Option<Self> {
-        if kind == "target" {
-            return Self::target_crossed(tenant_id, fact, now);
-        }
-        if kind == "goal_achieved" {
-            return Self::goal_achieved(tenant_id, partner_id, enrolment_rank, fact);
-        }
-        let enrolled_at = rank_time(enrolment_rank)?;
-        let mut fields = fact.split('\u{1f}');
-        let occurred_at = rank_time(fields.next()?)?;
-        let days = Calendar::whole_days(enrolled_at, occurred_at);
-        let (key, payload) = match kind {
-            "first_sale" => {
-                let order_id = fields.next()?.to_owned();
-                let volume = fields.next()?.parse().ok()?;
-                (
-                    String::new(),
-                    Payload::FirstSale {
-                        order_id,
-                        volume,
-                        days_to_first_sale: days,
-                    },
-                )
-            }
-            "rank" => {
-                let level: u32 = fields.next()?.parse().ok()?;
-                let name = fields.next().unwrap_or_default().to_owned();
-                (
-                    level.to_string(),
-                    Payload::RankAchieved {
-                        level,
-                        name,
-                        days_to_rank: days,
-                    },
-                )
-            }
-            _ => return None,
-        };
-        Some(Self {
-            tenant_id: tenant_id.to_owned(),
-            partner_id: partner_id.to_owned(),
-            signal_id: signal_id(tenant_id, partner_id, kind, &key),
-            occurred_at,
-            payload,
-        })
-    }
-
-    /// `fact`: goal \x1f plan \x1f counter \x1f target \x1f value, reached by the event of
-    /// `rank`.
-    fn goal_achieved(tenant_id: &str, mentee_id: &str, rank: &str, fact: &str) -> Option<Self> {
-        let fields: Vec<&str> = fact.split('\u{1f}').collect();
-        let [goal_id, plan_id, counter, target, value] = fields.as_slice() else {
-            return None;
-        };
-        Some(Self {
-            tenant_id: tenant_id.to_owned(),
-            partner_id: mentee_id.to_owned(),
-            signal_id: signal_id(tenant_id, mentee_id, "goal_achieved", goal_id),
-            occurred_at: rank_time(rank)?,
-            payload: Payload::GoalAchieved {
-                plan_id: (*plan_id).to_owned(),
-                goal_id: (*goal_id).to_owned(),
-                counter: Counter::from_field(counter)?,
-                target: target.parse().ok()?,
-                value: value.parse().ok()?,
-            },
-        })
-    }
-
-    /// GoalMissed for `goal_id` of a mentee whose stored goals are `goals` (as the shard
-    /// script keeps them) and progress `progress`; `None` if the goal is unknown or reached.
-    pub fn goal_missed(
-        tenant_id: &str,
-        mentee_id: &str,
-        goal_id: &str,
-        goals: Option<&str>,
-        progress: &std::collections::BTreeMap<String, i64>,
-    ) -> Option<Self> {
-        // id \x1f plan \x1f counter \x1f target \x1f start \x1f due \x1f rank, joined by \x1d
-        let spec = goals?
-            .split('\u{1d}')
-            .find(|spec| spec.split('\u{1f}').next() == Some(goal_id))?;
-        let fields: Vec<&str> = spec.split('\u{1f}').collect();
-        let [_, plan_id, counter, target, _, due, _] = fields.as_slice() else {
-            return None;
-        };
-        let target: i64 = target.parse().ok()?;
-        let value = progress.get(goal_id).copied().unwrap_or(0);
-        if value >= target {
-            return None;
-        }
-        Some(Self {
-            tenant_id: tenant_id.to_owned(),
-            partner_id: mentee_id.to_owned(),
-            signal_id: signal_id(tenant_id, mentee_id, "goal_missed", goal_id),
-            occurred_at: rank_time(due)?,
-            payload: Payload::GoalMissed {
-                plan_id: (*plan_id).to_owned(),
-                goal_id: goal_id.to_owned(),
-                counter: Counter::from_field(counter)?,
-                target,
-                value,
-            },
-        })
-    }
-
-    fn target_crossed(tenant_id: &str, fact: &str, now: DateTime<Utc>) -> Option<Self> {
-        let fields: Vec<&str> = fact.split('\u{1f}').collect();
-        let [
-            target_id,
-            subject,
-            subject_id,
-            recipient,
-            bucket,
-            value,
-            counter,
-            threshold,
-        ] = fields.as_slice()
-        else {
-            return None;
-        };
-        let subject_kind = match *subject {
-            "p" => SubjectKind::Partner,
-            "g" => SubjectKind::Group,
-            "t" => SubjectKind::Team,
-            "n" => SubjectKind::Tenant,
-            _ => return None,
-        };
-        let key = format!("{target_id}\u{1f}{subject}\u{1f}{subject_id}\u{1f}{bucket}");
-        Some(Self {
-            tenant_id: tenant_id.to_owned(),
-            partner_id: (*recipient).to_owned(),
-            // The recipient is not part of the cause: a group's mentor may be learnt later.
-            signal_id: signal_id(tenant_id, "", "target", &key),
-            occurred_at: now,
-            payload: Payload::TargetCrossed {
-                target_id: (*target_id).to_owned(),
-                subject_kind,
-                subject_id: (*subject_id).to_owned(),
-                bucket: Bucket::parse(bucket)?,
-                counter: Counter::from_field(counter)?,
-                threshold: threshold.parse().ok()?,
-                value: value.parse().ok()?,
-            },
-        })
-    }
-
-    /// The signal of an announcement the rules made about `partner_id`; its id names the fact,
-    /// as [`Signal::from_outbox`] does.
+    /// The signal of an announcement the rules made about `partner_id`; its id names the fact
+    /// (tenant, partner, kind, rank level or goal), so a repetition or a correction keeps it.
     pub fn announced(tenant_id: &str, partner_id: &str, announcement: &Announcement) -> Self {
         let (kind, key, occurred_at, payload) = match announcement {
             Announcement::FirstSale { enrolled, sale } => (
@@ -396,8 +237,8 @@ impl Signal {
     }
 
     /// TargetCrossed: `target`'s number of `subject_id` in `bucket` went from below its
-    /// threshold to `value`, at or above it, `now`. The id names (target, subject, bucket),
-    /// as [`Signal::from_outbox`] does.
+    /// threshold to `value`, at or above it, `now`. The id names (target, subject, bucket):
+    /// crossing again after a dip repeats it.
     pub fn target_crossed_now(
         tenant_id: &str,
         target: &crate::target::Target,
@@ -642,22 +483,22 @@ impl SignalSink for KafkaSignals {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fold::rank;
+    use crate::state::partner::{GoalSpec, Sale};
+    use crate::state::rank::Rank;
 
     #[test]
     fn a_signal_counts_whole_days_from_the_enrolment_and_keeps_its_id() {
         let enrolled = DateTime::from_timestamp(1_790_000_000, 0).expect("time");
         let sold = enrolled + chrono::Duration::hours(47);
-        let fact = format!("{}\u{1f}o-1\u{1f}4950", rank(sold, "shop", "e-7"));
-        let signal = Signal::from_outbox(
-            "t1",
-            "ann",
-            "first_sale",
-            &rank(enrolled, "crm", "e-1"),
-            &fact,
-            sold,
-        )
-        .expect("well formed");
+        let announcement = Announcement::FirstSale {
+            enrolled: Rank::new(enrolled, "crm", "e-1"),
+            sale: Sale {
+                rank: Rank::new(sold, "shop", "e-7"),
+                order_id: "o-1".into(),
+                volume: 4950,
+            },
+        };
+        let signal = Signal::announced("t1", "ann", &announcement);
         assert_eq!(signal.occurred_at, sold);
         assert_eq!(
             signal.payload,
@@ -669,9 +510,49 @@ mod tests {
         );
         assert_eq!(signal.signal_id, signal_id("t1", "ann", "first_sale", ""));
         assert_ne!(signal.signal_id, signal_id("t1", "bob", "first_sale", ""));
-        assert_eq!(
-            Signal::from_outbox("t1", "ann", "rank", "garbage", &fact, sold),
-            None
-        );
+    }
+
+    #[test]
+    fn signals_round_trip_through_their_published_form() {
+        let at = DateTime::from_timestamp(1_790_000_000, 0).expect("time");
+        let goal = GoalSpec {
+            goal_id: "g".into(),
+            plan_id: "p".into(),
+            counter: Counter::SalesVolume,
+            target: 10_050,
+            start: 0,
+            due: at.timestamp_micros(),
+        };
+        let target = crate::target::Target {
+            target_id: "t".into(),
+            subject_kind: SubjectKind::Team,
+            counter: Counter::Orders,
+            window: crate::target::TargetWindow::Week,
+            threshold: 3,
+        };
+        let week = Calendar::new(chrono_tz::UTC).buckets(at)[1];
+        let signals = [
+            Signal::announced(
+                "t1",
+                "ann",
+                &Announcement::GoalAchieved {
+                    goal,
+                    value: 10_100,
+                    rank: Rank::new(at, "crm", "x"),
+                },
+            ),
+            Signal::target_crossed_now("t1", &target, "ann", "ann", week, 3, at),
+            Signal::inactive(
+                "t1",
+                "bob",
+                at.timestamp_micros(),
+                chrono::Duration::days(7),
+                at,
+            )
+            .expect("valid"),
+        ];
+        for signal in signals {
+            assert_eq!(Signal::from_proto(signal.to_proto()), Some(signal));
+        }
     }
 }

@@ -188,7 +188,7 @@ impl Target {
         })
     }
 
-    /// How the shard script names the subject kind: partner, group, team, tenant (n).
+    /// The subject kind's letter in signal ids: partner, group, team, tenant (n).
     pub fn subject_code(&self) -> &'static str {
         match self.subject_kind {
             SubjectKind::Group => "g",
@@ -218,18 +218,6 @@ impl Target {
             TargetWindow::Month => "m",
             TargetWindow::Lifetime => "l",
         }
-    }
-
-    /// `id \x1f subject \x1f counter \x1f window \x1f threshold`, for the shard script.
-    pub fn script_spec(&self) -> String {
-        format!(
-            "{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}",
-            self.target_id,
-            self.subject_code(),
-            self.counter.field(),
-            self.window_code(),
-            self.threshold
-        )
     }
 }
 
@@ -304,10 +292,6 @@ mod tests {
         assert_eq!(
             target.to_proto().threshold.expect("threshold").value,
             "1500.50"
-        );
-        assert_eq!(
-            target.script_spec(),
-            "t-1\u{1f}t\u{1f}pv\u{1f}m\u{1f}150050"
         );
     }
 

@@ -102,6 +102,7 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
         pool.clone(),
         Producer::new(&config.kafka, DELIVERY_TIMEOUT)?,
         config.kafka.topics.mentorship.clone(),
+        config.kafka.partitions,
         wake.clone(),
         context.shutdown.token(),
     );

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mentorstream_kafka::{CloudEvent, KafkaError, OutboundRecord, Producer};
+use mentorstream_kafka::{CloudEvent, KafkaError, OutboundRecord, Producer, tenant_partition};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -34,11 +34,12 @@ pub async fn run(
     pool: PgPool,
     producer: Producer,
     topic: String,
+    partitions: i32,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
     loop {
-        let pause = match publish_due(&pool, &producer, &topic).await {
+        let pause = match publish_due(&pool, &producer, &topic, partitions).await {
             Ok(0) => POLL,
             // More may be waiting right away.
             Ok(_) => continue,
@@ -56,7 +57,12 @@ pub async fn run(
 }
 
 /// Publishes one batch of eligible rows; how many.
-async fn publish_due(pool: &PgPool, producer: &Producer, topic: &str) -> Result<usize, RelayError> {
+async fn publish_due(
+    pool: &PgPool,
+    producer: &Producer,
+    topic: &str,
+    partitions: i32,
+) -> Result<usize, RelayError> {
     let mut transaction = pool.begin().await?;
     let rows = sqlx::query!(
         "SELECT seq, tenant_id, record_key, event_id, event_type, payload, occurred_at \
@@ -73,12 +79,13 @@ async fn publish_due(pool: &PgPool, producer: &Producer, topic: &str) -> Result<
     if rows.is_empty() {
         return Ok(0);
     }
-    // Enqueued in sequence order: records of one key keep it within their partition.
+    // Enqueued in sequence order, in the partition of their tenant (docs/kpi-engine.md):
+    // records of one key keep their order.
     let mut deliveries = Vec::with_capacity(rows.len());
     for row in &rows {
         let record = OutboundRecord {
             topic: topic.to_owned(),
-            partition: None,
+            partition: Some(tenant_partition(&row.tenant_id, partitions)),
             key: row.record_key.clone().into_bytes(),
             payload: row.payload.clone(),
             event: CloudEvent {

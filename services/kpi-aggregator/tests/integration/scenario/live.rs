@@ -1271,16 +1271,11 @@ pub async fn assert_scorecards(reader: &mut Reader, events: &Events) {
             );
         }
     }
-    // retention_30d of g-2 (ann and bob, enrolled 9 and 10 November) as of three days.
-    for (anchor, share) in [
-        // Neither enrolled 30 days before: left out.
-        ((2026, 12, 1), None),
-        // Both active in the 30 days before.
-        ((2026, 12, 15), Some(1.0)),
-        // Only bob (5 December) is active in 5 December – 3 January.
-        ((2027, 1, 3), Some(0.5)),
-        ((2027, 1, 10), Some(0.0)),
-    ] {
+    // retention_30d of g-2 (ann and bob, enrolled 9 and 10 November) as of four days: before
+    // either was enrolled 30 × 24 h, then with activity by both, by bob only, by neither (an
+    // anchor still ahead of the clock counts eligibility up to now, §6).
+    for anchor in [(2026, 12, 1), (2026, 12, 15), (2027, 1, 3), (2027, 1, 10)] {
+        let share = expected_retention(events, &["ann", "bob"], anchor);
         let answer = reader
             .scorecard(
                 SubjectKind::Group,
@@ -1303,6 +1298,52 @@ pub async fn assert_scorecards(reader: &mut Reader, events: &Events) {
             .get("pv")
             .is_some_and(|pv| *pv > 0)
     );
+}
+
+/// retention_30d of `mentees` for the 30 local days ending with `anchor`: of those enrolled
+/// at least 30 × 24 h before the window ends (or before now, if sooner), the share with an
+/// activity event in those days; `None` while nobody is eligible.
+fn expected_retention(events: &Events, mentees: &[&str], anchor: (i32, i32, i32)) -> Option<f64> {
+    use chrono::TimeZone as _;
+    let (year, month, day) = anchor;
+    let (month, day) = (
+        u32::try_from(month).expect("month"),
+        u32::try_from(day).expect("day"),
+    );
+    let last = chrono::NaiveDate::from_ymd_opt(year, month, day).expect("date");
+    let first = last - chrono::Days::new(29);
+    let end = chrono_tz::Europe::Moscow
+        .from_local_datetime(&(last + chrono::Days::new(1)).and_time(chrono::NaiveTime::MIN))
+        .earliest()
+        .expect("midnight")
+        .with_timezone(&Utc)
+        .min(Utc::now());
+    let at = |event: &ActivityEvent| super::moment(event.occurred_at.as_ref());
+    let (mut eligible, mut retained) = (0_u32, 0_u32);
+    for mentee in mentees {
+        let mine = || {
+            events
+                .activity
+                .iter()
+                .filter(|event| event.partner_id == *mentee)
+        };
+        let enrolled = mine()
+            .filter(|event| matches!(event.payload, Some(Payload::PartnerEnrolled(_))))
+            .map(at)
+            .min();
+        if enrolled.is_some_and(|enrolled| end - enrolled >= chrono::Duration::days(30)) {
+            eligible += 1;
+            let local = |event: &ActivityEvent| {
+                at(event)
+                    .with_timezone(&chrono_tz::Europe::Moscow)
+                    .date_naive()
+            };
+            if mine().any(|event| (first..=last).contains(&local(event))) {
+                retained += 1;
+            }
+        }
+    }
+    (eligible > 0).then(|| f64::from(retained) / f64::from(eligible))
 }
 
 pub fn window(kind: WindowKind, anchor: Option<(i32, i32, i32)>) -> Window {
