@@ -27,8 +27,12 @@ use crate::progress::Progress;
 use crate::state::input;
 
 /// Records applied together at most. Under load a batch fills up (a tenant's ancestors are
-/// written once per batch); when the consumer has caught up it is whatever arrived.
+/// written once per batch); when the consumer has caught up it is whatever arrived within
+/// [`BATCH_WINDOW`] of its first record.
 const MAX_BATCH: usize = 16_384;
+/// How long a batch waits for more records after its first: a little latency for much fewer
+/// writes while records keep coming.
+const BATCH_WINDOW: Duration = Duration::from_millis(10);
 /// Pause before retrying a batch while Redis or the control database is away.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
@@ -96,7 +100,9 @@ pub async fn run(
     aggregator: &Aggregator,
     shutdown: CancellationToken,
 ) -> Result<(), KafkaError> {
-    let mut chunks = consumer.inner().stream().ready_chunks(MAX_BATCH);
+    let chunks =
+        tokio_stream::StreamExt::chunks_timeout(consumer.inner().stream(), MAX_BATCH, BATCH_WINDOW);
+    let mut chunks = std::pin::pin!(chunks);
     loop {
         let chunk = tokio::select! {
             biased;

@@ -19,10 +19,10 @@ use crate::store::{Changed, OwnedSubject};
 use crate::target::Target;
 use mentorstream_proto::kpi::v1::SubjectKind;
 
-/// Partner records kept in the cache at most between batches (a few KB each, decoded).
-const PARTNER_CACHE: usize = 50_000;
+/// Partner records kept in the cache at most between batches (about a KB each, decoded).
+const PARTNER_CACHE: usize = 150_000;
 /// Team records kept in the cache at most between batches.
-const TEAM_CACHE: usize = 100_000;
+const TEAM_CACHE: usize = 150_000;
 /// Fields read by one `HMGET` at most.
 const READ_CHUNK: usize = 2_000;
 
@@ -251,7 +251,9 @@ impl TenantWriter {
             known: self.genealogy.len(),
             ..Work::default()
         };
+        let started = std::time::Instant::now();
         self.load_partners(connection, &fresh).await?;
+        let loaded = started.elapsed();
         for (position, input) in &fresh {
             match self.refusal(input) {
                 Some(reason) => work.refused.push((*position, reason)),
@@ -262,11 +264,30 @@ impl TenantWriter {
                 }
             }
         }
+        let applied_at = started.elapsed();
         self.load_rollups(connection, &work).await?;
+        let rollups_loaded = started.elapsed();
         self.roll_up(&mut work, watch.any())?;
+        let rolled = started.elapsed();
         let changed = self.watch(&mut work, watch);
         let flush = self.flush(inputs, &mut work);
-        match flush.send(connection, &self.keys.meta()).await? {
+        let built = started.elapsed();
+        let outcome = flush.send(connection, &self.keys.meta()).await?;
+        tracing::debug!(
+            inputs = fresh.len(),
+            partners = work.dirty_partners.len(),
+            teams = work.dirty_teams.len(),
+            commands = flush.commands.len(),
+            bytes = flush.commands.iter().flat_map(|command| &command.arguments).map(Vec::len).sum::<usize>(),
+            ?loaded,
+            ?applied_at,
+            ?rollups_loaded,
+            ?rolled,
+            ?built,
+            sent = ?started.elapsed(),
+            "batch"
+        );
+        match outcome {
             Outcome::Fenced => return Err(WriteError::Fenced(self.tenant_id.to_string())),
             Outcome::Applied => {}
         }
@@ -857,15 +878,22 @@ impl TenantWriter {
 
     /// Forgets cached records beyond the bound (they are in Redis).
     fn trim_cache(&mut self) {
-        if self.partners.len() > PARTNER_CACHE {
-            self.partners.clear();
-        }
-        if self.teams.len() > TEAM_CACHE {
-            self.teams.clear();
-        }
-        if self.groups.len() > PARTNER_CACHE {
-            self.groups.clear();
-        }
+        trim(&mut self.partners, PARTNER_CACHE);
+        trim(&mut self.teams, TEAM_CACHE);
+        trim(&mut self.groups, PARTNER_CACHE);
+    }
+}
+
+/// Beyond `limit` entries, forgets a quarter of `cache` (whichever the hash order gives: a
+/// cheap random eviction that keeps most of what is hot).
+fn trim<K: std::hash::Hash + Eq, V>(cache: &mut HashMap<K, V>, limit: usize) {
+    if cache.len() > limit {
+        let mut forget = cache.len() - limit * 3 / 4;
+        cache.retain(|_, _| {
+            let keep = forget == 0;
+            forget = forget.saturating_sub(1);
+            keep
+        });
     }
 }
 
