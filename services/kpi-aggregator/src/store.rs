@@ -14,10 +14,12 @@ use crate::signal::{Signal, SignalSink};
 use crate::state::codec::{self, CodecError};
 use crate::state::counts::{Counters, Counts, LocalDay};
 use crate::state::group::GroupRecord;
+use crate::state::keys::HUB_SIZE;
 use crate::state::keys::TenantKeys;
 use crate::state::membership::Change;
 use crate::state::partner::PartnerRecord;
 use crate::state::rank::Rank;
+pub use crate::state::subject::{Changed, OwnedSubject, Subject};
 
 /// Idle partners (or due goals) announced per round trip of a sweep.
 const SWEEP_BATCH: usize = 1000;
@@ -43,17 +45,6 @@ pub enum StoreError {
     Signals(String),
     #[error("more than {0} partners")]
     TooLarge(usize),
-}
-
-/// Whose counters to read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Subject<'a> {
-    Partner(&'a str),
-    /// A partner and their whole downline.
-    Team(&'a str),
-    /// A mentor's group: its mentees' contributions while assigned.
-    Group(&'a str),
-    Tenant,
 }
 
 /// A partner's lifetime facts, as ranks (occurred_at micros, source, id), for GetJourney.
@@ -95,34 +86,6 @@ impl JourneyFacts {
             && self.ranks.is_empty()
             && self.membership.is_empty()
     }
-}
-
-/// A subject, owned.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum OwnedSubject {
-    Partner(String),
-    Team(String),
-    Group(String),
-    Tenant,
-}
-
-impl OwnedSubject {
-    pub fn as_subject(&self) -> Subject<'_> {
-        match self {
-            Self::Partner(id) => Subject::Partner(id),
-            Self::Team(id) => Subject::Team(id),
-            Self::Group(id) => Subject::Group(id),
-            Self::Tenant => Subject::Tenant,
-        }
-    }
-}
-
-/// A number that an applied batch changed: a subject's counters in one bucket.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Changed {
-    pub tenant_id: Arc<str>,
-    pub subject: OwnedSubject,
-    pub bucket: Bucket,
 }
 
 /// Who a group is now.
@@ -254,7 +217,7 @@ impl Store {
                 .unwrap_or_default(),
             Subject::Team(partner) => match self.field(&keys.teams(), partner).await? {
                 Some(bytes) => codec::decode_counters(&bytes)?,
-                None => Counters::default(),
+                None => self.small_team(tenant_id, partner).await?,
             },
             Subject::Group(group) => self
                 .group(tenant_id, group)
@@ -288,8 +251,11 @@ impl Store {
                 codec::decode_partner(&bytes)?.personal,
             ));
         }
-        for (partner, bytes) in self.scan(&keys.teams()).await? {
-            all.push((OwnedSubject::Team(partner), codec::decode_counters(&bytes)?));
+        for (partner, _) in self.scan(&keys.sponsors()).await? {
+            let team = self
+                .subject_counters(tenant_id, Subject::Team(&partner))
+                .await?;
+            all.push((OwnedSubject::Team(partner), team));
         }
         for (group, bytes) in self.scan(&keys.groups()).await? {
             all.push((
@@ -322,6 +288,20 @@ impl Store {
             }
             cursor = next;
         }
+    }
+
+    /// The team of a partner without a team record: fewer than [`HUB_SIZE`] partners, summed
+    /// from their records (docs/kpi-engine.md, "Team totals").
+    async fn small_team(&self, tenant_id: &str, partner_id: &str) -> Result<Counters, StoreError> {
+        // Beyond a hub's size the subtree would have a record: a bound, not an expectation.
+        let limit = usize::try_from(HUB_SIZE).unwrap_or(usize::MAX) * 4;
+        let members = self.downline(tenant_id, partner_id, limit).await?;
+        let mut team = Counters::default();
+        let key = self.tenant(tenant_id).partners();
+        for value in self.fields(&key, &members).await?.into_iter().flatten() {
+            team.add_all(&codec::decode_partner(&value)?.personal, 1);
+        }
+        Ok(team)
     }
 
     /// A subject's counters in `buckets`, summed (a rolling window is many days).
@@ -564,7 +544,9 @@ impl Store {
                     by_kind.entry("p").or_default().push((position, id.clone()))
                 }
                 OwnedSubject::Team(id) => {
-                    by_kind.entry("t").or_default().push((position, id.clone()))
+                    // Small teams have no record: each is summed.
+                    let counters = self.subject_counters(tenant_id, Subject::Team(id)).await?;
+                    totals[position] = counters.sum(buckets).get(counter);
                 }
                 OwnedSubject::Group(id) => {
                     by_kind.entry("g").or_default().push((position, id.clone()))
@@ -578,7 +560,6 @@ impl Store {
         for (kind, wanted) in by_kind {
             let key = match kind {
                 "p" => keys.partners(),
-                "t" => keys.teams(),
                 _ => keys.groups(),
             };
             let ids: Vec<String> = wanted.iter().map(|(_, id)| id.clone()).collect();
@@ -588,7 +569,6 @@ impl Store {
                 };
                 let counters = match kind {
                     "p" => codec::decode_partner(&bytes)?.personal,
-                    "t" => codec::decode_counters(&bytes)?,
                     _ => codec::decode_group(&bytes)?.counters,
                 };
                 totals[*position] = counters.sum(buckets).get(counter);

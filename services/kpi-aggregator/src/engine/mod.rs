@@ -2,6 +2,7 @@
 //! in Redis (docs/kpi-engine.md).
 
 pub mod flush;
+pub mod teams;
 pub mod tenant;
 
 use std::collections::HashMap;

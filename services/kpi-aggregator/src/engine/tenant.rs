@@ -7,6 +7,7 @@ use std::sync::Arc;
 use mentorstream_redis::{Connection, RedisError, cmd};
 
 use super::flush::{Flush, Meta, Outcome, acquire};
+use super::teams::{Teams, with_upline};
 use crate::calendar::Calendar;
 use crate::signal::Signal;
 use crate::state::codec::{self, CodecError};
@@ -15,7 +16,7 @@ use crate::state::genealogy::{Genealogy, GenealogyError, Node};
 use crate::state::group::GroupRecord;
 use crate::state::keys::TenantKeys;
 use crate::state::partner::{Effects, Event, EventKind, PartnerRecord};
-use crate::store::{Changed, OwnedSubject};
+use crate::state::subject::{Changed, OwnedSubject};
 use crate::target::Target;
 use mentorstream_proto::kpi::v1::SubjectKind;
 
@@ -76,6 +77,12 @@ impl Watch<'_> {
     fn any(&self) -> bool {
         self.report || !self.targets.is_empty()
     }
+
+    fn watches(&self, kind: SubjectKind) -> bool {
+        self.targets
+            .iter()
+            .any(|target| target.subject_kind == kind)
+    }
 }
 
 pub struct TenantWriter {
@@ -85,7 +92,7 @@ pub struct TenantWriter {
     meta: Meta,
     genealogy: Genealogy,
     partners: HashMap<Node, PartnerRecord>,
-    teams: HashMap<Node, Counters>,
+    teams: Teams,
     groups: HashMap<String, GroupRecord>,
     tenant: Option<Counters>,
     /// Signals written by the last batch, acknowledged by Kafka since: the next batch deletes
@@ -122,10 +129,6 @@ struct Work {
     goals_due: Vec<(Node, String, i64)>,
     signals: Vec<Signal>,
     refused: Vec<(usize, String)>,
-    /// Every team's whole change in the batch, when targets or reports need it.
-    team_totals: HashMap<Node, Counters>,
-    /// Each partner's change of its own counters, kept for targets and reports.
-    personal_totals: HashMap<Node, Counters>,
     tenant_total: Counters,
 }
 
@@ -146,12 +149,13 @@ impl TenantWriter {
             meta,
             genealogy: Genealogy::default(),
             partners: HashMap::new(),
-            teams: HashMap::new(),
+            teams: Teams::default(),
             groups: HashMap::new(),
             tenant: None,
             acknowledged: Vec::new(),
         };
         writer.load_genealogy(connection).await?;
+        writer.load_hubs(connection).await?;
         let pending = writer.pending_signals(connection).await?;
         writer.acknowledged = pending
             .iter()
@@ -193,6 +197,19 @@ impl TenantWriter {
             }
             cursor = next;
         }
+    }
+
+    /// Every stored team record is a hub's.
+    async fn load_hubs(&mut self, connection: &Connection) -> Result<(), WriteError> {
+        let hubs: Vec<String> = cmd("HKEYS")
+            .arg(self.keys.teams())
+            .query_async(&mut connection.clone())
+            .await?;
+        for hub in hubs {
+            let node = self.node(&hub)?;
+            self.teams.know_hub(node);
+        }
+        Ok(())
     }
 
     async fn pending_signals(&self, connection: &Connection) -> Result<Vec<Signal>, WriteError> {
@@ -265,9 +282,9 @@ impl TenantWriter {
             }
         }
         let applied_at = started.elapsed();
-        self.load_rollups(connection, &work).await?;
+        self.load_rollups(connection, &work, watch).await?;
         let rollups_loaded = started.elapsed();
-        self.roll_up(&mut work, watch.any())?;
+        self.roll_up(&mut work)?;
         let rolled = started.elapsed();
         let changed = self.watch(&mut work, watch);
         let flush = self.flush(inputs, &mut work);
@@ -483,25 +500,31 @@ impl TenantWriter {
         &mut self,
         connection: &Connection,
         work: &Work,
+        watch: Watch<'_>,
     ) -> Result<(), WriteError> {
-        let mut needed: HashSet<Node> = HashSet::new();
-        replay(
-            &mut self.genealogy,
-            &work.edges,
-            |genealogy, (child, old, new)| {
-                needed.insert(child);
-                needed.extend(with_upline(genealogy, old));
-                needed.extend(with_upline(genealogy, new));
-            },
-        )
-        .map_err(|error| self.genealogy_error(error))?;
-        for node in work.personal.keys() {
-            needed.insert(*node);
-            needed.extend(self.genealogy.upline(*node));
+        let changed: Vec<Node> = work.personal.keys().copied().collect();
+        let mut needs = self
+            .teams
+            .needs(&mut self.genealogy, &work.edges, &changed)
+            .map_err(|error| self.genealogy_error(error))?;
+        if watch.watches(SubjectKind::Team) {
+            // A team target watches small teams too: they are summed after the batch.
+            for partner in &changed {
+                for node in with_upline(&self.genealogy, Some(*partner)) {
+                    self.teams.members(&self.genealogy, node, &mut needs);
+                }
+            }
         }
-        let missing: Vec<Node> = needed
+        let partners: Vec<String> = needs
+            .partners
+            .iter()
+            .map(|node| self.genealogy.id(*node).to_owned())
+            .collect();
+        self.read_partners(connection, &partners).await?;
+        let missing: Vec<Node> = needs
+            .hubs
             .into_iter()
-            .filter(|node| !self.teams.contains_key(node))
+            .filter(|node| !self.teams.records.contains_key(node))
             .collect();
         let key = self.keys.teams();
         for chunk in missing.chunks(READ_CHUNK) {
@@ -512,7 +535,7 @@ impl TenantWriter {
             let values = hmget(connection, &key, ids.iter().map(String::as_str)).await?;
             for ((node, id), value) in chunk.iter().zip(&ids).zip(values) {
                 let team = self.counters(value.as_deref(), "team", id)?;
-                self.teams.insert(*node, team);
+                self.teams.records.insert(*node, team);
             }
         }
         let groups: BTreeSet<&str> = work
@@ -576,62 +599,22 @@ impl TenantWriter {
     /// Team totals: every genealogy change moves its child's team from the old upline to the
     /// new one, in order; then every partner's change of its own counters reaches the partner's
     /// team and every ancestor's, each team changed once however many changes reach it.
-    fn roll_up(&mut self, work: &mut Work, keep_totals: bool) -> Result<(), WriteError> {
-        let Self {
-            genealogy, teams, ..
-        } = self;
-        let (dirty, totals) = (&mut work.dirty_teams, &mut work.team_totals);
-        replay(genealogy, &work.edges, |genealogy, (child, old, new)| {
-            let team = teams.get(&child).cloned().unwrap_or_default();
-            for (start, sign) in [(old, -1), (new, 1)] {
-                for node in with_upline(genealogy, start) {
-                    teams.entry(node).or_default().add_all(&team, sign);
-                    dirty.insert(node);
-                    if keep_totals {
-                        totals.entry(node).or_default().add_all(&team, sign);
-                    }
-                }
-            }
-        })
-        .map_err(|error| self.genealogy_error(error))?;
-        let mut pending: HashMap<Node, Counters> = work
-            .personal
-            .drain()
-            .filter(|(_, delta)| !delta.is_empty())
-            .collect();
+    fn roll_up(&mut self, work: &mut Work) -> Result<(), WriteError> {
+        work.personal.retain(|_, delta| !delta.is_empty());
         let tenant = self.tenant.get_or_insert_with(Counters::default);
-        for delta in pending.values() {
+        for delta in work.personal.values() {
             tenant.add_all(delta, 1);
-            if keep_totals {
-                work.tenant_total.add_all(delta, 1);
-            }
+            work.tenant_total.add_all(delta, 1);
         }
-        if keep_totals {
-            work.personal_totals.clone_from(&pending);
-        }
-        // Deepest first: a team's change is complete before it moves up to the sponsor.
-        let reached: HashSet<Node> = pending
-            .keys()
-            .flat_map(|node| with_upline(&self.genealogy, Some(*node)))
-            .collect();
-        let mut order: Vec<(usize, Node)> = reached
-            .into_iter()
-            .map(|node| (self.genealogy.upline(node).count(), node))
-            .collect();
-        order.sort_unstable_by(|a, b| b.cmp(a));
-        for (_, node) in order {
-            let Some(delta) = pending.remove(&node) else {
-                continue;
-            };
-            self.teams.entry(node).or_default().add_all(&delta, 1);
-            work.dirty_teams.insert(node);
-            if keep_totals {
-                work.team_totals.entry(node).or_default().add_all(&delta, 1);
-            }
-            if let Some(parent) = self.genealogy.parent(node) {
-                pending.entry(parent).or_default().add_all(&delta, 1);
-            }
-        }
+        work.dirty_teams = self
+            .teams
+            .apply(
+                &mut self.genealogy,
+                &work.edges,
+                &work.personal,
+                &self.partners,
+            )
+            .map_err(|error| self.genealogy_error(error))?;
         for (group, delta) in &work.groups {
             self.groups
                 .entry(group.clone())
@@ -708,7 +691,7 @@ impl TenantWriter {
                 }
             }
         };
-        for (node, delta) in &work.personal_totals {
+        for (node, delta) in &work.personal {
             let id = self.genealogy.id(*node);
             if let Some(record) = self.partners.get(node) {
                 look(
@@ -720,15 +703,16 @@ impl TenantWriter {
                 );
             }
         }
-        for (node, delta) in &work.team_totals {
-            let id = self.genealogy.id(*node);
-            if let Some(team) = self.teams.get(node) {
+        if watch.report || watch.watches(SubjectKind::Team) {
+            for (node, delta) in self.team_changes(work) {
+                let id = self.genealogy.id(node);
+                let team = self.teams.total(&self.genealogy, node, &self.partners);
                 look(
                     SubjectKind::Team,
                     OwnedSubject::Team(id.to_owned()),
                     id,
-                    team,
-                    delta,
+                    &team,
+                    &delta,
                 );
             }
         }
@@ -754,6 +738,42 @@ impl TenantWriter {
         }
         work.signals.extend(crossed);
         changed
+    }
+
+    /// How the batch changed every team it reached, hub or not: the partners' own changes up
+    /// their final upline (deepest first, each team once), and each moved team off its old
+    /// upline and onto its new one.
+    fn team_changes(&self, work: &Work) -> HashMap<Node, Counters> {
+        let genealogy = &self.genealogy;
+        let mut changes: HashMap<Node, Counters> = HashMap::new();
+        let mut pending: HashMap<Node, Counters> = work.personal.clone();
+        let reached: HashSet<Node> = pending
+            .keys()
+            .flat_map(|node| with_upline(genealogy, Some(*node)))
+            .collect();
+        let mut order: Vec<(usize, Node)> = reached
+            .into_iter()
+            .map(|node| (genealogy.upline(node).count(), node))
+            .collect();
+        order.sort_unstable_by(|a, b| b.cmp(a));
+        for (_, node) in order {
+            let Some(delta) = pending.remove(&node) else {
+                continue;
+            };
+            if let Some(parent) = genealogy.parent(node) {
+                pending.entry(parent).or_default().add_all(&delta, 1);
+            }
+            changes.entry(node).or_default().add_all(&delta, 1);
+        }
+        for (child, old, new) in &work.edges {
+            let team = self.teams.total(genealogy, *child, &self.partners);
+            for (start, sign) in [(old, -1), (new, 1)] {
+                for node in with_upline(genealogy, *start) {
+                    changes.entry(node).or_default().add_all(&team, sign);
+                }
+            }
+        }
+        changes
     }
 
     /// Everything the batch changed, as one fenced call.
@@ -785,7 +805,7 @@ impl TenantWriter {
                 (id(node), codec::encode_partner(record))
             }),
         );
-        let teams = &mut self.teams;
+        let teams = &mut self.teams.records;
         flush.hset(
             &self.keys.teams(),
             work.dirty_teams.iter().map(|node| {
@@ -879,7 +899,7 @@ impl TenantWriter {
     /// Forgets cached records beyond the bound (they are in Redis).
     fn trim_cache(&mut self) {
         trim(&mut self.partners, PARTNER_CACHE);
-        trim(&mut self.teams, TEAM_CACHE);
+        trim(&mut self.teams.records, TEAM_CACHE);
         trim(&mut self.groups, PARTNER_CACHE);
     }
 }
@@ -895,31 +915,6 @@ fn trim<K: std::hash::Hash + Eq, V>(cache: &mut HashMap<K, V>, limit: usize) {
             keep
         });
     }
-}
-
-/// `start` and its upline, nearest first (nothing for `None`).
-fn with_upline(genealogy: &Genealogy, start: Option<Node>) -> impl Iterator<Item = Node> + '_ {
-    start
-        .into_iter()
-        .chain(start.into_iter().flat_map(|node| genealogy.upline(node)))
-}
-
-/// Puts the genealogy back as it was before a batch's `edges` (child, old sponsor, new
-/// sponsor), then makes them again one by one, calling `each` with the genealogy as it is just
-/// before each. The genealogy ends as it was after the batch.
-fn replay(
-    genealogy: &mut Genealogy,
-    edges: &[(Node, Option<Node>, Option<Node>)],
-    mut each: impl FnMut(&Genealogy, (Node, Option<Node>, Option<Node>)),
-) -> Result<(), GenealogyError> {
-    for (child, old, _) in edges.iter().rev() {
-        genealogy.set_parent(*child, *old)?;
-    }
-    for (child, old, new) in edges {
-        each(genealogy, (*child, *old, *new));
-        genealogy.set_parent(*child, *new)?;
-    }
-    Ok(())
 }
 
 /// The values of `fields` of the hash `key`, in order.

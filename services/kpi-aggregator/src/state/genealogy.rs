@@ -30,6 +30,11 @@ pub struct Genealogy {
     arena: String,
     ends: Vec<u32>,
     parents: Vec<Node>,
+    /// Direct recruits as lists: the first of each node's, and each node's next sibling.
+    first_child: Vec<Node>,
+    next_sibling: Vec<Node>,
+    /// Partners in each node's subtree, the node included.
+    sizes: Vec<u32>,
     table: HashTable<Node>,
     hasher: DefaultHashBuilder,
 }
@@ -81,6 +86,9 @@ impl Genealogy {
         self.arena.push_str(id);
         self.ends.push(end);
         self.parents.push(NO_PARENT);
+        self.first_child.push(NO_PARENT);
+        self.next_sibling.push(NO_PARENT);
+        self.sizes.push(1);
         let hash = self.hasher.hash_one(id);
         let Self {
             table,
@@ -122,8 +130,59 @@ impl Genealogy {
                 parent: self.id(parent).to_owned(),
             });
         }
+        let size = self.sizes[child as usize];
+        if let Some(old) = self.parent(child) {
+            self.detach(old, child);
+            for node in std::iter::once(old)
+                .chain(self.upline(old))
+                .collect::<Vec<_>>()
+            {
+                self.sizes[node as usize] -= size;
+            }
+        }
         self.parents[child as usize] = parent.unwrap_or(NO_PARENT);
+        if let Some(parent) = parent {
+            self.next_sibling[child as usize] = self.first_child[parent as usize];
+            self.first_child[parent as usize] = child;
+            for node in std::iter::once(parent)
+                .chain(self.upline(parent))
+                .collect::<Vec<_>>()
+            {
+                self.sizes[node as usize] += size;
+            }
+        }
         Ok(())
+    }
+
+    /// Removes `child` from `parent`'s list of recruits.
+    fn detach(&mut self, parent: Node, child: Node) {
+        let next = self.next_sibling[child as usize];
+        self.next_sibling[child as usize] = NO_PARENT;
+        if self.first_child[parent as usize] == child {
+            self.first_child[parent as usize] = next;
+            return;
+        }
+        let mut sibling = self.first_child[parent as usize];
+        while sibling != NO_PARENT {
+            if self.next_sibling[sibling as usize] == child {
+                self.next_sibling[sibling as usize] = next;
+                return;
+            }
+            sibling = self.next_sibling[sibling as usize];
+        }
+    }
+
+    /// The partners in `node`'s subtree, the node included.
+    pub fn size(&self, node: Node) -> u32 {
+        self.sizes[node as usize]
+    }
+
+    /// The direct recruits of `node`.
+    pub fn children(&self, node: Node) -> impl Iterator<Item = Node> + '_ {
+        let first = Some(self.first_child[node as usize]).filter(|child| *child != NO_PARENT);
+        std::iter::successors(first, |child| {
+            Some(self.next_sibling[*child as usize]).filter(|next| *next != NO_PARENT)
+        })
     }
 }
 
@@ -162,6 +221,31 @@ mod tests {
             .set_parent(c, Some(root))
             .expect("a sponsor may change");
         assert_eq!(genealogy.upline(c).collect::<Vec<_>>(), vec![root]);
+    }
+
+    #[test]
+    fn subtree_sizes_and_recruits_follow_every_change_in_any_order() {
+        let mut genealogy = Genealogy::default();
+        let [root, a, b, c, d] =
+            ["root", "a", "b", "c", "d"].map(|id| genealogy.node(id).expect("node"));
+        // Children before their parents' own edges.
+        genealogy.set_parent(c, Some(b)).expect("edge");
+        genealogy.set_parent(d, Some(b)).expect("edge");
+        genealogy.set_parent(b, Some(a)).expect("edge");
+        genealogy.set_parent(a, Some(root)).expect("edge");
+        let sizes = |genealogy: &Genealogy| [root, a, b, c, d].map(|node| genealogy.size(node));
+        assert_eq!(sizes(&genealogy), [5, 4, 3, 1, 1]);
+        let mut recruits: Vec<Node> = genealogy.children(b).collect();
+        recruits.sort_unstable();
+        assert_eq!(recruits, vec![c, d]);
+        // b's team moves from a to root.
+        genealogy.set_parent(b, Some(root)).expect("edge");
+        assert_eq!(sizes(&genealogy), [5, 1, 3, 1, 1]);
+        assert_eq!(genealogy.children(a).count(), 0);
+        assert_eq!(genealogy.children(root).count(), 2);
+        genealogy.set_parent(c, None).expect("a root");
+        assert_eq!(sizes(&genealogy), [4, 1, 2, 1, 1]);
+        assert_eq!(genealogy.children(b).collect::<Vec<_>>(), vec![d]);
     }
 
     #[test]

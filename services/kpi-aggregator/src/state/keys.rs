@@ -3,6 +3,10 @@
 
 use mentorstream_redis::KeySpace;
 
+/// Partners in a subtree from which its team has a record of its own (a hub); a smaller team
+/// is summed from its members' records (docs/kpi-engine.md, "Team totals").
+pub const HUB_SIZE: u32 = 32;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantKeys {
     /// `{<namespace>:<tenant>}`
@@ -35,7 +39,7 @@ impl TenantKeys {
         self.key("p")
     }
 
-    /// Partner id → team counters.
+    /// Partner id → team counters, for hubs ([`HUB_SIZE`]).
     pub fn teams(&self) -> String {
         self.key("t")
     }

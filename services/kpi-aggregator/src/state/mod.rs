@@ -11,3 +11,4 @@ pub mod keys;
 pub mod membership;
 pub mod partner;
 pub mod rank;
+pub mod subject;
