@@ -124,11 +124,15 @@ impl Teams {
         total
     }
 
-    /// Applies a batch to the hub records: every partner's change of its own counters
-    /// (`deltas`) reaches the hubs above it on the genealogy before the batch, each hub once;
-    /// then each of `edges` moves its child's team from the hubs of the old upline to those of
-    /// the new one; then partners whose subtree reached [`HUB_SIZE`] become hubs. `partners`
-    /// holds the partners' records after the batch. Returns the hubs whose record changed.
+    /// Applies a batch to the hub records. Every change becomes a pending change at the
+    /// nearest hub above where it happens: each partner's change of its own counters
+    /// (`deltas`) where the partner was before the batch, and each of `edges` (in order, on the
+    /// genealogy as it is then) as its child's team leaving the old sponsor and reaching the
+    /// new one. Teams read meanwhile (a moving child's) are the hub records without pending
+    /// changes and the partners' records after the batch (`partners`), and every pending
+    /// change reaches the hubs above it on the genealogy after the batch, deepest first, each
+    /// hub once: so every change cancels or lands where its subtree ends up. Then partners
+    /// whose subtree reached [`HUB_SIZE`] become hubs. Returns the hubs whose record changed.
     pub fn apply(
         &mut self,
         genealogy: &mut Genealogy,
@@ -136,15 +140,28 @@ impl Teams {
         deltas: &HashMap<Node, Counters>,
         partners: &HashMap<Node, PartnerRecord>,
     ) -> Result<HashSet<Node>, GenealogyError> {
-        let mut changed = HashSet::new();
+        let mut pending: HashMap<Node, Counters> = HashMap::new();
+        let mut pend = |teams: &Self,
+                        genealogy: &Genealogy,
+                        start: Option<Node>,
+                        change: &Counters,
+                        sign: i64| {
+            if let Some(hub) = teams.nearest_hub(genealogy, start) {
+                pending.entry(hub).or_default().add_all(change, sign);
+            }
+        };
         undo(genealogy, edges)?;
-        self.roll_up(genealogy, deltas, &mut changed);
+        for (partner, delta) in deltas {
+            pend(self, genealogy, Some(*partner), delta, 1);
+        }
         for (child, old, new) in edges {
             let team = self.total(genealogy, *child, partners);
-            self.add_along(genealogy, *old, &team, -1, &mut changed);
+            pend(self, genealogy, *old, &team, -1);
             genealogy.set_parent(*child, *new)?;
-            self.add_along(genealogy, *new, &team, 1, &mut changed);
+            pend(self, genealogy, *new, &team, 1);
         }
+        let mut changed = HashSet::new();
+        self.roll_up(genealogy, pending, &mut changed);
         for candidate in self.candidates(genealogy, edges) {
             let team = self.total(genealogy, candidate, partners);
             self.records.insert(candidate, team);
@@ -154,37 +171,14 @@ impl Teams {
         Ok(changed)
     }
 
-    /// Adds `sign` times `team` to every hub from `start` up.
-    fn add_along(
-        &mut self,
-        genealogy: &Genealogy,
-        start: Option<Node>,
-        team: &Counters,
-        sign: i64,
-        changed: &mut HashSet<Node>,
-    ) {
-        for node in with_upline(genealogy, start) {
-            if self.is_hub(node) {
-                self.records.entry(node).or_default().add_all(team, sign);
-                changed.insert(node);
-            }
-        }
-    }
-
-    /// Each delta to its nearest hub, then hub by hub upwards, deepest first, so that every hub
-    /// is changed once whatever the number of changes below it.
+    /// Each pending change to its hub and then hub by hub upwards, deepest first, so that every
+    /// hub is changed once whatever the number of changes below it.
     fn roll_up(
         &mut self,
         genealogy: &Genealogy,
-        deltas: &HashMap<Node, Counters>,
+        mut pending: HashMap<Node, Counters>,
         changed: &mut HashSet<Node>,
     ) {
-        let mut pending: HashMap<Node, Counters> = HashMap::new();
-        for (partner, delta) in deltas {
-            if let Some(hub) = self.nearest_hub(genealogy, Some(*partner)) {
-                pending.entry(hub).or_default().add_all(delta, 1);
-            }
-        }
         let mut hubs: HashSet<Node> = HashSet::new();
         for hub in pending.keys() {
             hubs.extend(with_upline(genealogy, Some(*hub)).filter(|node| self.is_hub(*node)));
@@ -198,6 +192,9 @@ impl Teams {
             let Some(delta) = pending.remove(&hub) else {
                 continue;
             };
+            if delta.is_empty() {
+                continue;
+            }
             self.records.entry(hub).or_default().add_all(&delta, 1);
             changed.insert(hub);
             if let Some(above) = self.nearest_hub(genealogy, genealogy.parent(hub)) {
@@ -254,6 +251,72 @@ mod tests {
 
     fn orders(counters: &Counters) -> i64 {
         counters.life.get(Counter::Orders)
+    }
+
+    /// Batches of enrolments, moves and sales in random order: afterwards every team — a
+    /// hub's record or a small team's sum — equals its subtree counted from scratch, and every
+    /// subtree of [`HUB_SIZE`] or more is a hub.
+    #[test]
+    fn teams_equal_their_subtrees_after_random_batches() {
+        use rand::{Rng as _, SeedableRng as _};
+        for seed in 0..20 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut genealogy = Genealogy::default();
+            let mut teams = Teams::default();
+            let mut partners: HashMap<Node, PartnerRecord> = HashMap::new();
+            for _ in 0..30 {
+                let mut edges: Vec<Edge> = Vec::new();
+                let mut deltas: HashMap<Node, Counters> = HashMap::new();
+                for _ in 0..rng.random_range(1..25) {
+                    let known = Node::try_from(genealogy.len()).expect("small");
+                    let (child, parent) = match rng.random_range(0..4) {
+                        0 | 1 => {
+                            let child = genealogy.node(&format!("p{known}")).expect("node");
+                            partners.entry(child).or_default();
+                            (child, (known > 0).then(|| rng.random_range(0..known)))
+                        }
+                        2 if known > 1 => {
+                            (rng.random_range(0..known), Some(rng.random_range(0..known)))
+                        }
+                        _ if known > 0 => {
+                            let partner = rng.random_range(0..known);
+                            let mut delta = Counters::default();
+                            delta.add(LocalDay(20_000), Counter::Orders, rng.random_range(1..5));
+                            partners
+                                .entry(partner)
+                                .or_default()
+                                .personal
+                                .add_all(&delta, 1);
+                            deltas.entry(partner).or_default().add_all(&delta, 1);
+                            continue;
+                        }
+                        _ => continue,
+                    };
+                    let old = genealogy.parent(child);
+                    if genealogy.set_parent(child, parent).is_ok() {
+                        edges.push((child, old, parent));
+                    }
+                }
+                teams
+                    .apply(&mut genealogy, &edges, &deltas, &partners)
+                    .expect("applied");
+                for node in 0..Node::try_from(genealogy.len()).expect("small") {
+                    let mut expected = 0;
+                    let mut stack = vec![node];
+                    while let Some(member) = stack.pop() {
+                        expected += partners
+                            .get(&member)
+                            .map_or(0, |record| orders(&record.personal));
+                        stack.extend(genealogy.children(member));
+                    }
+                    let total = teams.total(&genealogy, node, &partners);
+                    assert_eq!(orders(&total), expected, "seed {seed}, node {node}");
+                    if genealogy.size(node) >= HUB_SIZE {
+                        assert!(teams.is_hub(node), "seed {seed}, node {node}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

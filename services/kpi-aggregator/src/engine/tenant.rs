@@ -398,10 +398,14 @@ impl TenantWriter {
 
     /// Adds one partner's effects to the batch.
     fn absorb(&self, node: Node, partner: &str, effects: Effects, work: &mut Work) {
-        work.personal
-            .entry(node)
-            .or_default()
-            .add_all(&effects.personal, 1);
+        match work.personal.entry(node) {
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                entry.insert(effects.personal);
+            }
+            std::collections::hash_map::Entry::Occupied(mut entry) => {
+                entry.get_mut().add_all(&effects.personal, 1);
+            }
+        }
         for (group, counters) in effects.groups {
             work.groups.entry(group).or_default().add_all(&counters, 1);
         }
