@@ -8,7 +8,7 @@ use mentorstream_redis::{Connection, RedisError, cmd};
 
 use super::flush::{Flush, Meta, Outcome, acquire};
 use super::teams::{Teams, with_upline};
-use crate::calendar::Calendar;
+use crate::calendar::{Bucket, Calendar};
 use crate::signal::Signal;
 use crate::state::codec::{self, CodecError};
 use crate::state::counts::{Counters, LocalDay};
@@ -21,9 +21,9 @@ use crate::target::Target;
 use mentorstream_proto::kpi::v1::SubjectKind;
 
 /// Partner records kept in the cache at most between batches (about a KB each, decoded).
-const PARTNER_CACHE: usize = 150_000;
+const PARTNER_CACHE: usize = 60_000;
 /// Team records kept in the cache at most between batches.
-const TEAM_CACHE: usize = 150_000;
+const TEAM_CACHE: usize = 60_000;
 /// Fields read by one `HMGET` at most.
 const READ_CHUNK: usize = 2_000;
 
@@ -649,6 +649,12 @@ impl TenantWriter {
             return Vec::new();
         }
         let now = chrono::Utc::now();
+        // Without team targets, a report needs only which teams changed, not by how much.
+        let team_keys = if watch.report && !watch.watches(SubjectKind::Team) {
+            self.team_keys(work)
+        } else {
+            Vec::new()
+        };
         let mut changed = Vec::new();
         let mut crossed = Vec::new();
         let mut look = |kind: SubjectKind,
@@ -707,7 +713,7 @@ impl TenantWriter {
                 );
             }
         }
-        if watch.report || watch.watches(SubjectKind::Team) {
+        if watch.watches(SubjectKind::Team) {
             for (node, delta) in self.team_changes(work) {
                 let id = self.genealogy.id(node);
                 let team = self.teams.total(&self.genealogy, node, &self.partners);
@@ -741,7 +747,44 @@ impl TenantWriter {
             );
         }
         work.signals.extend(crossed);
+        changed.extend(team_keys);
         changed
+    }
+
+    /// The (team, bucket) numbers a batch changed, hub or not: each partner's changed buckets
+    /// up its upline, and each moved team's buckets up its old and new uplines.
+    fn team_keys(&self, work: &Work) -> Vec<Changed> {
+        let genealogy = &self.genealogy;
+        let mut reached: HashMap<Node, BTreeSet<Bucket>> = HashMap::new();
+        let mut reach = |start: Option<Node>, counters: &Counters| {
+            let buckets: Vec<Bucket> = counters.buckets().map(|(bucket, _)| bucket).collect();
+            for node in with_upline(genealogy, start) {
+                let known = reached.entry(node).or_default();
+                if buckets.iter().all(|bucket| known.contains(bucket)) {
+                    // Everything above was reached with these buckets already.
+                    break;
+                }
+                known.extend(buckets.iter().copied());
+            }
+        };
+        for (node, delta) in &work.personal {
+            reach(Some(*node), delta);
+        }
+        for (child, old, new) in &work.edges {
+            let team = self.teams.total(genealogy, *child, &self.partners);
+            reach(*old, &team);
+            reach(*new, &team);
+        }
+        let mut keys = Vec::new();
+        for (node, buckets) in reached {
+            let subject = OwnedSubject::Team(genealogy.id(node).to_owned());
+            keys.extend(buckets.into_iter().map(|bucket| Changed {
+                tenant_id: self.tenant_id.clone(),
+                subject: subject.clone(),
+                bucket,
+            }));
+        }
+        keys
     }
 
     /// How the batch changed every team it reached, hub or not: the partners' own changes up

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::counts::{Counters, Counts, LocalDay};
+use super::counts::{Buckets, Counters, Counts, LocalDay};
 use super::group::GroupRecord;
 use super::membership::{Change, MembershipEvent, Timeline};
 use super::partner::{
@@ -116,7 +116,7 @@ struct BucketWire {
 
 impl From<&Counters> for CountersWire {
     fn from(counters: &Counters) -> Self {
-        let buckets = |map: &BTreeMap<i32, Counts>| {
+        let buckets = |map: &Buckets| {
             map.iter()
                 .map(|(key, counts)| BucketWire {
                     key: *key,
@@ -141,7 +141,7 @@ impl TryFrom<CountersWire> for Counters {
     type Error = CodecError;
 
     fn try_from(wire: CountersWire) -> Result<Self, CodecError> {
-        let buckets = |wire: Vec<BucketWire>| -> Result<BTreeMap<i32, Counts>, CodecError> {
+        let buckets = |wire: Vec<BucketWire>| -> Result<Buckets, CodecError> {
             wire.into_iter()
                 .map(|bucket| Ok((bucket.key, counts(&bucket.values)?)))
                 .collect()

@@ -5,8 +5,6 @@
 //! day is its number of days since 1970-01-01, a week the day number of its Monday, a month
 //! `year * 12 + month - 1`. Only non-zero buckets are kept.
 
-use std::collections::BTreeMap;
-
 use chrono::{Datelike as _, Days, NaiveDate};
 
 use crate::calendar::{Bucket, DAY_RETENTION, MONTH_RETENTION, WEEK_RETENTION};
@@ -97,13 +95,73 @@ impl Counts {
     }
 }
 
+/// The buckets of one granularity with numbers, by key, in key order: a sorted vector, which
+/// for the few buckets one subject has is far smaller than a map (a map's first node holds
+/// room for eleven).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Buckets(Vec<(i32, Counts)>);
+
+impl Buckets {
+    pub fn get(&self, key: &i32) -> Option<&Counts> {
+        let at = self
+            .0
+            .binary_search_by_key(key, |(bucket, _)| *bucket)
+            .ok()?;
+        Some(&self.0[at].1)
+    }
+
+    /// Adds `sign` times `counts` to the bucket `key`; a bucket back at zero goes.
+    pub fn add_all(&mut self, key: i32, counts: &Counts, sign: i64) {
+        match self.0.binary_search_by_key(&key, |(bucket, _)| *bucket) {
+            Ok(at) => {
+                self.0[at].1.add_all(counts, sign);
+                if self.0[at].1.is_zero() {
+                    self.0.remove(at);
+                }
+            }
+            Err(at) => {
+                let mut new = Counts::default();
+                new.add_all(counts, sign);
+                if !new.is_zero() {
+                    self.0.insert(at, (key, new));
+                }
+            }
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&i32, &Counts)> {
+        self.0.iter().map(|(key, counts)| (key, counts))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn retain(&mut self, mut keep: impl FnMut(&i32, &Counts) -> bool) {
+        self.0.retain(|(key, counts)| keep(key, counts));
+    }
+}
+
+impl FromIterator<(i32, Counts)> for Buckets {
+    fn from_iter<I: IntoIterator<Item = (i32, Counts)>>(buckets: I) -> Self {
+        let mut all: Vec<(i32, Counts)> = buckets.into_iter().collect();
+        all.sort_by_key(|(key, _)| *key);
+        all.dedup_by_key(|(key, _)| *key);
+        Self(all)
+    }
+}
+
 /// A subject's counters in every bucket it has numbers in, or a change of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counters {
     pub life: Counts,
-    pub days: BTreeMap<i32, Counts>,
-    pub weeks: BTreeMap<i32, Counts>,
-    pub months: BTreeMap<i32, Counts>,
+    pub days: Buckets,
+    pub weeks: Buckets,
+    pub months: Buckets,
 }
 
 impl Counters {
@@ -113,16 +171,14 @@ impl Counters {
             return;
         }
         self.life.add(counter, amount);
+        let mut change = Counts::default();
+        change.add(counter, amount);
         for (buckets, key) in [
             (&mut self.days, day.0),
             (&mut self.weeks, day.week()),
             (&mut self.months, day.month()),
         ] {
-            let counts = buckets.entry(key).or_default();
-            counts.add(counter, amount);
-            if counts.is_zero() {
-                buckets.remove(&key);
-            }
+            buckets.add_all(key, &change, 1);
         }
     }
 
@@ -134,12 +190,8 @@ impl Counters {
             (&mut self.weeks, &other.weeks),
             (&mut self.months, &other.months),
         ] {
-            for (key, counts) in theirs {
-                let mine = buckets.entry(*key).or_default();
-                mine.add_all(counts, sign);
-                if mine.is_zero() {
-                    buckets.remove(key);
-                }
+            for (key, counts) in theirs.iter() {
+                buckets.add_all(*key, counts, sign);
             }
         }
     }
