@@ -17,7 +17,7 @@ use crate::state::group::GroupRecord;
 use crate::state::keys::HUB_SIZE;
 use crate::state::keys::TenantKeys;
 use crate::state::membership::Change;
-use crate::state::partner::PartnerRecord;
+use crate::state::partner::{DayLog, PartnerRecord};
 use crate::state::rank::Rank;
 pub use crate::state::subject::{Changed, OwnedSubject, Subject};
 
@@ -410,14 +410,8 @@ impl Store {
         let Some(record) = self.partner(tenant_id, partner_id).await? else {
             return Ok(Vec::new());
         };
-        let days: Option<BTreeSet<i32>> = bucket
-            .days()
-            .map(|days| days.into_iter().map(|day| LocalDay::of(day).0).collect());
-        let mut contributions: Vec<(String, i64)> = record
-            .days
-            .iter()
-            .filter(|(day, _)| days.as_ref().is_none_or(|days| days.contains(*day)))
-            .flat_map(|(_, log)| &log.0)
+        let mut contributions: Vec<(String, i64)> = logged_days(&record, bucket)
+            .flat_map(|log| &log.0)
             .flat_map(|entry| {
                 entry
                     .contributions
@@ -443,14 +437,8 @@ impl Store {
         let Some(record) = self.partner(tenant_id, partner_id).await? else {
             return Ok(Vec::new());
         };
-        let days: Option<BTreeSet<i32>> = bucket
-            .days()
-            .map(|days| days.into_iter().map(|day| LocalDay::of(day).0).collect());
-        Ok(record
-            .days
-            .iter()
-            .filter(|(day, _)| days.as_ref().is_none_or(|days| days.contains(*day)))
-            .filter_map(|(_, log)| {
+        Ok(logged_days(&record, bucket)
+            .filter_map(|log| {
                 log.0
                     .iter()
                     .filter(|entry| entry.activity)
@@ -761,6 +749,18 @@ impl Store {
         let _: i64 = unindex.query_async(&mut self.connection.clone()).await?;
         Ok(())
     }
+}
+
+/// The logged days of a partner in `bucket` (lifetime: every day still logged).
+fn logged_days(record: &PartnerRecord, bucket: Bucket) -> impl Iterator<Item = &DayLog> {
+    let days: Option<BTreeSet<i32>> = bucket
+        .days()
+        .map(|days| days.into_iter().map(|day| LocalDay::of(day).0).collect());
+    record
+        .days
+        .iter()
+        .filter(move |(day, _)| days.as_ref().is_none_or(|days| days.contains(*day)))
+        .map(|(_, log)| log)
 }
 
 /// `retention_30d` eligibility (DESIGN.md §6): enrolled at least 30 × 24 h before `at`, in

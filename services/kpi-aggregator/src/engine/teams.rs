@@ -183,12 +183,7 @@ impl Teams {
         for hub in pending.keys() {
             hubs.extend(with_upline(genealogy, Some(*hub)).filter(|node| self.is_hub(*node)));
         }
-        let mut order: Vec<(usize, Node)> = hubs
-            .into_iter()
-            .map(|hub| (genealogy.upline(hub).count(), hub))
-            .collect();
-        order.sort_unstable_by(|a, b| b.cmp(a));
-        for (_, hub) in order {
+        for hub in deepest_first(genealogy, hubs) {
             let Some(delta) = pending.remove(&hub) else {
                 continue;
             };
@@ -213,6 +208,16 @@ pub fn with_upline(genealogy: &Genealogy, start: Option<Node>) -> impl Iterator<
     start
         .into_iter()
         .chain(start.into_iter().flat_map(|node| genealogy.upline(node)))
+}
+
+/// `nodes`, the deepest first: a node comes before every node above it.
+pub fn deepest_first(genealogy: &Genealogy, nodes: HashSet<Node>) -> Vec<Node> {
+    let mut order: Vec<(usize, Node)> = nodes
+        .into_iter()
+        .map(|node| (genealogy.upline(node).count(), node))
+        .collect();
+    order.sort_unstable_by(|a, b| b.cmp(a));
+    order.into_iter().map(|(_, node)| node).collect()
 }
 
 /// Puts the genealogy back as it was before a batch's `edges`.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use mentorstream_redis::{Connection, RedisError, cmd};
 
 use super::flush::{Flush, Meta, Outcome, acquire};
-use super::teams::{Teams, with_upline};
+use super::teams::{Teams, deepest_first, with_upline};
 use crate::calendar::{Bucket, Calendar};
 use crate::signal::Signal;
 use crate::state::codec::{self, CodecError};
@@ -798,12 +798,7 @@ impl TenantWriter {
             .keys()
             .flat_map(|node| with_upline(genealogy, Some(*node)))
             .collect();
-        let mut order: Vec<(usize, Node)> = reached
-            .into_iter()
-            .map(|node| (genealogy.upline(node).count(), node))
-            .collect();
-        order.sort_unstable_by(|a, b| b.cmp(a));
-        for (_, node) in order {
+        for node in deepest_first(genealogy, reached) {
             let Some(delta) = pending.remove(&node) else {
                 continue;
             };

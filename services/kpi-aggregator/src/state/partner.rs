@@ -1140,42 +1140,26 @@ mod tests {
 
     #[test]
     fn first_sale_and_ranks_are_announced_once_the_enrolment_is_known() {
-        let (_, effects) = run(&[
+        let silver = EventKind::RankReached {
+            level: 2,
+            name: "Silver".into(),
+        };
+        let facts = [
             at(6, 10, 0, "sale", order("1", 100)),
-            at(
-                7,
-                10,
-                0,
-                "rank",
-                EventKind::RankReached {
-                    level: 2,
-                    name: "Silver".into(),
-                },
-            ),
-        ]);
+            at(7, 10, 0, "rank", silver),
+        ];
+        let (_, effects) = run(&facts);
         assert!(effects.announcements.is_empty(), "no enrolment yet");
-        let (_, effects) = run(&[
-            at(6, 10, 0, "sale", order("1", 100)),
-            at(
-                7,
-                10,
-                0,
-                "rank",
-                EventKind::RankReached {
-                    level: 2,
-                    name: "Silver".into(),
-                },
-            ),
-            at(
-                1,
-                10,
-                0,
-                "enrol",
-                EventKind::Enrolled {
-                    sponsor: String::new(),
-                },
-            ),
-        ]);
+        let enrolment = at(
+            1,
+            10,
+            0,
+            "enrol",
+            EventKind::Enrolled {
+                sponsor: String::new(),
+            },
+        );
+        let (_, effects) = run(&[facts[0].clone(), facts[1].clone(), enrolment]);
         let kinds: Vec<&str> = effects
             .announcements
             .iter()
