@@ -228,7 +228,8 @@ impl Consumer {
     }
 
     /// The assigned partitions this consumer has read to their end: its position is at the
-    /// partition's high watermark (asked of the broker, off the async threads).
+    /// partition's high watermark, or it has no position yet and the partition is empty (asked
+    /// of the broker, off the async threads).
     pub async fn drained(&self) -> Vec<(String, i32)> {
         let inner = Arc::clone(&self.inner);
         let asked = tokio::task::spawn_blocking(move || {
@@ -239,11 +240,14 @@ impl Consumer {
                 .elements()
                 .iter()
                 .filter_map(|entry| {
-                    let position = entry.offset().to_raw()?;
-                    let (_, high) = inner
+                    let (low, high) = inner
                         .fetch_watermarks(entry.topic(), entry.partition(), WATERMARK_TIMEOUT)
                         .ok()?;
-                    (position >= high).then(|| (entry.topic().to_owned(), entry.partition()))
+                    let drained = match entry.offset() {
+                        Offset::Offset(position) => position >= high,
+                        _ => low == high,
+                    };
+                    drained.then(|| (entry.topic().to_owned(), entry.partition()))
                 })
                 .collect()
         });

@@ -344,3 +344,43 @@ async fn partitions_revoked_in_a_rebalance_move_with_the_offsets_of_what_was_app
         "the second member read {first_seen_by_second}, which the first had applied"
     );
 }
+
+/// A consumer knows the partitions it has read to their end, empty ones included: the KPI
+/// aggregator's `as_of` moves only once every partition is applied or read to its end, and a
+/// tenant's records fill one partition of many.
+#[tokio::test]
+async fn a_consumer_knows_which_partitions_it_has_read_to_their_end() {
+    let kafka = kafka_config();
+    let topic = topic(&kafka, "drained").await;
+    let producer = Producer::new(&kafka, WAIT).expect("producer");
+    for n in 1..=2 {
+        let mut first_partition = record(&topic, "k", &ping("p", &format!("e{n}")));
+        first_partition.partition = Some(0);
+        producer.send(&first_partition).await.expect("sent");
+    }
+    let consumer = Consumer::with_properties(
+        &kafka,
+        &unique("g"),
+        &[&topic],
+        &[("enable.partition.eof", "true")],
+    )
+    .expect("consumer");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut read = 0;
+    let mut drained = Vec::new();
+    while drained.len() < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "read {read} records, drained {drained:?} after a minute"
+        );
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
+            read += 1;
+        }
+        if read == 2 {
+            drained = consumer.drained().await;
+            drained.sort();
+        }
+    }
+    let every: Vec<(String, i32)> = (0..3).map(|partition| (topic.clone(), partition)).collect();
+    assert_eq!(drained, every);
+}
