@@ -142,15 +142,4 @@ impl Engine {
             _ => Ok(()),
         }
     }
-
-    /// Forgets tenants this process no longer owns (a rebalance took their partitions).
-    pub fn release(&mut self, owned: impl Fn(&str) -> bool) {
-        self.writers.retain(|tenant_id, _| owned(tenant_id));
-    }
-
-    /// The last applied offset of `source` (topic/partition) for a tenant this process
-    /// writes, if it has one.
-    pub fn watermark(&self, tenant_id: &str, source: &str) -> Option<i64> {
-        self.writers.get(tenant_id)?.watermark(source)
-    }
 }
