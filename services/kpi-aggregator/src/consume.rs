@@ -136,8 +136,12 @@ pub async fn run(
             consumer.store(message)?;
         }
         aggregator.applied.record(&last);
+        // Asking the broker where partitions end must not hold up a shutdown.
         let drained = if reached_end {
-            consumer.drained().await
+            tokio::select! {
+                () = shutdown.cancelled() => Vec::new(),
+                drained = consumer.drained() => drained,
+            }
         } else {
             Vec::new()
         };

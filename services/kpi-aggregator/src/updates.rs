@@ -198,8 +198,9 @@ pub async fn publish(
         }
         let mut round = pending.take().into_iter().peekable();
         // A chunk's records are enqueued, then awaited, so a round of many keys holds at most
-        // a chunk of them in memory.
-        while round.peek().is_some() {
+        // a chunk of them in memory. A shutdown ends the round between chunks: what is left
+        // would not be published by this process anyway once its grace period is over.
+        while round.peek().is_some() && !shutdown.is_cancelled() {
             let deliveries: Vec<_> = futures::stream::iter(round.by_ref().take(PUBLISH_CHUNK))
                 .map(|changed| enqueue_update(&api, &producer, &topic, changed))
                 .buffer_unordered(PUBLISH_CONCURRENCY)
