@@ -124,7 +124,12 @@ pub async fn run(
                 Err(error) => tracing::warn!(%error, "consumer error"),
             }
         }
-        if !aggregator.apply(&messages, &shutdown).await? {
+        // A batch cut short by the shutdown is neither stored nor committed: it comes again.
+        let applied = tokio::select! {
+            () = shutdown.cancelled() => break,
+            applied = aggregator.apply(&messages, &shutdown) => applied?,
+        };
+        if !applied {
             break;
         }
         // Storing a partition's last applied offset covers every record before it.

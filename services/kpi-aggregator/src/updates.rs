@@ -201,7 +201,7 @@ pub async fn publish(
         // a chunk of them in memory. A shutdown ends the round between chunks: what is left
         // would not be published by this process anyway once its grace period is over.
         while round.peek().is_some() && !shutdown.is_cancelled() {
-            let deliveries: Vec<_> = futures::stream::iter(round.by_ref().take(PUBLISH_CHUNK))
+            let chunk = futures::stream::iter(round.by_ref().take(PUBLISH_CHUNK))
                 .map(|changed| enqueue_update(&api, &producer, &topic, changed))
                 .buffer_unordered(PUBLISH_CONCURRENCY)
                 .filter_map(|enqueued| {
@@ -213,8 +213,11 @@ pub async fn publish(
                         }
                     })
                 })
-                .collect()
-                .await;
+                .collect::<Vec<_>>();
+            let deliveries = tokio::select! {
+                () = shutdown.cancelled() => break,
+                deliveries = chunk => deliveries,
+            };
             for (changed, delivery) in deliveries {
                 if let Err(error) = delivery.await {
                     tracing::warn!(%error, "a KPI update was not acknowledged");
