@@ -13,14 +13,19 @@ use super::partner::{
 use super::rank::Rank;
 use crate::metric::Counter;
 
-/// The version byte every stored value starts with.
-pub const VERSION: u8 = 1;
+/// The version byte every value written starts with. Version 2 stores counts sparsely (a mask
+/// and the numbers that are not zero); version 1 values (every number up to the last that is
+/// not zero) are read still.
+pub const VERSION: u8 = 2;
+
+/// The versions this aggregator reads.
+const READS: [u8; 2] = [1, VERSION];
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
     #[error("stored value is empty")]
     Empty,
-    #[error("stored value has version {0}; this aggregator reads version {VERSION}")]
+    #[error("stored value has version {0}; this aggregator reads versions 1 to {VERSION}")]
     Version(u8),
     #[error("stored value is not a valid message: {0}")]
     Decode(#[from] prost::DecodeError),
@@ -38,7 +43,7 @@ fn encode(message: &impl prost::Message) -> Vec<u8> {
 fn decode<M: prost::Message + Default>(bytes: &[u8]) -> Result<M, CodecError> {
     match bytes.split_first() {
         None => Err(CodecError::Empty),
-        Some((&VERSION, message)) => Ok(M::decode(message)?),
+        Some((version, message)) if READS.contains(version) => Ok(M::decode(message)?),
         Some((version, _)) => Err(CodecError::Version(*version)),
     }
 }
@@ -96,8 +101,11 @@ struct GroupWire {
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct CountersWire {
+    /// The numbers of the counters in `life_mask` (version 2), or every number (version 1).
     #[prost(sint64, repeated, tag = "1")]
     life: Vec<i64>,
+    #[prost(uint32, tag = "5")]
+    life_mask: u32,
     #[prost(message, repeated, tag = "2")]
     days: Vec<BucketWire>,
     #[prost(message, repeated, tag = "3")]
@@ -110,22 +118,31 @@ struct CountersWire {
 struct BucketWire {
     #[prost(sint32, tag = "1")]
     key: i32,
+    /// As `CountersWire::life`.
     #[prost(sint64, repeated, tag = "2")]
     values: Vec<i64>,
+    #[prost(uint32, tag = "3")]
+    mask: u32,
 }
 
 impl From<&Counters> for CountersWire {
     fn from(counters: &Counters) -> Self {
         let buckets = |map: &Buckets| {
             map.iter()
-                .map(|(key, counts)| BucketWire {
-                    key: *key,
-                    values: counts.values().to_vec(),
+                .map(|(key, counts)| {
+                    let (mask, values) = counts.sparse();
+                    BucketWire {
+                        key: *key,
+                        values,
+                        mask,
+                    }
                 })
                 .collect()
         };
+        let (life_mask, life) = counters.life.sparse();
         Self {
-            life: counters.life.values().to_vec(),
+            life,
+            life_mask,
             days: buckets(&counters.days),
             weeks: buckets(&counters.weeks),
             months: buckets(&counters.months),
@@ -133,8 +150,15 @@ impl From<&Counters> for CountersWire {
     }
 }
 
-fn counts(values: &[i64]) -> Result<Counts, CodecError> {
-    Counts::from_values(values).ok_or(CodecError::Invalid("more values than counters"))
+/// Counts stored sparsely under a mask, or (a zero mask) every number up to the last that is
+/// not zero: version 1, and any all-zero counts.
+fn counts(mask: u32, values: &[i64]) -> Result<Counts, CodecError> {
+    if mask == 0 {
+        Counts::from_values(values).ok_or(CodecError::Invalid("more values than counters"))
+    } else {
+        Counts::from_sparse(mask, values)
+            .ok_or(CodecError::Invalid("counts do not match their mask"))
+    }
 }
 
 impl TryFrom<CountersWire> for Counters {
@@ -143,11 +167,11 @@ impl TryFrom<CountersWire> for Counters {
     fn try_from(wire: CountersWire) -> Result<Self, CodecError> {
         let buckets = |wire: Vec<BucketWire>| -> Result<Buckets, CodecError> {
             wire.into_iter()
-                .map(|bucket| Ok((bucket.key, counts(&bucket.values)?)))
+                .map(|bucket| Ok((bucket.key, counts(bucket.mask, &bucket.values)?)))
                 .collect()
         };
         Ok(Self {
-            life: counts(&wire.life)?,
+            life: counts(wire.life_mask, &wire.life)?,
             days: buckets(wire.days)?,
             weeks: buckets(wire.weeks)?,
             months: buckets(wire.months)?,
@@ -703,14 +727,36 @@ mod tests {
     }
 
     #[test]
+    fn version_1_counts_every_number_and_still_reads() {
+        use prost::Message as _;
+        let mut version_1 = vec![1];
+        CountersWire {
+            life: vec![0, 7],
+            life_mask: 0,
+            days: vec![BucketWire {
+                key: 20_600,
+                values: vec![0, 7],
+                mask: 0,
+            }],
+            ..CountersWire::default()
+        }
+        .encode_raw(&mut version_1);
+        let mut expected = Counters::default();
+        expected.add(LocalDay(20_600), Counter::SalesVolume, 7);
+        let read = decode_counters(&version_1).expect("decodes");
+        assert_eq!(read.life, expected.life);
+        assert_eq!(read.days, expected.days);
+    }
+
+    #[test]
     fn an_unknown_version_or_garbage_is_refused() {
         let mut bytes = encode_partner(&busy_record());
-        bytes[0] = 2;
+        bytes[0] = 3;
         assert_eq!(
             decode_partner(&bytes)
                 .map_err(|error| error.to_string())
                 .err(),
-            Some("stored value has version 2; this aggregator reads version 1".to_owned())
+            Some("stored value has version 3; this aggregator reads versions 1 to 2".to_owned())
         );
         assert!(matches!(
             decode_partner(&[VERSION, 0xff, 0xff]),

@@ -70,17 +70,35 @@ impl Counts {
         self.0.iter().all(|value| *value == 0)
     }
 
-    /// The numbers in `Counter` order, trailing zeros left out (the stored form).
-    pub fn values(&self) -> &[i64] {
-        let used = self
-            .0
-            .iter()
-            .rposition(|value| *value != 0)
-            .map_or(0, |last| last + 1);
-        &self.0[..used]
+    /// The stored form: a mask of the counters that are not zero (bit `i` for `Counter::ALL[i]`)
+    /// and their numbers in `Counter` order. Most buckets hold one or two counters.
+    pub fn sparse(&self) -> (u32, Vec<i64>) {
+        let mut mask = 0;
+        let mut values = Vec::new();
+        for (index, value) in self.0.iter().enumerate() {
+            if *value != 0 {
+                mask |= 1 << index;
+                values.push(*value);
+            }
+        }
+        (mask, values)
     }
 
-    /// The inverse of [`Counts::values`]; `None` when there are more values than counters.
+    /// The inverse of [`Counts::sparse`]; `None` when the mask names a counter that does not
+    /// exist or the values do not match it.
+    pub fn from_sparse(mask: u32, values: &[i64]) -> Option<Self> {
+        if mask >> Counter::ALL.len() != 0 || mask.count_ones() as usize != values.len() {
+            return None;
+        }
+        let mut counts = Self::default();
+        let set = (0..Counter::ALL.len()).filter(|index| mask & (1 << index) != 0);
+        for (index, value) in set.zip(values) {
+            counts.0[index] = *value;
+        }
+        Some(counts)
+    }
+
+    /// The numbers in `Counter` order, every one (the stored form of version 1, read still).
     pub fn from_values(values: &[i64]) -> Option<Self> {
         let mut counts = Self::default();
         counts.0.get_mut(..values.len())?.copy_from_slice(values);
@@ -353,12 +371,21 @@ mod tests {
     }
 
     #[test]
-    fn stored_values_leave_out_trailing_zeros() {
+    fn stored_counts_keep_only_what_is_not_zero() {
         let mut counts = Counts::default();
-        assert_eq!(counts.values(), &[] as &[i64]);
+        assert_eq!(counts.sparse(), (0, vec![]));
         counts.add(Counter::SalesVolume, 7);
-        assert_eq!(counts.values(), &[0, 7]);
-        assert_eq!(Counts::from_values(counts.values()), Some(counts));
+        counts.add(Counter::ActiveDays, 1);
+        let (mask, values) = counts.sparse();
+        assert_eq!(mask, 1 << 1 | 1 << (Counter::ActiveDays as usize));
+        assert_eq!(values, vec![7, 1]);
+        assert_eq!(Counts::from_sparse(mask, &values), Some(counts));
+        assert_eq!(Counts::from_sparse(mask, &[7]), None);
+        assert_eq!(Counts::from_sparse(1 << 12, &[1]), None);
+        assert_eq!(
+            Counts::from_values(&[0, 7]).map(|read| read.get(Counter::SalesVolume)),
+            Some(7)
+        );
         assert_eq!(Counts::from_values(&[0; 13]), None);
     }
 
