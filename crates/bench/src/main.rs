@@ -9,34 +9,27 @@
 // Printing the report is this binary's job.
 #![allow(clippy::print_stdout)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
-use chrono::{TimeZone, Utc};
+use chrono::Utc;
 use clap::Parser;
 use mentorstream_config::{Config, ExposeSecret};
-use mentorstream_kafka::admin::{TopicSpec, ensure_topics};
-use mentorstream_kafka::{CloudEvent, Consumer, DeadLetters, OutboundRecord, Producer};
+use mentorstream_kafka::{CloudEvent, OutboundRecord, Producer};
 use mentorstream_kpi_aggregator::calendar::Bucket;
-use mentorstream_kpi_aggregator::consume::{self, Aggregator};
-use mentorstream_kpi_aggregator::engine::Engine;
 use mentorstream_kpi_aggregator::metric::Counter;
-use mentorstream_kpi_aggregator::progress::Progress;
 use mentorstream_kpi_aggregator::store::{Store, Subject};
 use mentorstream_proto::activity::v1::{
-    ActivityEvent, ActivityPing, ModuleCompleted, OrderPlaced, OrderRefunded, PartnerEnrolled,
-    PingKind, activity_event::Payload,
+    ActivityEvent, ActivityPing, PingKind, activity_event::Payload,
 };
-use mentorstream_proto::common::v1::Decimal;
-use mentorstream_redis::{KeySpace, cmd};
 use mentorstream_tenancy::{NewTenant, Tenants};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+mod aggregator;
 mod freshness;
 mod ingest;
 mod memory;
+mod workload;
 
 #[derive(Debug, Parser)]
 #[command(about = "Measurements of Mentorstream on the local stack")]
@@ -51,6 +44,9 @@ enum Command {
         events: usize,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Runs over the same records, each into fresh keys (median and range reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
         /// Also run the peers (crates/bench/peers) on the same topic with this Python (the
         /// bench's virtualenv, set up by `make bench`).
         #[arg(long)]
@@ -98,28 +94,15 @@ struct PeerReport {
     records: usize,
     cpu_seconds: f64,
     wall_seconds: f64,
+    /// Redis's CPU over the peer's run (the same accounting as Mentorstream's).
+    #[serde(default)]
+    redis_cpu_seconds: f64,
+    /// Per CPU-second of the peer and Redis together.
     #[serde(default)]
     events_per_cpu_second: f64,
-    /// Mentorstream's aggregator events per CPU-second divided by the peer's.
+    /// Mentorstream's events per total CPU-second divided by the peer's.
     #[serde(default)]
     aggregator_ratio: f64,
-}
-
-#[derive(Debug, Serialize)]
-struct AggregatorReport {
-    partners: usize,
-    records: usize,
-    genealogy_max_depth: usize,
-    genealogy_mean_depth: f64,
-    wall_seconds: f64,
-    aggregator_cpu_seconds: f64,
-    redis_cpu_seconds: f64,
-    events_per_aggregator_cpu_second: f64,
-    events_per_wall_second: f64,
-    #[serde(skip)]
-    topic: String,
-    #[serde(skip)]
-    recruits: usize,
 }
 
 #[tokio::main]
@@ -186,140 +169,76 @@ async fn main() -> anyhow::Result<()> {
             partners,
             events,
             seed,
+            runs,
             peers,
-        } => {
-            let report = aggregator(partners, events, seed).await?;
-            println!("aggregator, team roll-ups over a {partners}-partner genealogy (seed {seed})");
-            println!(
-                "  records {}  genealogy depth max {} mean {:.1}",
-                report.records, report.genealogy_max_depth, report.genealogy_mean_depth
-            );
-            println!(
-                "  {:.0} events per aggregator CPU-second ({:.2} CPU-s), {:.0} events per wall second ({:.2} s), Redis {:.2} CPU-s",
-                report.events_per_aggregator_cpu_second,
-                report.aggregator_cpu_seconds,
-                report.events_per_wall_second,
-                report.wall_seconds,
-                report.redis_cpu_seconds
-            );
-            let mut peer_reports = serde_json::Map::new();
-            if let Some(python) = peers {
-                for (name, script) in [
-                    ("confluent_kafka_redis_py", "confluent_redis.py"),
-                    ("quix_streams", "quix.py"),
-                ] {
-                    let mut peer = run_peer(&python, script, &report)?;
-                    #[allow(clippy::cast_precision_loss)]
-                    let rate = peer.records as f64 / peer.cpu_seconds;
-                    peer.events_per_cpu_second = rate;
-                    peer.aggregator_ratio = report.events_per_aggregator_cpu_second / rate;
-                    println!(
-                        "  peer {name}: {:.0} events per CPU-second ({:.2} CPU-s, {:.2} s wall); \
-                         Mentorstream / peer = {:.2}",
-                        rate, peer.cpu_seconds, peer.wall_seconds, peer.aggregator_ratio
-                    );
-                    peer_reports.insert(name.to_owned(), serde_json::to_value(&peer)?);
-                }
-            }
-            merge_report("aggregator", &serde_json::to_value(&report)?)?;
-            merge_report("peers", &serde_json::Value::Object(peer_reports))?;
-        }
+        } => aggregator_command(partners, events, seed, runs, peers.as_deref()).await?,
     }
     Ok(())
 }
 
-async fn aggregator(
+async fn aggregator_command(
     partners: usize,
-    activity: usize,
+    events: usize,
     seed: u64,
-) -> anyhow::Result<AggregatorReport> {
-    let mut config = Config::load(None)?;
-    let suffix = mentorstream_testkit::unique("bench");
-    config.kafka.topics.activity = format!("{suffix}.activity");
-    config.redis.key_prefix = suffix.clone();
-    let (_, tenants, tenant) = bench_tenant(&config, "bench").await?;
-    let topic = config.kafka.topics.activity.clone();
-    ensure_topics(&config.kafka, &[TopicSpec::new(&topic)]).await?;
-
-    let (events, depths) = generate(&tenant.tenant_id, partners, activity, seed);
-    let producer = Producer::new(&config.kafka, Duration::from_secs(60))?;
-    let mut pending = Vec::with_capacity(events.len());
-    for event in &events {
-        pending.push(producer.enqueue(&record(&topic, event)).await?);
+    runs: usize,
+    peers: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    println!(
+        "aggregator, personal, group, team and tenant roll-ups over a {partners}-partner genealogy (seed {seed})"
+    );
+    let report = aggregator::run(partners, events, seed, runs).await?;
+    println!(
+        "  {} records ({} mentorship), genealogy depth max {} mean {:.1}; {} runs: median {:.0} events per total CPU-s (range {:.0}–{:.0}), median {:.0} per wall s (range {:.0}–{:.0})",
+        report.records,
+        report.mentorship_records,
+        report.genealogy_max_depth,
+        report.genealogy_mean_depth,
+        report.runs.len(),
+        report.median_events_per_total_cpu_second,
+        report.min_events_per_total_cpu_second,
+        report.max_events_per_total_cpu_second,
+        report.median_events_per_wall_second,
+        report.min_events_per_wall_second,
+        report.max_events_per_wall_second,
+    );
+    aggregator::verdict(
+        "events per total CPU-second (aggregator + Redis)",
+        &format!("{:.0}", report.median_events_per_total_cpu_second),
+        "≥ 100,000",
+        report.median_events_per_total_cpu_second >= aggregator::TARGET_EVENTS_PER_CPU_SECOND,
+    );
+    aggregator::verdict(
+        "events per wall second",
+        &format!("{:.0}", report.median_events_per_wall_second),
+        "≥ 40,000",
+        report.median_events_per_wall_second >= aggregator::TARGET_WALL_EVENTS_PER_SECOND,
+    );
+    let mut peer_reports = serde_json::Map::new();
+    if let Some(python) = peers {
+        for (name, script) in [
+            ("confluent_kafka_redis_py", "confluent_redis.py"),
+            ("quix_streams", "quix.py"),
+        ] {
+            let mut peer = run_peer(python, script, &report).await?;
+            #[allow(clippy::cast_precision_loss)]
+            let rate = peer.records as f64 / (peer.cpu_seconds + peer.redis_cpu_seconds);
+            peer.events_per_cpu_second = rate;
+            peer.aggregator_ratio = report.median_events_per_total_cpu_second / rate;
+            println!(
+                "  peer {name}: {:.0} events per total CPU-second ({:.2} CPU-s + Redis {:.2} CPU-s, {:.2} s wall); \
+                 Mentorstream / peer = {:.2}",
+                rate,
+                peer.cpu_seconds,
+                peer.redis_cpu_seconds,
+                peer.wall_seconds,
+                peer.aggregator_ratio
+            );
+            peer_reports.insert(name.to_owned(), serde_json::to_value(&peer)?);
+        }
     }
-    for delivery in pending {
-        delivery.await?;
-    }
-    // One sentinel per partition after everything: when all count, everything is applied.
-    let sentinels = sentinels(&producer, &config, &topic, &tenant.tenant_id).await?;
-
-    let connection = mentorstream_redis::connect(&config.redis)?;
-    let keys = KeySpace::new(&config.redis.key_prefix, "kpi");
-    let store = Store::new(connection.clone(), keys.clone());
-    let engine = Engine::new(connection.clone(), keys.clone());
-    let aggregator = Aggregator {
-        activity_topic: topic.clone(),
-        engine: std::sync::Arc::new(tokio::sync::Mutex::new(engine)),
-        tenants: tenants.clone(),
-        dead_letters: DeadLetters::new(producer.clone()),
-        progress: Progress::new(
-            connection.clone(),
-            keys.key(&["progress"]),
-            vec![topic.clone()],
-            config.kafka.partitions,
-        ),
-        applied: mentorstream_kpi_aggregator::consume::AppliedOffsets::default(),
-    };
-    let consumer = Consumer::assigned(
-        &config.kafka,
-        &format!("{suffix}-kpi"),
-        &topic,
-        &(0..config.kafka.partitions).collect::<Vec<_>>(),
-        &[("enable.partition.eof", "true")],
-    )?;
-    let redis_before = redis_cpu(&connection).await?;
-    let cpu_before = process_cpu()?;
-    let started = Instant::now();
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let consuming = {
-        let shutdown = shutdown.clone();
-        async move { consume::run(&consumer, &aggregator, shutdown).await }
-    };
-    let waiting = async {
-        applied(
-            &store,
-            &tenant.tenant_id,
-            &sentinels,
-            Duration::from_millis(20),
-        )
-        .await?;
-        let elapsed = started.elapsed();
-        let cpu = process_cpu()? - cpu_before;
-        shutdown.cancel();
-        anyhow::Ok((elapsed, cpu))
-    };
-    let (consumed, measured) = tokio::join!(consuming, waiting);
-    consumed?;
-    let (elapsed, cpu) = measured?;
-    let redis = redis_cpu(&connection).await? - redis_before;
-    let records = events.len() + sentinels.len();
-    #[allow(clippy::cast_precision_loss)] // counts far below 2^52
-    let per = |seconds: f64| records as f64 / seconds;
-    #[allow(clippy::cast_precision_loss)]
-    let mean_depth = depths.iter().sum::<usize>() as f64 / depths.len().max(1) as f64;
-    Ok(AggregatorReport {
-        partners,
-        records,
-        genealogy_max_depth: depths.iter().copied().max().unwrap_or(0),
-        genealogy_mean_depth: mean_depth,
-        wall_seconds: elapsed.as_secs_f64(),
-        aggregator_cpu_seconds: cpu,
-        redis_cpu_seconds: redis,
-        events_per_aggregator_cpu_second: per(cpu),
-        events_per_wall_second: per(elapsed.as_secs_f64()),
-        topic,
-        recruits: partners.saturating_sub(1),
-    })
+    merge_report("aggregator", &serde_json::to_value(&report)?)?;
+    merge_report("peers", &serde_json::Value::Object(peer_reports))?;
+    Ok(())
 }
 
 /// A fresh control database with the bench tenant (Europe/Moscow): its URL, the registry and
@@ -368,12 +287,14 @@ fn merge_report(section: &str, value: &serde_json::Value) -> anyhow::Result<()> 
 
 /// Runs a peer script of crates/bench/peers over the aggregator's topic, with its own consumer
 /// group (from the start), and reads its report.
-fn run_peer(
+async fn run_peer(
     python: &std::path::Path,
     script: &str,
-    aggregator: &AggregatorReport,
+    aggregator: &aggregator::Report,
 ) -> anyhow::Result<PeerReport> {
     let config = Config::load(None)?;
+    let connection = mentorstream_redis::connect(&config.redis)?;
+    let redis_before = aggregator::redis_cpu(&connection).await?;
     let group = mentorstream_testkit::unique("peer");
     let state = std::env::temp_dir().join(&group);
     let output = std::process::Command::new(python)
@@ -381,7 +302,7 @@ fn run_peer(
         .args(["--brokers", &config.kafka.brokers])
         .args(["--topic", &aggregator.topic])
         .args(["--group", &group])
-        .args(["--records", &aggregator.records.to_string()])
+        .args(["--records", &aggregator.activity_records.to_string()])
         .args(["--recruits", &aggregator.recruits.to_string()])
         .args(["--partitions", &config.kafka.partitions.to_string()])
         .args(["--redis", config.redis.url.expose_secret()])
@@ -397,105 +318,10 @@ fn run_peer(
         .last()
         .unwrap_or_default()
         .to_owned();
-    serde_json::from_str(&last).with_context(|| format!("peer {script} answered `{last}`"))
-}
-
-/// Enrolments of a random recursive tree (each partner sponsored by a uniformly chosen earlier
-/// one: depth grows like ln N, as in real genealogies), then activity of random partners.
-fn generate(
-    tenant_id: &str,
-    partners: usize,
-    activity: usize,
-    seed: u64,
-) -> (Vec<ActivityEvent>, Vec<usize>) {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let start = Utc
-        .with_ymd_and_hms(2026, 11, 1, 0, 0, 0)
-        .single()
-        .unwrap_or_default();
-    let at = |rng: &mut StdRng| {
-        let offset = rng.random_range(0..25 * 86_400);
-        prost_types_timestamp(start.timestamp() + offset)
-    };
-    let mut depths = Vec::with_capacity(partners);
-    let mut events = Vec::with_capacity(partners + activity);
-    for partner in 0..partners {
-        let sponsor = (partner > 0).then(|| rng.random_range(0..partner));
-        depths.push(sponsor.map_or(0, |sponsor| depths[sponsor] + 1));
-        events.push(event(
-            tenant_id,
-            partner,
-            format!("enrol-{partner}"),
-            at(&mut rng),
-            Payload::PartnerEnrolled(PartnerEnrolled {
-                sponsor_id: sponsor
-                    .map(|sponsor| format!("p{sponsor}"))
-                    .unwrap_or_default(),
-                display_name: String::new(),
-                locale: "ru-RU".into(),
-                time_zone: "Europe/Moscow".into(),
-            }),
-        ));
-    }
-    for n in 0..activity {
-        let partner = rng.random_range(0..partners);
-        let payload = match rng.random_range(0..10) {
-            0..=3 => Payload::OrderPlaced(OrderPlaced {
-                order_id: format!("o{n}"),
-                volume: Some(Decimal {
-                    value: format!(
-                        "{}.{:02}",
-                        rng.random_range(1..200),
-                        rng.random_range(0..100)
-                    ),
-                }),
-                amount: None,
-            }),
-            4 => Payload::OrderRefunded(OrderRefunded {
-                order_id: format!("o{}", rng.random_range(0..n.max(1))),
-                volume: Some(Decimal {
-                    value: "5.00".into(),
-                }),
-            }),
-            5 | 6 => Payload::ModuleCompleted(ModuleCompleted {
-                module_id: format!("m{}", rng.random_range(0..20)),
-                minutes: 15,
-            }),
-            _ => Payload::ActivityPing(ActivityPing {
-                kind: PingKind::App.into(),
-            }),
-        };
-        events.push(event(
-            tenant_id,
-            partner,
-            format!("a{n}"),
-            at(&mut rng),
-            payload,
-        ));
-    }
-    (events, depths)
-}
-
-fn prost_types_timestamp(seconds: i64) -> Option<prost_types::Timestamp> {
-    Some(prost_types::Timestamp { seconds, nanos: 0 })
-}
-
-fn event(
-    tenant_id: &str,
-    partner: usize,
-    id: String,
-    occurred_at: Option<prost_types::Timestamp>,
-    payload: Payload,
-) -> ActivityEvent {
-    ActivityEvent {
-        tenant_id: tenant_id.to_owned(),
-        source: "bench".into(),
-        source_event_id: id,
-        occurred_at,
-        partner_id: format!("p{partner}"),
-        accepted_at: None,
-        payload: Some(payload),
-    }
+    let mut report: PeerReport =
+        serde_json::from_str(&last).with_context(|| format!("peer {script} answered `{last}`"))?;
+    report.redis_cpu_seconds = aggregator::redis_cpu(&connection).await? - redis_before;
+    Ok(report)
 }
 
 fn record(topic: &str, event: &ActivityEvent) -> OutboundRecord {
@@ -549,7 +375,9 @@ async fn sentinels(
             tenant_id: tenant_id.to_owned(),
             source: "bench".into(),
             source_event_id: name.clone(),
-            occurred_at: prost_types_timestamp(Utc::now().timestamp() - 3600),
+            occurred_at: Some(mentorstream_sim::timestamp(
+                Utc::now() - chrono::Duration::hours(1),
+            )),
             partner_id: name.clone(),
             accepted_at: None,
             payload: Some(Payload::ActivityPing(ActivityPing {
@@ -592,19 +420,4 @@ fn cpu_of(pid: &str) -> anyhow::Result<f64> {
 fn clock_ticks_per_second() -> f64 {
     // USER_HZ is 100 on every Linux configuration this project runs on.
     100.0
-}
-
-/// CPU seconds Redis has used so far (used_cpu_user + used_cpu_sys of INFO cpu).
-async fn redis_cpu(connection: &mentorstream_redis::Connection) -> anyhow::Result<f64> {
-    let info: String = cmd("INFO")
-        .arg("cpu")
-        .query_async(&mut connection.clone())
-        .await?;
-    let value = |name: &str| -> f64 {
-        info.lines()
-            .find_map(|line| line.strip_prefix(&format!("{name}:")))
-            .and_then(|value| value.trim().parse().ok())
-            .unwrap_or(0.0)
-    };
-    Ok(value("used_cpu_user") + value("used_cpu_sys"))
 }

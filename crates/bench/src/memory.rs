@@ -50,7 +50,9 @@ pub async fn run(
     let (control, _, tenant) = super::bench_tenant(&config, "bench_memory").await?;
     let topic = config.kafka.topics.activity.clone();
     ensure_topics(&config.kafka, &[TopicSpec::new(&topic)]).await?;
-    let (events, depths) = super::generate(&tenant.tenant_id, partners, 0, seed);
+    let workload =
+        crate::workload::generate(&tenant.tenant_id, partners, 0, seed, chrono::Utc::now());
+    let (events, depths) = (workload.genealogy, workload.depths);
     let producer = Producer::new(&config.kafka, Duration::from_secs(60))?;
     let mut pending = Vec::with_capacity(events.len());
     for event in &events {
