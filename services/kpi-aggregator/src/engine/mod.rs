@@ -40,12 +40,38 @@ pub enum EngineError {
 }
 
 impl EngineError {
-    /// Errors that retrying cannot cure: the tenant's stored state cannot be read.
+    /// Errors that retrying cannot cure: the tenant's stored state cannot be read. A value of
+    /// a newer version is not one of them: during a rolling upgrade a newer aggregator wrote
+    /// it, and this one is about to be replaced — its records wait and are applied by the new.
     pub fn is_permanent(&self) -> bool {
-        matches!(
-            self,
-            Self::Write(WriteError::Malformed { .. } | WriteError::Genealogy(..))
-        )
+        match self {
+            Self::Write(WriteError::Malformed { error, .. }) => !error.is_newer(),
+            Self::Write(WriteError::Genealogy(..)) => true,
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::codec::{CodecError, VERSION};
+
+    fn malformed(error: CodecError) -> EngineError {
+        EngineError::Write(WriteError::Malformed {
+            tenant: "t".into(),
+            what: "partner",
+            id: "p".into(),
+            error,
+        })
+    }
+
+    #[test]
+    fn a_value_of_a_newer_aggregator_is_retried_and_garbage_is_not() {
+        assert!(!malformed(CodecError::Version(VERSION + 1)).is_permanent());
+        assert!(malformed(CodecError::Version(0)).is_permanent());
+        assert!(malformed(CodecError::Empty).is_permanent());
+        assert!(!EngineError::Signals("down".into()).is_permanent());
     }
 }
 

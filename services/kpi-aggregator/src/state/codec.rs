@@ -33,6 +33,13 @@ pub enum CodecError {
     Invalid(&'static str),
 }
 
+impl CodecError {
+    /// The value was written by a newer aggregator (a rolling upgrade is under way).
+    pub fn is_newer(&self) -> bool {
+        matches!(self, Self::Version(version) if *version > VERSION)
+    }
+}
+
 fn encode(message: &impl prost::Message) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(1 + message.encoded_len());
     bytes.push(VERSION);
