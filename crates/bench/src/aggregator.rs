@@ -43,7 +43,7 @@ const SAMPLE_TEAMS: usize = 200;
 const SAMPLE_GROUPS: usize = 100;
 
 /// (topic, partition) → the last offset produced.
-type Ends = HashMap<(String, i32), i64>;
+pub type Ends = HashMap<(String, i32), i64>;
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Cpu {
@@ -57,7 +57,7 @@ pub struct Cpu {
 }
 
 impl Cpu {
-    async fn sample(redis: &Connection) -> anyhow::Result<Self> {
+    pub async fn sample(redis: &Connection) -> anyhow::Result<Self> {
         let (redis, redis_forks) = redis_cpu_parts(redis).await?;
         Ok(Self {
             aggregator: crate::process_cpu()?,
@@ -67,7 +67,7 @@ impl Cpu {
         })
     }
 
-    fn since(self, earlier: Self) -> Self {
+    pub fn since(self, earlier: Self) -> Self {
         Self {
             aggregator: self.aggregator - earlier.aggregator,
             redis: self.redis - earlier.redis,
@@ -453,7 +453,7 @@ async fn phase(
     measured
 }
 
-async fn send(
+pub async fn send(
     producer: &Producer,
     records: impl Iterator<Item = OutboundRecord>,
     ends: &mut Ends,
@@ -472,7 +472,7 @@ async fn send(
     Ok(())
 }
 
-fn mentorship_record(topic: &str, event: &MentorshipEvent) -> OutboundRecord {
+pub fn mentorship_record(topic: &str, event: &MentorshipEvent) -> OutboundRecord {
     OutboundRecord::protobuf(
         topic,
         event.tenant_id.clone(),
@@ -576,7 +576,7 @@ fn difference(
 }
 
 /// Deletes every key of a run's prefix, so the next run's AOF rewrites do not carry it.
-async fn delete_keys(connection: &Connection, prefix: &str) -> anyhow::Result<()> {
+pub async fn delete_keys(connection: &Connection, prefix: &str) -> anyhow::Result<()> {
     let mut cursor = 0_u64;
     loop {
         let (next, keys): (u64, Vec<String>) = cmd("SCAN")

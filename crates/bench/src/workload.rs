@@ -180,17 +180,31 @@ fn decimal(cents: i64) -> Decimal {
 /// Moves ~5 % of the enrolments (never the root's) to random places among the activity.
 fn delay_enrolments(workload: &mut Workload, rng: &mut StdRng) {
     let mut kept = Vec::with_capacity(workload.genealogy.len());
+    // (place among the activity, enrolment), merged in one pass: inserting one by one would
+    // move millions of events each time.
+    let mut late = Vec::new();
     for (partner, enrolment) in std::mem::take(&mut workload.genealogy)
         .into_iter()
         .enumerate()
     {
         if partner > 0 && rng.random_bool(LATE_ENROLMENTS) {
-            let at = rng.random_range(0..=workload.activity.len());
-            workload.activity.insert(at, enrolment);
+            late.push((rng.random_range(0..=workload.activity.len()), enrolment));
         } else {
             kept.push(enrolment);
         }
     }
+    late.sort_by_key(|(place, _)| *place);
+    let activity = std::mem::take(&mut workload.activity);
+    let mut merged = Vec::with_capacity(activity.len() + late.len());
+    let mut late = late.into_iter().peekable();
+    for (place, event) in activity.into_iter().enumerate() {
+        while let Some((_, enrolment)) = late.next_if(|(at, _)| *at <= place) {
+            merged.push(enrolment);
+        }
+        merged.push(event);
+    }
+    merged.extend(late.map(|(_, enrolment)| enrolment));
+    workload.activity = merged;
     workload.genealogy = kept;
 }
 

@@ -134,12 +134,25 @@ async fn rebuild(config: Config) -> anyhow::Result<()> {
     let context = Context::connect(config, telemetry.clone()).await?;
     // Ctrl-C stops the replay; the active generation stays as it was.
     context.shutdown.trigger_on_signals();
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} records, {per_sec}, {eta} left",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
     let rebuilt = mentorstream_kpi_aggregator::rebuild::rebuild(
         &context.config,
         &context.tenants,
         context.shutdown.token(),
+        &|replayed| {
+            bar.set_length(u64::try_from(replayed.records).unwrap_or(0));
+            bar.set_position(u64::try_from(replayed.applied).unwrap_or(0));
+        },
     )
-    .await?;
+    .await;
+    bar.finish_and_clear();
+    let rebuilt = rebuilt?;
     println!(
         "rebuilt {} records into generation {} (was {}) in {:.1} s; aggregators switch to it within {} s",
         rebuilt.records,

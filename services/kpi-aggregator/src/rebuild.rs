@@ -26,6 +26,9 @@ use crate::namespace::{Generations, Namespace, next_generation};
 use crate::signal::{KafkaSignals, SIGNAL_TIMEOUT};
 use crate::{DEAD_LETTER_TIMEOUT, pause};
 
+/// How often a rebuild reports its progress.
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
 /// How long the topics' ends may take to be read.
 const WATERMARKS_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -55,11 +58,20 @@ pub enum RebuildError {
     Interrupted,
 }
 
-/// Replays both topics into a new generation and activates it when caught up.
+/// How far a replay is: records applied of the records to apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replayed {
+    pub applied: i64,
+    pub records: i64,
+}
+
+/// Replays both topics into a new generation and activates it when caught up; `progress` is
+/// told how far it is every [`PROGRESS_EVERY`].
 pub async fn rebuild(
     config: &Config,
     tenants: &Tenants,
     shutdown: CancellationToken,
+    progress: &(dyn Fn(Replayed) + Sync),
 ) -> Result<Rebuilt, RebuildError> {
     let started = Instant::now();
     let topics = [
@@ -113,7 +125,7 @@ pub async fn rebuild(
                 .fetch_watermarks(topic, partition, WATERMARKS_TIMEOUT)
                 .map_err(RebuildError::Watermarks)?;
             if high > low {
-                ends.push((*topic, partition, high - 1));
+                ends.push((*topic, partition, low, high - 1));
                 records += high - low;
             }
         }
@@ -130,14 +142,19 @@ pub async fn rebuild(
             .map(|(consumer, _)| consume::run(consumer, &aggregator, stop.clone())),
     );
     let caught_up = async {
-        while !ends.iter().all(|(topic, partition, last)| {
-            aggregator
-                .applied
-                .get(topic, *partition)
-                .is_some_and(|applied| applied >= *last)
-        }) {
-            if !pause(&stop, Duration::from_millis(100)).await {
-                return;
+        loop {
+            let applied = ends
+                .iter()
+                .map(|(topic, partition, low, last)| {
+                    aggregator
+                        .applied
+                        .get(topic, *partition)
+                        .map_or(0, |applied| applied.min(*last) - low + 1)
+                })
+                .sum();
+            progress(Replayed { applied, records });
+            if applied >= records || !pause(&stop, PROGRESS_EVERY).await {
+                break;
             }
         }
         stop.cancel();

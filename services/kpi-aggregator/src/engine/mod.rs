@@ -52,29 +52,6 @@ impl EngineError {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::state::codec::{CodecError, VERSION};
-
-    fn malformed(error: CodecError) -> EngineError {
-        EngineError::Write(WriteError::Malformed {
-            tenant: "t".into(),
-            what: "partner",
-            id: "p".into(),
-            error,
-        })
-    }
-
-    #[test]
-    fn a_value_of_a_newer_aggregator_is_retried_and_garbage_is_not() {
-        assert!(!malformed(CodecError::Version(VERSION + 1)).is_permanent());
-        assert!(malformed(CodecError::Version(0)).is_permanent());
-        assert!(malformed(CodecError::Empty).is_permanent());
-        assert!(!EngineError::Signals("down".into()).is_permanent());
-    }
-}
-
 impl Engine {
     pub fn new(connection: Connection, keys: KeySpace) -> Self {
         Self {
@@ -167,5 +144,28 @@ impl Engine {
             }
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::codec::{CodecError, VERSION};
+
+    fn malformed(error: CodecError) -> EngineError {
+        EngineError::Write(WriteError::Malformed {
+            tenant: "t".into(),
+            what: "partner",
+            id: "p".into(),
+            error,
+        })
+    }
+
+    #[test]
+    fn a_value_of_a_newer_aggregator_is_retried_and_garbage_is_not() {
+        assert!(!malformed(CodecError::Version(VERSION + 1)).is_permanent());
+        assert!(malformed(CodecError::Version(0)).is_permanent());
+        assert!(malformed(CodecError::Empty).is_permanent());
+        assert!(!EngineError::Signals("down".into()).is_permanent());
     }
 }

@@ -210,13 +210,29 @@ async fn scorecards_equal_the_rules(cluster: Option<&RedisCluster>) {
     // Rebuild: the same numbers from the topics in a fresh generation. The old generation is
     // then deleted (as by a Redis that lost data), so the answers can only come from the new
     // one, and what arrives afterwards is counted there.
+    let reported = std::sync::Mutex::new(Vec::new());
     let rebuilt = mentorstream_kpi_aggregator::rebuild::rebuild(
         config,
         &aggregator.context.tenants,
         tokio_util::sync::CancellationToken::new(),
+        &|replayed| reported.lock().expect("not poisoned").push(replayed),
     )
     .await
     .expect("rebuilt");
+    let reported = reported.into_inner().expect("not poisoned");
+    assert!(
+        reported
+            .windows(2)
+            .all(|pair| pair[0].applied <= pair[1].applied),
+        "progress only advances: {reported:?}"
+    );
+    assert_eq!(
+        reported.last().copied(),
+        Some(mentorstream_kpi_aggregator::rebuild::Replayed {
+            applied: rebuilt.records,
+            records: rebuilt.records
+        })
+    );
     assert_eq!(rebuilt.previous, "kpi");
     assert_ne!(rebuilt.generation, rebuilt.previous);
     let produced = i64::try_from(records.len() + 1 + 2 * sentinels.activity.len()).expect("small");
