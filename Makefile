@@ -78,12 +78,14 @@ bench: stack-up
 	mkdir -p target/bench/peers
 	$(BENCH_VENV)/bin/python -m grpc_tools.protoc -Iproto --python_out=target/bench/peers \
 	  proto/mentorstream/activity/v1/activity.proto proto/mentorstream/common/v1/common.proto
-	cargo build --release --locked -p mentorstream-bench -p mentorstream-ingest -p mentorstream-kpi-aggregator
-	target/release/mentorstream-bench aggregator --partners 100000 --events 200000 \
+	cargo build --release --locked -p mentorstream-bench -p mentorstream-ingest -p mentorstream-kpi-aggregator \
+	  -p mentorstream-cli
+	target/release/mentorstream-bench aggregator --partners 100000 --events 200000 --runs 3 \
 	  --peers $(BENCH_VENV)/bin/python
 	target/release/mentorstream-bench ingest --events 100000 --rate 200
-	target/release/mentorstream-bench freshness --rate 1000 --seconds 20
+	target/release/mentorstream-bench freshness --rate 10000 --seconds 60
 	target/release/mentorstream-bench memory --partners 1000000
+	target/release/mentorstream-bench rebuild --partners 1000000 --events 10000000
 
 .PHONY: demo
 demo: stack-up

@@ -18,8 +18,9 @@ use tonic::transport::Channel;
 
 /// Events go out in batches every this long, at the chosen rate.
 const TICK: Duration = Duration::from_millis(10);
-/// Every this many batches, the first event is followed until it shows.
-const SAMPLE_EVERY: u64 = 5;
+/// Events of every batch followed until they show (the first, and one in the middle): at
+/// 100 batches a second, 12,000 samples a minute.
+const SAMPLES_PER_BATCH: u64 = 2;
 const POLL: Duration = Duration::from_millis(2);
 
 #[derive(Debug, Serialize)]
@@ -153,7 +154,10 @@ pub async fn run(
             .collect();
         let mut client = ingest.clone();
         let request = super::authorized(&key, IngestRequest { events });
-        let follow = (tick % SAMPLE_EVERY == 0).then(|| (kpi.clone(), key.clone()));
+        let (kpi, key) = (kpi.clone(), key.clone());
+        let followed: Vec<u64> = (0..SAMPLES_PER_BATCH)
+            .map(|sample| first + sample * per_tick / SAMPLES_PER_BATCH)
+            .collect();
         sends.push(tokio::spawn(async move {
             let answer = client.ingest(request).await?.into_inner();
             anyhow::ensure!(
@@ -163,17 +167,15 @@ pub async fn run(
                     .all(|result| result.status() == EventStatus::Accepted),
                 "an event was not accepted"
             );
-            Ok(match follow {
-                Some((kpi, key)) => Some(visible(kpi, key, first).await),
-                None => None,
-            })
+            let waits = followed
+                .into_iter()
+                .map(|n| visible(kpi.clone(), key.clone(), n));
+            Ok(futures::future::join_all(waits).await)
         }));
     }
     let sent_in = started.elapsed();
     for send in sends {
-        if let Some(latency) = send.await?? {
-            samples.push(latency);
-        }
+        samples.extend(send.await??);
     }
     drop((aggregator, ingest_process));
     samples.sort();

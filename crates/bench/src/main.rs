@@ -136,6 +136,15 @@ async fn main() -> anyhow::Result<()> {
                 report.aggregator_peak_rss_mib,
                 report.wall_seconds
             );
+            aggregator::verdict(
+                "aggregator peak RSS",
+                &format!(
+                    "{:.1} MiB over {} partners",
+                    report.aggregator_peak_rss_mib, report.partners
+                ),
+                "≤ 256 MiB with a 1M-partner genealogy",
+                report.aggregator_peak_rss_mib <= 256.0 && report.partners >= 1_000_000,
+            );
             merge_report("memory", &serde_json::to_value(&report)?)?;
         }
         Command::Freshness { bin, rate, seconds } => {
@@ -149,6 +158,18 @@ async fn main() -> anyhow::Result<()> {
                 report.p99_ms,
                 report.max_ms,
                 report.samples
+            );
+            aggregator::verdict(
+                "freshness, accepted → visible in GetScorecard (partners only; their groups and root teams are not sampled yet)",
+                &format!(
+                    "p99 {:.1} ms at {:.0} events/s for {} s, {} samples",
+                    report.p99_ms, report.achieved_rate, report.seconds, report.samples
+                ),
+                "p99 ≤ 100 ms at 10k events/s for ≥ 60 s, ≥ 10k samples",
+                report.p99_ms <= 100.0
+                    && report.achieved_rate >= 9_900.0
+                    && report.seconds >= 60
+                    && report.samples >= 10_000,
             );
             merge_report("freshness", &serde_json::to_value(&report)?)?;
         }
