@@ -151,10 +151,12 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// Non-empty, at most 128 characters, no control characters.
+    /// Non-empty, not only whitespace, at most 128 characters, no control characters.
     fn id(&mut self, field: &str, value: &str) {
         if value.is_empty() {
             self.violation(field, "is required");
+        } else if value.trim().is_empty() {
+            self.violation(field, "must not be only whitespace");
         } else {
             self.text(field, value, MAX_ID_CHARS);
         }
@@ -264,7 +266,12 @@ impl<'a> Checker<'a> {
 
     fn module_completed(&mut self, module: &ModuleCompleted) {
         self.id("module_completed.module_id", &module.module_id);
-        if module.minutes > MAX_MODULE_MINUTES {
+        if module.minutes == 0 {
+            self.violation(
+                "module_completed.minutes",
+                "must be at least 1: a completed module took time",
+            );
+        } else if module.minutes > MAX_MODULE_MINUTES {
             self.violation(
                 "module_completed.minutes",
                 format!(
@@ -362,6 +369,17 @@ impl<'a> Checker<'a> {
                 );
                 return;
             }
+            Some((currency, _)) if let Some(successor) = withdrawn(currency) => {
+                self.violation(
+                    &code_field,
+                    format!(
+                        "{} was withdrawn from ISO 4217 and replaced by {}: use the currency paid in",
+                        currency.code(),
+                        successor.code()
+                    ),
+                );
+                return;
+            }
             Some((_, Some(exponent))) => u32::from(exponent),
         };
         if let Some(amount) = self.decimal(&format!("{field}.amount"), money.amount.as_ref(), scale)
@@ -369,6 +387,15 @@ impl<'a> Checker<'a> {
             money.amount = Some(amount.canonical(scale));
         }
     }
+}
+
+/// The code that replaced a withdrawn one (HRK → EUR, SLL → SLE…), from the ISO 4217 data
+/// of `iso_currency`. VES is not withdrawn: ISO 4217 lists it beside VED, whatever the
+/// crate's data says.
+fn withdrawn(currency: Currency) -> Option<Currency> {
+    currency
+        .is_superseded()
+        .filter(|_| currency != Currency::VES)
 }
 
 /// A non-negative decimal as an integer of units of 10^-scale.

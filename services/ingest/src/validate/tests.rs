@@ -135,6 +135,18 @@ fn ids_are_required_bounded_and_printable() {
             ]
         )
     );
+    let mut blank = event(Payload::ActivityPing(ActivityPing {
+        kind: PingKind::Login.into(),
+    }));
+    blank.partner_id = "   ".into();
+    blank.source_event_id = "\u{3000}".into();
+    assert_eq!(
+        rejected(blank).1,
+        [
+            violation("source_event_id", "must not be only whitespace"),
+            violation("partner_id", "must not be only whitespace"),
+        ]
+    );
     let mut longest = event(Payload::ActivityPing(ActivityPing {
         kind: PingKind::App.into(),
     }));
@@ -184,6 +196,20 @@ fn volumes_and_amounts_are_checked() {
             "XAU has no minor unit (a fund or metal code): use the currency paid in"
         )]
     );
+    for (code, successor) in [("HRK", "EUR"), ("SLL", "SLE")] {
+        assert_eq!(
+            rejected(event(order("1", "1", code))).1,
+            [violation(
+                "order_placed.amount.currency_code",
+                &format!(
+                    "{code} was withdrawn from ISO 4217 and replaced by {successor}: use the currency paid in"
+                )
+            )]
+        );
+    }
+    for current in ["VES", "SLE", "EUR"] {
+        assert!(validate(event(order("1", "1", current)), TENANT, window(), "e").is_ok());
+    }
     assert_eq!(
         rejected(event(order("1234567890123456", "1", "EUR"))).1,
         [violation(
@@ -281,6 +307,17 @@ fn other_payloads_are_checked() {
                 "must be at most 1440 (a day), got 1441"
             ),
         ]
+    );
+    assert_eq!(
+        rejected(event(Payload::ModuleCompleted(ModuleCompleted {
+            module_id: "m-1".into(),
+            minutes: 0,
+        })))
+        .1,
+        [violation(
+            "module_completed.minutes",
+            "must be at least 1: a completed module took time"
+        )]
     );
     assert_eq!(
         rejected(event(Payload::EventAttended(EventAttended {
