@@ -22,6 +22,7 @@ use mentorstream_kpi_aggregator::consume::{self, Aggregator, AppliedOffsets};
 use mentorstream_kpi_aggregator::engine::Engine;
 use mentorstream_kpi_aggregator::progress::Progress;
 use mentorstream_kpi_aggregator::store::{Store, Subject};
+use mentorstream_proto::activity::v1::ActivityEvent;
 use mentorstream_proto::mentorship::v1::MentorshipEvent;
 use mentorstream_redis::{Connection, KeySpace, cmd};
 use mentorstream_sim::oracle::{self, Key};
@@ -203,14 +204,7 @@ impl Bench {
         config.kafka.topics.activity = format!("{prefix}.activity");
         config.kafka.topics.mentorship = format!("{prefix}.mentorship");
         let topics = &config.kafka.topics;
-        ensure_topics(
-            &config.kafka,
-            &[
-                TopicSpec::new(&topics.activity),
-                TopicSpec::new(&topics.mentorship),
-            ],
-        )
-        .await?;
+        create_topics(&config).await?;
         let producer = Producer::new(&config.kafka, Duration::from_secs(60))?;
         let connection = mentorstream_redis::connect(&config.redis)?;
         let keys = KeySpace::new(&prefix, "kpi");
@@ -227,24 +221,15 @@ impl Bench {
         // The genealogy alone, then everything else: produced while nothing is measured.
         let mut ends = Ends::new();
         let genealogy = self.workload.genealogy.iter();
-        send(
-            &producer,
-            genealogy.map(|event| crate::record(&topics.activity, event)),
-            &mut ends,
-        )
-        .await?;
+        produce(&producer, topics, genealogy, &[], &mut ends).await?;
         let genealogy = phase(&aggregator, &[&activity], &ends, &connection).await?;
-        let activity_records = self.workload.activity.iter();
-        send(
+        let (activity_records, mentorship_records) =
+            (&self.workload.activity, &self.workload.mentorship);
+        produce(
             &producer,
-            activity_records.map(|event| crate::record(&topics.activity, event)),
-            &mut ends,
-        )
-        .await?;
-        let mentorship_records = self.workload.mentorship.iter();
-        send(
-            &producer,
-            mentorship_records.map(|event| mentorship_record(&topics.mentorship, event)),
+            topics,
+            activity_records.iter(),
+            mentorship_records,
             &mut ends,
         )
         .await?;
@@ -453,7 +438,34 @@ async fn phase(
     measured
 }
 
-pub async fn send(
+/// Creates the workload's activity and mentorship topics.
+pub async fn create_topics(config: &Config) -> anyhow::Result<()> {
+    let topics = &config.kafka.topics;
+    let specs = [
+        TopicSpec::new(&topics.activity),
+        TopicSpec::new(&topics.mentorship),
+    ];
+    Ok(ensure_topics(&config.kafka, &specs).await?)
+}
+
+/// Produces `activity` to the activity topic, then `mentorship` to theirs, and moves `ends`
+/// to the last offsets written.
+pub async fn produce<'a>(
+    producer: &Producer,
+    topics: &mentorstream_config::Topics,
+    activity: impl Iterator<Item = &'a ActivityEvent>,
+    mentorship: &[MentorshipEvent],
+    ends: &mut Ends,
+) -> anyhow::Result<()> {
+    let activity = activity.map(|event| crate::record(&topics.activity, event));
+    send(producer, activity, ends).await?;
+    let mentorship = mentorship
+        .iter()
+        .map(|event| mentorship_record(&topics.mentorship, event));
+    send(producer, mentorship, ends).await
+}
+
+async fn send(
     producer: &Producer,
     records: impl Iterator<Item = OutboundRecord>,
     ends: &mut Ends,
@@ -472,7 +484,7 @@ pub async fn send(
     Ok(())
 }
 
-pub fn mentorship_record(topic: &str, event: &MentorshipEvent) -> OutboundRecord {
+fn mentorship_record(topic: &str, event: &MentorshipEvent) -> OutboundRecord {
     OutboundRecord::protobuf(
         topic,
         event.tenant_id.clone(),

@@ -266,18 +266,23 @@ async fn aggregator_command(
         report.min_events_per_wall_second,
         report.max_events_per_wall_second,
     );
-    aggregator::verdict(
-        "events per total CPU-second (aggregator + Redis)",
-        &format!("{:.0}", report.median_events_per_total_cpu_second),
-        "≥ 100,000",
-        report.median_events_per_total_cpu_second >= aggregator::TARGET_EVENTS_PER_CPU_SECOND,
-    );
-    aggregator::verdict(
-        "events per wall second",
-        &format!("{:.0}", report.median_events_per_wall_second),
-        "≥ 40,000",
-        report.median_events_per_wall_second >= aggregator::TARGET_WALL_EVENTS_PER_SECOND,
-    );
+    // The targets are set for a 100k-partner genealogy: a smaller one fits in the caches.
+    if partners >= 100_000 {
+        aggregator::verdict(
+            "events per total CPU-second (aggregator + Redis)",
+            &format!("{:.0}", report.median_events_per_total_cpu_second),
+            "≥ 100,000",
+            report.median_events_per_total_cpu_second >= aggregator::TARGET_EVENTS_PER_CPU_SECOND,
+        );
+        aggregator::verdict(
+            "events per wall second",
+            &format!("{:.0}", report.median_events_per_wall_second),
+            "≥ 40,000",
+            report.median_events_per_wall_second >= aggregator::TARGET_WALL_EVENTS_PER_SECOND,
+        );
+    } else {
+        println!("  targets: judged over a genealogy of 100,000 partners or more");
+    }
     let mut peer_reports = serde_json::Map::new();
     if let Some(python) = peers {
         for (name, script) in [

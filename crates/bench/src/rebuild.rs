@@ -9,10 +9,9 @@ use anyhow::Context as _;
 use chrono::Utc;
 use mentorstream_config::{Config, ExposeSecret};
 use mentorstream_kafka::Producer;
-use mentorstream_kafka::admin::{TopicSpec, ensure_topics};
 use serde::Serialize;
 
-use crate::aggregator::{Cpu, delete_keys, mentorship_record, send};
+use crate::aggregator::{Cpu, create_topics, delete_keys, produce};
 
 pub const TARGET_SECONDS: f64 = 600.0;
 
@@ -46,14 +45,7 @@ pub async fn run(
     config.redis.key_prefix = suffix.clone();
     let (control, _, tenant) = crate::bench_tenant(&config, "bench_rebuild").await?;
     let topics = &config.kafka.topics;
-    ensure_topics(
-        &config.kafka,
-        &[
-            TopicSpec::new(&topics.activity),
-            TopicSpec::new(&topics.mentorship),
-        ],
-    )
-    .await?;
+    create_topics(&config).await?;
     let produced = Instant::now();
     let workload =
         crate::workload::generate(&tenant.tenant_id, partners, activity, seed, Utc::now());
@@ -61,16 +53,11 @@ pub async fn run(
     let producer = Producer::new(&config.kafka, Duration::from_secs(120))?;
     let mut ends = std::collections::HashMap::new();
     let activity_records = workload.genealogy.iter().chain(&workload.activity);
-    send(
+    produce(
         &producer,
-        activity_records.map(|event| crate::record(&topics.activity, event)),
-        &mut ends,
-    )
-    .await?;
-    let mentorship = workload.mentorship.iter();
-    send(
-        &producer,
-        mentorship.map(|event| mentorship_record(&topics.mentorship, event)),
+        topics,
+        activity_records,
+        &workload.mentorship,
         &mut ends,
     )
     .await?;
