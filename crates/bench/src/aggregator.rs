@@ -24,6 +24,7 @@ use mentorstream_kpi_aggregator::progress::Progress;
 use mentorstream_kpi_aggregator::store::{Store, Subject};
 use mentorstream_proto::activity::v1::ActivityEvent;
 use mentorstream_proto::mentorship::v1::MentorshipEvent;
+use mentorstream_proto::mentorship::v1::mentorship_event::Payload as Mentorship;
 use mentorstream_redis::{Connection, KeySpace, cmd};
 use mentorstream_sim::oracle::{self, Key};
 use rand::SeedableRng as _;
@@ -271,38 +272,7 @@ impl Bench {
     /// Compares a seeded sample of partners, teams and groups, and the tenant, with the
     /// oracle: every bucket and counter of each. Answers (subjects, values) compared.
     async fn check(&self, store: &Store) -> anyhow::Result<(usize, usize)> {
-        let mut rng = StdRng::seed_from_u64(7);
-        let partners: Vec<String> = (0..self.workload.depths.len())
-            .map(|p| format!("p{p}"))
-            .collect();
-        let groups: Vec<String> = self
-            .workload
-            .mentorship
-            .iter()
-            .filter_map(|event| match &event.payload {
-                Some(
-                    mentorstream_proto::mentorship::v1::mentorship_event::Payload::GroupCreated(
-                        created,
-                    ),
-                ) => Some(created.group_id.clone()),
-                _ => None,
-            })
-            .collect();
-        let mut subjects: Vec<(&str, &str)> = Vec::new();
-        let sample = |from: &'static str,
-                      ids: &[String],
-                      count: usize,
-                      rng: &mut StdRng|
-         -> Vec<(&'static str, String)> {
-            ids.choose_multiple(rng, count)
-                .map(|id| (from, id.clone()))
-                .collect()
-        };
-        let mut chosen = sample("c", &partners, SAMPLE_PARTNERS, &mut rng);
-        chosen.extend(sample("t", &partners, SAMPLE_TEAMS, &mut rng));
-        chosen.extend(sample("g", &groups, SAMPLE_GROUPS, &mut rng));
-        chosen.push(("tenant", String::new()));
-        subjects.extend(chosen.iter().map(|(kind, id)| (*kind, id.as_str())));
+        let subjects = self.sample();
         let mut values = 0;
         for (kind, id) in &subjects {
             let subject = match *kind {
@@ -318,19 +288,7 @@ impl Bench {
                     stored.insert((bucket.to_string(), counter.field().to_owned()), value);
                 }
             }
-            let expected: BTreeMap<(String, String), i64> = self
-                .expected()
-                .range(
-                    (
-                        (*kind).to_owned(),
-                        (*id).to_owned(),
-                        String::new(),
-                        String::new(),
-                    )..,
-                )
-                .take_while(|((k, subject, _, _), _)| k == kind && subject == id)
-                .map(|((_, _, bucket, field), value)| ((bucket.clone(), field.clone()), *value))
-                .collect();
+            let expected = self.expected_of(kind, id);
             anyhow::ensure!(
                 stored == expected,
                 "{kind} {id}: stored {stored:?}, the oracle says {expected:?}"
@@ -338,6 +296,44 @@ impl Bench {
             values += expected.len();
         }
         Ok((subjects.len(), values))
+    }
+
+    /// The subjects checked after each run, in the oracle's kinds: the same seeded choice of
+    /// partners, teams and groups every run, and the tenant.
+    fn sample(&self) -> Vec<(&'static str, String)> {
+        let mut rng = StdRng::seed_from_u64(7);
+        let partners: Vec<String> = (0..self.workload.depths.len())
+            .map(|p| format!("p{p}"))
+            .collect();
+        let groups: Vec<String> = self
+            .workload
+            .mentorship
+            .iter()
+            .filter_map(|event| match &event.payload {
+                Some(Mentorship::GroupCreated(created)) => Some(created.group_id.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut sample = |kind: &'static str, ids: &[String], count: usize| {
+            ids.choose_multiple(&mut rng, count)
+                .map(|id| (kind, id.clone()))
+                .collect::<Vec<_>>()
+        };
+        let mut chosen = sample("c", &partners, SAMPLE_PARTNERS);
+        chosen.extend(sample("t", &partners, SAMPLE_TEAMS));
+        chosen.extend(sample("g", &groups, SAMPLE_GROUPS));
+        chosen.push(("tenant", String::new()));
+        chosen
+    }
+
+    /// The oracle's numbers of one subject: (bucket, counter field) → value.
+    fn expected_of(&self, kind: &str, id: &str) -> BTreeMap<(String, String), i64> {
+        let from = (kind.to_owned(), id.to_owned(), String::new(), String::new());
+        self.expected()
+            .range(from..)
+            .take_while(|((k, subject, _, _), _)| k == kind && subject == id)
+            .map(|((_, _, bucket, field), value)| ((bucket.clone(), field.clone()), *value))
+            .collect()
     }
 
     fn expected(&self) -> &BTreeMap<Key, i64> {
@@ -576,6 +572,7 @@ async fn redis_commands(connection: &Connection) -> anyhow::Result<BTreeMap<Stri
         .collect())
 }
 
+/// Calls made between two `INFO commandstats`, the bench's own INFO calls left out.
 fn difference(
     after: &BTreeMap<String, u64>,
     before: &BTreeMap<String, u64>,
@@ -583,7 +580,7 @@ fn difference(
     after
         .iter()
         .map(|(name, calls)| (name.clone(), calls - before.get(name).copied().unwrap_or(0)))
-        .filter(|(_, calls)| *calls > 0)
+        .filter(|(name, calls)| *calls > 0 && name != "info")
         .collect()
 }
 
@@ -612,6 +609,7 @@ pub async fn delete_keys(connection: &Connection, prefix: &str) -> anyhow::Resul
     }
 }
 
+#[allow(clippy::cast_precision_loss)] // memory far below 2^52 bytes
 fn print_run(number: usize, run: &Run) {
     for (name, phase) in [
         ("genealogy", &run.genealogy),
@@ -646,7 +644,7 @@ fn print_run(number: usize, run: &Run) {
         "  run {number} Redis: {:.2} commands per record ({}); memory {:.1} MiB: {:.0} bytes per partner, {:.0} per record; checked {} subjects, {} values, against the oracle: equal",
         run.redis_commands_per_event,
         top.join(", "),
-        f64::from(u32::try_from(run.redis_memory_bytes.max(0) >> 10).unwrap_or(u32::MAX)) / 1024.0,
+        run.redis_memory_bytes as f64 / (1024.0 * 1024.0),
         run.redis_bytes_per_partner,
         run.redis_bytes_per_event,
         run.subjects_checked,
