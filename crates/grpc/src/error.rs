@@ -52,6 +52,44 @@ pub fn field_violation(field: impl Into<String>, description: impl Into<String>)
     invalid_argument(message, [(field, description)])
 }
 
+/// The `domain` of every `google.rpc.ErrorInfo` this system sends.
+pub const ERROR_DOMAIN: &str = "mentorstream.dev";
+
+/// A refusal with a stable machine-readable reason (`google.rpc.ErrorInfo`), for callers that
+/// must tell one refusal from another without parsing the message.
+pub fn refusal<'a>(
+    code: Code,
+    message: impl Into<String>,
+    reason: &str,
+    metadata: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Status {
+    Status::with_error_details(code, message, error_info(reason, metadata))
+}
+
+/// UNAVAILABLE that will succeed on retry: `google.rpc.ErrorInfo` with a stable reason and
+/// `google.rpc.RetryInfo` saying when to retry.
+pub fn retry_later<'a>(
+    message: impl Into<String>,
+    reason: &str,
+    retry_after: std::time::Duration,
+    metadata: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Status {
+    let mut details = error_info(reason, metadata);
+    details.set_retry_info(Some(retry_after));
+    Status::with_error_details(Code::Unavailable, message, details)
+}
+
+fn error_info<'a>(
+    reason: &str,
+    metadata: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> ErrorDetails {
+    let metadata: std::collections::HashMap<String, String> = metadata
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect();
+    ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,6 +122,34 @@ mod tests {
                 ("events[1].partner_id", "too long")
             ]
         );
+    }
+
+    #[test]
+    fn retryable_refusals_carry_their_reason_and_delay() {
+        let status = retry_later(
+            "not yet",
+            "PARTNER_NOT_YET_KNOWN",
+            std::time::Duration::from_secs(1),
+            [("partner_id", "p1")],
+        );
+        assert_eq!(status.code(), Code::Unavailable);
+        let details = status.get_error_details();
+        let info = details.error_info().expect("error info");
+        assert_eq!(info.reason, "PARTNER_NOT_YET_KNOWN");
+        assert_eq!(info.domain, ERROR_DOMAIN);
+        assert_eq!(info.metadata["partner_id"], "p1");
+        let retry = details.retry_info().expect("retry info");
+        assert_eq!(retry.retry_delay, Some(std::time::Duration::from_secs(1)));
+        let refused = refusal(Code::FailedPrecondition, "no", "GROUP_FULL", []);
+        assert_eq!(
+            refused
+                .get_error_details()
+                .error_info()
+                .expect("info")
+                .reason,
+            "GROUP_FULL"
+        );
+        assert!(refused.get_error_details().retry_info().is_none());
     }
 
     #[derive(Debug, thiserror::Error)]

@@ -9,5 +9,7 @@ pub mod error;
 mod server;
 
 pub use auth::{AuthLayer, authorize, caller_tenant};
-pub use error::{ServiceError, field_violation, invalid_argument};
+pub use error::{
+    ERROR_DOMAIN, ServiceError, field_violation, invalid_argument, refusal, retry_later,
+};
 pub use server::{GrpcError, Health, HealthReporter, serve, tls_config};

@@ -1,3 +1,4 @@
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,9 +74,12 @@ const WATERMARK_TIMEOUT: Duration = Duration::from_secs(2);
 /// is idempotent); a crash redelivers likewise. Nothing is ever skipped. Members share the partitions with the
 /// cooperative-sticky assignor: a rebalance moves only the partitions that must move, and the
 /// others are read on without a pause.
+#[derive(Clone)]
 pub struct Consumer {
     inner: Arc<StreamConsumer<Context>>,
     group: String,
+    /// The last offset stored (applied) per (topic, partition) by this process.
+    stored: Arc<std::sync::Mutex<HashMap<(String, i32), i64>>>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -171,6 +175,7 @@ impl Consumer {
         Ok(Self {
             inner: Arc::new(inner),
             group: group.to_owned(),
+            stored: Arc::default(),
         })
     }
 
@@ -186,7 +191,17 @@ impl Consumer {
     /// rebalance took away meanwhile is not stored: its new owner reads it again.
     pub fn store(&self, message: &BorrowedMessage<'_>) -> Result<(), KafkaError> {
         match self.inner.store_offset_from_message(message) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                let mut stored = self
+                    .stored
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let slot = stored
+                    .entry((message.topic().to_owned(), message.partition()))
+                    .or_insert(message.offset());
+                *slot = (*slot).max(message.offset());
+                Ok(())
+            }
             Err(rdkafka::error::KafkaError::StoreOffset(RDKafkaErrorCode::State)) => {
                 tracing::debug!(
                     topic = message.topic(),
@@ -252,6 +267,69 @@ impl Consumer {
                 .collect()
         });
         asked.await.unwrap_or_default()
+    }
+
+    /// Whether every record of every partition of `topic` that the broker held when asked is
+    /// applied: this consumer holds every partition, and for each the offsets it stored (or
+    /// the group committed before) reach the high watermark. `false` when the broker cannot
+    /// say, or another member holds some partition, since then nobody here knows.
+    pub async fn applied_to_end(&self, topic: &str) -> bool {
+        let consumer = self.clone();
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || consumer.applied_to_end_blocking(&topic))
+            .await
+            .unwrap_or(false)
+    }
+
+    fn applied_to_end_blocking(&self, topic: &str) -> bool {
+        let Ok(metadata) = self.inner.fetch_metadata(Some(topic), WATERMARK_TIMEOUT) else {
+            return false;
+        };
+        let Some(partitions) = metadata
+            .topics()
+            .iter()
+            .find(|found| found.name() == topic)
+            .and_then(|found| i32::try_from(found.partitions().len()).ok())
+            .filter(|partitions| *partitions > 0)
+        else {
+            return false;
+        };
+        let Ok(assignment) = self.inner.assignment() else {
+            return false;
+        };
+        let held = assignment
+            .elements()
+            .iter()
+            .filter(|entry| entry.topic() == topic)
+            .count();
+        if i32::try_from(held).unwrap_or(i32::MAX) < partitions {
+            return false;
+        }
+        let Ok(committed) = self.inner.committed(WATERMARK_TIMEOUT) else {
+            return false;
+        };
+        (0..partitions).all(|partition| {
+            let Ok((low, high)) = self
+                .inner
+                .fetch_watermarks(topic, partition, WATERMARK_TIMEOUT)
+            else {
+                return false;
+            };
+            let stored = self
+                .stored
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&(topic.to_owned(), partition))
+                .map_or(-1, |offset| offset + 1);
+            let committed = match committed
+                .find_partition(topic, partition)
+                .map(|entry| entry.offset())
+            {
+                Some(Offset::Offset(offset)) => offset,
+                _ => -1,
+            };
+            high == low || stored.max(committed) >= high
+        })
     }
 
     pub fn inner(&self) -> &StreamConsumer<Context> {

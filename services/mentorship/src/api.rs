@@ -52,6 +52,8 @@ pub struct Api {
     pub kpi: mentorstream_proto::kpi::v1::kpi_service_client::KpiServiceClient<
         tonic::transport::Channel,
     >,
+    /// Whether a partner the read model does not know may yet arrive.
+    pub readiness: crate::partners::Readiness,
 }
 
 pub(crate) fn unavailable(error: impl std::fmt::Display) -> Status {
@@ -266,32 +268,6 @@ async fn active_assignment(
     .await
     .map_err(unavailable)?
     .map(|row| (row.assignment_id, row.group_id, row.started_at)))
-}
-
-pub(crate) async fn enrolled(
-    transaction: &mut Transaction<'_, Postgres>,
-    tenant_id: &str,
-    field: &str,
-    partner_id: &str,
-) -> Result<(), Status> {
-    let known = sqlx::query_scalar!(
-        "SELECT EXISTS (SELECT 1 FROM partners WHERE tenant_id = $1 AND partner_id = $2 \
-                                                 AND enrolment_rank <> '~')",
-        tenant_id,
-        partner_id
-    )
-    .fetch_one(&mut **transaction)
-    .await
-    .map_err(unavailable)?
-    .unwrap_or(false);
-    if known {
-        Ok(())
-    } else {
-        Err(Status::failed_precondition(format!(
-            "{field}: `{partner_id}` is not an enrolled partner (enrolments arrive from the \
-             activity stream)"
-        )))
-    }
 }
 
 /// Starts an assignment of `mentee_id` to a locked group: the group must have room and not be
@@ -719,6 +695,9 @@ impl MentorshipService for Api {
         let mentee_id = text("mentee_id", &request.mentee_id)?;
         let at = occurred_at(&tenant, request.occurred_at.as_ref(), Utc::now())?;
         let tenant_id = &tenant.tenant_id;
+        self.readiness
+            .enrolled(&self.pool, tenant_id, "mentee_id", mentee_id)
+            .await?;
         let mut transaction = match db::begin::<AssignMenteeResponse>(
             &self.pool,
             tenant_id,
@@ -731,7 +710,6 @@ impl MentorshipService for Api {
             Begun::Answered(answer) => return Ok(Response::new(answer)),
             Begun::Fresh(transaction) => transaction,
         };
-        enrolled(&mut transaction, tenant_id, "mentee_id", mentee_id).await?;
         let group = lock_group(&mut transaction, tenant_id, group_id).await?;
         if let Some((_, current, _)) =
             active_assignment(&mut transaction, tenant_id, mentee_id).await?
@@ -1135,6 +1113,9 @@ impl MentorshipService for Api {
             }
         };
         let occurred_at = occurred_at(&tenant, request.occurred_at.as_ref(), Utc::now())?;
+        self.readiness
+            .enrolled(&self.pool, &tenant.tenant_id, "mentor_id", mentor_id)
+            .await?;
         let mut transaction = match db::begin::<CreateGroupResponse>(
             &self.pool,
             &tenant.tenant_id,
@@ -1159,22 +1140,6 @@ impl MentorshipService for Api {
         if !program_exists {
             return Err(Status::failed_precondition(format!(
                 "program_id: no program `{program_id}`"
-            )));
-        }
-        let mentor_known = sqlx::query_scalar!(
-            "SELECT EXISTS (SELECT 1 FROM partners WHERE tenant_id = $1 AND partner_id = $2 \
-                                                     AND enrolment_rank <> '~')",
-            tenant.tenant_id,
-            mentor_id
-        )
-        .fetch_one(&mut *transaction)
-        .await
-        .map_err(unavailable)?
-        .unwrap_or(false);
-        if !mentor_known {
-            return Err(Status::failed_precondition(format!(
-                "mentor_id: `{mentor_id}` is not an enrolled partner (enrolments arrive from \
-                 the activity stream)"
             )));
         }
         let group_id = new_id();

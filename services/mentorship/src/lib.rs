@@ -165,6 +165,10 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
         tenants: context.tenants.clone(),
         relay: wake.clone(),
         kpi: mentorstream_proto::kpi::v1::kpi_service_client::KpiServiceClient::new(kpi),
+        readiness: partners::Readiness {
+            consumer: consumer.clone(),
+            topic: config.kafka.topics.activity.clone(),
+        },
     };
     let serving = host_service(
         SERVICE,

@@ -5,7 +5,9 @@
 //! so a redelivered or reordered record changes nothing it should not; offsets are stored
 //! after the write.
 
-use mentorstream_kafka::{HandleError, InboundRecord, RecordHandler};
+use std::time::Duration;
+
+use mentorstream_kafka::{Consumer, HandleError, InboundRecord, RecordHandler};
 use mentorstream_proto::activity::v1::{ActivityEvent, activity_event::Payload};
 use sqlx::PgPool;
 
@@ -90,4 +92,85 @@ async fn apply(pool: &PgPool, event: &ActivityEvent) -> Result<(), HandleError> 
         _ => {}
     }
     Ok(())
+}
+
+/// How long a call naming a partner the read model does not know waits for it to catch up.
+const READ_MODEL_WAIT: Duration = Duration::from_secs(2);
+/// How often it looks again meanwhile.
+const READ_MODEL_POLL: Duration = Duration::from_millis(100);
+/// What a caller refused with PARTNER_NOT_YET_KNOWN is told to wait.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// How far the read model has applied the activity topic, so that a call naming an unknown
+/// partner can say whether the refusal is final.
+#[derive(Debug, Clone)]
+pub struct Readiness {
+    pub consumer: Consumer,
+    pub topic: String,
+}
+
+impl Readiness {
+    /// `Ok` once `partner_id` is enrolled in the read model. A partner it still does not know
+    /// after applying every record the topic held is refused for good (FAILED_PRECONDITION,
+    /// reason `PARTNER_NOT_ENROLLED`); one it does not know while it is behind — an enrolment
+    /// accepted a moment ago — is waited for up to [`READ_MODEL_WAIT`], then refused as
+    /// retryable (UNAVAILABLE, reason `PARTNER_NOT_YET_KNOWN`, with RetryInfo).
+    pub async fn enrolled(
+        &self,
+        pool: &PgPool,
+        tenant_id: &str,
+        field: &str,
+        partner_id: &str,
+    ) -> Result<(), tonic::Status> {
+        let deadline = tokio::time::Instant::now() + READ_MODEL_WAIT;
+        loop {
+            // Asked before the read model is: every record the broker held then is applied,
+            // so a miss below is final.
+            let caught_up = self.consumer.applied_to_end(&self.topic).await;
+            if is_enrolled(pool, tenant_id, partner_id).await? {
+                return Ok(());
+            }
+            let metadata = [("field", field), ("partner_id", partner_id)];
+            if caught_up {
+                return Err(mentorstream_grpc::refusal(
+                    tonic::Code::FailedPrecondition,
+                    format!(
+                        "{field}: `{partner_id}` is not an enrolled partner (enrolments arrive \
+                         from the activity stream, and every accepted one is applied)"
+                    ),
+                    "PARTNER_NOT_ENROLLED",
+                    metadata,
+                ));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(mentorstream_grpc::retry_later(
+                    format!(
+                        "{field}: `{partner_id}` is not known yet: the partner read model is \
+                         still applying accepted activity; retry"
+                    ),
+                    "PARTNER_NOT_YET_KNOWN",
+                    RETRY_AFTER,
+                    metadata,
+                ));
+            }
+            tokio::time::sleep(READ_MODEL_POLL).await;
+        }
+    }
+}
+
+async fn is_enrolled(
+    pool: &PgPool,
+    tenant_id: &str,
+    partner_id: &str,
+) -> Result<bool, tonic::Status> {
+    let known = sqlx::query_scalar!(
+        "SELECT EXISTS (SELECT 1 FROM partners WHERE tenant_id = $1 AND partner_id = $2 \
+                                                 AND enrolment_rank <> '~')",
+        tenant_id,
+        partner_id
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(crate::api::unavailable)?;
+    Ok(known.unwrap_or(false))
 }

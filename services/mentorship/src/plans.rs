@@ -17,8 +17,7 @@ use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
 use crate::api::{
-    Api, db_status, enrolled, membership_event as event, new_id, request_id, text, timestamp,
-    unavailable,
+    Api, db_status, membership_event as event, new_id, request_id, text, timestamp, unavailable,
 };
 use crate::db::{self, Begun};
 use crate::sessions::instant;
@@ -136,6 +135,9 @@ impl Api {
         let request_id = request_id(&request.request_id)?;
         let mentee_id = text("mentee_id", &request.mentee_id)?;
         let tenant_id = tenant.tenant_id.as_str();
+        self.readiness
+            .enrolled(&self.pool, tenant_id, "mentee_id", mentee_id)
+            .await?;
         let mut transaction =
             match db::begin::<CreatePlanResponse>(&self.pool, tenant_id, request_id, "CreatePlan")
                 .await
@@ -144,7 +146,6 @@ impl Api {
                 Begun::Answered(answer) => return Ok(Response::new(answer)),
                 Begun::Fresh(transaction) => transaction,
             };
-        enrolled(&mut transaction, tenant_id, "mentee_id", mentee_id).await?;
         let mentor_id = sqlx::query_scalar!(
             "SELECT g.mentor_id FROM assignments a JOIN groups g \
                ON g.tenant_id = a.tenant_id AND g.group_id = a.group_id \

@@ -429,11 +429,15 @@ impl Api {
         .ok_or_else(|| Status::failed_precondition(format!("group_id: no group `{group_id}`")))?;
         let length = length.unwrap_or_else(|| i64::from(group.default_session_minutes));
         let ends_at = starts_at + chrono::Duration::minutes(length);
+        // Membership when the session starts, so that a platform importing its past may send
+        // it in any order; for a session to come, that is the current mentees.
         let current = sqlx::query_scalar!(
-            "SELECT mentee_id FROM assignments \
-             WHERE tenant_id = $1 AND group_id = $2 AND ended_at IS NULL ORDER BY mentee_id",
+            "SELECT DISTINCT mentee_id FROM assignments \
+             WHERE tenant_id = $1 AND group_id = $2 AND started_at <= $3 \
+               AND (ended_at IS NULL OR ended_at > $3) ORDER BY mentee_id",
             tenant_id,
-            group_id
+            group_id,
+            starts_at
         )
         .fetch_all(&mut *transaction)
         .await
@@ -453,7 +457,10 @@ impl Api {
         if let Some(stranger) = mentee_ids.iter().find(|mentee| !current.contains(mentee)) {
             return Err(field_violation(
                 "mentee_ids",
-                format!("`{stranger}` is not a current mentee of group `{group_id}`"),
+                format!(
+                    "`{stranger}` is not a mentee of group `{group_id}` at starts_at ({})",
+                    starts_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
             ));
         }
         if !request.module_id.is_empty() {

@@ -129,7 +129,7 @@ async fn programs_and_groups_refuse_what_the_domain_forbids_and_announce_each_ch
             group("", &program_id, "stranger"),
             Code::FailedPrecondition,
             "mentor_id: `stranger` is not an enrolled partner (enrolments arrive from the \
-             activity stream)"
+             activity stream, and every accepted one is applied)"
                 .to_owned(),
         ),
         (
@@ -353,7 +353,7 @@ async fn assignments_keep_one_mentor_and_the_capacity_and_announce_each_change_i
         (
             assign("", &g2, "stranger"),
             "mentee_id: `stranger` is not an enrolled partner (enrolments arrive from the \
-             activity stream)"
+             activity stream, and every accepted one is applied)"
                 .to_owned(),
         ),
     ] {

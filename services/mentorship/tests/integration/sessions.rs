@@ -13,7 +13,7 @@ use common::{Service, WAIT};
 use mentorstream_proto::mentorship::v1::{
     CancelSessionRequest, CompleteSessionRequest, CreateModuleRequest, GetSessionRequest,
     ListSessionsRequest, RescheduleSessionRequest, ScheduleSessionRequest, SessionState,
-    SubmitFeedbackRequest, mentorship_event,
+    SubmitFeedbackRequest, UnassignMenteeRequest, mentorship_event,
 };
 use tonic::Code;
 
@@ -128,7 +128,11 @@ async fn sessions_follow_the_rules_and_become_missed_by_themselves() {
         (
             schedule(tomorrow + chrono::Duration::hours(5), &["carl"]),
             Code::InvalidArgument,
-            format!("mentee_ids: `carl` is not a current mentee of group `{group_id}`"),
+            format!(
+                "mentee_ids: `carl` is not a mentee of group `{group_id}` at starts_at ({})",
+                (tomorrow + chrono::Duration::hours(5))
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
         ),
         (
             ScheduleSessionRequest {
@@ -494,5 +498,85 @@ async fn an_imported_session_gets_its_grace_from_when_it_was_recorded() {
     };
     assert_eq!(state(&ids[0]).await, SessionState::Completed);
     assert_eq!(state(&ids[1]).await, SessionState::Missed);
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn an_imported_session_is_checked_against_the_membership_when_it_started() {
+    let mut service = Service::start().await;
+    for partner in ["mentor-1", "ann", "bob"] {
+        service.enrol(partner).await;
+    }
+    let now = Utc::now();
+    let days_ago = |days: i64| now - chrono::Duration::days(days);
+    let group_id = service
+        .group_with("mentor-1", &["ann", "bob"], minutes(20), at(days_ago(10)))
+        .await;
+    service
+        .client
+        .unassign_mentee(service.write(UnassignMenteeRequest {
+            request_id: String::new(),
+            group_id: group_id.clone(),
+            mentee_id: "bob".into(),
+            occurred_at: at(days_ago(5)),
+        }))
+        .await
+        .expect("unassigned");
+    let schedule = |starts_at: chrono::DateTime<Utc>, mentee_ids: &[&str]| ScheduleSessionRequest {
+        request_id: String::new(),
+        group_id: group_id.clone(),
+        mentee_ids: mentee_ids.iter().map(|&mentee| mentee.into()).collect(),
+        starts_at: at(starts_at),
+        duration: None,
+        topic: "History".into(),
+        module_id: String::new(),
+        occurred_at: at(days_ago(1)),
+    };
+    // Bob was a mentee a week ago: the import of that session is accepted, in any order.
+    let with_bob = service
+        .client
+        .schedule_session(service.write(schedule(days_ago(7), &["bob"])))
+        .await
+        .expect("bob was a mentee then")
+        .into_inner()
+        .session
+        .expect("session");
+    assert_eq!(with_bob.mentee_ids, ["bob"]);
+    let everyone_then = service
+        .client
+        .schedule_session(service.write(schedule(days_ago(8), &[])))
+        .await
+        .expect("scheduled")
+        .into_inner()
+        .session
+        .expect("session");
+    assert_eq!(everyone_then.mentee_ids, ["ann", "bob"], "the mentees then");
+    // Three days ago he no longer was; nor is he now.
+    let (sessions_before, events_before) = service.counts("sessions").await;
+    for starts_at in [days_ago(3), now + chrono::Duration::days(1)] {
+        let refused = service
+            .client
+            .schedule_session(service.write(schedule(starts_at, &["bob"])))
+            .await
+            .expect_err("bob was gone");
+        assert_eq!(
+            (refused.code(), refused.message()),
+            (
+                Code::InvalidArgument,
+                format!(
+                    "mentee_ids: `bob` is not a mentee of group `{group_id}` at starts_at ({})",
+                    chrono::DateTime::from_timestamp(starts_at.timestamp(), 0)
+                        .expect("time")
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                )
+                .as_str()
+            )
+        );
+    }
+    assert_eq!(
+        service.counts("sessions").await,
+        (sessions_before, events_before),
+        "a refused import writes nothing"
+    );
     service.stop().await;
 }
