@@ -18,7 +18,8 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-/// A service whose one RPC needs the ingest scope, to observe what the layer lets through.
+/// A service whose one RPC needs the ingest scope, to observe what the layer lets through;
+/// an event without a partner is refused with a field violation.
 struct NeedsIngestScope;
 
 #[tonic::async_trait]
@@ -28,6 +29,17 @@ impl IngestService for NeedsIngestScope {
         request: Request<IngestRequest>,
     ) -> Result<Response<IngestResponse>, Status> {
         mentorstream_grpc::authorize(&request, Scope::Ingest)?;
+        if let Some(index) = request
+            .get_ref()
+            .events
+            .iter()
+            .position(|event| event.partner_id.is_empty())
+        {
+            return Err(mentorstream_grpc::field_violation(
+                format!("events[{index}].partner_id"),
+                "is required",
+            ));
+        }
         Ok(Response::new(IngestResponse::default()))
     }
 }
@@ -180,6 +192,33 @@ async fn health_answers_without_a_key_and_reflection_lists_the_services() {
     assert!(
         described.contains("rpc IngestStream ( stream .mentorstream.ingest.v1.IngestStreamRequest ) returns ( stream .mentorstream.ingest.v1.IngestStreamResponse );"),
         "{described}"
+    );
+    // grpcurl decodes the error details through reflection.
+    let refused = tokio::process::Command::new(&grpcurl)
+        .args([
+            "-plaintext",
+            "-H",
+            &format!("authorization: Bearer {}", server.ingest_key),
+            "-d",
+            r#"{"events": [{"source": "crm"}]}"#,
+            &server.addr.to_string(),
+            "mentorstream.ingest.v1.IngestService/Ingest",
+        ])
+        .output()
+        .await
+        .expect("grpcurl ingest");
+    let printed = String::from_utf8(refused.stderr).expect("utf-8");
+    assert_eq!(
+        printed.lines().map(str::trim).collect::<Vec<_>>(),
+        [
+            "ERROR:",
+            "Code: InvalidArgument",
+            "Message: events[0].partner_id: is required",
+            "Details:",
+            "1)\t{\"@type\":\"type.googleapis.com/google.rpc.BadRequest\",\"fieldViolations\":\
+             [{\"field\":\"events[0].partner_id\",\"description\":\"is required\"}]}",
+        ],
+        "{printed}"
     );
     server.stop().await;
 }
