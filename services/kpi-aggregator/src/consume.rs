@@ -12,7 +12,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt as _;
 use mentorstream_kafka::{
     BorrowedMessage, Consumer, DeadLetters, InboundRecord, KafkaError, Message as _,
 };
@@ -94,36 +93,79 @@ struct TenantBatch<'m> {
     messages: Vec<&'m BorrowedMessage<'m>>,
 }
 
+/// How often the consumer asks the broker whether its partitions are read to their end, so
+/// that `as_of` advances over partitions that receive nothing.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
+
+/// One batch as the consumer received it.
+#[derive(Default)]
+struct Received<'m> {
+    messages: Vec<BorrowedMessage<'m>>,
+    /// A partition reached its end, or it is time to ask where partitions end anyway.
+    ask_ends: bool,
+}
+
+/// Waits for a record or the progress tick, then takes whatever else arrives within
+/// [`BATCH_WINDOW`] (up to [`MAX_BATCH`]); `None` on shutdown. `recv` is cancel-safe, so a
+/// record is never lost between two calls.
+async fn receive<'c>(
+    consumer: &'c Consumer,
+    tick: &mut tokio::time::Interval,
+    shutdown: &CancellationToken,
+) -> Option<Received<'c>> {
+    let mut received = Received::default();
+    let first = tokio::select! {
+        biased;
+        () = shutdown.cancelled() => return None,
+        first = consumer.inner().recv() => Some(first),
+        _ = tick.tick() => None,
+    };
+    match first {
+        Some(first) => received.take(first),
+        None => received.ask_ends = true,
+    }
+    let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
+    while received.messages.len() < MAX_BATCH {
+        let next = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return None,
+            next = tokio::time::timeout_at(deadline, consumer.inner().recv()) => next,
+        };
+        match next {
+            Ok(next) => received.take(next),
+            Err(_elapsed) => break,
+        }
+    }
+    // Under load records are always ready: the tick is due all the same.
+    if futures::FutureExt::now_or_never(tick.tick()).is_some() {
+        received.ask_ends = true;
+    }
+    Some(received)
+}
+
+impl<'m> Received<'m> {
+    fn take(&mut self, item: Result<BorrowedMessage<'m>, rdkafka::error::KafkaError>) {
+        match item {
+            Ok(message) => self.messages.push(message),
+            Err(rdkafka::error::KafkaError::PartitionEOF(_)) => self.ask_ends = true,
+            Err(error) => tracing::warn!(%error, "consumer error"),
+        }
+    }
+}
+
 /// Consumes until `shutdown`, then commits what was applied.
 pub async fn run(
     consumer: &Consumer,
     aggregator: &Aggregator,
     shutdown: CancellationToken,
 ) -> Result<(), KafkaError> {
-    let chunks =
-        tokio_stream::StreamExt::chunks_timeout(consumer.inner().stream(), MAX_BATCH, BATCH_WINDOW);
-    let mut chunks = std::pin::pin!(chunks);
-    loop {
-        let chunk = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            chunk = chunks.next() => match chunk {
-                Some(chunk) => chunk,
-                None => break,
-            },
-        };
+    let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while let Some(Received { messages, ask_ends }) = receive(consumer, &mut tick, &shutdown).await
+    {
         // A partition read to its end holds nothing accepted before this moment that is not in
-        // this chunk (up to the broker's propagation delay).
+        // this batch (up to the broker's propagation delay).
         let received_at = chrono::Utc::now();
-        let mut messages = Vec::with_capacity(chunk.len());
-        let mut reached_end = false;
-        for item in chunk {
-            match item {
-                Ok(message) => messages.push(message),
-                Err(rdkafka::error::KafkaError::PartitionEOF(_)) => reached_end = true,
-                Err(error) => tracing::warn!(%error, "consumer error"),
-            }
-        }
         // A batch cut short by the shutdown is neither stored nor committed: it comes again.
         let applied = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -132,17 +174,11 @@ pub async fn run(
         if !applied {
             break;
         }
-        // Storing a partition's last applied offset covers every record before it.
-        let mut last: HashMap<(&str, i32), &BorrowedMessage<'_>> = HashMap::new();
-        for message in &messages {
-            last.insert((message.topic(), message.partition()), message);
-        }
-        for message in last.values() {
-            consumer.store(message)?;
-        }
-        aggregator.applied.record(&last);
-        // Asking the broker where partitions end must not hold up a shutdown.
-        let drained = if reached_end {
+        store_offsets(consumer, aggregator, &messages)?;
+        // Only now, with every received record applied and none received since, do the
+        // consumer's positions say what is applied. Asking the broker where partitions end
+        // must not hold up a shutdown.
+        let drained = if ask_ends {
             tokio::select! {
                 () = shutdown.cancelled() => Vec::new(),
                 drained = consumer.drained() => drained,
@@ -150,27 +186,56 @@ pub async fn run(
         } else {
             Vec::new()
         };
-        let mut by_topic: BTreeMap<&str, Vec<&BorrowedMessage<'_>>> = BTreeMap::new();
-        for message in &messages {
-            by_topic.entry(message.topic()).or_default().push(message);
-        }
-        for (topic, _) in &drained {
-            by_topic.entry(topic.as_str()).or_default();
-        }
-        for (topic, applied) in by_topic {
-            let ends: Vec<i32> = drained
-                .iter()
-                .filter(|(drained_topic, _)| drained_topic == topic)
-                .map(|(_, partition)| *partition)
-                .collect();
-            aggregator
-                .progress
-                .record(topic, &applied, &ends, received_at)
-                .await;
-        }
+        record_progress(aggregator, &messages, &drained, received_at).await;
     }
     // Whatever is not committed now is redelivered and refused by the tenants' watermarks.
     consumer.commit_in_background()
+}
+
+/// Stores each partition's last applied offset (which covers every record before it) for the
+/// next commit.
+fn store_offsets(
+    consumer: &Consumer,
+    aggregator: &Aggregator,
+    messages: &[BorrowedMessage<'_>],
+) -> Result<(), KafkaError> {
+    let mut last: HashMap<(&str, i32), &BorrowedMessage<'_>> = HashMap::new();
+    for message in messages {
+        last.insert((message.topic(), message.partition()), message);
+    }
+    for message in last.values() {
+        consumer.store(message)?;
+    }
+    aggregator.applied.record(&last);
+    Ok(())
+}
+
+/// Advances `as_of` per partition: to the newest applied record, or to `received_at` for a
+/// partition read to its end.
+async fn record_progress(
+    aggregator: &Aggregator,
+    messages: &[BorrowedMessage<'_>],
+    drained: &[(String, i32)],
+    received_at: chrono::DateTime<chrono::Utc>,
+) {
+    let mut by_topic: BTreeMap<&str, Vec<&BorrowedMessage<'_>>> = BTreeMap::new();
+    for message in messages {
+        by_topic.entry(message.topic()).or_default().push(message);
+    }
+    for (topic, _) in drained {
+        by_topic.entry(topic.as_str()).or_default();
+    }
+    for (topic, applied) in by_topic {
+        let ends: Vec<i32> = drained
+            .iter()
+            .filter(|(drained_topic, _)| drained_topic == topic)
+            .map(|(_, partition)| *partition)
+            .collect();
+        aggregator
+            .progress
+            .record(topic, &applied, &ends, received_at)
+            .await;
+    }
 }
 
 /// Waits before a retry; `false` when shutdown came first.

@@ -2,7 +2,7 @@
 //!
 //! Per partition of the topics the aggregator reads, Redis keeps the latest instant up to which every
 //! record is applied: the broker timestamp of the last applied record or, when the consumer
-//! reached the end of the partition, the moment it did. `as_of` is the minimum over all
+//! found the partition read to its end (it asks every half second), the moment it asked. `as_of` is the minimum over all
 //! partitions, so an answer never claims an event it has not counted. Values only move
 //! forward, whichever instance (or zombie) writes them.
 
