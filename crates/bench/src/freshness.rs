@@ -73,6 +73,7 @@ async fn visible(mut kpi: KpiServiceClient<Channel>, key: String, n: u64) -> Dur
                     subject: Some(Subject {
                         kind: SubjectKind::Partner.into(),
                         id: format!("f{n}"),
+                        mentor_id: String::new(),
                     }),
                     window: Some(Window {
                         kind: WindowKind::Lifetime.into(),

@@ -98,6 +98,7 @@ fn subject(text: &str) -> Result<Subject, String> {
     Ok(Subject {
         kind: kind.into(),
         id: id.to_owned(),
+        mentor_id: String::new(),
     })
 }
 
@@ -136,9 +137,15 @@ fn value(value: Option<&MetricValue>) -> String {
     match value.and_then(|value| value.value.as_ref()) {
         Some(metric_value::Value::Count(count)) => count.to_string(),
         Some(metric_value::Value::Decimal(decimal)) => decimal.value.clone(),
-        Some(metric_value::Value::Ratio(ratio)) if retention => format!("{:.0}%", ratio * 100.0),
-        Some(metric_value::Value::Ratio(ratio)) => format!("{ratio:.2}"),
-        None => "—".to_owned(),
+        Some(metric_value::Value::Fraction(fraction)) => match fraction.hundredths() {
+            Some(percent) if retention => format!(
+                "{percent}% ({} of {})",
+                fraction.numerator, fraction.denominator
+            ),
+            Some(hundredths) => format!("{}.{:02}", hundredths / 100, hundredths % 100),
+            None => "—".to_owned(),
+        },
+        _ => "—".to_owned(),
     }
 }
 
@@ -395,6 +402,7 @@ async fn dashboard(kpi: &Kpi, team: Option<&str>) -> anyhow::Result<Vec<String>>
             Subject {
                 kind: SubjectKind::Tenant.into(),
                 id: String::new(),
+                mentor_id: String::new(),
             },
             WindowKind::Lifetime,
         )
@@ -435,6 +443,7 @@ async fn dashboard(kpi: &Kpi, team: Option<&str>) -> anyhow::Result<Vec<String>>
                 Subject {
                     kind: SubjectKind::Group.into(),
                     id: group.clone(),
+                    mentor_id: String::new(),
                 },
                 WindowKind::Week,
             )
@@ -444,6 +453,7 @@ async fn dashboard(kpi: &Kpi, team: Option<&str>) -> anyhow::Result<Vec<String>>
                 Subject {
                     kind: SubjectKind::Group.into(),
                     id: group.clone(),
+                    mentor_id: String::new(),
                 },
                 WindowKind::Rolling30d,
             )

@@ -29,6 +29,28 @@ pub mod ingest {
 pub mod kpi {
     pub mod v1 {
         tonic::include_proto!("mentorstream.kpi.v1");
+
+        impl Fraction {
+            /// `numerator / denominator` in hundredths, rounded half to even (`None` while the
+            /// denominator is 0): 2/3 → 67, for "0.67" or "67 %".
+            pub fn hundredths(&self) -> Option<i64> {
+                if self.denominator == 0 {
+                    return None;
+                }
+                let scaled = i128::from(self.numerator) * 100;
+                let denominator = i128::from(self.denominator);
+                let (mut quotient, remainder) = (scaled / denominator, scaled % denominator);
+                let twice = (2 * remainder).abs();
+                if twice > denominator.abs() || (twice == denominator.abs() && quotient % 2 != 0) {
+                    quotient += if (scaled < 0) == (denominator < 0) {
+                        1
+                    } else {
+                        -1
+                    };
+                }
+                i64::try_from(quotient).ok()
+            }
+        }
     }
 }
 

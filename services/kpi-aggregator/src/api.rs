@@ -21,7 +21,9 @@ use tonic::{Request, Response, Status};
 
 use crate::calendar::{Calendar, Granularity, Window};
 use crate::fold::rank_time;
-use crate::metric::{Counter, NOT_COUNTED, decimal, local_date, metric_values, timestamp};
+use crate::metric::{
+    Counter, NOT_COUNTED, decimal, fraction, local_date, metric_values, timestamp,
+};
 use crate::namespace::Namespace;
 use crate::store::{OwnedSubject, StoreError, Subject};
 use crate::target::Target;
@@ -195,6 +197,7 @@ impl KpiService for Api {
                 format!("at most {MAX_WATCHED} goals at a time"),
             ));
         }
+        ensure_known(&namespace, &tenant.tenant_id, Subject::Partner(mentee_id)).await?;
         let as_of = namespace.progress.as_of().await.map_err(unavailable)?;
         let goals = namespace
             .store
@@ -244,7 +247,8 @@ impl Api {
         proto_subject: mentorstream_proto::kpi::v1::Subject,
         proto_window: mentorstream_proto::kpi::v1::Window,
     ) -> Result<GetScorecardResponse, Status> {
-        let subject = subject(&proto_subject)?;
+        let (owned, proto_subject) = resolve(namespace, &tenant.tenant_id, &proto_subject).await?;
+        let subject = owned.as_subject();
         let calendar = Calendar::new(tenant.time_zone);
         let window = window(&proto_window, &calendar)?;
         let as_of = namespace.progress.as_of().await.map_err(unavailable)?;
@@ -260,6 +264,7 @@ impl Api {
             counters.extend(feedback);
             group_values = values;
         }
+        group_values.extend(shape(namespace, &tenant.tenant_id, subject).await?);
         let count = |counter: Counter| counters.get(&counter).copied().unwrap_or(0);
         let mut values = metric_values(&counters);
         values.extend(group_values);
@@ -386,9 +391,8 @@ impl Api {
 
     /// What a group's scorecard has beyond its counters: the mentor's own feedback in the
     /// window, `group_size` (current mentees) and `retention_30d`: of the current mentees
-    /// enrolled at least 30 × 24 h before the window's end (or now, if sooner), the share with
-    /// an active day in the 30 days ending with its last day (left out while none is
-    /// eligible).
+    /// enrolled at least 30 × 24 h before the window's end (or now, if sooner), those with
+    /// an active day in the 30 days ending with its last day, as a fraction of them.
     async fn group(
         namespace: &Namespace,
         tenant_id: &str,
@@ -440,14 +444,13 @@ impl Api {
             )
             .await
             .map_err(unavailable)?;
-        if eligible > 0 {
-            #[allow(clippy::cast_precision_loss)] // group sizes are small
-            let share = retained as f64 / eligible as f64;
-            values.push(MetricValue {
-                metric: Metric::Retention30d.into(),
-                value: Some(metric_value::Value::Ratio(share)),
-            });
-        }
+        values.push(MetricValue {
+            metric: Metric::Retention30d.into(),
+            value: Some(metric_value::Value::Fraction(fraction(
+                i64::try_from(retained).unwrap_or(i64::MAX),
+                i64::try_from(eligible).unwrap_or(i64::MAX),
+            ))),
+        });
         Ok((feedback, values))
     }
 
@@ -471,6 +474,12 @@ impl Api {
         };
         if !request.team_root_id.is_empty() {
             check_id("team_root_id", &request.team_root_id)?;
+            ensure_known(
+                &namespace,
+                &tenant.tenant_id,
+                Subject::Team(&request.team_root_id),
+            )
+            .await?;
         }
         let metric = Metric::try_from(request.metric).unwrap_or(Metric::Unspecified);
         let counter = Counter::of_metric(request.metric)
@@ -508,6 +517,7 @@ impl Api {
                 subject: Some(mentorstream_proto::kpi::v1::Subject {
                     kind: entry_kind.into(),
                     id: partner,
+                    mentor_id: String::new(),
                 }),
                 value: Some(MetricValue {
                     metric: metric.into(),
@@ -616,7 +626,13 @@ impl Api {
         let tenant = self.tenant(&principal).await?;
         let namespace = self.current_namespace()?;
         let request = request.into_inner();
-        let subject = required_subject(request.subject.as_ref())?;
+        let (owned, _) = resolve(
+            &namespace,
+            &tenant.tenant_id,
+            required(request.subject.as_ref())?,
+        )
+        .await?;
+        let subject = owned.as_subject();
         let metric = Metric::try_from(request.metric).unwrap_or(Metric::Unspecified);
         let counter = match metric {
             Metric::FeedbackAvg => Counter::FeedbackSum,
@@ -685,16 +701,10 @@ impl Api {
                 let count = |counter: Counter| counters.get(&counter).copied().unwrap_or(0);
                 let value = match metric {
                     Metric::SalesVolume => metric_value::Value::Decimal(decimal(count(counter))),
-                    Metric::FeedbackAvg => {
-                        let ratings = count(Counter::FeedbackCount);
-                        #[allow(clippy::cast_precision_loss)] // sums of 1–5 ratings
-                        let average = if ratings == 0 {
-                            0.0
-                        } else {
-                            count(counter) as f64 / ratings as f64
-                        };
-                        metric_value::Value::Ratio(average)
-                    }
+                    Metric::FeedbackAvg => metric_value::Value::Fraction(fraction(
+                        count(counter),
+                        count(Counter::FeedbackCount),
+                    )),
                     _ => metric_value::Value::Count(count(counter)),
                 };
                 SeriesPoint {
@@ -759,9 +769,10 @@ impl Api {
             ));
         }
         let calendar = Calendar::new(tenant.time_zone);
+        let namespace = self.current_namespace()?;
         let mut watched = Vec::new();
         for subject in &request.subjects {
-            let owned = owned_subject(subject)?;
+            let (owned, subject) = resolve(&namespace, &tenant.tenant_id, subject).await?;
             for proto_window in &windows {
                 let buckets = window(proto_window, &calendar)?.buckets();
                 watched.push((owned.clone(), subject.clone(), *proto_window, buckets));
@@ -815,9 +826,11 @@ impl Api {
         )))
     }
 
-    /// Explain: the events that make up one partner's or group's number in one bucket, in
-    /// (occurred_at, source, source_event_id) order, a page at a time. A group's are its
-    /// members' contributions while they were its members; its feedback is its mentor's.
+    /// Explain: the parts of one subject's number in one bucket, a page at a time. A
+    /// partner's are its events in (occurred_at, source, source_event_id) order; a group's
+    /// its members' events while they were its members (its feedback is its mentor's); a
+    /// team's the root's own events, then each direct recruit's team; the tenant's each
+    /// top-level team.
     async fn explain_number(
         &self,
         request: Request<ExplainRequest>,
@@ -826,7 +839,13 @@ impl Api {
         let tenant = self.tenant(&principal).await?;
         let namespace = self.current_namespace()?;
         let request = request.into_inner();
-        let subject = required_subject(request.subject.as_ref())?;
+        let (owned, _) = resolve(
+            &namespace,
+            &tenant.tenant_id,
+            required(request.subject.as_ref())?,
+        )
+        .await?;
+        let subject = owned.as_subject();
         let metric = Metric::try_from(request.metric).unwrap_or(Metric::Unspecified);
         let counter = Counter::of_metric(request.metric)
             .ok_or_else(|| field_violation("metric", NOT_COUNTED))?;
@@ -853,90 +872,118 @@ impl Api {
         let as_of = namespace.progress.as_of().await.map_err(unavailable)?;
         // (rank, partner, amount) of every contribution, in rank order.
         let mut contributions: Vec<(String, String, i64)> = Vec::new();
-        let value = match subject {
-            Subject::Partner(partner_id) => {
-                for (rank, amount) in store
-                    .logged_contributions(tenant_id, partner_id, counter, bucket)
-                    .await
-                    .map_err(unavailable)?
-                {
-                    contributions.push((rank, partner_id.to_owned(), amount));
-                }
-                store
-                    .counters_by_bucket(tenant_id, subject, &[bucket])
-                    .await
-                    .map_err(unavailable)?
-            }
-            Subject::Group(group_id)
-                if matches!(counter, Counter::FeedbackSum | Counter::FeedbackCount) =>
-            {
-                let mentor_id = store
-                    .group_members(tenant_id, group_id)
-                    .await
-                    .map_err(unavailable)?
-                    .mentor_id
-                    .unwrap_or_default();
-                for (rank, amount) in store
-                    .logged_contributions(tenant_id, &mentor_id, counter, bucket)
-                    .await
-                    .map_err(unavailable)?
-                {
-                    contributions.push((rank, mentor_id.clone(), amount));
-                }
-                store
-                    .counters_by_bucket(tenant_id, Subject::Partner(&mentor_id), &[bucket])
-                    .await
-                    .map_err(unavailable)?
-            }
-            Subject::Group(group_id) => {
-                for member in store
-                    .group_members_ever(tenant_id, group_id)
-                    .await
-                    .map_err(unavailable)?
-                {
-                    if counter == Counter::ActiveDays {
-                        // A day counts for the group under the mentee's earliest activity
-                        // event of the day during membership (§6).
-                        for (rank, amount) in store
-                            .group_active_days(tenant_id, &member, group_id, bucket)
-                            .await
-                            .map_err(unavailable)?
-                        {
-                            contributions.push((rank, member.clone(), amount));
-                        }
-                        continue;
-                    }
-                    let facts = store
-                        .journey_facts(tenant_id, &member)
-                        .await
-                        .map_err(unavailable)?;
+        // (team root, amount) of every team's part, by root.
+        let mut teams: Vec<(String, i64)> = Vec::new();
+        let value =
+            match subject {
+                Subject::Partner(partner_id) => {
                     for (rank, amount) in store
-                        .logged_contributions(tenant_id, &member, counter, bucket)
+                        .logged_contributions(tenant_id, partner_id, counter, bucket)
                         .await
                         .map_err(unavailable)?
                     {
-                        if facts.group_at(&rank) == Some(group_id) {
-                            contributions.push((rank, member.clone(), amount));
+                        contributions.push((rank, partner_id.to_owned(), amount));
+                    }
+                    store
+                        .counters_by_bucket(tenant_id, subject, &[bucket])
+                        .await
+                        .map_err(unavailable)?
+                }
+                Subject::Group(group_id)
+                    if matches!(counter, Counter::FeedbackSum | Counter::FeedbackCount) =>
+                {
+                    let mentor_id = store
+                        .group_members(tenant_id, group_id)
+                        .await
+                        .map_err(unavailable)?
+                        .mentor_id
+                        .unwrap_or_default();
+                    for (rank, amount) in store
+                        .logged_contributions(tenant_id, &mentor_id, counter, bucket)
+                        .await
+                        .map_err(unavailable)?
+                    {
+                        contributions.push((rank, mentor_id.clone(), amount));
+                    }
+                    store
+                        .counters_by_bucket(tenant_id, Subject::Partner(&mentor_id), &[bucket])
+                        .await
+                        .map_err(unavailable)?
+                }
+                Subject::Group(group_id) => {
+                    for member in store
+                        .group_members_ever(tenant_id, group_id)
+                        .await
+                        .map_err(unavailable)?
+                    {
+                        if counter == Counter::ActiveDays {
+                            // A day counts for the group under the mentee's earliest activity
+                            // event of the day during membership (§6).
+                            for (rank, amount) in store
+                                .group_active_days(tenant_id, &member, group_id, bucket)
+                                .await
+                                .map_err(unavailable)?
+                            {
+                                contributions.push((rank, member.clone(), amount));
+                            }
+                            continue;
+                        }
+                        let facts = store
+                            .journey_facts(tenant_id, &member)
+                            .await
+                            .map_err(unavailable)?;
+                        for (rank, amount) in store
+                            .logged_contributions(tenant_id, &member, counter, bucket)
+                            .await
+                            .map_err(unavailable)?
+                        {
+                            if facts.group_at(&rank) == Some(group_id) {
+                                contributions.push((rank, member.clone(), amount));
+                            }
                         }
                     }
+                    contributions.sort();
+                    store
+                        .counters_by_bucket(tenant_id, subject, &[bucket])
+                        .await
+                        .map_err(unavailable)?
                 }
-                contributions.sort();
-                store
-                    .counters_by_bucket(tenant_id, subject, &[bucket])
-                    .await
-                    .map_err(unavailable)?
+                Subject::Team(root) => {
+                    for (rank, amount) in store
+                        .logged_contributions(tenant_id, root, counter, bucket)
+                        .await
+                        .map_err(unavailable)?
+                    {
+                        contributions.push((rank, root.to_owned(), amount));
+                    }
+                    let recruits = store.recruits(tenant_id, root).await.map_err(unavailable)?;
+                    teams = team_parts(store, tenant_id, recruits, counter, bucket).await?;
+                    store
+                        .counters_by_bucket(tenant_id, subject, &[bucket])
+                        .await
+                        .map_err(unavailable)?
+                }
+                Subject::Tenant => {
+                    let roots = store.roots(tenant_id, MAX_RANKED).await.map_err(|error| {
+                        match error {
+                            StoreError::TooLarge(limit) => Status::failed_precondition(format!(
+                                "the tenant has more than {limit} top-level teams; explain a team \
+                             instead"
+                            )),
+                            other => unavailable(other),
+                        }
+                    })?;
+                    teams = team_parts(store, tenant_id, roots, counter, bucket).await?;
+                    store
+                        .counters_by_bucket(tenant_id, subject, &[bucket])
+                        .await
+                        .map_err(unavailable)?
+                }
             }
-            Subject::Team(_) | Subject::Tenant => {
-                return Err(Status::unimplemented(
-                    "Explain answers partner and group subjects; a team's or the tenant's \
-                     number is its partners' numbers (GetLeaderboard ranks them)",
-                ));
-            }
-        }
-        .into_iter()
-        .next()
-        .and_then(|counters| counters.get(&counter).copied())
-        .unwrap_or(0);
+            .into_iter()
+            .next()
+            .and_then(|counters| counters.get(&counter).copied())
+            .unwrap_or(0);
         let number = |amount: i64| {
             if counter == Counter::SalesVolume {
                 decimal(amount)
@@ -946,9 +993,22 @@ impl Api {
                 }
             }
         };
+        // Events first (their ranks start with digits), then teams by root (`~root`).
+        let team_parts = teams.into_iter().map(|(root, amount)| {
+            let contribution = Contribution {
+                partner_id: root.clone(),
+                amount: Some(number(amount)),
+                subject: Some(mentorstream_proto::kpi::v1::Subject {
+                    kind: SubjectKind::Team.into(),
+                    id: root.clone(),
+                    mentor_id: String::new(),
+                }),
+                ..Contribution::default()
+            };
+            (format!("~{root}"), contribution)
+        });
         let mut page: Vec<(String, Contribution)> = contributions
             .into_iter()
-            .filter(|(rank, _, _)| *rank > after)
             .filter_map(|(rank, partner_id, amount)| {
                 // occurred_at micros \x1e source \x1e source_event_id
                 let mut fields = rank.splitn(3, '\u{1e}');
@@ -963,9 +1023,12 @@ impl Api {
                     partner_id,
                     occurred_at: rank_time(&rank).map(timestamp),
                     amount: Some(number(amount)),
+                    subject: None,
                 };
                 Some((rank, contribution))
             })
+            .chain(team_parts)
+            .filter(|(key, _)| *key > after)
             .take(page_size + 1)
             .collect();
         let more = page.len() > page_size;
@@ -1013,6 +1076,75 @@ impl Api {
     }
 }
 
+/// Each of `roots`' team number in `bucket`, zeros left out.
+async fn team_parts(
+    store: &crate::store::Store,
+    tenant_id: &str,
+    roots: Vec<String>,
+    counter: Counter,
+    bucket: crate::calendar::Bucket,
+) -> Result<Vec<(String, i64)>, Status> {
+    let mut parts = Vec::with_capacity(roots.len());
+    for root in roots {
+        let value = store
+            .counters_by_bucket(tenant_id, Subject::Team(&root), &[bucket])
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .next()
+            .and_then(|counters| counters.get(&counter).copied())
+            .unwrap_or(0);
+        if value != 0 {
+            parts.push((root, value));
+        }
+    }
+    Ok(parts)
+}
+
+/// Partners in a team larger than this are not counted per query: its scorecard leaves out
+/// PARTNERS and TEAM_DEPTH.
+const MAX_TEAM_SHAPE: usize = 100_000;
+
+/// What a team or the tenant is now: its partners and (teams) the levels of the downline
+/// below the root.
+async fn shape(
+    namespace: &Namespace,
+    tenant_id: &str,
+    subject: Subject<'_>,
+) -> Result<Vec<MetricValue>, Status> {
+    let count = |metric: Metric, count: usize| MetricValue {
+        metric: metric.into(),
+        value: Some(metric_value::Value::Count(
+            i64::try_from(count).unwrap_or(i64::MAX),
+        )),
+    };
+    match subject {
+        Subject::Tenant => {
+            let partners = namespace
+                .store
+                .partner_count(tenant_id)
+                .await
+                .map_err(unavailable)?;
+            Ok(vec![count(Metric::Partners, partners)])
+        }
+        Subject::Team(root) => {
+            match namespace
+                .store
+                .downline_levels(tenant_id, root, MAX_TEAM_SHAPE)
+                .await
+            {
+                Ok(levels) => Ok(vec![
+                    count(Metric::Partners, levels.iter().sum()),
+                    count(Metric::TeamDepth, levels.len().saturating_sub(1)),
+                ]),
+                Err(StoreError::TooLarge(_)) => Ok(Vec::new()),
+                Err(error) => Err(unavailable(error)),
+            }
+        }
+        Subject::Partner(_) | Subject::Group(_) => Ok(Vec::new()),
+    }
+}
+
 fn unavailable(error: impl std::fmt::Display) -> Status {
     tracing::warn!(%error, "answering UNAVAILABLE");
     Status::unavailable("the KPI store cannot be read right now; retry")
@@ -1044,20 +1176,113 @@ fn check_id<'a>(field: &str, id: &'a str) -> Result<&'a str, Status> {
     }
 }
 
-fn owned_subject(subject: &mentorstream_proto::kpi::v1::Subject) -> Result<OwnedSubject, Status> {
-    Ok(match self::subject(subject)? {
+/// A request's `subject`, which it must carry.
+fn required(
+    subject: Option<&mentorstream_proto::kpi::v1::Subject>,
+) -> Result<&mentorstream_proto::kpi::v1::Subject, Status> {
+    subject.ok_or_else(|| field_violation("subject", "is required"))
+}
+
+/// A requested subject, checked and resolved: a group named by its mentor becomes that
+/// mentor's group (the answer's subject carries both), and a subject the aggregator has never
+/// seen is NOT_FOUND, so that a typo does not read as an inactive partner.
+async fn resolve(
+    namespace: &Namespace,
+    tenant_id: &str,
+    requested: &mentorstream_proto::kpi::v1::Subject,
+) -> Result<(OwnedSubject, mentorstream_proto::kpi::v1::Subject), Status> {
+    let by_mentor = !requested.mentor_id.is_empty();
+    if by_mentor && requested.kind != i32::from(SubjectKind::Group) {
+        return Err(field_violation(
+            "subject.mentor_id",
+            "names a group only: use it with SUBJECT_KIND_GROUP",
+        ));
+    }
+    if by_mentor && !requested.id.is_empty() {
+        return Err(field_violation(
+            "subject.mentor_id",
+            "give either subject.id or subject.mentor_id, not both",
+        ));
+    }
+    if by_mentor {
+        let mentor_id = check_id("subject.mentor_id", &requested.mentor_id)?;
+        let group_id = group_of_mentor(namespace, tenant_id, mentor_id).await?;
+        let resolved = mentorstream_proto::kpi::v1::Subject {
+            id: group_id.clone(),
+            ..requested.clone()
+        };
+        return Ok((OwnedSubject::Group(group_id), resolved));
+    }
+    let owned = match subject(requested)? {
         Subject::Partner(id) => OwnedSubject::Partner(id.to_owned()),
         Subject::Team(id) => OwnedSubject::Team(id.to_owned()),
         Subject::Group(id) => OwnedSubject::Group(id.to_owned()),
         Subject::Tenant => OwnedSubject::Tenant,
-    })
+    };
+    ensure_known(namespace, tenant_id, owned.as_subject()).await?;
+    Ok((owned, requested.clone()))
 }
 
-/// A request's `subject`, which it must carry.
-fn required_subject(
-    subject: Option<&mentorstream_proto::kpi::v1::Subject>,
-) -> Result<Subject<'_>, Status> {
-    self::subject(subject.ok_or_else(|| field_violation("subject", "is required"))?)
+/// NOT_FOUND, naming the kind of subject, unless the aggregator has a record of `subject`.
+async fn ensure_known(
+    namespace: &Namespace,
+    tenant_id: &str,
+    subject: Subject<'_>,
+) -> Result<(), Status> {
+    let unknown = match subject {
+        Subject::Tenant => return Ok(()),
+        Subject::Partner(id) => {
+            format!("partner `{id}` is unknown: no accepted event names this partner")
+        }
+        Subject::Team(id) => {
+            format!("team root `{id}` is unknown: no accepted event names this partner")
+        }
+        Subject::Group(id) => {
+            format!("group `{id}` is unknown: no mentee has been assigned to a group of this id")
+        }
+    };
+    let known = namespace
+        .store
+        .knows(tenant_id, subject)
+        .await
+        .map_err(unavailable)?;
+    if known {
+        Ok(())
+    } else {
+        Err(Status::not_found(unknown))
+    }
+}
+
+/// The one group `mentor_id` leads.
+async fn group_of_mentor(
+    namespace: &Namespace,
+    tenant_id: &str,
+    mentor_id: &str,
+) -> Result<String, Status> {
+    let led: Vec<String> = namespace
+        .store
+        .groups(tenant_id)
+        .await
+        .map_err(unavailable)?
+        .into_iter()
+        .filter(|(_, mentor)| mentor == mentor_id)
+        .map(|(group_id, _)| group_id)
+        .collect();
+    match led.as_slice() {
+        [] => Err(Status::not_found(format!(
+            "mentor `{mentor_id}` leads no group with an assigned mentee"
+        ))),
+        [group_id] => Ok(group_id.clone()),
+        several => Err(Status::failed_precondition(format!(
+            "mentor `{mentor_id}` leads {} groups ({}): name one by subject.id",
+            several.len(),
+            several
+                .iter()
+                .map(|group_id| format!("`{group_id}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
 }
 
 fn subject(subject: &mentorstream_proto::kpi::v1::Subject) -> Result<Subject<'_>, Status> {

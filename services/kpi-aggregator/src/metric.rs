@@ -23,8 +23,8 @@ pub enum Counter {
 }
 
 /// Why a metric that is not a counter was refused.
-pub const NOT_COUNTED: &str =
-    "must be a counted metric (not FEEDBACK_AVG, GROUP_SIZE, RETENTION_30D or unspecified)";
+pub const NOT_COUNTED: &str = "must be a counted metric (not FEEDBACK_AVG, GROUP_SIZE, \
+                                RETENTION_30D, PARTNERS, TEAM_DEPTH or unspecified)";
 
 impl Counter {
     pub const ALL: [Self; 12] = [
@@ -75,7 +75,7 @@ impl Counter {
             .find(|counter| counter.metric() == Some(metric))
     }
 
-    /// The API metric a counter is shown as, when it is shown directly.
+    /// The API metric a counter is shown as.
     pub fn metric(self) -> Option<ProtoMetric> {
         Some(match self {
             Self::Recruits => ProtoMetric::Recruits,
@@ -86,15 +86,15 @@ impl Counter {
             Self::EventsAttended => ProtoMetric::EventsAttended,
             Self::SessionsCompleted => ProtoMetric::SessionsCompleted,
             Self::SessionsMissed => ProtoMetric::SessionsMissed,
+            Self::FeedbackSum => ProtoMetric::FeedbackSum,
             Self::FeedbackCount => ProtoMetric::FeedbackCount,
             Self::RankAdvancements => ProtoMetric::RankAdvancements,
             Self::ActiveDays => ProtoMetric::ActiveDays,
-            Self::FeedbackSum => return None,
         })
     }
 }
 
-/// Every counted metric (zeros included) and, when there are ratings, the feedback average.
+/// Every counted metric (zeros included) and the feedback average with its parts.
 pub fn metric_values(
     counters: &std::collections::BTreeMap<Counter, i64>,
 ) -> Vec<mentorstream_proto::kpi::v1::MetricValue> {
@@ -115,16 +115,53 @@ pub fn metric_values(
             })
         })
         .collect();
-    let ratings = count(Counter::FeedbackCount);
-    if ratings > 0 {
-        #[allow(clippy::cast_precision_loss)] // sums of 1–5 ratings stay far below 2^52
-        let average = count(Counter::FeedbackSum) as f64 / ratings as f64;
-        values.push(MetricValue {
-            metric: ProtoMetric::FeedbackAvg.into(),
-            value: Some(Value::Ratio(average)),
-        });
-    }
+    values.push(MetricValue {
+        metric: ProtoMetric::FeedbackAvg.into(),
+        value: Some(Value::Fraction(fraction(
+            count(Counter::FeedbackSum),
+            count(Counter::FeedbackCount),
+        ))),
+    });
     values
+}
+
+/// Decimal places of a fraction's value.
+const FRACTION_PLACES: u32 = 4;
+
+/// `numerator / denominator` with its parts; the value rounded half to even to
+/// [`FRACTION_PLACES`] places, unset when the denominator is 0.
+pub fn fraction(numerator: i64, denominator: i64) -> mentorstream_proto::kpi::v1::Fraction {
+    mentorstream_proto::kpi::v1::Fraction {
+        numerator,
+        denominator,
+        value: (denominator != 0).then(|| {
+            let scale = 10_i128.pow(FRACTION_PLACES);
+            let (numerator, denominator) = (i128::from(numerator), i128::from(denominator));
+            let scaled = numerator * scale;
+            let (mut quotient, remainder) = (scaled / denominator, scaled % denominator);
+            // Half to even: compare twice the remainder with the divisor, by magnitude.
+            let twice = (2 * remainder).abs();
+            let away = if (scaled < 0) == (denominator < 0) {
+                1
+            } else {
+                -1
+            };
+            if twice > denominator.abs() || (twice == denominator.abs() && quotient % 2 != 0) {
+                quotient += away;
+            }
+            let sign = if quotient < 0 { "-" } else { "" };
+            let magnitude = quotient.unsigned_abs();
+            let scale = scale.unsigned_abs();
+            Decimal {
+                value: format!(
+                    "{sign}{}.{:0width$}",
+                    magnitude / scale,
+                    magnitude % scale,
+                    width = FRACTION_PLACES as usize
+                ),
+            }
+        }),
+    }
 }
 
 /// A local date on the wire.
@@ -164,6 +201,28 @@ mod tests {
         assert_eq!(decimal(5).value, "0.05");
         assert_eq!(decimal(0).value, "0.00");
         assert_eq!(decimal(-5).value, "-0.05");
+    }
+
+    #[test]
+    fn fractions_keep_their_parts_and_round_half_to_even() {
+        let value = |numerator, denominator| {
+            fraction(numerator, denominator)
+                .value
+                .map(|decimal| decimal.value)
+        };
+        assert_eq!(value(9, 2).as_deref(), Some("4.5000"));
+        assert_eq!(value(2, 3).as_deref(), Some("0.6667"));
+        assert_eq!(value(1, 3).as_deref(), Some("0.3333"));
+        assert_eq!(value(0, 7).as_deref(), Some("0.0000"));
+        assert_eq!(value(7, 7).as_deref(), Some("1.0000"));
+        // Ties go to the even neighbour: 0.00005 → 0.0000, 0.00015 → 0.0002.
+        assert_eq!(value(1, 20_000).as_deref(), Some("0.0000"));
+        assert_eq!(value(3, 20_000).as_deref(), Some("0.0002"));
+        assert_eq!(value(-3, 20_000).as_deref(), Some("-0.0002"));
+        assert_eq!(value(-1, 3).as_deref(), Some("-0.3333"));
+        assert_eq!(value(5, 0), None, "nothing to divide");
+        let parts = fraction(23, 5);
+        assert_eq!((parts.numerator, parts.denominator), (23, 5));
     }
 
     #[test]

@@ -396,6 +396,7 @@ impl Signal {
                     subject: Some(proto::Subject {
                         kind: (*subject_kind).into(),
                         id: subject_id.clone(),
+                        mentor_id: String::new(),
                     }),
                     window: Some(proto::Window {
                         kind: window_kind.into(),

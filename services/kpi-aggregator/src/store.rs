@@ -178,6 +178,22 @@ impl Store {
         Ok(values)
     }
 
+    /// Whether the tenant has a record of `subject`: a partner (or team root) some accepted
+    /// event named, a group some mentee was assigned to; the tenant always.
+    pub async fn knows(&self, tenant_id: &str, subject: Subject<'_>) -> Result<bool, StoreError> {
+        let keys = self.tenant(tenant_id);
+        let (key, field) = match subject {
+            Subject::Partner(id) | Subject::Team(id) => (keys.partners(), id),
+            Subject::Group(id) => (keys.groups(), id),
+            Subject::Tenant => return Ok(true),
+        };
+        Ok(cmd("HEXISTS")
+            .arg(key)
+            .arg(field)
+            .query_async(&mut self.connection.clone())
+            .await?)
+    }
+
     /// A partner's record, if the partner has one.
     pub async fn partner(
         &self,
@@ -461,6 +477,60 @@ impl Store {
             .unwrap_or_default())
     }
 
+    /// A partner's direct recruits, sorted.
+    pub async fn recruits(
+        &self,
+        tenant_id: &str,
+        partner_id: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut recruits: Vec<String> = cmd("SMEMBERS")
+            .arg(self.tenant(tenant_id).recruits(partner_id))
+            .query_async(&mut self.connection.clone())
+            .await?;
+        recruits.sort();
+        Ok(recruits)
+    }
+
+    /// The tenant's partners without a sponsor (roots, and partners whose enrolment has not
+    /// arrived), sorted: the tops of its teams. Fails with [`StoreError::TooLarge`] beyond
+    /// `limit`.
+    pub async fn roots(&self, tenant_id: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        let mut roots: Vec<String> = self
+            .scan(&self.tenant(tenant_id).sponsors())
+            .await?
+            .into_iter()
+            .filter(|(_, sponsor)| sponsor.is_empty())
+            .map(|(partner, _)| partner)
+            .collect();
+        if roots.len() > limit {
+            return Err(StoreError::TooLarge(limit));
+        }
+        roots.sort();
+        Ok(roots)
+    }
+
+    /// The tenant's partners: every partner an accepted event named.
+    pub async fn partner_count(&self, tenant_id: &str) -> Result<usize, StoreError> {
+        Ok(cmd("HLEN")
+            .arg(self.tenant(tenant_id).sponsors())
+            .query_async(&mut self.connection.clone())
+            .await?)
+    }
+
+    /// How many partners each level of a team has, the root's level (1) first; fails with
+    /// [`StoreError::TooLarge`] beyond `limit` partners.
+    pub async fn downline_levels(
+        &self,
+        tenant_id: &str,
+        root: &str,
+        limit: usize,
+    ) -> Result<Vec<usize>, StoreError> {
+        let mut levels = Vec::new();
+        self.walk_downline(tenant_id, root, limit, |level| levels.push(level.len()))
+            .await?;
+        Ok(levels)
+    }
+
     /// A partner and everyone below them in the genealogy, root first; fails with
     /// [`StoreError::TooLarge`] beyond `limit` partners.
     pub async fn downline(
@@ -469,11 +539,28 @@ impl Store {
         root: &str,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
+        let mut all = Vec::new();
+        self.walk_downline(tenant_id, root, limit, |level| {
+            all.extend(level.iter().cloned());
+        })
+        .await?;
+        Ok(all)
+    }
+
+    /// Walks a team level by level (each sorted), root first, giving each level to `visit`;
+    /// fails with [`StoreError::TooLarge`] beyond `limit` partners.
+    async fn walk_downline(
+        &self,
+        tenant_id: &str,
+        root: &str,
+        limit: usize,
+        mut visit: impl FnMut(&[String]),
+    ) -> Result<(), StoreError> {
         let keys = self.tenant(tenant_id);
-        let mut all = vec![root.to_owned()];
         let mut seen: BTreeSet<String> = BTreeSet::from([root.to_owned()]);
         let mut frontier = vec![root.to_owned()];
         while !frontier.is_empty() {
+            visit(&frontier);
             let reads = frontier
                 .iter()
                 .map(|partner| {
@@ -493,13 +580,12 @@ impl Store {
                     }
                 }
             }
-            all.extend(next.iter().cloned());
-            if all.len() > limit {
+            if seen.len() > limit {
                 return Err(StoreError::TooLarge(limit));
             }
             frontier = next;
         }
-        Ok(all)
+        Ok(())
     }
 
     /// Every group of the tenant and its mentor.

@@ -42,6 +42,7 @@ pub fn proto_subject(subject: &OwnedSubject) -> Subject {
     Subject {
         kind: kind.into(),
         id: id.to_owned(),
+        mentor_id: String::new(),
     }
 }
 

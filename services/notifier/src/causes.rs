@@ -455,6 +455,9 @@ fn metric_labels(metric: Metric) -> (&'static str, &'static str) {
         Metric::ActiveDays => ("active days", "активные дни"),
         Metric::GroupSize => ("group size", "размер группы"),
         Metric::Retention30d => ("30-day retention", "удержание за 30 дней"),
+        Metric::FeedbackSum => ("feedback points", "сумма оценок"),
+        Metric::Partners => ("partners", "партнёры"),
+        Metric::TeamDepth => ("team depth", "глубина структуры"),
     }
 }
 

@@ -99,6 +99,7 @@ impl KpiReader {
             subject: Some(Subject {
                 kind: SubjectKind::Group as i32,
                 id: group_id.to_owned(),
+                mentor_id: String::new(),
             }),
             window: Some(Window {
                 kind: WindowKind::Week as i32,
@@ -138,13 +139,16 @@ impl KpiReader {
             values[name] = match value.value {
                 Some(metric_value::Value::Count(count)) => json!(count),
                 Some(metric_value::Value::Decimal(decimal)) => json!(decimal.value),
-                Some(metric_value::Value::Ratio(ratio))
-                    if value.metric() == Metric::Retention30d =>
-                {
-                    json!(format!("{:.0}%", ratio * 100.0))
+                Some(metric_value::Value::Fraction(ref fraction)) => {
+                    match (fraction.hundredths(), value.metric()) {
+                        (Some(percent), Metric::Retention30d) => json!(format!("{percent}%")),
+                        (Some(hundredths), _) => {
+                            json!(format!("{}.{:02}", hundredths / 100, hundredths % 100))
+                        }
+                        (None, _) => json!("—"),
+                    }
                 }
-                Some(metric_value::Value::Ratio(ratio)) => json!(format!("{ratio:.2}")),
-                None => json!("—"),
+                _ => json!("—"),
             };
         }
         Ok(values)

@@ -89,36 +89,32 @@ async fn scorecards_equal_the_rules(cluster: Option<&RedisCluster>) {
         .await
         .expect("admin key");
     put_targets(&mut reader, &admin.api_key).await;
-    // Watching before anything happens: the current (empty) numbers first, then changes.
+    // Watching the tenant before anything happens: the current (empty) numbers first, then
+    // changes. Partners, groups and teams can be watched once they exist (until then they
+    // are NOT_FOUND).
     let watched_subjects = [
         (SubjectKind::Partner, "c", "ann"),
         (SubjectKind::Group, "g", "g-2"),
         (SubjectKind::Team, "t", "n3"),
         (SubjectKind::Tenant, "tenant", ""),
     ];
+    let tenant_only = &watched_subjects[3..];
     let watched_windows = [
         (WindowKind::Lifetime, None),
         (WindowKind::Month, Some((2026, 11, 15))),
         (WindowKind::Rolling7d, Some((2026, 12, 2))),
     ];
-    let mut watching = watch(
-        &mut reader,
-        &watched_subjects
-            .iter()
-            .map(|(kind, _, id)| (*kind, *id))
-            .collect::<Vec<_>>(),
-        &watched_windows
-            .iter()
-            .map(|(kind, anchor)| window(*kind, *anchor))
-            .collect::<Vec<_>>(),
-    )
-    .await;
+    let windows: Vec<_> = watched_windows
+        .iter()
+        .map(|(kind, anchor)| window(*kind, *anchor))
+        .collect();
+    let mut watching_tenant = watch(&mut reader, &[(SubjectKind::Tenant, "")], &windows).await;
     assert_watched(
-        &mut watching,
+        &mut watching_tenant,
         &expected_watched(
             &Events::default(),
             &Default::default(),
-            &watched_subjects,
+            tenant_only,
             &watched_windows,
         ),
     )
@@ -132,6 +128,15 @@ async fn scorecards_equal_the_rules(cluster: Option<&RedisCluster>) {
     let sentinels = produce_sentinels(&config.kafka, &aggregator.tenant_id).await;
     events.extend(sentinels.clone());
     wait_for(&mut reader, &sentinels).await;
+    let mut watching = watch(
+        &mut reader,
+        &watched_subjects
+            .iter()
+            .map(|(kind, _, id)| (*kind, *id))
+            .collect::<Vec<_>>(),
+        &windows,
+    )
+    .await;
     assert_scorecards(&mut reader, &events).await;
     let expected = events.expected();
     assert_series(&mut reader, &expected).await;
@@ -158,6 +163,11 @@ async fn scorecards_equal_the_rules(cluster: Option<&RedisCluster>) {
     assert_watched(
         &mut watching,
         &expected_watched(&events, &expected, &watched_subjects, &watched_windows),
+    )
+    .await;
+    assert_watched(
+        &mut watching_tenant,
+        &expected_watched(&events, &expected, tenant_only, &watched_windows),
     )
     .await;
     let tenant_id = &aggregator.tenant_id;

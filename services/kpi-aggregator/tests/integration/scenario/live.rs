@@ -8,7 +8,7 @@ use chrono::Utc;
 use mentorstream_config::{KafkaConfig, Topics};
 use mentorstream_kafka::{CloudEvent, OutboundRecord, Producer};
 use mentorstream_proto::activity::v1::ActivityEvent;
-use mentorstream_proto::common::v1::LocalDate;
+use mentorstream_proto::common::v1::{Decimal as LocalDecimal, LocalDate};
 use mentorstream_proto::kpi::v1::kpi_service_client::KpiServiceClient;
 use mentorstream_proto::kpi::v1::{
     ExplainRequest, GetJourneyRequest, GetJourneyResponse, GetLeaderboardRequest,
@@ -64,6 +64,7 @@ impl Reader {
             subject: Some(Subject {
                 kind: kind.into(),
                 id: id.into(),
+                mentor_id: String::new(),
             }),
             window: Some(window),
         });
@@ -217,6 +218,7 @@ impl Reader {
             subject: Some(Subject {
                 kind: kind.into(),
                 id: id.into(),
+                mentor_id: String::new(),
             }),
             metric: metric.into(),
             granularity: granularity.into(),
@@ -240,7 +242,7 @@ impl Reader {
                     metric_value::Value::Decimal(decimal) => {
                         decimal.value.replace('.', "").parse().expect("hundredths")
                     }
-                    metric_value::Value::Ratio(_) => panic!("no ratios here"),
+                    other => panic!("no fractions here: {other:?}"),
                 };
                 (
                     format!("{:04}-{:02}-{:02}", start.year, start.month, start.day),
@@ -295,7 +297,7 @@ impl Reader {
                     metric_value::Value::Decimal(decimal) => {
                         decimal.value.replace('.', "").parse().expect("hundredths")
                     }
-                    metric_value::Value::Ratio(_) => panic!("no ratios here"),
+                    other => panic!("no fractions here: {other:?}"),
                 };
                 let subject = entry.subject.expect("subject");
                 assert_eq!(subject.kind, i32::from(entry_kind));
@@ -997,6 +999,7 @@ impl Reader {
                 subject: Some(Subject {
                     kind: kind.into(),
                     id: id.into(),
+                    mentor_id: String::new(),
                 }),
                 metric: metric.into(),
                 granularity: granularity.into(),
@@ -1164,18 +1167,75 @@ pub async fn assert_explained(reader: &mut Reader, events: &Events) {
             "{kind:?} {id} {metric:?} {bucket}: the parts make the number"
         );
     }
-    let team = reader
+    assert_teams_explained(reader, events).await;
+}
+
+/// A team's number is the root's own events, then each direct recruit's team (by id, zeros
+/// left out); the tenant's, each top-level team: parts that make the rules' number.
+async fn assert_teams_explained(reader: &mut Reader, events: &Events) {
+    let expected = events.expected();
+    let day = || vec!["d:2026-11-29".to_owned()];
+    let team_orders = |root: &str| oracle(&expected, "t", root, &day()).get("ord").copied();
+    let day_of = (2026, 11, 29);
+    let (value, parts) = reader
         .explain(
             SubjectKind::Team,
             "root",
             Metric::Orders,
             Granularity::Day,
-            (2026, 11, 29),
+            day_of,
+            2,
+        )
+        .await
+        .expect("explained");
+    let (_, own) = reader
+        .explain(
+            SubjectKind::Partner,
+            "root",
+            Metric::Orders,
+            Granularity::Day,
+            day_of,
             10,
         )
         .await
-        .expect_err("teams are explained by their partners");
-    assert_eq!(team.code(), tonic::Code::Unimplemented);
+        .expect("explained");
+    let recruits: std::collections::BTreeSet<String> = events
+        .activity
+        .iter()
+        .filter_map(|event| match &event.payload {
+            Some(Payload::PartnerEnrolled(enrolled)) if enrolled.sponsor_id == "root" => {
+                Some(event.partner_id.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    let mut expected_parts = own;
+    expected_parts.extend(recruits.iter().filter_map(|recruit| {
+        team_orders(recruit).map(|orders| (String::new(), String::new(), recruit.clone(), orders))
+    }));
+    assert_eq!(parts, expected_parts, "team root's orders on 2026-11-29");
+    assert!(
+        parts.iter().any(|(source, ..)| source.is_empty()),
+        "a recruit's team is a part"
+    );
+    assert_eq!(Some(value), team_orders("root"));
+    assert_eq!(value, parts.iter().map(|(.., amount)| amount).sum::<i64>());
+    let (value, parts) = reader
+        .explain(
+            SubjectKind::Tenant,
+            "",
+            Metric::Orders,
+            Granularity::Day,
+            day_of,
+            10,
+        )
+        .await
+        .expect("explained");
+    assert_eq!(
+        Some(value),
+        oracle(&expected, "tenant", "", &day()).get("ord").copied()
+    );
+    assert_eq!(value, parts.iter().map(|(.., amount)| amount).sum::<i64>());
 }
 
 /// Deletes every key of one generation of the KPI state, as a Redis that lost data would.
@@ -1286,11 +1346,17 @@ pub async fn assert_scorecards(reader: &mut Reader, events: &Events) {
             .expect("scorecard");
         let retention = answer.values.iter().find_map(|value| {
             match (Metric::try_from(value.metric), value.value.as_ref()?) {
-                (Ok(Metric::Retention30d), metric_value::Value::Ratio(share)) => Some(*share),
+                (Ok(Metric::Retention30d), metric_value::Value::Fraction(share)) => {
+                    Some(share.clone())
+                }
                 _ => None,
             }
         });
-        assert_eq!(retention, share, "retention_30d of g-2 as of {anchor:?}");
+        assert_eq!(
+            retention,
+            Some(share),
+            "retention_30d of g-2 as of {anchor:?}"
+        );
     }
     // The scenario is not empty where it matters.
     assert!(
@@ -1301,9 +1367,13 @@ pub async fn assert_scorecards(reader: &mut Reader, events: &Events) {
 }
 
 /// retention_30d of `mentees` for the 30 local days ending with `anchor`: of those enrolled
-/// at least 30 × 24 h before the window ends (or before now, if sooner), the share with an
-/// activity event in those days; `None` while nobody is eligible.
-fn expected_retention(events: &Events, mentees: &[&str], anchor: (i32, i32, i32)) -> Option<f64> {
+/// at least 30 × 24 h before the window ends (or before now, if sooner), those with an
+/// activity event in those days; its value unset while nobody is eligible.
+fn expected_retention(
+    events: &Events,
+    mentees: &[&str],
+    anchor: (i32, i32, i32),
+) -> mentorstream_proto::kpi::v1::Fraction {
     use chrono::TimeZone as _;
     let (year, month, day) = anchor;
     let (month, day) = (
@@ -1343,7 +1413,21 @@ fn expected_retention(events: &Events, mentees: &[&str], anchor: (i32, i32, i32)
             }
         }
     }
-    (eligible > 0).then(|| f64::from(retained) / f64::from(eligible))
+    // The shares two mentees can have, written out.
+    let value = match (retained, eligible) {
+        (_, 0) => None,
+        (0, _) => Some("0.0000"),
+        (1, 2) => Some("0.5000"),
+        (retained, eligible) if retained == eligible => Some("1.0000"),
+        other => panic!("no share written out for {other:?}"),
+    };
+    mentorstream_proto::kpi::v1::Fraction {
+        numerator: i64::from(retained),
+        denominator: i64::from(eligible),
+        value: value.map(|value| LocalDecimal {
+            value: value.to_owned(),
+        }),
+    }
 }
 
 pub fn window(kind: WindowKind, anchor: Option<(i32, i32, i32)>) -> Window {
@@ -1424,6 +1508,7 @@ pub async fn watch(
             .map(|(kind, id)| Subject {
                 kind: (*kind).into(),
                 id: (*id).into(),
+                mentor_id: String::new(),
             })
             .collect(),
         windows: windows.to_vec(),
@@ -1560,34 +1645,37 @@ pub fn numbers_of(values: &[mentorstream_proto::kpi::v1::MetricValue]) -> BTreeM
         Metric::RankAdvancements => "rank",
         Metric::ActiveDays => "act",
         Metric::GroupSize => "gsz",
+        Metric::FeedbackSum => "fbs",
         other => panic!("unexpected metric {other:?}"),
-    };
-    let count = |metric: Metric| {
-        values.iter().find_map(|value| {
-            match (Metric::try_from(value.metric), value.value.as_ref()?) {
-                (Ok(found), metric_value::Value::Count(count)) if found == metric => Some(*count),
-                _ => None,
-            }
-        })
     };
     values
         .iter()
         .filter_map(|value| {
             let metric = Metric::try_from(value.metric).expect("known metric");
+            if matches!(metric, Metric::Partners | Metric::TeamDepth) {
+                // The genealogy's shape: compared where the test knows it.
+                return None;
+            }
             let number = match value.value.as_ref().expect("value") {
                 metric_value::Value::Count(count) => *count,
                 metric_value::Value::Decimal(decimal) => {
                     decimal.value.replace('.', "").parse().expect("hundredths")
                 }
-                // The average times the count is the sum of ratings (small integers).
-                metric_value::Value::Ratio(average) if metric == Metric::FeedbackAvg => {
-                    let ratings = count(Metric::FeedbackCount).expect("a count with the average");
-                    #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
-                    let sum = (average * ratings as f64).round() as i64;
-                    return Some(("fbs".to_owned(), sum));
+                // The feedback average's parts are FEEDBACK_SUM and FEEDBACK_COUNT.
+                metric_value::Value::Fraction(average) if metric == Metric::FeedbackAvg => {
+                    let sum = values.iter().find_map(|value| match value.value.as_ref()? {
+                        metric_value::Value::Count(sum)
+                            if value.metric == i32::from(Metric::FeedbackSum) =>
+                        {
+                            Some(*sum)
+                        }
+                        _ => None,
+                    });
+                    assert_eq!(Some(average.numerator), sum, "the average's numerator");
+                    return None;
                 }
                 // Compared where the test knows its expected value.
-                metric_value::Value::Ratio(_) => return None,
+                _ => return None,
             };
             Some((field(metric).to_owned(), number))
         })
