@@ -115,7 +115,12 @@ where
                             let status = match error {
                                 AuthError::Unavailable(_) => {
                                     tracing::error!(%error, "API key store unavailable");
-                                    Status::unavailable("cannot check the API key now; retry")
+                                    crate::retry_later(
+                                        "cannot check the API key now; retry",
+                                        "AUTH_UNAVAILABLE",
+                                        crate::RETRY_AFTER,
+                                        [],
+                                    )
                                 }
                                 _ => Status::unauthenticated(error.to_string()),
                             };
@@ -155,8 +160,11 @@ pub async fn caller_tenant(tenants: &Tenants, principal: &Principal) -> Result<T
         )),
         Err(error) => {
             tracing::warn!(%error, "cannot read the caller's tenant");
-            Err(Status::unavailable(
+            Err(crate::retry_later(
                 "cannot read the tenant's settings right now; retry",
+                "TENANT_UNAVAILABLE",
+                crate::RETRY_AFTER,
+                [],
             ))
         }
     }

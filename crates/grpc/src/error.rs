@@ -52,6 +52,9 @@ pub fn field_violation(field: impl Into<String>, description: impl Into<String>)
     invalid_argument(message, [(field, description)])
 }
 
+/// What an UNAVAILABLE answer tells the caller to wait before retrying.
+pub const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The `domain` of every `google.rpc.ErrorInfo` this system sends.
 pub const ERROR_DOMAIN: &str = "mentorstream.dev";
 
@@ -59,9 +62,9 @@ pub const ERROR_DOMAIN: &str = "mentorstream.dev";
 /// must tell one refusal from another without parsing the message.
 pub fn refusal<'a>(
     code: Code,
-    message: impl Into<String>,
     reason: &str,
     metadata: impl IntoIterator<Item = (&'a str, &'a str)>,
+    message: impl Into<String>,
 ) -> Status {
     Status::with_error_details(code, message, error_info(reason, metadata))
 }
@@ -140,7 +143,7 @@ mod tests {
         assert_eq!(info.metadata["partner_id"], "p1");
         let retry = details.retry_info().expect("retry info");
         assert_eq!(retry.retry_delay, Some(std::time::Duration::from_secs(1)));
-        let refused = refusal(Code::FailedPrecondition, "no", "GROUP_FULL", []);
+        let refused = refusal(Code::FailedPrecondition, "GROUP_FULL", [], "no");
         assert_eq!(
             refused
                 .get_error_details()

@@ -10,6 +10,7 @@ mod server;
 
 pub use auth::{AuthLayer, authorize, caller_tenant};
 pub use error::{
-    ERROR_DOMAIN, ServiceError, field_violation, invalid_argument, refusal, retry_later,
+    ERROR_DOMAIN, RETRY_AFTER, ServiceError, field_violation, invalid_argument, refusal,
+    retry_later,
 };
 pub use server::{GrpcError, Health, HealthReporter, serve, tls_config};

@@ -14,6 +14,10 @@ use tonic_health::pb::health_server::HealthServer;
 pub use tonic_health::server::HealthReporter;
 use tonic_health::server::HealthService;
 
+/// How often an idle connection is pinged, and how long a ping may go unanswered.
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The `grpc.health.v1` service of one server and the handle that sets its statuses.
 #[derive(Debug)]
 pub struct Health {
@@ -112,7 +116,12 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let mut builder = Server::builder();
+    // Pings keep long streams (WatchKpis, IngestStream) open through idle-timing proxies and
+    // find dead peers.
+    let mut builder = Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .tcp_keepalive(Some(KEEPALIVE_INTERVAL));
     if let Some(tls) = tls_config(tls)? {
         builder = builder.tls_config(tls).map_err(GrpcError::Tls)?;
     }

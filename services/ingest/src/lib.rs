@@ -15,6 +15,7 @@ mod stream;
 pub mod validate;
 
 use std::time::Duration;
+use tonic::codec::CompressionEncoding;
 
 use mentorstream_config::{Config, ServiceEndpoints};
 use mentorstream_kafka::admin::{all_topics, ensure_topics};
@@ -74,6 +75,10 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
         shutdown: context.shutdown.token(),
     };
     let server = IngestServiceServer::new(api)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .send_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Zstd)
         // Larger than the 4 MiB batch limit, so an oversized batch gets a precise
         // INVALID_ARGUMENT instead of a transport error.
         .max_decoding_message_size(2 * validate::MAX_BATCH_BYTES);

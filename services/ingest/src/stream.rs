@@ -70,9 +70,12 @@ pub async fn serve(
         let received = tokio::select! {
             biased;
             () = stopped.cancelled() => break,
-            () = shutdown.cancelled() => Received::End(Status::unavailable(
+            () = shutdown.cancelled() => Received::End(mentorstream_grpc::retry_later(
                 "ingest is shutting down; every acknowledged event is accepted: resume with \
                  the first unacknowledged sequence",
+                "SHUTTING_DOWN",
+                mentorstream_grpc::RETRY_AFTER,
+                [],
             )),
             received = reader.receive() => received,
         };
@@ -238,8 +241,18 @@ async fn write_acknowledgements(
 pub fn unavailable_status(unavailable: &Unavailable) -> Status {
     metrics::unavailable(unavailable.cause());
     tracing::warn!(error = %unavailable, "answering UNAVAILABLE");
-    Status::unavailable(format!(
-        "{unavailable}; nothing acknowledged is lost and nothing else was accepted twice: \
-         retry (what was accepted meanwhile answers DUPLICATE)"
-    ))
+    let reason = match unavailable.cause() {
+        "kafka" => "BROKER_UNAVAILABLE",
+        "redis" => "DEDUP_STORE_UNAVAILABLE",
+        _ => "CONTENDED",
+    };
+    mentorstream_grpc::retry_later(
+        format!(
+            "{unavailable}; nothing acknowledged is lost and nothing else was accepted twice: \
+             retry (what was accepted meanwhile answers DUPLICATE)"
+        ),
+        reason,
+        mentorstream_grpc::RETRY_AFTER,
+        [],
+    )
 }

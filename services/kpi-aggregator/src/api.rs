@@ -1147,7 +1147,12 @@ async fn shape(
 
 fn unavailable(error: impl std::fmt::Display) -> Status {
     tracing::warn!(%error, "answering UNAVAILABLE");
-    Status::unavailable("the KPI store cannot be read right now; retry")
+    mentorstream_grpc::retry_later(
+        "the KPI store cannot be read right now; retry",
+        "KPI_STORE_UNAVAILABLE",
+        mentorstream_grpc::RETRY_AFTER,
+        [],
+    )
 }
 
 /// A requested page size: the default for 0, refused above the largest.

@@ -23,6 +23,7 @@ pub mod target;
 pub mod updates;
 
 use std::sync::Arc;
+use tonic::codec::CompressionEncoding;
 
 use mentorstream_config::{Config, ServiceEndpoints};
 use mentorstream_kafka::admin::{all_topics, ensure_topics};
@@ -108,7 +109,12 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
         config.kpi.sweep_interval,
         context.shutdown.token(),
     );
-    let serving = host_service(SERVICE, &context, listeners, KpiServiceServer::new(api));
+    let server = KpiServiceServer::new(api)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .send_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Zstd);
+    let serving = host_service(SERVICE, &context, listeners, server);
     let (consumed, served, (), ()) = tokio::join!(consuming, serving, sweeping, publishing);
     served?;
     consumed?;

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use mentorstream_grpc::{authorize, caller_tenant, field_violation};
+use mentorstream_grpc::{authorize, caller_tenant, field_violation, refusal};
 use mentorstream_proto::mentorship::v1::mentorship_service_server::MentorshipService;
 use mentorstream_proto::mentorship::v1::{
     AssignMenteeRequest, AssignMenteeResponse, Assignment, CancelSessionRequest,
@@ -20,15 +20,15 @@ use mentorstream_proto::mentorship::v1::{
     ListGroupsResponse, ListModulesRequest, ListModulesResponse, ListProgramsRequest,
     ListProgramsResponse, ListSessionsRequest, ListSessionsResponse, ListUplineRequest,
     ListUplineResponse, MenteeAssigned, MenteeUnassigned, MentorshipEvent, Partner, Program,
-    ProgramKind, RescheduleSessionRequest, RescheduleSessionResponse, ScheduleSessionRequest,
-    ScheduleSessionResponse, SetGoalRequest, SetGoalResponse, SubmitFeedbackRequest,
-    SubmitFeedbackResponse, TransferMenteeRequest, TransferMenteeResponse, UnassignMenteeRequest,
-    UnassignMenteeResponse, mentorship_event,
+    ProgramKind, RecordSessionMissedRequest, RecordSessionMissedResponse, RescheduleSessionRequest,
+    RescheduleSessionResponse, ScheduleSessionRequest, ScheduleSessionResponse, SetGoalRequest,
+    SetGoalResponse, SubmitFeedbackRequest, SubmitFeedbackResponse, TransferMenteeRequest,
+    TransferMenteeResponse, UnassignMenteeRequest, UnassignMenteeResponse, mentorship_event,
 };
 use mentorstream_tenancy::{Principal, Scope, Tenant, Tenants};
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::Notify;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use crate::db::{self, Begun, DbError};
 
@@ -58,7 +58,12 @@ pub struct Api {
 
 pub(crate) fn unavailable(error: impl std::fmt::Display) -> Status {
     tracing::warn!(%error, "answering UNAVAILABLE");
-    Status::unavailable("the mentorship database cannot be reached right now; retry")
+    mentorstream_grpc::retry_later(
+        "the mentorship database cannot be reached right now; retry",
+        "DATABASE_UNAVAILABLE",
+        mentorstream_grpc::RETRY_AFTER,
+        [],
+    )
 }
 
 pub(crate) fn db_status(error: DbError) -> Status {
@@ -234,7 +239,14 @@ async fn lock_group(
     .fetch_optional(&mut **transaction)
     .await
     .map_err(unavailable)?
-    .ok_or_else(|| Status::failed_precondition(format!("group_id: no group `{group_id}`")))?;
+    .ok_or_else(|| {
+        refusal(
+            Code::FailedPrecondition,
+            "GROUP_NOT_FOUND",
+            [],
+            format!("group_id: no group `{group_id}`"),
+        )
+    })?;
     let active = sqlx::query_scalar!(
         "SELECT count(*) FROM assignments \
          WHERE tenant_id = $1 AND group_id = $2 AND ended_at IS NULL",
@@ -281,15 +293,23 @@ async fn start_assignment(
     at: DateTime<Utc>,
 ) -> Result<(Assignment, MentorshipEvent), Status> {
     if group.mentor_id == mentee_id {
-        return Err(Status::failed_precondition(format!(
-            "mentee_id: `{mentee_id}` is the mentor of group `{group_id}`"
-        )));
+        return Err(refusal(
+            Code::FailedPrecondition,
+            "MENTEE_IS_MENTOR",
+            [],
+            format!("mentee_id: `{mentee_id}` is the mentor of group `{group_id}`"),
+        ));
     }
     if group.active >= group.capacity {
-        return Err(Status::failed_precondition(format!(
-            "group `{group_id}` is full ({} of {} mentees)",
-            group.active, group.capacity
-        )));
+        return Err(refusal(
+            Code::FailedPrecondition,
+            "GROUP_FULL",
+            [],
+            format!(
+                "group `{group_id}` is full ({} of {} mentees)",
+                group.active, group.capacity
+            ),
+        ));
     }
     sqlx::query!(
         "INSERT INTO assignments (tenant_id, group_id, mentee_id, started_at) \
@@ -443,6 +463,13 @@ impl MentorshipService for Api {
         request: Request<CompleteSessionRequest>,
     ) -> Result<Response<CompleteSessionResponse>, Status> {
         Api::complete_session(self, request).await
+    }
+
+    async fn record_session_missed(
+        &self,
+        request: Request<RecordSessionMissedRequest>,
+    ) -> Result<Response<RecordSessionMissedResponse>, Status> {
+        Api::record_session_missed(self, request).await
     }
 
     async fn get_session(
@@ -714,9 +741,14 @@ impl MentorshipService for Api {
         if let Some((_, current, _)) =
             active_assignment(&mut transaction, tenant_id, mentee_id).await?
         {
-            return Err(Status::failed_precondition(format!(
-                "mentee `{mentee_id}` already has a mentor (group `{current}`); transfer instead"
-            )));
+            return Err(refusal(
+                Code::FailedPrecondition,
+                "ALREADY_HAS_MENTOR",
+                [],
+                format!(
+                    "mentee `{mentee_id}` already has a mentor (group `{current}`); transfer instead"
+                ),
+            ));
         }
         let (assignment, event) =
             start_assignment(&mut transaction, tenant_id, group_id, &group, mentee_id, at).await?;
@@ -762,9 +794,12 @@ impl MentorshipService for Api {
             .await?
             .filter(|(_, current, _)| current == group_id)
             .ok_or_else(|| {
-                Status::failed_precondition(format!(
-                    "mentee `{mentee_id}` is not a current mentee of group `{group_id}`"
-                ))
+                refusal(
+                    Code::FailedPrecondition,
+                    "NOT_A_MENTEE",
+                    [],
+                    format!("mentee `{mentee_id}` is not a current mentee of group `{group_id}`"),
+                )
             })?;
         let (assignment, event) = end_assignment(
             &mut transaction,
@@ -838,9 +873,12 @@ impl MentorshipService for Api {
             .await?
             .filter(|(_, current, _)| current == from)
             .ok_or_else(|| {
-                Status::failed_precondition(format!(
-                    "mentee `{mentee_id}` is not a current mentee of group `{from}`"
-                ))
+                refusal(
+                    Code::FailedPrecondition,
+                    "NOT_A_MENTEE",
+                    [],
+                    format!("mentee `{mentee_id}` is not a current mentee of group `{from}`"),
+                )
             })?;
         let (ended, unassigned) = end_assignment(
             &mut transaction,
@@ -1138,9 +1176,12 @@ impl MentorshipService for Api {
         .map_err(unavailable)?
         .unwrap_or(false);
         if !program_exists {
-            return Err(Status::failed_precondition(format!(
-                "program_id: no program `{program_id}`"
-            )));
+            return Err(refusal(
+                Code::FailedPrecondition,
+                "PROGRAM_NOT_FOUND",
+                [],
+                format!("program_id: no program `{program_id}`"),
+            ));
         }
         let group_id = new_id();
         sqlx::query!(

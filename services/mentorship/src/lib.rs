@@ -13,6 +13,7 @@ pub mod relay;
 pub mod sessions;
 
 use std::sync::Arc;
+use tonic::codec::CompressionEncoding;
 
 use mentorstream_config::{Config, ExposeSecret, ServiceEndpoints};
 use mentorstream_kafka::admin::{all_topics, ensure_topics};
@@ -174,7 +175,11 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
         SERVICE,
         &context,
         listeners,
-        MentorshipServiceServer::new(api),
+        MentorshipServiceServer::new(api)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .send_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Zstd),
     );
     let ((), followed, signalled, served, ()) =
         tokio::join!(relaying, following, signalling, serving, marking);

@@ -98,8 +98,6 @@ async fn apply(pool: &PgPool, event: &ActivityEvent) -> Result<(), HandleError> 
 const READ_MODEL_WAIT: Duration = Duration::from_secs(2);
 /// How often it looks again meanwhile.
 const READ_MODEL_POLL: Duration = Duration::from_millis(100);
-/// What a caller refused with PARTNER_NOT_YET_KNOWN is told to wait.
-const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// How far the read model has applied the activity topic, so that a call naming an unknown
 /// partner can say whether the refusal is final.
@@ -134,12 +132,12 @@ impl Readiness {
             if caught_up {
                 return Err(mentorstream_grpc::refusal(
                     tonic::Code::FailedPrecondition,
+                    "PARTNER_NOT_ENROLLED",
+                    metadata,
                     format!(
                         "{field}: `{partner_id}` is not an enrolled partner (enrolments arrive \
                          from the activity stream, and every accepted one is applied)"
                     ),
-                    "PARTNER_NOT_ENROLLED",
-                    metadata,
                 ));
             }
             if tokio::time::Instant::now() >= deadline {
@@ -149,7 +147,7 @@ impl Readiness {
                          still applying accepted activity; retry"
                     ),
                     "PARTNER_NOT_YET_KNOWN",
-                    RETRY_AFTER,
+                    mentorstream_grpc::RETRY_AFTER,
                     metadata,
                 ));
             }

@@ -3,7 +3,7 @@
 //! change acknowledged on the mentorship topic once.
 
 use chrono::{DateTime, Utc};
-use mentorstream_grpc::{authorize, field_violation};
+use mentorstream_grpc::{authorize, field_violation, refusal};
 use mentorstream_kafka::{HandleError, InboundRecord, RecordHandler};
 use mentorstream_proto::common::v1::Decimal;
 use mentorstream_proto::kpi::v1::{GetGoalProgressRequest, KpiSignal, Metric, kpi_signal};
@@ -14,7 +14,7 @@ use mentorstream_proto::mentorship::v1::{
 };
 use mentorstream_tenancy::Scope;
 use sqlx::PgPool;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use crate::api::{
     Api, db_status, membership_event as event, new_id, request_id, text, timestamp, unavailable,
@@ -170,7 +170,12 @@ impl Api {
         .await
         .map_err(unavailable)?
         .ok_or_else(|| {
-            Status::already_exists(format!("mentee `{mentee_id}` already has a plan"))
+            refusal(
+                Code::AlreadyExists,
+                "PLAN_EXISTS",
+                [],
+                format!("mentee `{mentee_id}` already has a plan"),
+            )
         })?;
         db::announce(
             &mut transaction,
@@ -308,7 +313,14 @@ impl Api {
         .fetch_optional(&mut *transaction)
         .await
         .map_err(unavailable)?
-        .ok_or_else(|| Status::failed_precondition(format!("plan_id: no plan `{plan_id}`")))?;
+        .ok_or_else(|| {
+            refusal(
+                Code::FailedPrecondition,
+                "PLAN_NOT_FOUND",
+                [],
+                format!("plan_id: no plan `{plan_id}`"),
+            )
+        })?;
         let goal_id = new_id();
         sqlx::query!(
             "INSERT INTO goals (tenant_id, goal_id, plan_id, metric, target, starts_at, due_at, \

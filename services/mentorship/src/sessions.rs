@@ -4,14 +4,14 @@
 //! open past their end plus the grace period as MISSED without anyone acting.
 
 use chrono::{DateTime, Utc};
-use mentorstream_grpc::field_violation;
+use mentorstream_grpc::{field_violation, refusal};
 use mentorstream_proto::mentorship::v1::{
     Feedback, FeedbackSubmitted, Module, Session, SessionCancelled, SessionCompleted,
     SessionMissed, SessionRescheduled, SessionScheduled, SessionState, mentorship_event,
 };
 use mentorstream_tenancy::Tenant;
 use sqlx::{PgPool, Postgres, Transaction};
-use tonic::Status;
+use tonic::{Code, Status};
 
 use crate::api::{membership_event as event, new_id, timestamp, unavailable};
 use crate::db::{self, DbError};
@@ -119,10 +119,15 @@ pub(crate) async fn no_overlap(
     .map_err(unavailable)?;
     match clash {
         None => Ok(()),
-        Some(clash) => Err(Status::failed_precondition(format!(
-            "mentor `{mentor_id}` already has session `{}` at {}",
-            clash.session_id, clash.starts_at
-        ))),
+        Some(clash) => Err(refusal(
+            Code::FailedPrecondition,
+            "MENTOR_BUSY",
+            [],
+            format!(
+                "mentor `{mentor_id}` already has session `{}` at {}",
+                clash.session_id, clash.starts_at
+            ),
+        )),
     }
 }
 
@@ -280,6 +285,24 @@ pub(crate) fn completed_event(
     )
 }
 
+pub(crate) fn missed_event(
+    tenant_id: &str,
+    at: DateTime<Utc>,
+    session: &Session,
+) -> mentorstream_proto::mentorship::v1::MentorshipEvent {
+    event(
+        tenant_id,
+        at,
+        mentorship_event::Payload::SessionMissed(SessionMissed {
+            session_id: session.session_id.clone(),
+            group_id: session.group_id.clone(),
+            mentor_id: session.mentor_id.clone(),
+            mentee_ids: session.mentee_ids.clone(),
+            starts_at: session.starts_at,
+        }),
+    )
+}
+
 pub(crate) fn feedback_event(
     tenant: &Tenant,
     at: DateTime<Utc>,
@@ -373,7 +396,8 @@ use mentorstream_proto::mentorship::v1::{
     CancelSessionRequest, CancelSessionResponse, CompleteSessionRequest, CompleteSessionResponse,
     CreateModuleRequest, CreateModuleResponse, GetSessionRequest, GetSessionResponse,
     ListFeedbackRequest, ListFeedbackResponse, ListModulesRequest, ListModulesResponse,
-    ListSessionsRequest, ListSessionsResponse, RescheduleSessionRequest, RescheduleSessionResponse,
+    ListSessionsRequest, ListSessionsResponse, RecordSessionMissedRequest,
+    RecordSessionMissedResponse, RescheduleSessionRequest, RescheduleSessionResponse,
     ScheduleSessionRequest, ScheduleSessionResponse, SubmitFeedbackRequest, SubmitFeedbackResponse,
 };
 use mentorstream_tenancy::Scope;
@@ -426,7 +450,14 @@ impl Api {
         .fetch_optional(&mut *transaction)
         .await
         .map_err(unavailable)?
-        .ok_or_else(|| Status::failed_precondition(format!("group_id: no group `{group_id}`")))?;
+        .ok_or_else(|| {
+            refusal(
+                Code::FailedPrecondition,
+                "GROUP_NOT_FOUND",
+                [],
+                format!("group_id: no group `{group_id}`"),
+            )
+        })?;
         let length = length.unwrap_or_else(|| i64::from(group.default_session_minutes));
         let ends_at = starts_at + chrono::Duration::minutes(length);
         // Membership when the session starts, so that a platform importing its past may send
@@ -450,9 +481,12 @@ impl Api {
         mentee_ids.sort();
         mentee_ids.dedup();
         if mentee_ids.is_empty() {
-            return Err(Status::failed_precondition(format!(
-                "group `{group_id}` has no mentees to meet"
-            )));
+            return Err(refusal(
+                Code::FailedPrecondition,
+                "NO_MENTEES",
+                [],
+                format!("group `{group_id}` has no mentees to meet"),
+            ));
         }
         if let Some(stranger) = mentee_ids.iter().find(|mentee| !current.contains(mentee)) {
             return Err(field_violation(
@@ -474,10 +508,12 @@ impl Api {
             .map_err(unavailable)?
             .unwrap_or(false);
             if !known {
-                return Err(Status::failed_precondition(format!(
-                    "module_id: no module `{}`",
-                    request.module_id
-                )));
+                return Err(refusal(
+                    Code::FailedPrecondition,
+                    "MODULE_NOT_FOUND",
+                    [],
+                    format!("module_id: no module `{}`", request.module_id),
+                ));
             }
         }
         no_overlap(
@@ -554,13 +590,18 @@ impl Api {
             .await?
             .ok_or_else(|| Status::not_found(format!("no session `{session_id}`")))?;
         if session.state != i32::from(SessionState::Scheduled) {
-            return Err(Status::failed_precondition(format!(
-                "session `{session_id}` is {}, not scheduled",
-                SessionState::try_from(session.state)
-                    .map_or("unknown", |state| state.as_str_name())
-                    .trim_start_matches("SESSION_STATE_")
-                    .to_lowercase()
-            )));
+            return Err(refusal(
+                Code::FailedPrecondition,
+                "SESSION_NOT_SCHEDULED",
+                [],
+                format!(
+                    "session `{session_id}` is {}, not scheduled",
+                    SessionState::try_from(session.state)
+                        .map_or("unknown", |state| state.as_str_name())
+                        .trim_start_matches("SESSION_STATE_")
+                        .to_lowercase()
+                ),
+            ));
         }
         Ok(session)
     }
@@ -777,6 +818,68 @@ impl Api {
         Ok(Response::new(answer))
     }
 
+    pub(crate) async fn record_session_missed(
+        &self,
+        request: Request<RecordSessionMissedRequest>,
+    ) -> Result<Response<RecordSessionMissedResponse>, Status> {
+        let principal = authorize(&request, Scope::Write)?;
+        let tenant = self.tenant(&principal).await?;
+        let request = request.into_inner();
+        let request_id = request_id(&request.request_id)?;
+        let session_id = text("session_id", &request.session_id)?;
+        let at = occurred_at(&tenant, request.occurred_at.as_ref(), Utc::now())?;
+        let tenant_id = tenant.tenant_id.as_str();
+        let mut transaction = begin!(
+            self,
+            tenant,
+            request_id,
+            "RecordSessionMissed",
+            RecordSessionMissedResponse
+        );
+        let before = Self::scheduled(&mut transaction, tenant_id, session_id).await?;
+        let (starts_at, length) = times(&before);
+        let ends_at = starts_at + chrono::Duration::seconds(length.seconds);
+        if at < ends_at {
+            return Err(field_violation(
+                "occurred_at",
+                format!("must not be before the session ends ({ends_at})"),
+            ));
+        }
+        sqlx::query!(
+            "UPDATE sessions SET state = 'missed' WHERE tenant_id = $1 AND session_id = $2",
+            tenant_id,
+            session_id
+        )
+        .execute(&mut *transaction)
+        .await
+        .map_err(unavailable)?;
+        let session = load(&mut transaction, tenant_id, session_id, false)
+            .await?
+            .ok_or_else(|| unavailable("the session just written is gone"))?;
+        db::announce(
+            &mut transaction,
+            session_id,
+            "SessionMissed",
+            &missed_event(tenant_id, at, &session),
+        )
+        .await
+        .map_err(db_status)?;
+        let answer = RecordSessionMissedResponse {
+            session: Some(session),
+        };
+        db::finish(
+            transaction,
+            tenant_id,
+            request_id,
+            "RecordSessionMissed",
+            &answer,
+        )
+        .await
+        .map_err(db_status)?;
+        self.relay.notify_one();
+        Ok(Response::new(answer))
+    }
+
     pub(crate) async fn get_session_by_id(
         &self,
         request: Request<GetSessionRequest>,
@@ -899,18 +1002,24 @@ impl Api {
             .await?
             .ok_or_else(|| Status::not_found(format!("no session `{session_id}`")))?;
         if session.state != i32::from(SessionState::Completed) {
-            return Err(Status::failed_precondition(format!(
-                "session `{session_id}` is not completed; feedback follows a session"
-            )));
+            return Err(refusal(
+                Code::FailedPrecondition,
+                "SESSION_NOT_COMPLETED",
+                [],
+                format!("session `{session_id}` is not completed; feedback follows a session"),
+            ));
         }
         if !session
             .attendee_ids
             .iter()
             .any(|attendee| attendee == mentee_id)
         {
-            return Err(Status::failed_precondition(format!(
-                "mentee `{mentee_id}` did not attend session `{session_id}`"
-            )));
+            return Err(refusal(
+                Code::FailedPrecondition,
+                "NOT_AN_ATTENDEE",
+                [],
+                format!("mentee `{mentee_id}` did not attend session `{session_id}`"),
+            ));
         }
         let inserted = sqlx::query!(
             "INSERT INTO feedback (tenant_id, session_id, mentee_id, mentor_id, rating, comment, \
@@ -928,9 +1037,12 @@ impl Api {
         .await
         .map_err(unavailable)?;
         if inserted.rows_affected() == 0 {
-            return Err(Status::already_exists(format!(
-                "mentee `{mentee_id}` already gave feedback on session `{session_id}`"
-            )));
+            return Err(refusal(
+                Code::AlreadyExists,
+                "FEEDBACK_EXISTS",
+                [],
+                format!("mentee `{mentee_id}` already gave feedback on session `{session_id}`"),
+            ));
         }
         let feedback = Feedback {
             session_id: session_id.to_owned(),

@@ -29,7 +29,12 @@ pub(crate) struct Api {
 
 fn unavailable(error: impl std::fmt::Display) -> Status {
     tracing::warn!(%error, "answering UNAVAILABLE");
-    Status::unavailable("the notifier database cannot be reached right now; retry")
+    mentorstream_grpc::retry_later(
+        "the notifier database cannot be reached right now; retry",
+        "DATABASE_UNAVAILABLE",
+        mentorstream_grpc::RETRY_AFTER,
+        [],
+    )
 }
 
 /// A required id: 1 to 200 characters, no control characters.
@@ -274,17 +279,32 @@ impl NotificationService for Api {
         let request_id = (!request.request_id.is_empty())
             .then(|| required("request_id", &request.request_id))
             .transpose()?;
-        let preferences = Preferences::from_proto(
-            request
-                .preferences
-                .ok_or_else(|| field_violation("preferences", "is required"))?,
-        )
-        .map_err(|invalid| field_violation(invalid.field, invalid.reason))?;
+        let update = request
+            .preferences
+            .ok_or_else(|| field_violation("preferences", "is required"))?;
+        // Checked alone first, so that a bad field is named as the caller sent it.
+        let partner_id = Preferences::from_proto(update.clone())
+            .map_err(|invalid| field_violation(invalid.field, invalid.reason))?
+            .partner_id;
         let tenant_id = principal.tenant_id.as_str();
         let mut transaction = match self.begin(tenant_id, request_id, METHOD).await? {
             Begun::Answered(answer) => return Ok(Response::new(answer)),
             Begun::Fresh(transaction) => transaction,
         };
+        // One update of a partner's preferences at a time: each merges with the last.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1 || '/preferences/' || $2))")
+            .bind(tenant_id)
+            .bind(&partner_id)
+            .execute(&mut *transaction)
+            .await
+            .map_err(unavailable)?;
+        let stored = Preferences::load(&mut *transaction, tenant_id, &partner_id)
+            .await
+            .map_err(unavailable)?;
+        let preferences =
+            crate::preferences::merge(stored.to_proto(), update, request.update_mask.as_ref())
+                .and_then(Preferences::from_proto)
+                .map_err(|invalid| field_violation(invalid.field, invalid.reason))?;
         preferences
             .store(&mut *transaction, tenant_id)
             .await

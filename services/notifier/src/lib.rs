@@ -21,6 +21,7 @@ pub mod templates;
 
 use std::sync::Arc;
 use std::time::Duration;
+use tonic::codec::CompressionEncoding;
 
 use mentorstream_config::{Config, ExposeSecret, ServiceEndpoints};
 use mentorstream_kafka::admin::{all_topics, ensure_topics};
@@ -165,7 +166,11 @@ pub async fn run_with_clock(
             SERVICE,
             &context,
             listeners,
-            NotificationServiceServer::new(api),
+            NotificationServiceServer::new(api)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd)
+                .send_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Zstd),
         ),
     );
     served?;

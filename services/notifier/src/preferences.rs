@@ -6,7 +6,6 @@ use std::str::FromStr;
 use chrono::{DateTime, NaiveTime, TimeDelta, TimeZone as _, Timelike as _, Utc};
 use chrono_tz::Tz;
 use mentorstream_proto::notification::v1 as proto;
-use sqlx::PgPool;
 
 use crate::kinds::{Category, Channel};
 
@@ -90,6 +89,84 @@ pub fn language(locale: &str) -> Option<&'static str> {
         "ru" => Some("ru"),
         "en" => Some("en"),
         _ => None,
+    }
+}
+
+/// The fields of Preferences an update may name, as `update_mask` paths.
+pub const MASKABLE: [&str; 8] = [
+    "channels",
+    "chatbot_user_id",
+    "email",
+    "locale",
+    "time_zone",
+    "quiet_hours",
+    "opted_out",
+    "daily_cap",
+];
+
+/// `stored` with the fields of `update` that `mask` names (AIP-134): every field for `*`,
+/// the fields `update` sets when there is no mask. An unknown path is refused.
+pub fn merge(
+    stored: proto::Preferences,
+    update: proto::Preferences,
+    mask: Option<&prost_types::FieldMask>,
+) -> Result<proto::Preferences, Invalid> {
+    let Some(mask) = mask else {
+        return Ok(merge_set(stored, update));
+    };
+    if mask.paths.iter().any(|path| path == "*") {
+        return Ok(update);
+    }
+    let mut merged = stored;
+    for (index, path) in mask.paths.iter().enumerate() {
+        match path.as_str() {
+            "channels" => merged.channels.clone_from(&update.channels),
+            "chatbot_user_id" => merged.chatbot_user_id.clone_from(&update.chatbot_user_id),
+            "email" => merged.email.clone_from(&update.email),
+            "locale" => merged.locale.clone_from(&update.locale),
+            "time_zone" => merged.time_zone.clone_from(&update.time_zone),
+            "quiet_hours" => merged.quiet_hours = update.quiet_hours,
+            "opted_out" => merged.opted_out.clone_from(&update.opted_out),
+            "daily_cap" => merged.daily_cap = update.daily_cap,
+            other => {
+                return Err(Invalid {
+                    field: "update_mask.paths",
+                    reason: format!(
+                        "[{index}] `{other}` is not a field an update can write ({})",
+                        MASKABLE.join(", ")
+                    ),
+                });
+            }
+        }
+    }
+    Ok(merged)
+}
+
+/// `stored` with every field `update` sets (non-empty).
+fn merge_set(stored: proto::Preferences, update: proto::Preferences) -> proto::Preferences {
+    let text = |new: String, old: String| if new.is_empty() { old } else { new };
+    proto::Preferences {
+        partner_id: update.partner_id,
+        channels: if update.channels.is_empty() {
+            stored.channels
+        } else {
+            update.channels
+        },
+        chatbot_user_id: text(update.chatbot_user_id, stored.chatbot_user_id),
+        email: text(update.email, stored.email),
+        locale: text(update.locale, stored.locale),
+        time_zone: text(update.time_zone, stored.time_zone),
+        quiet_hours: update.quiet_hours.or(stored.quiet_hours),
+        opted_out: if update.opted_out.is_empty() {
+            stored.opted_out
+        } else {
+            update.opted_out
+        },
+        daily_cap: if update.daily_cap == 0 {
+            stored.daily_cap
+        } else {
+            update.daily_cap
+        },
     }
 }
 
@@ -248,7 +325,7 @@ impl Preferences {
 
     /// The stored preferences of `partner_id`, or the defaults (no address) when none.
     pub async fn load(
-        pool: &PgPool,
+        executor: impl sqlx::PgExecutor<'_>,
         tenant_id: &str,
         partner_id: &str,
     ) -> Result<Self, sqlx::Error> {
@@ -259,7 +336,7 @@ impl Preferences {
         )
         .bind(tenant_id)
         .bind(partner_id)
-        .fetch_optional(pool)
+        .fetch_optional(executor)
         .await?;
         Ok(match row {
             None => Self {
@@ -363,6 +440,80 @@ struct PreferencesRow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stored() -> proto::Preferences {
+        proto::Preferences {
+            partner_id: "p-1".into(),
+            channels: vec![proto::Channel::Email.into()],
+            chatbot_user_id: "tg-1".into(),
+            email: "ann@example.com".into(),
+            locale: "ru-RU".into(),
+            time_zone: "Europe/Moscow".into(),
+            quiet_hours: None,
+            opted_out: vec![proto::Category::WeeklyDigest.into()],
+            daily_cap: 5,
+        }
+    }
+
+    #[test]
+    fn an_update_without_a_mask_writes_only_what_it_sets() {
+        let update = proto::Preferences {
+            partner_id: "p-1".into(),
+            email: "anna@example.com".into(),
+            ..proto::Preferences::default()
+        };
+        let merged = merge(stored(), update, None).expect("merged");
+        assert_eq!(
+            merged,
+            proto::Preferences {
+                email: "anna@example.com".into(),
+                ..stored()
+            }
+        );
+    }
+
+    #[test]
+    fn a_mask_writes_exactly_its_fields_and_can_clear_them() {
+        let update = proto::Preferences {
+            partner_id: "p-1".into(),
+            locale: "en".into(),
+            ..proto::Preferences::default()
+        };
+        let mask = prost_types::FieldMask {
+            paths: vec!["email".into(), "opted_out".into()],
+        };
+        let merged = merge(stored(), update.clone(), Some(&mask)).expect("merged");
+        assert_eq!(
+            merged,
+            proto::Preferences {
+                email: String::new(),
+                opted_out: vec![],
+                ..stored()
+            },
+            "the locale is not named; e-mail and opt-outs are cleared"
+        );
+        let everything = prost_types::FieldMask {
+            paths: vec!["*".into()],
+        };
+        assert_eq!(
+            merge(stored(), update.clone(), Some(&everything)),
+            Ok(update)
+        );
+    }
+
+    #[test]
+    fn an_unknown_path_is_refused() {
+        let mask = prost_types::FieldMask {
+            paths: vec!["email".into(), "partner_id".into()],
+        };
+        let refused = merge(stored(), stored(), Some(&mask)).expect_err("unknown");
+        assert_eq!(refused.field, "update_mask.paths");
+        assert_eq!(
+            refused.reason,
+            "[1] `partner_id` is not a field an update can write (channels, chatbot_user_id, \
+             email, locale, time_zone, quiet_hours, opted_out, daily_cap)"
+        );
+    }
 
     fn at(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text)

@@ -38,6 +38,7 @@ async fn kills_restarts_and_a_lost_redis_change_no_number_and_lose_no_notificati
                     chatbot_user_id: format!("tg-{partner}"),
                     ..notification::Preferences::default()
                 }),
+                update_mask: None,
             }))
             .await
             .expect("preferences");

@@ -41,6 +41,7 @@ async fn a_messy_stream_gives_the_oracles_kpis_and_each_notification_once() {
                     email,
                     ..notification::Preferences::default()
                 }),
+                update_mask: None,
             }))
             .await
             .expect("preferences");

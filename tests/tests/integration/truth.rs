@@ -27,6 +27,7 @@ use mentorstream_proto::mentorship::v1::{
     AssignMenteeRequest, CompleteSessionRequest, CreateGroupRequest, CreateProgramRequest,
     ProgramKind, ScheduleSessionRequest, SubmitFeedbackRequest,
 };
+use tonic::codec::CompressionEncoding;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_types::StatusExt as _;
@@ -220,8 +221,13 @@ async fn as_of_passes_each_accepted_event_and_unknown_subjects_are_not_found() {
     let mut system = System::start(false).await;
     let mut clients = Clients {
         system: &system,
-        ingest: IngestServiceClient::new(system.channel(Service::Ingest).await),
-        kpi: KpiServiceClient::new(system.channel(Service::Kpi).await),
+        // Compressed both ways, as clients may choose.
+        ingest: IngestServiceClient::new(system.channel(Service::Ingest).await)
+            .send_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Gzip),
+        kpi: KpiServiceClient::new(system.channel(Service::Kpi).await)
+            .send_compressed(CompressionEncoding::Zstd)
+            .accept_compressed(CompressionEncoding::Zstd),
         mentorship: MentorshipServiceClient::new(system.channel(Service::Mentorship).await),
     };
 

@@ -17,6 +17,7 @@ use mentorstream_proto::mentorship::v1::{
 };
 use std::time::Duration;
 use tonic::Code;
+use tonic_types::StatusExt as _;
 
 pub fn program(request_id: &str, name: &str) -> CreateProgramRequest {
     CreateProgramRequest {
@@ -337,21 +338,25 @@ async fn assignments_keep_one_mentor_and_the_capacity_and_announce_each_change_i
     assert_eq!(written, (2, 4));
 
     // What the domain forbids is refused and writes nothing.
-    for (request, message) in [
+    for (request, reason, message) in [
         (
             assign("", &g1, "carl"),
+            "GROUP_FULL",
             format!("group `{g1}` is full (2 of 2 mentees)"),
         ),
         (
             assign("", &g2, "ann"),
+            "ALREADY_HAS_MENTOR",
             format!("mentee `ann` already has a mentor (group `{g1}`); transfer instead"),
         ),
         (
             assign("", &g2, "mentor-2"),
+            "MENTEE_IS_MENTOR",
             format!("mentee_id: `mentor-2` is the mentor of group `{g2}`"),
         ),
         (
             assign("", &g2, "stranger"),
+            "PARTNER_NOT_ENROLLED",
             "mentee_id: `stranger` is not an enrolled partner (enrolments arrive from the \
              activity stream, and every accepted one is applied)"
                 .to_owned(),
@@ -365,6 +370,12 @@ async fn assignments_keep_one_mentor_and_the_capacity_and_announce_each_change_i
         assert_eq!(
             (refused.code(), refused.message()),
             (Code::FailedPrecondition, message.as_str())
+        );
+        let details = refused.get_error_details();
+        let info = details.error_info().expect("ErrorInfo");
+        assert_eq!(
+            (info.reason.as_str(), info.domain.as_str()),
+            (reason, "mentorstream.dev")
         );
     }
     let unassign = |group: &str, mentee: &str, when| UnassignMenteeRequest {

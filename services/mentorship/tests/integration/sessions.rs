@@ -12,8 +12,9 @@ use chrono::Utc;
 use common::{Service, WAIT};
 use mentorstream_proto::mentorship::v1::{
     CancelSessionRequest, CompleteSessionRequest, CreateModuleRequest, GetSessionRequest,
-    ListSessionsRequest, RescheduleSessionRequest, ScheduleSessionRequest, SessionState,
-    SubmitFeedbackRequest, UnassignMenteeRequest, mentorship_event,
+    ListSessionsRequest, RecordSessionMissedRequest, RescheduleSessionRequest,
+    ScheduleSessionRequest, SessionState, SubmitFeedbackRequest, UnassignMenteeRequest,
+    mentorship_event,
 };
 use tonic::Code;
 
@@ -498,6 +499,79 @@ async fn an_imported_session_gets_its_grace_from_when_it_was_recorded() {
     };
     assert_eq!(state(&ids[0]).await, SessionState::Completed);
     assert_eq!(state(&ids[1]).await, SessionState::Missed);
+
+    // A third imported session is recorded missed at the time the history says, at once.
+    let third = service
+        .client
+        .schedule_session(service.write(schedule(4)))
+        .await
+        .expect("scheduled")
+        .into_inner()
+        .session
+        .expect("session")
+        .session_id;
+    let record = |when: chrono::DateTime<Utc>| RecordSessionMissedRequest {
+        request_id: String::new(),
+        session_id: third.clone(),
+        occurred_at: at(when),
+    };
+    let ends = three_days_ago + chrono::Duration::hours(4) + chrono::Duration::minutes(20);
+    let early = service
+        .client
+        .record_session_missed(service.write(record(ends - chrono::Duration::minutes(1))))
+        .await
+        .expect_err("before its end");
+    assert_eq!(
+        (early.code(), early.message()),
+        (
+            Code::InvalidArgument,
+            format!(
+                "occurred_at: must not be before the session ends ({})",
+                chrono::DateTime::from_timestamp(ends.timestamp(), 0).expect("time")
+            )
+            .as_str()
+        )
+    );
+    let missed_at = ends + chrono::Duration::minutes(30);
+    let recorded = service
+        .client
+        .record_session_missed(service.write(record(missed_at)))
+        .await
+        .expect("recorded missed")
+        .into_inner()
+        .session
+        .expect("session");
+    assert_eq!(recorded.state(), SessionState::Missed);
+    let again = service
+        .client
+        .record_session_missed(service.write(record(missed_at)))
+        .await
+        .expect_err("already missed");
+    assert_eq!(
+        (again.code(), again.message()),
+        (
+            Code::FailedPrecondition,
+            format!("session `{third}` is missed, not scheduled").as_str()
+        )
+    );
+    let announced: Vec<_> = service
+        .published()
+        .await
+        .into_iter()
+        .filter(|(key, _)| key.ends_with(&format!("/{third}")))
+        .filter_map(|(_, event)| match event.payload {
+            Some(mentorship_event::Payload::SessionMissed(_)) => event.occurred_at,
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        announced,
+        [prost_types::Timestamp {
+            seconds: missed_at.timestamp(),
+            nanos: 0,
+        }],
+        "announced once, at the recorded time"
+    );
     service.stop().await;
 }
 

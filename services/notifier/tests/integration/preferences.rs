@@ -70,6 +70,7 @@ async fn preferences_are_checked_kept_and_retried_safely() {
         notifier.write(proto::UpdatePreferencesRequest {
             request_id: request_id.into(),
             preferences: Some(preferences),
+            update_mask: None,
         })
     };
     let mut client = notifier.client.clone();
@@ -135,6 +136,68 @@ async fn preferences_are_checked_kept_and_retried_safely() {
         .into_inner();
     assert_eq!(retried.preferences, Some(night_owl()));
     assert_eq!(preferences_of(&notifier, "p-1").await, night_owl());
+
+    // A partial update writes what it sets and keeps the rest; a mask can clear a field.
+    let new_address = proto::Preferences {
+        partner_id: "p-1".into(),
+        email: "owl@example.com".into(),
+        ..proto::Preferences::default()
+    };
+    let updated = client
+        .update_preferences(update("", new_address))
+        .await
+        .expect("partial update")
+        .into_inner();
+    let with_new_address = proto::Preferences {
+        email: "owl@example.com".into(),
+        ..night_owl()
+    };
+    assert_eq!(updated.preferences, Some(with_new_address.clone()));
+    let masked = |paths: &[&str]| {
+        notifier.write(proto::UpdatePreferencesRequest {
+            request_id: String::new(),
+            preferences: Some(proto::Preferences {
+                partner_id: "p-1".into(),
+                ..proto::Preferences::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: paths.iter().map(|&path| path.into()).collect(),
+            }),
+        })
+    };
+    let refused = client
+        .update_preferences(masked(&["quiet_hours", "colour"]))
+        .await
+        .expect_err("unknown path");
+    assert_eq!(
+        refused.message(),
+        "update_mask.paths: [1] `colour` is not a field an update can write (channels, \
+         chatbot_user_id, email, locale, time_zone, quiet_hours, opted_out, daily_cap)"
+    );
+    assert_eq!(preferences_of(&notifier, "p-1").await, with_new_address);
+    client
+        .update_preferences(masked(&["quiet_hours"]))
+        .await
+        .expect("cleared");
+    assert_eq!(
+        preferences_of(&notifier, "p-1").await,
+        proto::Preferences {
+            quiet_hours: None,
+            ..with_new_address
+        }
+    );
+    // "*" writes every field, empty ones too.
+    client
+        .update_preferences(notifier.write(proto::UpdatePreferencesRequest {
+            request_id: String::new(),
+            preferences: Some(night_owl()),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["*".into()],
+            }),
+        }))
+        .await
+        .expect("restored");
+    assert_eq!(preferences_of(&notifier, "p-1").await, night_owl());
     // A request id of another method is refused.
     let reused = client
         .retry_notification(notifier.write(proto::RetryNotificationRequest {
@@ -152,6 +215,7 @@ async fn preferences_are_checked_kept_and_retried_safely() {
         .update_preferences(notifier.read(proto::UpdatePreferencesRequest {
             request_id: String::new(),
             preferences: Some(night_owl()),
+            update_mask: None,
         }))
         .await
         .expect_err("read key");

@@ -104,6 +104,7 @@ async fn a_crash_while_sending_loses_nothing_and_sends_nothing_twice() {
                     chatbot_user_id: format!("tg-{partner}"),
                     ..proto::Preferences::default()
                 }),
+                update_mask: None,
             },
         );
         client

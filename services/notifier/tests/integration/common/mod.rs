@@ -189,6 +189,7 @@ impl Notifier {
             .update_preferences(self.write(proto::UpdatePreferencesRequest {
                 request_id: String::new(),
                 preferences: Some(preferences),
+                update_mask: None,
             }))
             .await
             .expect("preferences");
