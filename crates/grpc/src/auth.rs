@@ -24,6 +24,10 @@ const PUBLIC_PREFIXES: &[&str] = &[
     "/grpc.reflection.v1alpha.ServerReflection/",
 ];
 
+/// HTTP/JSON paths: their handler calls the gRPC stack with the caller's key, so the key is
+/// checked there and a refusal comes back as JSON (crate::json).
+const TRANSCODED_PREFIXES: [&str; 2] = ["/v1/", "/openapi.json"];
+
 #[derive(Clone)]
 pub struct AuthLayer {
     authenticator: Arc<dyn Authenticate>,
@@ -96,6 +100,7 @@ where
         );
         let public = PUBLIC_PREFIXES
             .iter()
+            .chain(&TRANSCODED_PREFIXES)
             .any(|prefix| request.uri().path().starts_with(prefix));
         Box::pin(
             async move {

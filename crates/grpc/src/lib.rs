@@ -6,6 +6,8 @@
 
 pub mod auth;
 pub mod error;
+pub mod json;
+pub mod openapi;
 mod server;
 
 pub use auth::{AuthLayer, authorize, caller_tenant};

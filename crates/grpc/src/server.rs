@@ -52,6 +52,8 @@ pub enum GrpcError {
     Tls(tonic::transport::Error),
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("cannot read the descriptors for HTTP/JSON: {0}")]
+    Descriptors(#[from] prost_reflect::DescriptorError),
     #[error("gRPC server failed: {0}")]
     Serve(tonic::transport::Error),
 }
@@ -91,6 +93,31 @@ fn reflection_descriptors(served: &[&str]) -> Vec<u8> {
     set.encode_to_vec()
 }
 
+/// `routes` plus their HTTP/JSON form (`/v1/…`, crate::json) and `/openapi.json`. A JSON call
+/// goes through the same API-key layer as a gRPC one.
+fn with_json(
+    routes: Routes,
+    served: &[&str],
+    authenticator: &Arc<dyn Authenticate>,
+) -> Result<Routes, GrpcError> {
+    let api = crate::json::JsonApi::new(served)?;
+    let document =
+        crate::openapi::document(&api, &format!("Mentorstream: {}", served.join(", "))).to_string();
+    let grpc = tower::Layer::layer(&AuthLayer::new(authenticator.clone()), routes.clone());
+    let transcode = move |request: http::Request<axum::body::Body>| {
+        let (api, grpc) = (api.clone(), grpc.clone());
+        async move { api.call(request, grpc).await }
+    };
+    let openapi = move || {
+        let document = document.clone();
+        async move { ([(http::header::CONTENT_TYPE, "application/json")], document) }
+    };
+    let json = axum::Router::new()
+        .route("/openapi.json", axum::routing::get(openapi))
+        .route("/v1/{service}/{method}", axum::routing::any(transcode));
+    Ok(Routes::from(routes.into_axum_router().merge(json)))
+}
+
 /// Serves `routes` (whose services are named in `served`) plus health and reflection on
 /// `listener` until `shutdown` is cancelled, then lets in-flight calls finish.
 pub async fn serve(
@@ -121,7 +148,9 @@ pub async fn serve(
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .tcp_keepalive(Some(KEEPALIVE_INTERVAL));
+        .tcp_keepalive(Some(KEEPALIVE_INTERVAL))
+        // HTTP/JSON clients speak HTTP/1.1.
+        .accept_http1(true);
     if let Some(tls) = tls_config(tls)? {
         builder = builder.tls_config(tls).map_err(GrpcError::Tls)?;
     }
@@ -129,6 +158,7 @@ pub async fn serve(
         .add_service(health.service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
+    let routes = with_json(routes, served, &authenticator)?;
     let stopping = shutdown.clone();
     let reporter = health.reporter.clone();
     let result = builder

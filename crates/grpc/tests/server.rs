@@ -384,3 +384,100 @@ async fn tls_and_mutual_tls_are_a_configuration_switch() {
         .expect("served over mTLS");
     server.stop().await;
 }
+
+/// The same RPC over HTTP/JSON on the same port: the key, the scopes, the field violations and
+/// the idempotency key work as over gRPC; refusals are JSON google.rpc.Status.
+#[tokio::test]
+async fn every_unary_rpc_answers_json_on_the_same_port() {
+    let server = start(no_tls()).await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/v1/ingest/Ingest", server.addr);
+    let post =
+        |key: &str, body: serde_json::Value| http.post(&url).bearer_auth(key).json(&body).send();
+    let answered = post(&server.ingest_key, serde_json::json!({"events": []}))
+        .await
+        .expect("answered");
+    assert_eq!(answered.status(), reqwest::StatusCode::OK);
+    assert_eq!(
+        answered.json::<serde_json::Value>().await.expect("json"),
+        serde_json::json!({})
+    );
+
+    let refused = post(
+        &server.ingest_key,
+        serde_json::json!({"events": [{"source": "crm"}]}),
+    )
+    .await
+    .expect("answered");
+    assert_eq!(refused.status(), reqwest::StatusCode::BAD_REQUEST);
+    assert_eq!(
+        refused.json::<serde_json::Value>().await.expect("json"),
+        serde_json::json!({
+            "code": 3,
+            "message": "events[0].partner_id: is required",
+            "details": [{
+                "@type": "type.googleapis.com/google.rpc.BadRequest",
+                "fieldViolations": [{"field": "events[0].partner_id", "description": "is required"}],
+            }],
+        })
+    );
+    let wrong_scope = post(&server.read_key, serde_json::json!({}))
+        .await
+        .expect("answered");
+    assert_eq!(wrong_scope.status(), reqwest::StatusCode::FORBIDDEN);
+    let no_key = http
+        .post(&url)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(no_key.status(), reqwest::StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        no_key.json::<serde_json::Value>().await.expect("json")["message"],
+        "missing API key: send `authorization: Bearer <api key>`"
+    );
+    let malformed = http
+        .post(&url)
+        .bearer_auth(&server.ingest_key)
+        .body("{\"events\": 7}")
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(malformed.status(), reqwest::StatusCode::BAD_REQUEST);
+    let malformed: serde_json::Value = malformed.json().await.expect("json");
+    assert_eq!(
+        malformed["details"][0]["fieldViolations"][0]["field"], "body",
+        "{malformed}"
+    );
+    let unknown = http
+        .post(format!("http://{}/v1/ingest/Nothing", server.addr))
+        .bearer_auth(&server.ingest_key)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(unknown.status(), reqwest::StatusCode::NOT_FOUND);
+
+    // The OpenAPI document lists the method with its schemas, and asks for no key itself.
+    let document: serde_json::Value = http
+        .get(format!("http://{}/openapi.json", server.addr))
+        .send()
+        .await
+        .expect("answered")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(document["openapi"], "3.0.3");
+    let ingest = &document["paths"]["/v1/ingest/Ingest"]["post"];
+    assert_eq!(
+        ingest["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/mentorstream.ingest.v1.IngestRequest"
+    );
+    let event = &document["components"]["schemas"]["mentorstream.activity.v1.ActivityEvent"];
+    assert_eq!(event["properties"]["occurredAt"]["format"], "date-time");
+    assert_eq!(event["properties"]["partnerId"]["type"], "string");
+    assert!(
+        document["paths"]["/v1/ingest/IngestStream"].is_null(),
+        "streams are gRPC only"
+    );
+    server.stop().await;
+}

@@ -324,7 +324,81 @@ async fn as_of_passes_each_accepted_event_and_unknown_subjects_are_not_found() {
     clients.wait_as_of(Utc::now()).await;
     assert_group_fractions_and_shapes(&mut clients, &group_id).await;
     assert_teams_and_the_tenant_explain_their_numbers(&mut clients).await;
+    assert_the_same_over_http_json(&system, &program_id).await;
     system.stop();
+}
+
+/// HTTP/JSON on the services' own ports gives what gRPC gives, with the same key, errors and
+/// idempotency.
+async fn assert_the_same_over_http_json(system: &System, program_id: &str) {
+    let http = reqwest::Client::new();
+    let post = |service: Service, path: &str, body: serde_json::Value| {
+        http.post(format!("{}{path}", system.endpoint(service)))
+            .bearer_auth(&system.api_key)
+            .json(&body)
+    };
+    let tenant: serde_json::Value = post(
+        Service::Kpi,
+        "/v1/kpi/GetScorecard",
+        serde_json::json!({
+            "subject": {"kind": "SUBJECT_KIND_TENANT"},
+            "window": {"kind": "WINDOW_KIND_LIFETIME"},
+        }),
+    )
+    .send()
+    .await
+    .expect("answered")
+    .json()
+    .await
+    .expect("json");
+    let partners = tenant["values"]
+        .as_array()
+        .expect("values")
+        .iter()
+        .find(|value| value["metric"] == "METRIC_PARTNERS")
+        .cloned();
+    assert_eq!(
+        partners,
+        Some(serde_json::json!({"metric": "METRIC_PARTNERS", "count": "6"})),
+        "{tenant}"
+    );
+    let unknown = post(
+        Service::Kpi,
+        "/v1/kpi/GetScorecard",
+        serde_json::json!({
+            "subject": {"kind": "SUBJECT_KIND_PARTNER", "id": "nobody"},
+            "window": {"kind": "WINDOW_KIND_LIFETIME"},
+        }),
+    )
+    .send()
+    .await
+    .expect("answered");
+    assert_eq!(unknown.status(), reqwest::StatusCode::NOT_FOUND);
+    // The same Idempotency-Key twice: one group, the first answer twice.
+    let create = || {
+        post(
+            Service::Mentorship,
+            "/v1/mentorship/CreateGroup",
+            serde_json::json!({"programId": program_id, "mentorId": "root", "name": "Root's group"}),
+        )
+        .header("Idempotency-Key", "http-group-1")
+    };
+    let first: serde_json::Value = create()
+        .send()
+        .await
+        .expect("answered")
+        .json()
+        .await
+        .expect("json");
+    let again: serde_json::Value = create()
+        .send()
+        .await
+        .expect("answered")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(first, again);
+    assert_eq!(first["group"]["mentorId"], "root", "{first}");
 }
 
 /// A team's recruits: the root's own enrolment of `mentor`, then `mentor`'s team (three), a
