@@ -1,6 +1,7 @@
 //! HTTP/JSON for every unary RPC, on the gRPC port: `POST /v1/{service}/{Method}` with the
 //! request in the proto3 JSON mapping (`service` is the service's name without `Service`,
-//! lower case: `kpi`, `ingest`, `mentorship`, `notification`).
+//! lower case: `kpi`, `ingest`, `mentorship`, `notification`). A server stream (WatchKpis)
+//! answers as server-sent events; a client stream (IngestStream) is gRPC only.
 //!
 //! The descriptors the server is built from are the one source of truth: a request is decoded
 //! with them, sent as a gRPC call through the same stack as every gRPC call (API key, scopes,
@@ -58,7 +59,8 @@ impl JsonApi {
             }
             let short = short_name(service.name());
             for method in service.methods() {
-                if method.is_client_streaming() || method.is_server_streaming() {
+                // A client stream has no one-request form; a server stream answers as SSE.
+                if method.is_client_streaming() {
                     continue;
                 }
                 methods.insert(format!("/v1/{short}/{}", method.name()), method);
@@ -132,6 +134,9 @@ impl JsonApi {
             .oneshot(call)
             .await
             .unwrap_or_else(|never| match never {});
+        if method.is_server_streaming() {
+            return self.events(method.output(), response);
+        }
         let (answer_parts, answer_body) = response.into_parts();
         let collected = answer_body
             .collect()
@@ -149,8 +154,102 @@ impl JsonApi {
         Ok(json_response(StatusCode::OK, json))
     }
 
+    /// A server stream as server-sent events: each message `data: <json>`, and a refusal
+    /// (at once, or ending the stream) `event: error` with its `google.rpc.Status`.
+    fn events(
+        &self,
+        output: MessageDescriptor,
+        response: Response<Body>,
+    ) -> Result<Response<Body>, tonic::Status> {
+        // A refusal before any message comes alone in the headers ("trailers only").
+        if let Some(status) = tonic::Status::from_header_map(response.headers())
+            .filter(|status| status.code() != Code::Ok)
+        {
+            return Err(status);
+        }
+        let api = self.clone();
+        let frames = http_body_util::BodyStream::new(response.into_body());
+        let events = futures::stream::unfold(
+            (frames, BytesMut::new(), false),
+            move |(mut frames, mut buffer, ended)| {
+                let (api, output) = (api.clone(), output.clone());
+                async move {
+                    if ended {
+                        return None;
+                    }
+                    loop {
+                        if let Some(message) = take_frame(&mut buffer) {
+                            let event = match DynamicMessage::decode(output.clone(), message) {
+                                Ok(message) => {
+                                    sse("message", &serde_json::to_value(&message).ok()?)
+                                }
+                                Err(error) => api.error_event(&tonic::Status::internal(format!(
+                                    "decoding a message: {error}"
+                                ))),
+                            };
+                            return Some((Ok(event), (frames, buffer, false)));
+                        }
+                        let frame = match futures::StreamExt::next(&mut frames).await {
+                            Some(Ok(frame)) => frame,
+                            Some(Err(status)) => {
+                                return Some((
+                                    Ok(api.error_event(&status)),
+                                    (frames, buffer, true),
+                                ));
+                            }
+                            None => return None,
+                        };
+                        match frame.into_data() {
+                            Ok(data) => buffer.extend_from_slice(&data),
+                            Err(frame) => {
+                                let status = frame
+                                    .trailers_ref()
+                                    .and_then(tonic::Status::from_header_map)
+                                    .filter(|status| status.code() != Code::Ok)?;
+                                return Some((
+                                    Ok(api.error_event(&status)),
+                                    (frames, buffer, true),
+                                ));
+                            }
+                        }
+                    }
+                }
+            },
+        );
+        let mut answer = Response::new(Body::new(http_body_util::StreamBody::new(
+            futures::StreamExt::map(events, |event: Result<Bytes, tonic::Status>| {
+                event.map(http_body::Frame::data)
+            }),
+        )));
+        answer.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        answer.headers_mut().insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache"),
+        );
+        Ok(answer)
+    }
+
+    fn error_event(&self, status: &tonic::Status) -> Bytes {
+        sse("error", &self.status_json(status))
+    }
+
     /// A refusal as its HTTP status and a `google.rpc.Status` in JSON.
     pub fn error(&self, status: &tonic::Status) -> Response<Body> {
+        let json = self.status_json(status);
+        let mut response = json_response(http_status(status.code()), json.to_string().into());
+        if status.code() == Code::Unavailable {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+
+    /// `status` as a `google.rpc.Status` in JSON, its details decoded.
+    fn status_json(&self, status: &tonic::Status) -> serde_json::Value {
         let mut json = serde_json::json!({
             "code": i32::from(status.code()),
             "message": status.message(),
@@ -164,13 +263,7 @@ impl JsonApi {
         {
             json["details"] = rich.get("details").cloned().unwrap_or_default();
         }
-        let mut response = json_response(http_status(status.code()), json.to_string().into());
-        if status.code() == Code::Unavailable {
-            response
-                .headers_mut()
-                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        response
+        json
     }
 }
 
@@ -273,6 +366,22 @@ fn grpc_request(method: &MethodDescriptor, headers: &HeaderMap, encoded: &[u8]) 
         }
     }
     request
+}
+
+/// One server-sent event.
+fn sse(event: &str, data: &serde_json::Value) -> Bytes {
+    Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
+}
+
+/// The next whole uncompressed gRPC message in `buffer`, taken out of it.
+fn take_frame(buffer: &mut BytesMut) -> Option<Bytes> {
+    let length = usize::try_from(u32::from_be_bytes(buffer.get(1..5)?.try_into().ok()?)).ok()?;
+    if buffer.len() < 5 + length {
+        return None;
+    }
+    let mut frame = buffer.split_to(5 + length).freeze();
+    frame.advance(5);
+    Some(frame)
 }
 
 /// The one message of a unary gRPC answer.

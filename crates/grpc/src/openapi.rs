@@ -37,7 +37,14 @@ pub fn document(api: &JsonApi, title: &str) -> Value {
                         "description": "Fills an empty request_id: a retry answers as the first call.",
                     }],
                     "responses": {
-                        "200": {"description": "OK", "content": {"application/json": {"schema": reference(&output)}}},
+                        "200": if method.is_server_streaming() {
+                            json!({
+                                "description": "Server-sent events: `message` events whose data is one answer each, an `error` event with a google.rpc.Status if the stream is refused.",
+                                "content": {"text/event-stream": {"schema": reference(&output)}},
+                            })
+                        } else {
+                            json!({"description": "OK", "content": {"application/json": {"schema": reference(&output)}}})
+                        },
                         "default": {
                             "description": "A refusal: its HTTP status and a google.rpc.Status.",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/google.rpc.Status"}}},

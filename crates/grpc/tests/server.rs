@@ -477,7 +477,7 @@ async fn every_unary_rpc_answers_json_on_the_same_port() {
     assert_eq!(event["properties"]["partnerId"]["type"], "string");
     assert!(
         document["paths"]["/v1/ingest/IngestStream"].is_null(),
-        "streams are gRPC only"
+        "client streams are gRPC only"
     );
     server.stop().await;
 }

@@ -374,6 +374,48 @@ async fn assert_the_same_over_http_json(system: &System, program_id: &str) {
     .await
     .expect("answered");
     assert_eq!(unknown.status(), reqwest::StatusCode::NOT_FOUND);
+    // WatchKpis as server-sent events: the current numbers first.
+    let mut watching = post(
+        Service::Kpi,
+        "/v1/kpi/WatchKpis",
+        serde_json::json!({"subjects": [{"kind": "SUBJECT_KIND_TENANT"}]}),
+    )
+    .send()
+    .await
+    .expect("answered");
+    assert_eq!(
+        watching.headers()["content-type"],
+        "text/event-stream",
+        "{watching:?}"
+    );
+    let mut received = String::new();
+    while !received.contains("\n\n") {
+        let chunk = watching.chunk().await.expect("chunk").expect("an event");
+        received.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+    }
+    let (event, rest) = received.split_once('\n').expect("event line");
+    assert_eq!(event, "event: message");
+    let update: serde_json::Value =
+        serde_json::from_str(rest.trim_end().strip_prefix("data: ").expect("data line"))
+            .expect("json");
+    assert_eq!(update["update"]["subject"]["kind"], "SUBJECT_KIND_TENANT");
+    assert!(
+        update["update"]["values"]
+            .as_array()
+            .expect("values")
+            .contains(&serde_json::json!({"metric": "METRIC_PARTNERS", "count": "6"})),
+        "{update}"
+    );
+    drop(watching);
+    let unknown_watch = post(
+        Service::Kpi,
+        "/v1/kpi/WatchKpis",
+        serde_json::json!({"subjects": [{"kind": "SUBJECT_KIND_PARTNER", "id": "nobody"}]}),
+    )
+    .send()
+    .await
+    .expect("answered");
+    assert_eq!(unknown_watch.status(), reqwest::StatusCode::NOT_FOUND);
     // The same Idempotency-Key twice: one group, the first answer twice.
     let create = || {
         post(
