@@ -179,12 +179,16 @@ impl JsonApi {
                     }
                     loop {
                         if let Some(message) = take_frame(&mut buffer) {
-                            let event = match DynamicMessage::decode(output.clone(), message) {
-                                Ok(message) => {
-                                    sse("message", &serde_json::to_value(&message).ok()?)
-                                }
+                            let json = DynamicMessage::decode(output.clone(), message)
+                                .map_err(|error| error.to_string())
+                                .and_then(|message| {
+                                    serde_json::to_value(&message)
+                                        .map_err(|error| error.to_string())
+                                });
+                            let event = match json {
+                                Ok(json) => sse("message", &json),
                                 Err(error) => api.error_event(&tonic::Status::internal(format!(
-                                    "decoding a message: {error}"
+                                    "transcoding a message: {error}"
                                 ))),
                             };
                             return Some((Ok(event), (frames, buffer, false)));

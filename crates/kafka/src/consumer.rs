@@ -270,9 +270,9 @@ impl Consumer {
     }
 
     /// Whether every record of every partition of `topic` that the broker held when asked is
-    /// applied: this consumer holds every partition, and for each the offsets it stored (or
-    /// the group committed before) reach the high watermark. `false` when the broker cannot
-    /// say, or another member holds some partition, since then nobody here knows.
+    /// applied by the group: for each partition the offsets this consumer stored, or the
+    /// group committed (the members holding the others commit within a second), reach the
+    /// high watermark. `false` when the broker cannot say.
     pub async fn applied_to_end(&self, topic: &str) -> bool {
         let consumer = self.clone();
         let topic = topic.to_owned();
@@ -294,18 +294,13 @@ impl Consumer {
         else {
             return false;
         };
-        let Ok(assignment) = self.inner.assignment() else {
-            return false;
-        };
-        let held = assignment
-            .elements()
-            .iter()
-            .filter(|entry| entry.topic() == topic)
-            .count();
-        if i32::try_from(held).unwrap_or(i32::MAX) < partitions {
-            return false;
+        // Every partition's committed offset, those other members hold too: theirs are
+        // committed a second after they apply them.
+        let mut all = TopicPartitionList::new();
+        for partition in 0..partitions {
+            all.add_partition(topic, partition);
         }
-        let Ok(committed) = self.inner.committed(WATERMARK_TIMEOUT) else {
+        let Ok(committed) = self.inner.committed_offsets(all, WATERMARK_TIMEOUT) else {
             return false;
         };
         (0..partitions).all(|partition| {

@@ -1275,11 +1275,11 @@ async fn group_of_mentor(
         .collect();
     match led.as_slice() {
         [] => Err(Status::not_found(format!(
-            "mentor `{mentor_id}` leads no group with an assigned mentee"
+            "mentor `{mentor_id}` has no group a mentee was ever assigned to"
         ))),
         [group_id] => Ok(group_id.clone()),
         several => Err(Status::failed_precondition(format!(
-            "mentor `{mentor_id}` leads {} groups ({}): name one by subject.id",
+            "mentor `{mentor_id}` has {} groups ({}): name one by subject.id",
             several.len(),
             several
                 .iter()

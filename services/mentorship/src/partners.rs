@@ -120,6 +120,9 @@ impl Readiness {
         field: &str,
         partner_id: &str,
     ) -> Result<(), tonic::Status> {
+        if is_enrolled(pool, tenant_id, partner_id).await? {
+            return Ok(());
+        }
         let deadline = tokio::time::Instant::now() + READ_MODEL_WAIT;
         loop {
             // Asked before the read model is: every record the broker held then is applied,

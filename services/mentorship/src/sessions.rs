@@ -827,7 +827,8 @@ impl Api {
         let request = request.into_inner();
         let request_id = request_id(&request.request_id)?;
         let session_id = text("session_id", &request.session_id)?;
-        let at = occurred_at(&tenant, request.occurred_at.as_ref(), Utc::now())?;
+        let now = Utc::now();
+        let at = occurred_at(&tenant, request.occurred_at.as_ref(), now)?;
         let tenant_id = tenant.tenant_id.as_str();
         let mut transaction = begin!(
             self,
@@ -839,6 +840,14 @@ impl Api {
         let before = Self::scheduled(&mut transaction, tenant_id, session_id).await?;
         let (starts_at, length) = times(&before);
         let ends_at = starts_at + chrono::Duration::seconds(length.seconds);
+        if ends_at > now {
+            return Err(refusal(
+                Code::FailedPrecondition,
+                "SESSION_NOT_OVER",
+                [],
+                format!("session `{session_id}` has not ended yet (it ends at {ends_at})"),
+            ));
+        }
         if at < ends_at {
             return Err(field_violation(
                 "occurred_at",

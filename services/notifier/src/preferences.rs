@@ -111,7 +111,8 @@ pub fn merge(
     update: proto::Preferences,
     mask: Option<&prost_types::FieldMask>,
 ) -> Result<proto::Preferences, Invalid> {
-    let Some(mask) = mask else {
+    // An empty mask is no mask (AIP-134).
+    let Some(mask) = mask.filter(|mask| !mask.paths.is_empty()) else {
         return Ok(merge_set(stored, update));
     };
     if mask.paths.iter().any(|path| path == "*") {

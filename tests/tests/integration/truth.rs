@@ -325,7 +325,63 @@ async fn as_of_passes_each_accepted_event_and_unknown_subjects_are_not_found() {
     assert_group_fractions_and_shapes(&mut clients, &group_id).await;
     assert_teams_and_the_tenant_explain_their_numbers(&mut clients).await;
     assert_the_same_over_http_json(&system, &program_id).await;
+    assert_the_example_subscribers_agree(&system);
     system.stop();
+}
+
+/// The example subscribers of kpi.updates.v1 (examples/: Rust, and Python with descriptors
+/// built by buf) print the same latest numbers of every key, the tenant's among them. Every
+/// change was applied before (as_of passed it) and is published within a second; the Rust one
+/// runs first and reads until the topic has been quiet for 3 s, so both see the same records.
+fn assert_the_example_subscribers_agree(system: &System) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let kafka = &system.config.kafka;
+    let descriptors = tempfile::NamedTempFile::new().expect("temp file");
+    let built = std::process::Command::new("buf")
+        .current_dir(&root)
+        .args(["build", "proto", "-o"])
+        .arg(descriptors.path())
+        .output()
+        .expect("buf (make tools)");
+    assert!(built.status.success(), "{built:?}");
+    let subscriber = |program: &std::path::Path, extra: &[&std::ffi::OsStr], group: &str| {
+        let output = std::process::Command::new(program)
+            .args(extra)
+            .args([
+                "--brokers",
+                &kafka.brokers,
+                "--topic",
+                &kafka.topics.kpi_updates,
+            ])
+            .args([
+                "--group",
+                &mentorstream_testkit::unique(group),
+                "--idle-ms",
+                "3000",
+            ])
+            .output()
+            .expect("subscriber runs (make tools installs the Python one's packages)");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).expect("utf-8")
+    };
+    let rust = subscriber(&mentorstream_e2e::binary("kpi-updates"), &[], "example-rs");
+    let script = root.join("examples/python/kpi_updates.py");
+    let python = subscriber(
+        std::path::Path::new("python3"),
+        &[
+            script.as_os_str(),
+            "--descriptors".as_ref(),
+            descriptors.path().as_os_str(),
+        ],
+        "example-py",
+    );
+    assert_eq!(rust, python);
+    let tenant = format!("{}/n//life ", system.tenant_id);
+    let line = rust
+        .lines()
+        .find(|line| line.starts_with(&tenant))
+        .unwrap_or_else(|| panic!("no {tenant}line in {rust}"));
+    assert!(line.contains(" METRIC_PARTNERS=6"), "{line}");
 }
 
 /// HTTP/JSON on the services' own ports gives what gRPC gives, with the same key, errors and
@@ -788,7 +844,7 @@ async fn assert_unknown_subjects_are_not_found(clients: &mut Clients<'_>) {
     refusals.push((
         "GetScorecard by mentor",
         status,
-        "mentor `nobody` leads no group with an assigned mentee",
+        "mentor `nobody` has no group a mentee was ever assigned to",
     ));
     for (rpc, status, expected) in refusals {
         assert_eq!(

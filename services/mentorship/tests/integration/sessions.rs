@@ -106,6 +106,22 @@ async fn sessions_follow_the_rules_and_become_missed_by_themselves() {
     assert_eq!(first.duration, minutes(20), "the program's default length");
     assert_eq!(first.state, i32::from(SessionState::Scheduled));
     let s1 = first.session_id.clone();
+    let not_over = service
+        .client
+        .record_session_missed(service.write(RecordSessionMissedRequest {
+            request_id: String::new(),
+            session_id: s1.clone(),
+            occurred_at: None,
+        }))
+        .await
+        .expect_err("not over");
+    assert_eq!(not_over.code(), Code::FailedPrecondition);
+    assert!(
+        not_over
+            .message()
+            .starts_with(&format!("session `{s1}` has not ended yet (it ends at ")),
+        "{not_over:?}"
+    );
 
     // Refused schedules write nothing.
     let (sessions_before, events_before) = service.counts("sessions").await;
