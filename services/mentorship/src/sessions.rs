@@ -406,6 +406,51 @@ use tonic::{Request, Response};
 use crate::api::{Api, db_status, occurred_at, page_size, request_id, text};
 use crate::db::Begun;
 
+/// What a session change names as it ends.
+struct SessionChange<'a> {
+    tenant_id: &'a str,
+    request_id: Option<&'a str>,
+    session_id: &'a str,
+    method: &'static str,
+    event_type: &'static str,
+}
+
+impl Api {
+    /// Ends every session change alike: the session as written, its event announced through
+    /// the outbox, the answer remembered under the request id, the commit, the relay woken.
+    async fn commit_session_change<A: prost::Message>(
+        &self,
+        mut transaction: Transaction<'_, Postgres>,
+        change: SessionChange<'_>,
+        event: impl FnOnce(&Session) -> mentorstream_proto::mentorship::v1::MentorshipEvent,
+        answer: impl FnOnce(Session) -> A,
+    ) -> Result<Response<A>, Status> {
+        let session = load(&mut transaction, change.tenant_id, change.session_id, false)
+            .await?
+            .ok_or_else(|| unavailable("the session just written is gone"))?;
+        db::announce(
+            &mut transaction,
+            change.session_id,
+            change.event_type,
+            &event(&session),
+        )
+        .await
+        .map_err(db_status)?;
+        let answer = answer(session);
+        db::finish(
+            transaction,
+            change.tenant_id,
+            change.request_id,
+            change.method,
+            &answer,
+        )
+        .await
+        .map_err(db_status)?;
+        self.relay.notify_one();
+        Ok(Response::new(answer))
+    }
+}
+
 /// Begins a mutation or returns its first answer.
 macro_rules! begin {
     ($api:expr, $tenant:expr, $request_id:expr, $method:literal, $answer:ty) => {
@@ -553,31 +598,21 @@ impl Api {
             .await
             .map_err(unavailable)?;
         }
-        let session = load(&mut transaction, tenant_id, &session_id, false)
-            .await?
-            .ok_or_else(|| unavailable("the session just written is gone"))?;
-        db::announce(
-            &mut transaction,
-            &session_id,
-            "SessionScheduled",
-            &scheduled_event(&tenant, at, &session),
-        )
-        .await
-        .map_err(db_status)?;
-        let answer = ScheduleSessionResponse {
-            session: Some(session),
-        };
-        db::finish(
+        self.commit_session_change(
             transaction,
-            tenant_id,
-            request_id,
-            "ScheduleSession",
-            &answer,
+            SessionChange {
+                tenant_id,
+                request_id,
+                session_id: &session_id,
+                method: "ScheduleSession",
+                event_type: "SessionScheduled",
+            },
+            |session| scheduled_event(&tenant, at, session),
+            |session| ScheduleSessionResponse {
+                session: Some(session),
+            },
         )
         .await
-        .map_err(db_status)?;
-        self.relay.notify_one();
-        Ok(Response::new(answer))
     }
 
     /// A scheduled session of this tenant, locked for the transaction.
@@ -650,31 +685,21 @@ impl Api {
         .execute(&mut *transaction)
         .await
         .map_err(unavailable)?;
-        let session = load(&mut transaction, tenant_id, session_id, false)
-            .await?
-            .ok_or_else(|| unavailable("the session just written is gone"))?;
-        db::announce(
-            &mut transaction,
-            session_id,
-            "SessionRescheduled",
-            &rescheduled_event(&tenant, at, &session, before.starts_at),
-        )
-        .await
-        .map_err(db_status)?;
-        let answer = RescheduleSessionResponse {
-            session: Some(session),
-        };
-        db::finish(
+        self.commit_session_change(
             transaction,
-            tenant_id,
-            request_id,
-            "RescheduleSession",
-            &answer,
+            SessionChange {
+                tenant_id,
+                request_id,
+                session_id,
+                method: "RescheduleSession",
+                event_type: "SessionRescheduled",
+            },
+            |session| rescheduled_event(&tenant, at, session, before.starts_at),
+            |session| RescheduleSessionResponse {
+                session: Some(session),
+            },
         )
         .await
-        .map_err(db_status)?;
-        self.relay.notify_one();
-        Ok(Response::new(answer))
     }
 
     pub(crate) async fn cancel_session(
@@ -707,25 +732,21 @@ impl Api {
         .execute(&mut *transaction)
         .await
         .map_err(unavailable)?;
-        let session = load(&mut transaction, tenant_id, session_id, false)
-            .await?
-            .ok_or_else(|| unavailable("the session just written is gone"))?;
-        db::announce(
-            &mut transaction,
-            session_id,
-            "SessionCancelled",
-            &cancelled_event(&tenant, at, &session),
+        self.commit_session_change(
+            transaction,
+            SessionChange {
+                tenant_id,
+                request_id,
+                session_id,
+                method: "CancelSession",
+                event_type: "SessionCancelled",
+            },
+            |session| cancelled_event(&tenant, at, session),
+            |session| CancelSessionResponse {
+                session: Some(session),
+            },
         )
         .await
-        .map_err(db_status)?;
-        let answer = CancelSessionResponse {
-            session: Some(session),
-        };
-        db::finish(transaction, tenant_id, request_id, "CancelSession", &answer)
-            .await
-            .map_err(db_status)?;
-        self.relay.notify_one();
-        Ok(Response::new(answer))
     }
 
     pub(crate) async fn complete_session(
@@ -791,31 +812,21 @@ impl Api {
         .execute(&mut *transaction)
         .await
         .map_err(unavailable)?;
-        let session = load(&mut transaction, tenant_id, session_id, false)
-            .await?
-            .ok_or_else(|| unavailable("the session just written is gone"))?;
-        db::announce(
-            &mut transaction,
-            session_id,
-            "SessionCompleted",
-            &completed_event(&tenant, at, &session),
-        )
-        .await
-        .map_err(db_status)?;
-        let answer = CompleteSessionResponse {
-            session: Some(session),
-        };
-        db::finish(
+        self.commit_session_change(
             transaction,
-            tenant_id,
-            request_id,
-            "CompleteSession",
-            &answer,
+            SessionChange {
+                tenant_id,
+                request_id,
+                session_id,
+                method: "CompleteSession",
+                event_type: "SessionCompleted",
+            },
+            |session| completed_event(&tenant, at, session),
+            |session| CompleteSessionResponse {
+                session: Some(session),
+            },
         )
         .await
-        .map_err(db_status)?;
-        self.relay.notify_one();
-        Ok(Response::new(answer))
     }
 
     pub(crate) async fn record_session_missed(
@@ -862,31 +873,21 @@ impl Api {
         .execute(&mut *transaction)
         .await
         .map_err(unavailable)?;
-        let session = load(&mut transaction, tenant_id, session_id, false)
-            .await?
-            .ok_or_else(|| unavailable("the session just written is gone"))?;
-        db::announce(
-            &mut transaction,
-            session_id,
-            "SessionMissed",
-            &missed_event(tenant_id, at, &session),
-        )
-        .await
-        .map_err(db_status)?;
-        let answer = RecordSessionMissedResponse {
-            session: Some(session),
-        };
-        db::finish(
+        self.commit_session_change(
             transaction,
-            tenant_id,
-            request_id,
-            "RecordSessionMissed",
-            &answer,
+            SessionChange {
+                tenant_id,
+                request_id,
+                session_id,
+                method: "RecordSessionMissed",
+                event_type: "SessionMissed",
+            },
+            |session| missed_event(tenant_id, at, session),
+            |session| RecordSessionMissedResponse {
+                session: Some(session),
+            },
         )
         .await
-        .map_err(db_status)?;
-        self.relay.notify_one();
-        Ok(Response::new(answer))
     }
 
     pub(crate) async fn get_session_by_id(
