@@ -9,6 +9,7 @@ const FILES: &[&str] = &[
     "mentorstream/common/v1/common.proto",
     "mentorstream/activity/v1/activity.proto",
     "mentorstream/ingest/v1/ingest.proto",
+    "mentorstream/ingest/v1/webhooks.proto",
     "mentorstream/kpi/v1/kpi.proto",
     "mentorstream/kpi/v1/kpi_service.proto",
     "mentorstream/mentorship/v1/resources.proto",

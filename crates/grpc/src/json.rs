@@ -237,38 +237,57 @@ impl JsonApi {
     }
 
     fn error_event(&self, status: &tonic::Status) -> Bytes {
-        sse("error", &self.status_json(status))
+        sse("error", &status_json(status))
     }
 
     /// A refusal as its HTTP status and a `google.rpc.Status` in JSON.
     pub fn error(&self, status: &tonic::Status) -> Response<Body> {
-        let json = self.status_json(status);
-        let mut response = json_response(http_status(status.code()), json.to_string().into());
-        if status.code() == Code::Unavailable {
-            response
-                .headers_mut()
-                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        response
+        refusal_response(status)
     }
+}
 
-    /// `status` as a `google.rpc.Status` in JSON, its details decoded.
-    fn status_json(&self, status: &tonic::Status) -> serde_json::Value {
-        let mut json = serde_json::json!({
-            "code": i32::from(status.code()),
-            "message": status.message(),
-            "details": [],
-        });
-        if let Some(rich) = self
-            .pool
-            .get_message_by_name("google.rpc.Status")
-            .and_then(|descriptor| DynamicMessage::decode(descriptor, status.details()).ok())
-            .and_then(|rich| serde_json::to_value(&rich).ok())
-        {
-            json["details"] = rich.get("details").cloned().unwrap_or_default();
-        }
-        json
+/// The `google.rpc` descriptors, to decode a refusal's details into JSON.
+static GOOGLE_RPC: std::sync::LazyLock<Option<MessageDescriptor>> =
+    std::sync::LazyLock::new(|| {
+        let mut pool = DescriptorPool::global();
+        pool.decode_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+            .ok()?;
+        pool.get_message_by_name("google.rpc.Status")
+    });
+
+/// A refusal as its HTTP status and a `google.rpc.Status` in JSON, with `Retry-After` on 503:
+/// the one form every HTTP route of the system refuses in.
+pub fn refusal_response(status: &tonic::Status) -> Response<Body> {
+    let json = status_json(status);
+    let mut response = json_response(http_status(status.code()), json.to_string().into());
+    if status.code() == Code::Unavailable {
+        response
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
+    response
+}
+
+/// `status` as a `google.rpc.Status` in JSON, its details decoded.
+fn status_json(status: &tonic::Status) -> serde_json::Value {
+    let mut json = serde_json::json!({
+        "code": i32::from(status.code()),
+        "message": status.message(),
+        "details": [],
+    });
+    if let Some(rich) = GOOGLE_RPC
+        .clone()
+        .and_then(|descriptor| DynamicMessage::decode(descriptor, status.details()).ok())
+        .and_then(|rich| serde_json::to_value(&rich).ok())
+    {
+        json["details"] = rich.get("details").cloned().unwrap_or_default();
+    }
+    json
+}
+
+/// `body` (JSON) as a 200 answer.
+pub fn json_ok(body: &serde_json::Value) -> Response<Body> {
+    json_response(StatusCode::OK, body.to_string().into())
 }
 
 fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Body> {

@@ -8,6 +8,7 @@ mod channels;
 mod keys;
 mod scope;
 mod targets;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,6 +26,7 @@ pub use channels::{ChannelsError, TenantChannels};
 pub use keys::{ApiKey, MalformedKey};
 pub use scope::{Scope, Scopes, UnknownScope};
 pub use targets::{KpiTarget, TARGETS_CACHE_TTL};
+pub use webhooks::{WebhookSecret, WebhookSourceRecord};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -44,6 +46,10 @@ pub enum TenancyError {
     DuplicateName(String),
     #[error("no tenant with id or name `{0}`")]
     UnknownTenant(String),
+    #[error("this tenant already has a webhook source named `{0}`")]
+    DuplicateWebhookSource(String),
+    #[error("no webhook source `{0}`")]
+    UnknownWebhookSource(String),
     #[error("a key needs at least one scope (ingest, read, write, admin)")]
     NoScopes,
     #[error(transparent)]

@@ -5,7 +5,8 @@
 //! and partner ([`intake`]). ACCEPTED is answered only after the broker acknowledged the record;
 //! when Kafka or Redis cannot be reached the caller gets UNAVAILABLE and a retry is safe: it
 //! never answers DUPLICATE for an event that was not published. IngestStream ([`stream`]) does
-//! the same for an unbounded stream with bounded in-flight events.
+//! the same for an unbounded stream with bounded in-flight events. Platforms that cannot call
+//! the API push signed webhooks instead ([`webhook`]), taken with the same guarantees.
 
 mod api;
 pub mod dedup;
@@ -13,6 +14,7 @@ pub mod intake;
 mod metrics;
 mod stream;
 pub mod validate;
+pub mod webhook;
 
 use std::time::Duration;
 use tonic::codec::CompressionEncoding;
@@ -21,8 +23,11 @@ use mentorstream_config::{Config, ServiceEndpoints};
 use mentorstream_kafka::admin::{all_topics, ensure_topics};
 use mentorstream_kafka::{KafkaError, Producer};
 use mentorstream_proto::ingest::v1::ingest_service_server::IngestServiceServer;
+use mentorstream_proto::ingest::v1::webhook_service_server::WebhookServiceServer;
 use mentorstream_redis::KeySpace;
-use mentorstream_runtime::{Context, Listeners, host_service};
+use mentorstream_runtime::{Context, Listeners, host};
+use tonic::server::NamedService;
+use tonic::service::Routes;
 
 use crate::dedup::Dedup;
 use crate::intake::Intake;
@@ -62,14 +67,26 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
         KeySpace::new(&config.redis.key_prefix, SERVICE),
         config.ingest.delivery_timeout + CLAIM_MARGIN,
     );
+    let intake = Intake::new(
+        producer.clone(),
+        dedup,
+        topic,
+        config.kafka.partitions,
+        config.ingest.claim_wait,
+    );
+    let deliveries = webhook::delivery::router(webhook::delivery::Deliveries {
+        intake: intake.clone(),
+        tenants: context.tenants.clone(),
+    });
+    let admin = WebhookServiceServer::new(webhook::admin::WebhookAdmin {
+        tenants: context.tenants.clone(),
+    })
+    .accept_compressed(CompressionEncoding::Gzip)
+    .accept_compressed(CompressionEncoding::Zstd)
+    .send_compressed(CompressionEncoding::Gzip)
+    .send_compressed(CompressionEncoding::Zstd);
     let api = api::Api {
-        intake: Intake::new(
-            producer.clone(),
-            dedup,
-            topic,
-            config.kafka.partitions,
-            config.ingest.claim_wait,
-        ),
+        intake,
         tenants: context.tenants.clone(),
         stream_max_in_flight: config.ingest.stream_max_in_flight,
         shutdown: context.shutdown.token(),
@@ -82,7 +99,27 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
         // Larger than the 4 MiB batch limit, so an oversized batch gets a precise
         // INVALID_ARGUMENT instead of a transport error.
         .max_decoding_message_size(2 * validate::MAX_BATCH_BYTES);
-    let served = host_service(SERVICE, &context, listeners, server).await;
+    let routes = Routes::new(server)
+        .add_service(admin)
+        .into_axum_router()
+        .merge(deliveries);
+    let served = host(
+        SERVICE,
+        &context,
+        listeners,
+        &[
+            <IngestServiceServer<api::Api> as NamedService>::NAME,
+            <WebhookServiceServer<webhook::admin::WebhookAdmin> as NamedService>::NAME,
+        ],
+        Routes::from(routes),
+        async |health| {
+            health.set_serving::<IngestServiceServer<api::Api>>().await;
+            health
+                .set_serving::<WebhookServiceServer<webhook::admin::WebhookAdmin>>()
+                .await;
+        },
+    )
+    .await;
     if let Err(error) = producer.flush(config.ingest.delivery_timeout) {
         tracing::warn!(%error, "records still unacknowledged at shutdown");
     }

@@ -5,6 +5,8 @@
 //!   too_late).
 //! - `mentorstream_ingest_unavailable_total{cause}`: batches answered UNAVAILABLE, by cause
 //!   (kafka, redis, contended, tenant).
+//! - `mentorstream_ingest_webhook_deliveries_total{outcome}`: webhook deliveries by outcome
+//!   (ACCEPTED, DUPLICATE, unverified, refused, unavailable).
 //! - `mentorstream_ingest_publish_seconds`: from enqueueing a record to the broker's
 //!   acknowledgement.
 
@@ -64,4 +66,10 @@ fn reason_label(reason: RejectionReason) -> &'static str {
         RejectionReason::InFuture => "in_future",
         RejectionReason::TooLate => "too_late",
     }
+}
+
+/// A webhook delivery's outcome: ACCEPTED, DUPLICATE, unverified, refused or unavailable.
+pub fn webhook(outcome: &'static str) {
+    metrics::counter!("mentorstream_ingest_webhook_deliveries_total", "outcome" => outcome)
+        .increment(1);
 }
