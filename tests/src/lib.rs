@@ -280,7 +280,7 @@ impl System {
         String::from_utf8(output.stdout).unwrap()
     }
 
-    fn cli_json(&self, args: &[&str]) -> serde_json::Value {
+    pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
         let mut args = args.to_vec();
         args.push("--json");
         serde_json::from_str(&self.cli_ok(&args)).unwrap()

@@ -46,6 +46,20 @@ pub struct Config {
     pub mentorship: MentorshipConfig,
     pub kpi: KpiConfig,
     pub notifier: NotifierConfig,
+    pub actions: ActionsConfig,
+}
+
+/// Chat-bot buttons: the key that signs their action tokens (the notifier issues them,
+/// mentorship redeems them, so both need the same key), and how long they stay valid.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionsConfig {
+    /// At least 32 bytes. Changing it invalidates every token already sent.
+    pub signing_key: SecretString,
+    /// How long a feedback request's rating buttons work. A reminder's buttons work until the
+    /// session starts.
+    #[serde(with = "humantime_serde")]
+    pub rating_valid_for: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -17,8 +17,10 @@ use tonic::body::Body;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-/// Paths that answer without a key: probes and tooling must work before any key exists.
+/// Paths that answer without a key: probes and tooling must work before any key exists, and a
+/// chat-bot button's action token is its own credential (mentorship's ActionService).
 const PUBLIC_PREFIXES: &[&str] = &[
+    "/mentorstream.mentorship.v1.ActionService/",
     "/grpc.health.v1.Health/",
     "/grpc.reflection.v1.ServerReflection/",
     "/grpc.reflection.v1alpha.ServerReflection/",

@@ -15,4 +15,4 @@ pub use error::{
     ERROR_DOMAIN, RETRY_AFTER, ServiceError, field_violation, invalid_argument, refusal,
     retry_later,
 };
-pub use server::{GrpcError, Health, HealthReporter, serve, tls_config};
+pub use server::{GrpcError, Health, HealthReporter, ServingStatus, serve, tls_config};

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
+pub use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
 pub use tonic_health::server::HealthReporter;
 use tonic_health::server::HealthService;

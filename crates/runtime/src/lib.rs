@@ -180,6 +180,31 @@ where
     .await
 }
 
+/// [`host`] for `routes` holding the gRPC services named in `served`, each marked serving.
+pub async fn host_services(
+    service: &'static str,
+    context: &Context,
+    listeners: Listeners,
+    served: &[&str],
+    routes: Routes,
+) -> Result<(), GrpcError> {
+    host(
+        service,
+        context,
+        listeners,
+        served,
+        routes,
+        async |health| {
+            for name in served {
+                health
+                    .set_service_status(*name, mentorstream_grpc::ServingStatus::Serving)
+                    .await;
+            }
+        },
+    )
+    .await
+}
+
 /// Command line of every service binary.
 #[derive(Debug, clap::Parser)]
 pub struct ServiceArgs {

@@ -104,6 +104,9 @@ notifier:
 {{- if has "notifier" .databases }}
 {{ include "mentorstream.secretEnv" (dict "name" "MENTORSTREAM__NOTIFIER__DATABASE_URL" "secret" $root.Values.postgres.notifierUrlSecret) }}
 {{- end }}
+{{- if or (has "mentorship" .databases) (has "notifier" .databases) }}
+{{ include "mentorstream.secretEnv" (dict "name" "MENTORSTREAM__ACTIONS__SIGNING_KEY" "secret" $root.Values.actions.signingKeySecret) }}
+{{- end }}
 {{- if .kafka }}
 {{- if $root.Values.kafka.saslPasswordSecret.name }}
 {{ include "mentorstream.secretEnv" (dict "name" "MENTORSTREAM_KAFKA_PROPERTY_SASL_PASSWORD" "secret" $root.Values.kafka.saslPasswordSecret) }}

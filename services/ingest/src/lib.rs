@@ -25,7 +25,7 @@ use mentorstream_kafka::{KafkaError, Producer};
 use mentorstream_proto::ingest::v1::ingest_service_server::IngestServiceServer;
 use mentorstream_proto::ingest::v1::webhook_service_server::WebhookServiceServer;
 use mentorstream_redis::KeySpace;
-use mentorstream_runtime::{Context, Listeners, host};
+use mentorstream_runtime::{Context, Listeners, host_services};
 use tonic::server::NamedService;
 use tonic::service::Routes;
 
@@ -103,7 +103,7 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
         .add_service(admin)
         .into_axum_router()
         .merge(deliveries);
-    let served = host(
+    let served = host_services(
         SERVICE,
         &context,
         listeners,
@@ -112,12 +112,6 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
             <WebhookServiceServer<webhook::admin::WebhookAdmin> as NamedService>::NAME,
         ],
         Routes::from(routes),
-        async |health| {
-            health.set_serving::<IngestServiceServer<api::Api>>().await;
-            health
-                .set_serving::<WebhookServiceServer<webhook::admin::WebhookAdmin>>()
-                .await;
-        },
     )
     .await;
     if let Err(error) = producer.flush(config.ingest.delivery_timeout) {

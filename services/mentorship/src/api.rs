@@ -21,9 +21,10 @@ use mentorstream_proto::mentorship::v1::{
     ListProgramsResponse, ListSessionsRequest, ListSessionsResponse, ListUplineRequest,
     ListUplineResponse, MenteeAssigned, MenteeUnassigned, MentorshipEvent, Partner, Program,
     ProgramKind, RecordSessionMissedRequest, RecordSessionMissedResponse, RescheduleSessionRequest,
-    RescheduleSessionResponse, ScheduleSessionRequest, ScheduleSessionResponse, SetGoalRequest,
-    SetGoalResponse, SubmitFeedbackRequest, SubmitFeedbackResponse, TransferMenteeRequest,
-    TransferMenteeResponse, UnassignMenteeRequest, UnassignMenteeResponse, mentorship_event,
+    RescheduleSessionResponse, RespondToSessionRequest, RespondToSessionResponse,
+    ScheduleSessionRequest, ScheduleSessionResponse, SetGoalRequest, SetGoalResponse,
+    SubmitFeedbackRequest, SubmitFeedbackResponse, TransferMenteeRequest, TransferMenteeResponse,
+    UnassignMenteeRequest, UnassignMenteeResponse, mentorship_event,
 };
 use mentorstream_tenancy::{Principal, Scope, Tenant, Tenants};
 use sqlx::{PgPool, Postgres, Transaction};
@@ -484,6 +485,13 @@ impl MentorshipService for Api {
         request: Request<ListSessionsRequest>,
     ) -> Result<Response<ListSessionsResponse>, Status> {
         self.list_sessions_page(request).await
+    }
+
+    async fn respond_to_session(
+        &self,
+        request: Request<RespondToSessionRequest>,
+    ) -> Result<Response<RespondToSessionResponse>, Status> {
+        self.respond_to_session_invitation(request).await
     }
 
     async fn submit_feedback(

@@ -5,22 +5,28 @@
 //! feedback, modules, and development plans whose goals follow the aggregator's signals
 //! ([`plans`]).
 
+pub mod actions;
 mod api;
 pub mod db;
 pub mod partners;
 pub mod plans;
 pub mod relay;
+mod responses;
 pub mod sessions;
 
 use std::sync::Arc;
 use tonic::codec::CompressionEncoding;
 
+use mentorstream_actions::Signer;
 use mentorstream_config::{Config, ExposeSecret, ServiceEndpoints};
 use mentorstream_kafka::admin::{all_topics, ensure_topics};
 use mentorstream_kafka::{Consumer, DeadLetters, KafkaError, Producer, run_consumer};
+use mentorstream_proto::mentorship::v1::action_service_server::ActionServiceServer;
 use mentorstream_proto::mentorship::v1::mentorship_service_server::MentorshipServiceServer;
-use mentorstream_runtime::{Context, Listeners, host_service};
+use mentorstream_runtime::{Context, Listeners, host_services};
 use tokio::sync::Notify;
+use tonic::server::NamedService;
+use tonic::service::Routes;
 
 pub const SERVICE: &str = "mentorship";
 
@@ -40,6 +46,8 @@ pub enum ServiceError {
     Kafka(#[from] KafkaError),
     #[error(transparent)]
     Database(#[from] db::DbError),
+    #[error("actions.signing_key: {0}")]
+    ActionKey(#[from] mentorstream_actions::WeakKey),
     #[error("invalid mentorship.kpi_endpoint: {0}")]
     KpiEndpoint(String),
 }
@@ -171,15 +179,27 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
             topic: config.kafka.topics.activity.clone(),
         },
     };
-    let serving = host_service(
+    let signer = Signer::new(config.actions.signing_key.expose_secret().as_bytes())?;
+    let actions = ActionServiceServer::new(actions::Actions {
+        api: api.clone(),
+        signer,
+    })
+    .accept_compressed(CompressionEncoding::Gzip)
+    .send_compressed(CompressionEncoding::Gzip);
+    let mentorship = MentorshipServiceServer::new(api)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .send_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Zstd);
+    let serving = host_services(
         SERVICE,
         &context,
         listeners,
-        MentorshipServiceServer::new(api)
-            .accept_compressed(CompressionEncoding::Gzip)
-            .accept_compressed(CompressionEncoding::Zstd)
-            .send_compressed(CompressionEncoding::Gzip)
-            .send_compressed(CompressionEncoding::Zstd),
+        &[
+            <MentorshipServiceServer<api::Api> as NamedService>::NAME,
+            <ActionServiceServer<actions::Actions> as NamedService>::NAME,
+        ],
+        Routes::new(mentorship).add_service(actions),
     );
     let ((), followed, signalled, served, ()) =
         tokio::join!(relaying, following, signalling, serving, marking);

@@ -6,8 +6,9 @@
 use chrono::{DateTime, Utc};
 use mentorstream_grpc::{field_violation, refusal};
 use mentorstream_proto::mentorship::v1::{
-    Feedback, FeedbackSubmitted, Module, Session, SessionCancelled, SessionCompleted,
-    SessionMissed, SessionRescheduled, SessionScheduled, SessionState, mentorship_event,
+    Feedback, FeedbackSubmitted, MenteeResponse, Module, Session, SessionCancelled,
+    SessionCompleted, SessionMissed, SessionRescheduled, SessionScheduled, SessionState,
+    mentorship_event,
 };
 use mentorstream_tenancy::Tenant;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -162,7 +163,7 @@ pub(crate) async fn load(
         return Ok(None);
     };
     let mentees = sqlx::query!(
-        "SELECT mentee_id, attended FROM session_mentees \
+        "SELECT mentee_id, attended, response, responded_at FROM session_mentees \
          WHERE tenant_id = $1 AND session_id = $2 ORDER BY mentee_id",
         tenant_id,
         session_id
@@ -194,6 +195,16 @@ pub(crate) async fn load(
         notes: row.notes,
         cancel_reason: row.cancel_reason,
         completed_at: row.completed_at.map(timestamp),
+        responses: mentees
+            .iter()
+            .filter_map(|mentee| {
+                Some(MenteeResponse {
+                    mentee_id: mentee.mentee_id.clone(),
+                    response: crate::responses::from_stored(mentee.response.as_deref()?).into(),
+                    responded_at: mentee.responded_at.map(timestamp),
+                })
+            })
+            .collect(),
     }))
 }
 
@@ -616,7 +627,7 @@ impl Api {
     }
 
     /// A scheduled session of this tenant, locked for the transaction.
-    async fn scheduled(
+    pub(crate) async fn scheduled(
         transaction: &mut Transaction<'_, Postgres>,
         tenant_id: &str,
         session_id: &str,

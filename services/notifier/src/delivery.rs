@@ -47,6 +47,8 @@ pub struct WebhookMessage<'a> {
     pub locale: &'a str,
     pub subject: &'a str,
     pub text: &'a str,
+    /// Buttons whose tokens the gateway posts back (crate::buttons); empty for none.
+    pub actions: &'a [crate::buttons::Button],
 }
 
 /// `v1=<hex>`: the signature of `body` sent at `timestamp`.

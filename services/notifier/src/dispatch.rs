@@ -25,6 +25,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use crate::buttons::{Buttons, ForMessage};
 use crate::clock::Clock;
 use crate::delivery::{Email, Mailer, Outcome, Webhook, WebhookMessage};
 use crate::digest::{self, KpiReader};
@@ -97,6 +98,7 @@ pub struct Dispatcher {
     pub webhook: Webhook,
     pub mailer: Mailer,
     pub kpi: KpiReader,
+    pub buttons: Buttons,
 }
 
 impl Dispatcher {
@@ -512,6 +514,18 @@ impl Dispatcher {
         };
         match notification.channel.as_deref().and_then(Channel::from_name) {
             Some(Channel::Chatbot) => {
+                let locale = notification.locale.as_deref().unwrap_or("en");
+                let actions = self.buttons.of(
+                    ForMessage {
+                        notification_id: &notification.notification_id,
+                        tenant_id: &notification.tenant_id,
+                        recipient_id: &notification.recipient_id,
+                        kind: Kind::from_name(&notification.kind),
+                        params: &notification.params,
+                        locale,
+                    },
+                    self.clock.now(),
+                );
                 self.webhook
                     .send(
                         &channels.chatbot_url,
@@ -523,9 +537,10 @@ impl Dispatcher {
                             recipient_id: &notification.recipient_id,
                             chatbot_user_id: address,
                             category: &notification.category,
-                            locale: notification.locale.as_deref().unwrap_or("en"),
+                            locale,
                             subject,
                             text: body,
+                            actions: &actions,
                         },
                     )
                     .await

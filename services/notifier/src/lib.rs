@@ -9,6 +9,7 @@
 //! lists and retries notifications.
 
 mod api;
+pub mod buttons;
 pub mod causes;
 pub mod clock;
 pub mod delivery;
@@ -63,6 +64,8 @@ pub enum ServiceError {
     Templates(#[from] templates::TemplateError),
     #[error("cannot build the webhook client: {0}")]
     Webhook(#[from] reqwest::Error),
+    #[error("actions.signing_key: {0}")]
+    ActionKey(#[from] mentorstream_actions::WeakKey),
     #[error("invalid notifier.kpi_endpoint: {0}")]
     KpiEndpoint(String),
 }
@@ -147,6 +150,12 @@ pub async fn run_with_clock(
         webhook: delivery::Webhook::new(config.notifier.send_timeout)?,
         mailer: delivery::Mailer::new(config.notifier.send_timeout),
         kpi: digest::KpiReader::new(kpi, context.tenants.clone()),
+        buttons: buttons::Buttons {
+            signer: mentorstream_actions::Signer::new(
+                config.actions.signing_key.expose_secret().as_bytes(),
+            )?,
+            rating_valid_for: config.actions.rating_valid_for,
+        },
     };
     let api = api::Api {
         pool: pool.clone(),

@@ -3,6 +3,7 @@
 //! One test binary per crate, the files below its modules: on 2 cores every extra binary
 //! is another link of the whole dependency tree, and another ~90 MB on disk.
 
+mod callbacks;
 mod faults;
 mod system;
 mod truth;

@@ -32,7 +32,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_types::StatusExt as _;
 
-fn timestamp(time: DateTime<Utc>) -> Option<prost_types::Timestamp> {
+pub(crate) fn timestamp(time: DateTime<Utc>) -> Option<prost_types::Timestamp> {
     Some(prost_types::Timestamp {
         seconds: time.timestamp(),
         nanos: i32::try_from(time.timestamp_subsec_nanos()).expect("nanos"),
@@ -45,7 +45,7 @@ fn occurred_at() -> DateTime<Utc> {
     *AT.get_or_init(|| Utc::now() - chrono::Duration::minutes(5))
 }
 
-fn event(id: &str, partner_id: &str, payload: Payload) -> ActivityEvent {
+pub(crate) fn event(id: &str, partner_id: &str, payload: Payload) -> ActivityEvent {
     ActivityEvent {
         source: "crm".into(),
         source_event_id: id.into(),
@@ -56,7 +56,7 @@ fn event(id: &str, partner_id: &str, payload: Payload) -> ActivityEvent {
     }
 }
 
-fn enrolment(partner_id: &str, sponsor_id: &str) -> ActivityEvent {
+pub(crate) fn enrolment(partner_id: &str, sponsor_id: &str) -> ActivityEvent {
     event(
         &format!("enrol-{partner_id}"),
         partner_id,
@@ -88,7 +88,7 @@ fn order(order_id: &str, partner_id: &str, volume: &str) -> ActivityEvent {
     )
 }
 
-fn subject(kind: SubjectKind, id: &str) -> Option<Subject> {
+pub(crate) fn subject(kind: SubjectKind, id: &str) -> Option<Subject> {
     Some(Subject {
         kind: kind.into(),
         id: id.into(),
@@ -96,24 +96,24 @@ fn subject(kind: SubjectKind, id: &str) -> Option<Subject> {
     })
 }
 
-fn lifetime() -> Option<Window> {
+pub(crate) fn lifetime() -> Option<Window> {
     Some(Window {
         kind: WindowKind::Lifetime.into(),
         anchor: None,
     })
 }
 
-struct Clients<'s> {
-    system: &'s System,
-    ingest: IngestServiceClient<Channel>,
-    kpi: KpiServiceClient<Channel>,
-    mentorship: MentorshipServiceClient<Channel>,
+pub(crate) struct Clients<'s> {
+    pub(crate) system: &'s System,
+    pub(crate) ingest: IngestServiceClient<Channel>,
+    pub(crate) kpi: KpiServiceClient<Channel>,
+    pub(crate) mentorship: MentorshipServiceClient<Channel>,
 }
 
 impl Clients<'_> {
     /// Ingests `events`, each of which must be ACCEPTED; the moment the answer came, by when
     /// the broker had acknowledged every one.
-    async fn ingest(&mut self, events: Vec<ActivityEvent>) -> DateTime<Utc> {
+    pub(crate) async fn ingest(&mut self, events: Vec<ActivityEvent>) -> DateTime<Utc> {
         let results = self
             .ingest
             .ingest(self.system.request(IngestRequest { events }))
@@ -127,7 +127,7 @@ impl Clients<'_> {
         Utc::now()
     }
 
-    async fn scorecard(
+    pub(crate) async fn scorecard(
         &mut self,
         subject: Option<Subject>,
     ) -> Result<GetScorecardResponse, Status> {
@@ -141,7 +141,7 @@ impl Clients<'_> {
     }
 
     /// Polls only `as_of` (the tenant's scorecard) until it is at or past `accepted`.
-    async fn wait_as_of(&mut self, accepted: DateTime<Utc>) {
+    pub(crate) async fn wait_as_of(&mut self, accepted: DateTime<Utc>) {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let answer = self
@@ -189,7 +189,7 @@ impl Clients<'_> {
 
     /// Calls `call` until it succeeds; the only refusal allowed meanwhile is the retryable
     /// one for a partner the read model does not know yet. The retryable refusals seen.
-    async fn until_known<T, F, Fut>(mut call: F) -> (T, usize)
+    pub(crate) async fn until_known<T, F, Fut>(mut call: F) -> (T, usize)
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,

@@ -6,6 +6,7 @@ use crate::common;
 
 use common::{GATEWAY_SECRET, Notifier, at, timestamp};
 use hmac::{Hmac, Mac as _};
+use mentorstream_config::ExposeSecret as _;
 use mentorstream_proto::mentorship::v1::{
     SessionCancelled, SessionCompleted, SessionRescheduled, SessionScheduled, mentorship_event,
 };
@@ -141,9 +142,36 @@ async fn reminders_move_with_the_session_and_go_out_in_each_recipients_language(
         webhook.timestamp,
         at("2026-11-26T10:00:00Z").timestamp().to_string()
     );
+    // The mentee's buttons: one token for attend and reschedule, valid until the session
+    // starts, for this notification, tenant, session and partner.
+    let signer = mentorstream_actions::Signer::new(
+        notifier
+            .context
+            .config
+            .actions
+            .signing_key
+            .expose_secret()
+            .as_bytes(),
+    )
+    .expect("key");
+    let token = signer.issue(&mentorstream_actions::Claims {
+        token_id: mentee[0].notification_id.clone(),
+        tenant_id: notifier.tenant_id.clone(),
+        session_id: "s-1".into(),
+        partner_id: "p-1".into(),
+        actions: vec![
+            mentorstream_actions::Action::Attend,
+            mentorstream_actions::Action::Reschedule,
+        ],
+        expires_at: at("2026-11-27T10:00:00Z").timestamp(),
+    });
     assert_eq!(
         webhook.json(),
         json!({
+            "actions": [
+                {"action": "ATTEND", "label": "Буду", "token": token},
+                {"action": "RESCHEDULE", "label": "Прошу перенести", "token": token},
+            ],
             "notification_id": mentee[0].notification_id,
             "tenant_id": notifier.tenant_id,
             "recipient_id": "p-1",

@@ -1,0 +1,236 @@
+//! ActionService: a chat-bot button pressed, posted back with the action token its message
+//! carried, taken as the mentorship call it stands for.
+//!
+//! The token is the only credential (its path is public in the API-key layer). A verified
+//! token acts as a `write` principal of its tenant, limited to its session and partner, and
+//! the call goes through the same handler as RespondToSession or SubmitFeedback, with
+//! `request_id` = `action:<token id>`, so a retry after a crash answers what the first call
+//! did. The token's use is claimed before the call and marked complete after it: another
+//! action on the same token, or the same one after it completed, is refused as used.
+
+use chrono::Utc;
+use mentorstream_actions::{Action, Claims, Signer, TokenError};
+use mentorstream_grpc::{field_violation, refusal};
+use mentorstream_proto::mentorship::v1 as proto;
+use mentorstream_proto::mentorship::v1::action_service_server::ActionService;
+use mentorstream_proto::mentorship::v1::{
+    RedeemActionRequest, RedeemActionResponse, RespondToSessionRequest, SessionResponse,
+    SubmitFeedbackRequest,
+};
+use mentorstream_tenancy::{Principal, Scope, Scopes};
+use tonic::{Code, Request, Response, Status};
+use tracing::Instrument as _;
+
+use crate::api::{Api, unavailable};
+use crate::sessions::load;
+
+#[derive(Debug, Clone)]
+pub struct Actions {
+    pub api: Api,
+    pub signer: Signer,
+}
+
+#[tonic::async_trait]
+impl ActionService for Actions {
+    async fn redeem_action(
+        &self,
+        request: Request<RedeemActionRequest>,
+    ) -> Result<Response<RedeemActionResponse>, Status> {
+        let request = request.into_inner();
+        let span = tracing::info_span!("mentorship.action", action = request.action);
+        self.redeem(request).instrument(span).await
+    }
+}
+
+impl Actions {
+    async fn redeem(
+        &self,
+        request: RedeemActionRequest,
+    ) -> Result<Response<RedeemActionResponse>, Status> {
+        let action = action(request.action)?;
+        let claims = self
+            .signer
+            .verify(&request.token, Utc::now())
+            .map_err(|error| token_status(&error))?;
+        if !claims.actions.contains(&action) {
+            let offered: Vec<&str> = claims.actions.iter().map(|action| action.name()).collect();
+            return Err(refusal(
+                Code::PermissionDenied,
+                "ACTION_NOT_OFFERED",
+                [],
+                format!(
+                    "this token offers {}, not {}",
+                    offered.join(", "),
+                    action.name()
+                ),
+            ));
+        }
+        tracing::info!(
+            tenant_id = claims.tenant_id,
+            session_id = claims.session_id,
+            action = action.name(),
+            "button pressed"
+        );
+        self.claim(&claims, action).await?;
+        match self.take(&claims, action, &request).await {
+            Ok(()) => self.complete(&claims).await?,
+            Err(status) => {
+                self.release(&claims).await;
+                return Err(status);
+            }
+        }
+        let mut connection = self.api.pool.acquire().await.map_err(unavailable)?;
+        let session = load(
+            &mut connection,
+            &claims.tenant_id,
+            &claims.session_id,
+            false,
+        )
+        .await?;
+        Ok(Response::new(RedeemActionResponse {
+            action: request.action,
+            session_id: claims.session_id,
+            partner_id: claims.partner_id,
+            session,
+        }))
+    }
+
+    /// Records that the token is being used for `action`; refused when it was used already.
+    async fn claim(&self, claims: &Claims, action: Action) -> Result<(), Status> {
+        let claimed = sqlx::query!(
+            "INSERT INTO action_token_uses (token_id, tenant_id, action) VALUES ($1, $2, $3) \
+             ON CONFLICT (token_id) DO NOTHING",
+            claims.token_id,
+            claims.tenant_id,
+            action.name()
+        )
+        .execute(&self.api.pool)
+        .await
+        .map_err(unavailable)?;
+        if claimed.rows_affected() == 1 {
+            return Ok(());
+        }
+        let used = sqlx::query!(
+            "SELECT action, completed, used_at FROM action_token_uses WHERE token_id = $1",
+            claims.token_id
+        )
+        .fetch_optional(&self.api.pool)
+        .await
+        .map_err(unavailable)?;
+        match used {
+            // The same action, interrupted before it completed: its request_id finishes it.
+            Some(used) if !used.completed && used.action == action.name() => Ok(()),
+            Some(used) => Err(refusal(
+                Code::AlreadyExists,
+                "ACTION_TOKEN_USED",
+                [("used_for", used.action.as_str())],
+                format!(
+                    "this button was already used ({} at {}); a token works once",
+                    used.action, used.used_at
+                ),
+            )),
+            // Released meanwhile by a failed attempt: this one may try again.
+            None => Box::pin(self.claim(claims, action)).await,
+        }
+    }
+
+    async fn complete(&self, claims: &Claims) -> Result<(), Status> {
+        sqlx::query!(
+            "UPDATE action_token_uses SET completed = true WHERE token_id = $1",
+            claims.token_id
+        )
+        .execute(&self.api.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Gives an unfinished claim back, so the button can be pressed again after a refusal.
+    async fn release(&self, claims: &Claims) {
+        let released = sqlx::query!(
+            "DELETE FROM action_token_uses WHERE token_id = $1 AND NOT completed",
+            claims.token_id
+        )
+        .execute(&self.api.pool)
+        .await;
+        if let Err(error) = released {
+            tracing::warn!(%error, token_id = claims.token_id, "cannot release an action token");
+        }
+    }
+
+    /// The mentorship call the action stands for, as the token's partner.
+    async fn take(
+        &self,
+        claims: &Claims,
+        action: Action,
+        request: &RedeemActionRequest,
+    ) -> Result<(), Status> {
+        let request_id = format!("action:{}", claims.token_id);
+        match action {
+            Action::Attend | Action::Reschedule => {
+                let response = if action == Action::Attend {
+                    SessionResponse::Attending
+                } else {
+                    SessionResponse::RescheduleRequested
+                };
+                let call = acting(
+                    claims,
+                    RespondToSessionRequest {
+                        request_id,
+                        session_id: claims.session_id.clone(),
+                        mentee_id: claims.partner_id.clone(),
+                        response: response.into(),
+                    },
+                );
+                self.api.respond_to_session_invitation(call).await?;
+            }
+            Action::Rate => {
+                let call = acting(
+                    claims,
+                    SubmitFeedbackRequest {
+                        request_id,
+                        session_id: claims.session_id.clone(),
+                        mentee_id: claims.partner_id.clone(),
+                        rating: request.rating,
+                        comment: request.comment.clone(),
+                        occurred_at: None,
+                    },
+                );
+                self.api.submit_session_feedback(call).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `message` as a call of the token's tenant with the `write` scope.
+fn acting<T>(claims: &Claims, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.extensions_mut().insert(Principal {
+        tenant_id: claims.tenant_id.clone(),
+        key_id: format!("action-token:{}", claims.token_id),
+        scopes: Scopes::default().with(Scope::Write),
+    });
+    request
+}
+
+fn action(value: i32) -> Result<Action, Status> {
+    match proto::Action::try_from(value) {
+        Ok(proto::Action::Attend) => Ok(Action::Attend),
+        Ok(proto::Action::Reschedule) => Ok(Action::Reschedule),
+        Ok(proto::Action::Rate) => Ok(Action::Rate),
+        Ok(proto::Action::Unspecified) | Err(_) => Err(field_violation(
+            "action",
+            "must be ACTION_ATTEND, ACTION_RESCHEDULE or ACTION_RATE",
+        )),
+    }
+}
+
+fn token_status(error: &TokenError) -> Status {
+    let reason = match error {
+        TokenError::Malformed => "ACTION_TOKEN_MALFORMED",
+        TokenError::Forged => "ACTION_TOKEN_INVALID",
+        TokenError::Expired(_) => "ACTION_TOKEN_EXPIRED",
+    };
+    refusal(Code::Unauthenticated, reason, [], error.to_string())
+}
