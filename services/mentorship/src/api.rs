@@ -684,6 +684,15 @@ impl MentorshipService for Api {
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;
+        // No downline is an answer only for a partner that exists, as with ListUpline.
+        if rows.is_empty()
+            && request.page_token.is_empty()
+            && !crate::partners::is_enrolled(&self.pool, &tenant.tenant_id, partner_id).await?
+        {
+            return Err(Status::not_found(format!(
+                "no enrolled partner `{partner_id}`"
+            )));
+        }
         let more = rows.len() > page_size;
         let entries: Vec<DownlineEntry> = rows
             .into_iter()

@@ -159,7 +159,7 @@ impl Readiness {
     }
 }
 
-async fn is_enrolled(
+pub(crate) async fn is_enrolled(
     pool: &PgPool,
     tenant_id: &str,
     partner_id: &str,

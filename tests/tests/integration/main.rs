@@ -5,6 +5,7 @@
 
 mod callbacks;
 mod faults;
+mod isolation;
 mod openapi;
 mod system;
 mod truth;
