@@ -18,6 +18,7 @@ help:
 	@echo "make demo        stack up, build, run all services, simulate a company, live KPIs"
 	@echo "make test        stack up, fmt, clippy, buf lint/breaking, helm checks, every test"
 	@echo "make helm-check  render, lint and validate the Helm chart; invalid values refused"
+	@echo "make up | down   every service in the background, with a tenant and key (README)"
 	@echo "make stack-up | stack-down | stack-status"
 
 .PHONY: stack-up stack-down stack-status tools
@@ -86,6 +87,15 @@ bench: stack-up
 	target/release/mentorstream-bench freshness --rate 10000 --seconds 60
 	target/release/mentorstream-bench memory --partners 1000000
 	target/release/mentorstream-bench rebuild --partners 1000000 --events 10000000
+
+# Every service in the background for the README's examples; `make down` stops them.
+.PHONY: up down
+up: stack-up tools
+	cargo build --locked -p mentorstream-cli
+	@deploy/local/up.sh $(TARGET)/debug/mentorstream
+
+down:
+	@deploy/local/up.sh --down
 
 .PHONY: demo
 demo: stack-up

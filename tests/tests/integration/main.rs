@@ -4,6 +4,7 @@
 //! is another link of the whole dependency tree, and another ~90 MB on disk.
 
 mod callbacks;
+mod clients;
 mod faults;
 mod isolation;
 mod openapi;

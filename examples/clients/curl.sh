@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# HTTP/JSON with curl: enrol a partner, record an order, then read the partner's lifetime
+# scorecard once its `asOf` has passed the moment the order was accepted (every event accepted
+# before `asOf` is counted). Prints the scorecard. Needs bash, curl and coreutils.
+set -euo pipefail
+: "${MENTORSTREAM_API_KEY:?export MENTORSTREAM_API_KEY=\$(cat .stack/demo/api-key) (written by make up)}"
+ingest=${MENTORSTREAM_INGEST_URL:-http://127.0.0.1:50051}
+kpi=${MENTORSTREAM_KPI_URL:-http://127.0.0.1:50053}
+partner=${PARTNER:-curl-$(date +%s)}
+now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+
+post() { # url body
+  curl -sS --fail-with-body -H "authorization: Bearer $MENTORSTREAM_API_KEY" \
+    -H 'content-type: application/json' "$1" -d "$2"
+}
+
+post "$ingest/v1/ingest/Ingest" '{"events": [
+  {"source": "readme", "sourceEventId": "enrol-'"$partner"'", "partnerId": "'"$partner"'",
+   "occurredAt": "'"$now"'", "partnerEnrolled": {"displayName": "Curl Example"}},
+  {"source": "readme", "sourceEventId": "order-'"$partner"'", "partnerId": "'"$partner"'",
+   "occurredAt": "'"$now"'", "orderPlaced": {"orderId": "'"$partner"'", "volume": {"value": "49.50"},
+   "amount": {"amount": {"value": "99.00"}, "currencyCode": "EUR"}}}]}' >/dev/null
+accepted=$(date -u +%s%N)
+
+for _ in $(seq 1 300); do
+  # NOT_FOUND (404) until the enrolment is applied; then poll until asOf passes `accepted`.
+  if card=$(post "$kpi/v1/kpi/GetScorecard" '{"subject": {"kind": "SUBJECT_KIND_PARTNER",
+      "id": "'"$partner"'"}, "window": {"kind": "WINDOW_KIND_LIFETIME"}}' 2>/dev/null); then
+    as_of=$(grep -o '"asOf":"[^"]*"' <<<"$card" | cut -d'"' -f4)
+    if [[ -n $as_of && $(date -u -d "$as_of" +%s%N) -ge $accepted ]]; then
+      echo "$card"
+      exit 0
+    fi
+  fi
+  sleep 0.1
+done
+echo "the scorecard of $partner did not catch up" >&2
+exit 1
