@@ -118,6 +118,20 @@ pub struct Topics {
     pub mentorship: String,
     pub kpi_updates: String,
     pub kpi_signals: String,
+    /// KPI updates go to one topic per tenant, `<kpi_updates>.<tenant id>`, so that Kafka ACLs
+    /// can give each tenant's subscribers its own topic (docs/kpi-topic.md).
+    pub kpi_updates_per_tenant: bool,
+}
+
+impl Topics {
+    /// The topic that carries `tenant_id`'s KPI updates.
+    pub fn kpi_updates_of(&self, tenant_id: &str) -> String {
+        if self.kpi_updates_per_tenant {
+            format!("{}.{tenant_id}", self.kpi_updates)
+        } else {
+            self.kpi_updates.clone()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

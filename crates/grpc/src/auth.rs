@@ -28,7 +28,7 @@ const PUBLIC_PREFIXES: &[&str] = &[
 
 /// HTTP/JSON paths: their handler calls the gRPC stack with the caller's key, so the key is
 /// checked there and a refusal comes back as JSON (crate::json).
-const TRANSCODED_PREFIXES: [&str; 2] = ["/v1/", "/openapi.json"];
+const TRANSCODED_PREFIXES: [&str; 3] = ["/v1/", "/openapi.json", crate::server::DESCRIPTORS_PATH];
 
 /// Whether the gRPC method at `path` (`/package.Service/Method`) answers without an API key.
 pub fn is_public(path: &str) -> bool {

@@ -15,6 +15,9 @@ use tonic_health::pb::health_server::HealthServer;
 pub use tonic_health::server::HealthReporter;
 use tonic_health::server::HealthService;
 
+/// Where every server serves the compiled contracts, without a key.
+pub const DESCRIPTORS_PATH: &str = "/mentorstream.binpb";
+
 /// How often an idle connection is pinged, and how long a ping may go unanswered.
 const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -113,8 +116,17 @@ fn with_json(
         let document = document.clone();
         async move { ([(http::header::CONTENT_TYPE, "application/json")], document) }
     };
+    // Every contract compiled (FileDescriptorSet), for clients that build messages at run
+    // time, e.g. subscribers of the KPI topic (docs/kpi-topic.md).
+    let descriptors = || async {
+        (
+            [(http::header::CONTENT_TYPE, "application/octet-stream")],
+            mentorstream_proto::FILE_DESCRIPTOR_SET,
+        )
+    };
     let json = axum::Router::new()
         .route("/openapi.json", axum::routing::get(openapi))
+        .route(DESCRIPTORS_PATH, axum::routing::get(descriptors))
         .route("/v1/{service}/{method}", axum::routing::any(transcode));
     Ok(Routes::from(routes.into_axum_router().merge(json)))
 }

@@ -91,6 +91,16 @@ pub fn all_topics(topics: &Topics) -> Vec<TopicSpec> {
 
 /// Creates every topic of `specs` and its `.dlq` twin that does not exist yet.
 pub async fn ensure_topics(config: &KafkaConfig, specs: &[TopicSpec]) -> Result<(), KafkaError> {
+    let with_dead_letters: Vec<TopicSpec> = specs
+        .iter()
+        .flat_map(|spec| [spec.clone(), TopicSpec::new(dlq_topic(&spec.name))])
+        .collect();
+    create_topics(config, &with_dead_letters).await
+}
+
+/// Creates every topic of `specs` that does not exist yet, without dead-letter twins (for
+/// topics nobody consumes as a service: a tenant's KPI updates).
+pub async fn create_topics(config: &KafkaConfig, specs: &[TopicSpec]) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> =
         client_config(config)
             .create()
@@ -98,15 +108,15 @@ pub async fn ensure_topics(config: &KafkaConfig, specs: &[TopicSpec]) -> Result<
                 what: "admin client",
                 source,
             })?;
-    let with_dead_letters: Vec<(TopicSpec, Vec<(&str, String)>)> = specs
+    let with_configs: Vec<(TopicSpec, Vec<(&str, String)>)> = specs
         .iter()
-        .flat_map(|spec| [spec.clone(), TopicSpec::new(dlq_topic(&spec.name))])
+        .cloned()
         .map(|spec| {
             let configs = spec.configs();
             (spec, configs)
         })
         .collect();
-    let topics: Vec<NewTopic<'_>> = with_dead_letters
+    let topics: Vec<NewTopic<'_>> = with_configs
         .iter()
         .map(|(spec, configs)| {
             let replication = TopicReplication::Fixed(config.replication_factor);
@@ -148,6 +158,7 @@ mod tests {
             mentorship: "m".into(),
             kpi_updates: "u".into(),
             kpi_signals: "s".into(),
+            kpi_updates_per_tenant: false,
         };
         let configs: Vec<(String, Vec<(&str, String)>)> = all_topics(&topics)
             .into_iter()

@@ -89,7 +89,7 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
         api.clone(),
         pending_updates.clone(),
         Producer::new(&config.kafka, UPDATE_TIMEOUT)?,
-        config.kafka.topics.kpi_updates.clone(),
+        config.kafka.clone(),
         config.kpi.updates_interval,
         context.shutdown.token(),
     );

@@ -6,12 +6,13 @@
 //! keeps the latest numbers of every key. [`Hub`] reads the topic from its end and fans the
 //! updates out to this process's WatchKpis streams: a watcher sees what every replica applies.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use mentorstream_config::Config;
+use mentorstream_config::{Config, KafkaConfig};
+use mentorstream_kafka::admin::{TopicSpec, create_topics};
 use mentorstream_kafka::{
     CloudEvent, Consumer, InboundRecord, KafkaError, Message as _, OutboundRecord, PendingDelivery,
     Producer,
@@ -186,24 +187,38 @@ pub async fn publish(
     api: Api,
     pending: Arc<PendingUpdates>,
     producer: Producer,
-    topic: String,
+    kafka: KafkaConfig,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
     let mut rounds = tokio::time::interval(interval);
     rounds.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut topics = TenantTopics::default();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
             _ = rounds.tick() => {}
         }
-        let mut round = pending.take().into_iter().peekable();
+        let taken = pending.take();
+        if let Err(error) = topics.ensure(&kafka, &taken).await {
+            tracing::warn!(%error, "cannot create a tenant's KPI updates topic; retrying next round");
+            taken
+                .into_iter()
+                .for_each(|changed| pending.put_back(changed));
+            continue;
+        }
+        let topic = |changed: &Changed| kafka.topics.kpi_updates_of(&changed.tenant_id);
+        let mut round = taken.into_iter().peekable();
         // A chunk's records are enqueued, then awaited, so a round of many keys holds at most
         // a chunk of them in memory. A shutdown ends the round between chunks: what is left
         // would not be published by this process anyway once its grace period is over.
         while round.peek().is_some() && !shutdown.is_cancelled() {
             let chunk = futures::stream::iter(round.by_ref().take(PUBLISH_CHUNK))
-                .map(|changed| enqueue_update(&api, &producer, &topic, changed))
+                .map(|changed| {
+                    let topic = topic(&changed);
+                    let (api, producer) = (&api, &producer);
+                    async move { enqueue_update(api, producer, &topic, changed).await }
+                })
                 .buffer_unordered(PUBLISH_CONCURRENCY)
                 .filter_map(|enqueued| {
                     std::future::ready(match enqueued {
@@ -228,6 +243,37 @@ pub async fn publish(
         }
     }
     pending.close();
+}
+
+/// The per-tenant updates topics this process made sure exist (none with one shared topic,
+/// which every service provisions at start).
+#[derive(Debug, Default)]
+struct TenantTopics {
+    created: HashSet<String>,
+}
+
+impl TenantTopics {
+    async fn ensure(
+        &mut self,
+        kafka: &KafkaConfig,
+        changed: &HashSet<Changed>,
+    ) -> Result<(), KafkaError> {
+        if !kafka.topics.kpi_updates_per_tenant {
+            return Ok(());
+        }
+        let missing: BTreeSet<String> = changed
+            .iter()
+            .map(|changed| kafka.topics.kpi_updates_of(&changed.tenant_id))
+            .filter(|topic| !self.created.contains(topic))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let specs: Vec<TopicSpec> = missing.iter().map(TopicSpec::compacted).collect();
+        create_topics(kafka, &specs).await?;
+        self.created.extend(missing);
+        Ok(())
+    }
 }
 
 /// Computes the current scorecard of `changed` and hands it to the producer.
@@ -306,13 +352,26 @@ impl Hub {
             config.redis.key_prefix,
             uuid::Uuid::new_v4().simple()
         );
+        let topics = &config.kafka.topics;
+        // Per-tenant topics are followed by pattern (tenant ids are hex, so the shared topic's
+        // `.dlq` twin does not match). A tenant's topic appears with its first update and is
+        // found at the next metadata refresh (every second), so it is read from its beginning:
+        // nothing published before the hub was assigned it is missed. A watcher recomputes
+        // the numbers an update names, so reading an older update again is harmless.
+        let (topic, refresh, reset) = if topics.kpi_updates_per_tenant {
+            let pattern = format!("^{}\\.[0-9a-f]+$", topics.kpi_updates.replace('.', "\\."));
+            (pattern, "1000", "earliest")
+        } else {
+            (topics.kpi_updates.clone(), "300000", "latest")
+        };
         let consumer = Consumer::with_properties(
             &config.kafka,
             &group,
-            &[&config.kafka.topics.kpi_updates],
+            &[&topic],
             &[
-                ("auto.offset.reset", "latest"),
+                ("auto.offset.reset", reset),
                 ("enable.auto.commit", "false"),
+                ("topic.metadata.refresh.interval.ms", refresh),
             ],
         )?;
         let (sender, _) = broadcast::channel(HUB_CAPACITY);

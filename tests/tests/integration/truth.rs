@@ -329,21 +329,23 @@ async fn as_of_passes_each_accepted_event_and_unknown_subjects_are_not_found() {
     system.stop();
 }
 
-/// The example subscribers of kpi.updates.v1 (examples/: Rust, and Python with descriptors
-/// built by buf) print the same latest numbers of every key, the tenant's among them. Every
+/// The example subscribers of kpi.updates.v1 (examples/: Rust, and Python with the descriptors
+/// a service publishes at /mentorstream.binpb) print the same latest numbers of every key, the tenant's among them. Every
 /// change was applied before (as_of passed it) and is published within a second; the Rust one
 /// runs first and reads until the topic has been quiet for 3 s, so both see the same records.
 fn assert_the_example_subscribers_agree(system: &System) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let kafka = &system.config.kafka;
+    // The descriptors as published: served by every service.
     let descriptors = tempfile::NamedTempFile::new().expect("temp file");
-    let built = std::process::Command::new("buf")
-        .current_dir(&root)
-        .args(["build", "proto", "-o"])
+    let url = format!("{}/mentorstream.binpb", system.endpoint(Service::Kpi));
+    let output = std::process::Command::new("curl")
+        .args(["-sSf", "-o"])
         .arg(descriptors.path())
+        .arg(&url)
         .output()
-        .expect("buf (make tools)");
-    assert!(built.status.success(), "{built:?}");
+        .expect("curl");
+    assert!(output.status.success(), "{output:?}");
     let subscriber = |program: &std::path::Path, extra: &[&std::ffi::OsStr], group: &str| {
         let output = std::process::Command::new(program)
             .args(extra)

@@ -32,6 +32,10 @@ struct Aggregator {
 impl Aggregator {
     /// An aggregator on the local stack's Redis, or on `cluster`.
     async fn start(cluster: Option<&RedisCluster>) -> Self {
+        Self::start_with(cluster, |_| {}).await
+    }
+
+    async fn start_with(cluster: Option<&RedisCluster>, adjust: impl FnOnce(&mut Config)) -> Self {
         let telemetry = mentorstream_telemetry::init_for_tests();
         let mut config = Config::load(None).expect("defaults");
         config.kafka.partitions = 3;
@@ -44,6 +48,7 @@ impl Aggregator {
         }
         config.redis.key_prefix = unique("ms-test");
         config.postgres.url = fresh_database(&config, "kpi").await.into();
+        adjust(&mut config);
         let context = Context::connect(config, telemetry).await.expect("context");
         let (tenant_id, api_key) = create_tenant(&context.tenants).await;
         let listeners = Listeners::ephemeral().await.expect("listeners");
@@ -70,6 +75,85 @@ impl Aggregator {
 #[tokio::test]
 async fn scorecards_equal_the_rules_applied_to_the_records_on_the_topic() {
     scorecards_equal_the_rules(None).await;
+}
+
+/// With `kpi_updates_per_tenant`, each tenant's updates are on its own topic and only there,
+/// and WatchKpis follows them.
+#[tokio::test]
+async fn per_tenant_updates_topics_carry_only_their_tenants_keys() {
+    let aggregator = Aggregator::start_with(None, |config| {
+        config.kafka.topics.kpi_updates_per_tenant = true;
+    })
+    .await;
+    let kafka = &aggregator.context.config.kafka;
+    let tenants = &aggregator.context.tenants;
+    let globex = tenants
+        .create_tenant(mentorstream_tenancy::NewTenant {
+            name: "globex".into(),
+            time_zone: "Europe/Berlin".into(),
+            default_locale: "en-US".into(),
+        })
+        .await
+        .expect("tenant")
+        .tenant_id;
+    let globex_key = tenants
+        .create_key("globex", "read".parse().expect("scopes"))
+        .await
+        .expect("key")
+        .api_key;
+    let mut reader = Reader::connect(aggregator.addr, aggregator.api_key.clone()).await;
+    let mut globex_reader = Reader::connect(aggregator.addr, globex_key).await;
+    let lifetime = [window(WindowKind::Lifetime, None)];
+    let mut watching = watch(&mut reader, &[(SubjectKind::Tenant, "")], &lifetime).await;
+    let snapshot = watching.message().await.expect("stream").expect("snapshot");
+
+    let acme_events = produce_named_sentinels(kafka, &aggregator.tenant_id, "acme").await;
+    let globex_events = produce_named_sentinels(kafka, &globex, "globex").await;
+    wait_for(&mut reader, &acme_events).await;
+    wait_for(&mut globex_reader, &globex_events).await;
+    let changed = tokio::time::timeout(scenario::live::WAIT, watching.message())
+        .await
+        .expect("an update within the wait")
+        .expect("stream")
+        .expect("an update");
+    assert_ne!(
+        changed.update.map(|update| update.values),
+        snapshot.update.map(|update| update.values),
+        "the watcher saw acme's events counted"
+    );
+
+    for tenant in [&aggregator.tenant_id, &globex] {
+        let topic = kafka.topics.kpi_updates_of(tenant);
+        let deadline = tokio::time::Instant::now() + scenario::live::WAIT;
+        let keys = loop {
+            let keys: Vec<String> = mentorstream_testkit::read_to_end(kafka, &topic)
+                .await
+                .iter()
+                .map(|message| {
+                    use mentorstream_kafka::Message as _;
+                    String::from_utf8_lossy(message.key().expect("key")).into_owned()
+                })
+                .collect();
+            if !keys.is_empty() || tokio::time::Instant::now() > deadline {
+                break keys;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        };
+        assert!(!keys.is_empty(), "{topic} holds {tenant}'s updates");
+        let prefix = format!("{tenant}/");
+        assert!(
+            keys.iter().all(|key| key.starts_with(&prefix)),
+            "{topic} holds another tenant's keys: {keys:?}"
+        );
+    }
+    assert_eq!(
+        mentorstream_testkit::read_to_end(kafka, &kafka.topics.kpi_updates)
+            .await
+            .len(),
+        0,
+        "nothing on the shared topic"
+    );
+    aggregator.stop().await;
 }
 
 #[tokio::test]
