@@ -1,6 +1,5 @@
-//! Webhook intake against the real local stack: each test runs the ingest service in-process
-//! with its own control database, activity topic and Redis key prefix, manages sources through
-//! WebhookService (gRPC) and delivers signed payloads over HTTP, then checks the topic.
+//! Webhook intake: sources managed through WebhookService (gRPC), signed payloads delivered over
+//! HTTP, the topic checked.
 
 use std::time::Duration;
 
@@ -17,9 +16,9 @@ use mentorstream_proto::ingest::v1::{
     UpdateWebhookMappingRequest, WebhookMapping, WebhookPreset, WebhookRule,
     create_webhook_source_request, field_mapping, update_webhook_mapping_request,
 };
-use mentorstream_runtime::{Context, Listeners};
+use mentorstream_runtime::Context;
 use mentorstream_tenancy::NewTenant;
-use mentorstream_testkit::{KafkaCluster, authorized, fresh_database, unique};
+use mentorstream_testkit::{KafkaCluster, authorized};
 use serde_json::{Value, json};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -42,19 +41,8 @@ struct Source {
 
 impl Service {
     async fn start(adjust: impl FnOnce(&mut Config)) -> Self {
-        let telemetry = mentorstream_telemetry::init_for_tests();
-        let mut config = Config::load(None).expect("defaults");
-        config.kafka.partitions = 3;
-        config.kafka.topics.activity = unique("t.activity");
-        config.redis.key_prefix = unique("ms-test");
-        config.postgres.url = fresh_database(&config, "webhooks").await.into();
-        adjust(&mut config);
-        let context = Context::connect(config, telemetry).await.expect("context");
-        context.tenants.migrate().await.expect("migrate");
+        let (context, addr, served) = crate::common::start("webhooks", adjust).await;
         let api_key = admin_key(&context, "acme").await;
-        let listeners = Listeners::ephemeral().await.expect("listeners");
-        let addr = listeners.grpc_addr().expect("address");
-        let served = tokio::spawn(mentorstream_ingest::run(context.clone(), listeners));
         let admin = WebhookServiceClient::connect(format!("http://{addr}"))
             .await
             .expect("connect");

@@ -1,6 +1,4 @@
-//! The ingest service against the real local stack (make stack-up): each test runs the service
-//! in-process on port 0 with its own control database, activity topic and Redis key prefix,
-//! and checks what its gRPC API answers against what the topic really holds.
+//! IngestService: what its gRPC API answers, checked against what the topic really holds.
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -19,9 +17,9 @@ use mentorstream_proto::ingest::v1::{
     EventResult, EventStatus, IngestRequest, IngestStreamRequest, RejectionReason,
 };
 use mentorstream_redis::KeySpace;
-use mentorstream_runtime::{Context, Listeners};
+use mentorstream_runtime::Context;
 use mentorstream_tenancy::NewTenant;
-use mentorstream_testkit::{KafkaCluster, fresh_database, unique};
+use mentorstream_testkit::KafkaCluster;
 use prost::Message as _;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
@@ -42,19 +40,8 @@ struct Ingest {
 
 impl Ingest {
     async fn start(adjust: impl FnOnce(&mut Config)) -> Self {
-        let telemetry = mentorstream_telemetry::init_for_tests();
-        let mut config = Config::load(None).expect("defaults");
-        config.kafka.partitions = 3;
-        config.kafka.topics.activity = unique("t.activity");
-        config.redis.key_prefix = unique("ms-test");
-        config.postgres.url = fresh_database(&config, "ingest").await.into();
-        adjust(&mut config);
-        let context = Context::connect(config, telemetry).await.expect("context");
-        context.tenants.migrate().await.expect("migrate");
+        let (context, addr, served) = crate::common::start("ingest", adjust).await;
         let (tenant_id, api_key) = create_tenant(&context, "acme").await;
-        let listeners = Listeners::ephemeral().await.expect("listeners");
-        let addr = listeners.grpc_addr().expect("address");
-        let served = tokio::spawn(mentorstream_ingest::run(context.clone(), listeners));
         let client = IngestServiceClient::connect(format!("http://{addr}"))
             .await
             .expect("connect");
