@@ -16,13 +16,21 @@ KPI = os.environ.get("MENTORSTREAM_KPI_URL", "http://127.0.0.1:50053")
 
 
 def post(url, body):
+    """The JSON answer; 503 (UNAVAILABLE: always safe to retry) is retried after Retry-After."""
     request = urllib.request.Request(
         url,
         data=json.dumps(body).encode(),
         headers={"authorization": f"Bearer {KEY}", "content-type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        return json.load(answer)
+    for _ in range(30):
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return json.load(answer)
+        except urllib.error.HTTPError as refused:
+            if refused.code != 503:
+                raise
+            time.sleep(float(refused.headers.get("retry-after", "1")))
+    raise SystemExit(f"{url} stayed unavailable")
 
 
 def parse(text):

@@ -9,9 +9,23 @@ kpi=${MENTORSTREAM_KPI_URL:-http://127.0.0.1:50053}
 partner=${PARTNER:-curl-$(date +%s)}
 now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
+# POST a JSON body; prints the answer. A refusal is printed to stderr and fails, except 503
+# (UNAVAILABLE: always safe to retry), which is retried after its Retry-After.
 post() { # url body
-  curl -sS --fail-with-body -H "authorization: Bearer $MENTORSTREAM_API_KEY" \
-    -H 'content-type: application/json' "$1" -d "$2"
+  local answer status
+  for _ in $(seq 1 30); do
+    answer=$(curl -sS -w '\n%{http_code}' -H "authorization: Bearer $MENTORSTREAM_API_KEY" \
+      -H 'content-type: application/json' "$1" -d "$2")
+    status=${answer##*$'\n'}
+    answer=${answer%$'\n'*}
+    [[ $status == 503 ]] || break
+    sleep 1
+  done
+  if [[ $status != 200 ]]; then
+    echo "$1: HTTP $status $answer" >&2
+    return 1
+  fi
+  echo "$answer"
 }
 
 post "$ingest/v1/ingest/Ingest" '{"events": [

@@ -9,13 +9,18 @@ partner=${PARTNER:-grpcurl-$(date +%s)}
 now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 auth="authorization: Bearer $MENTORSTREAM_API_KEY"
 
-grpcurl -plaintext -H "$auth" -d '{"events": [
+# UNAVAILABLE is always safe to retry; anything else stops the script.
+until grpcurl -plaintext -H "$auth" -d '{"events": [
   {"source": "readme", "sourceEventId": "enrol-'"$partner"'", "partnerId": "'"$partner"'",
    "occurredAt": "'"$now"'", "partnerEnrolled": {"displayName": "gRPC Example"}},
   {"source": "readme", "sourceEventId": "order-'"$partner"'", "partnerId": "'"$partner"'",
    "occurredAt": "'"$now"'", "orderPlaced": {"orderId": "'"$partner"'", "volume": {"value": "49.50"},
    "amount": {"amount": {"value": "99.00"}, "currencyCode": "EUR"}}}]}' \
-  "$ingest" mentorstream.ingest.v1.IngestService/Ingest >/dev/null
+  "$ingest" mentorstream.ingest.v1.IngestService/Ingest >/dev/null 2>"${TMPDIR:-/tmp}/grpcurl.$$"; do
+  grep -q 'Code: Unavailable' "${TMPDIR:-/tmp}/grpcurl.$$" || { cat "${TMPDIR:-/tmp}/grpcurl.$$" >&2; exit 1; }
+  sleep 1
+done
+rm -f "${TMPDIR:-/tmp}/grpcurl.$$"
 accepted=$(date -u +%s%N)
 
 for _ in $(seq 1 300); do

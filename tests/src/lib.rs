@@ -145,7 +145,9 @@ impl System {
                  [mentorship]\ndatabase_url = \"{mentorship}\"\nkpi_endpoint = \"{kpi}\"\n\
                  [notifier]\ndatabase_url = \"{notifier}\"\nkpi_endpoint = \"{kpi}\"\n\
                  dispatch_interval = \"200ms\"\nsend_timeout = \"2s\"\nretry_base = \"1s\"\n\
-                 retry_max = \"5s\"\n[shutdown]\ngrace_period = \"15s\"\n",
+                 retry_max = \"5s\"\n[shutdown]\ngrace_period = \"15s\"\n\
+                 [actions]\nsigning_key = \"{action_key}\"\n",
+                action_key = uuid::Uuid::new_v4().simple().to_string().repeat(2),
                 brokers = config.kafka.brokers,
                 replicas = config.kafka.replication_factor,
                 sessions = mentorstream_testkit::SHORT_CONSUMER_SESSIONS,

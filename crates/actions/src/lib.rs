@@ -112,6 +112,15 @@ impl std::fmt::Debug for Signer {
 }
 
 impl Signer {
+    /// The signer of a configured key: none for an empty key (buttons are off), an error for
+    /// a short one.
+    pub fn configured(key: &str) -> Result<Option<Self>, WeakKey> {
+        if key.is_empty() {
+            return Ok(None);
+        }
+        Self::new(key.as_bytes()).map(Some)
+    }
+
     pub fn new(key: &[u8]) -> Result<Self, WeakKey> {
         if key.len() < MIN_SIGNING_KEY_BYTES {
             return Err(WeakKey(key.len()));
@@ -255,7 +264,13 @@ mod tests {
     }
 
     #[test]
-    fn a_short_signing_key_is_refused() {
+    fn a_short_signing_key_is_refused_and_an_empty_one_turns_buttons_off() {
         assert_eq!(Signer::new(b"short").map(|_| ()), Err(WeakKey(5)));
+        assert!(matches!(Signer::configured(""), Ok(None)));
+        assert!(matches!(Signer::configured("x"), Err(WeakKey(1))));
+        assert!(matches!(
+            Signer::configured(std::str::from_utf8(KEY).unwrap_or_default()),
+            Ok(Some(_))
+        ));
     }
 }

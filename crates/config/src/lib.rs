@@ -54,7 +54,8 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActionsConfig {
-    /// At least 32 bytes. Changing it invalidates every token already sent.
+    /// At least 32 bytes; empty turns buttons off. Changing it invalidates every token
+    /// already sent.
     pub signing_key: SecretString,
     /// How long a feedback request's rating buttons work. A reminder's buttons work until the
     /// session starts.

@@ -116,13 +116,18 @@ fn with_json(
         let document = document.clone();
         async move { ([(http::header::CONTENT_TYPE, "application/json")], document) }
     };
-    // Every contract compiled (FileDescriptorSet), for clients that build messages at run
-    // time, e.g. subscribers of the KPI topic (docs/kpi-topic.md).
-    let descriptors = || async {
-        (
-            [(http::header::CONTENT_TYPE, "application/octet-stream")],
-            mentorstream_proto::FILE_DESCRIPTOR_SET,
-        )
+    // The contracts compiled (FileDescriptorSet: every message, the services this server
+    // answers), for clients that build messages at run time, e.g. subscribers of the KPI
+    // topic (docs/kpi-topic.md).
+    let published = bytes::Bytes::from(reflection_descriptors(served));
+    let descriptors = move || {
+        let published = published.clone();
+        async move {
+            (
+                [(http::header::CONTENT_TYPE, "application/octet-stream")],
+                published,
+            )
+        }
     };
     let json = axum::Router::new()
         .route("/openapi.json", axum::routing::get(openapi))

@@ -13,6 +13,8 @@ use mentorstream_proto::mentorship::v1 as mentorship;
 use mentorstream_proto::mentorship::v1::mentorship_service_client::MentorshipServiceClient;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
+use tower::ServiceExt as _;
+use tower::util::BoxCloneSyncService;
 
 use crate::{Action, Scenario, Step, timestamp};
 
@@ -66,10 +68,17 @@ pub struct Report {
 /// The identities (source, source event id) of the events sent so far in a run.
 type Answered = HashSet<(String, String)>;
 
+/// How the driver's calls travel: gRPC, or the HTTP/JSON API ([`crate::http`]).
+pub type Transport = BoxCloneSyncService<
+    http::Request<tonic::body::Body>,
+    http::Response<tonic::body::Body>,
+    crate::http::TransportError,
+>;
+
 #[derive(Debug)]
 pub struct Driver {
-    ingest: IngestServiceClient<Channel>,
-    mentorship: MentorshipServiceClient<Channel>,
+    ingest: IngestServiceClient<Transport>,
+    mentorship: MentorshipServiceClient<Transport>,
     authorization: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
     /// Steps per second; None: as fast as possible.
     pub rate: Option<f64>,
@@ -78,15 +87,18 @@ pub struct Driver {
     pub sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
-fn channel(endpoint: &str) -> Result<Channel, DriveError> {
-    Ok(Channel::from_shared(endpoint.to_owned())
+fn channel(endpoint: &str) -> Result<Transport, DriveError> {
+    let channel = Channel::from_shared(endpoint.to_owned())
         .map_err(|error| DriveError::Endpoint {
             endpoint: endpoint.to_owned(),
             error: error.to_string(),
         })?
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(60))
-        .connect_lazy())
+        .connect_lazy();
+    Ok(BoxCloneSyncService::new(channel.map_err(|error| {
+        crate::http::TransportError(Box::new(error))
+    })))
 }
 
 /// A failure worth another try of the same call (a partner enrolled a moment ago and not yet
@@ -99,14 +111,33 @@ fn transient(status: &Status) -> bool {
 }
 
 impl Driver {
+    /// A driver calling the services over gRPC.
     pub fn new(
         ingest_endpoint: &str,
         mentorship_endpoint: &str,
         api_key: &str,
     ) -> Result<Self, DriveError> {
+        Self::with(
+            channel(ingest_endpoint)?,
+            channel(mentorship_endpoint)?,
+            api_key,
+        )
+    }
+
+    /// A driver calling the same methods through the HTTP/JSON API (`http://host:port`).
+    pub fn over_http(
+        ingest_url: &str,
+        mentorship_url: &str,
+        api_key: &str,
+    ) -> Result<Self, DriveError> {
+        let transport = |url: &str| BoxCloneSyncService::new(crate::http::JsonTransport::new(url));
+        Self::with(transport(ingest_url), transport(mentorship_url), api_key)
+    }
+
+    fn with(ingest: Transport, mentorship: Transport, api_key: &str) -> Result<Self, DriveError> {
         Ok(Self {
-            ingest: IngestServiceClient::new(channel(ingest_endpoint)?),
-            mentorship: MentorshipServiceClient::new(channel(mentorship_endpoint)?),
+            ingest: IngestServiceClient::new(ingest),
+            mentorship: MentorshipServiceClient::new(mentorship),
             authorization: format!("Bearer {api_key}")
                 .parse()
                 .map_err(|_| DriveError::Key)?,

@@ -11,6 +11,7 @@
 pub mod disorder;
 pub mod drive;
 pub mod generate;
+pub mod http;
 pub mod oracle;
 
 use std::io::{BufRead as _, Write as _};

@@ -60,6 +60,19 @@ pub enum TenancyError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+impl TenancyError {
+    /// Whether the control database could not be reached (a retry may succeed), as opposed
+    /// to a refusal or a bug.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Database(
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
+            )
+        )
+    }
+}
+
 /// Why a request's key was not accepted. The messages never say whether a key id exists.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {

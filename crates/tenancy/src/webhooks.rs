@@ -181,10 +181,20 @@ impl Tenants {
         source_id: &str,
         previous_valid_for: Duration,
     ) -> Result<(WebhookSourceRecord, String), TenancyError> {
-        // Checks the tenant before anything is written.
-        self.webhook_source(Some(tenant_id), source_id).await?;
         let (secret_id, secret) = new_secret();
         let mut transaction = self.pool.begin().await?;
+        // The tenant's source, locked: concurrent rotations take turns, each ending the
+        // secrets before it, and a deletion meanwhile is NOT_FOUND.
+        let owned = sqlx::query(
+            "SELECT 1 FROM webhook_sources WHERE source_id = $1 AND tenant_id = $2 FOR UPDATE",
+        )
+        .bind(source_id)
+        .bind(tenant_id)
+        .fetch_optional(&mut *transaction)
+        .await?;
+        if owned.is_none() {
+            return Err(TenancyError::UnknownWebhookSource(source_id.to_owned()));
+        }
         sqlx::query(
             "UPDATE webhook_secrets \
              SET expires_at = LEAST(COALESCE(expires_at, 'infinity'), now() + make_interval(secs => $2)) \

@@ -25,14 +25,20 @@ class Refused extends Error {
   }
 }
 
+// The JSON answer; 503 (UNAVAILABLE: always safe to retry) is retried after Retry-After.
 async function post<T>(url: string, body: unknown): Promise<T> {
-  const answer = await fetch(url, {
-    method: "POST",
-    headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
-    body: JSON.stringify(body),
-  });
-  if (!answer.ok) throw new Refused(answer.status, await answer.text());
-  return (await answer.json()) as T;
+  for (let attempt = 0; attempt < 30; attempt++) {
+    const answer = await fetch(url, {
+      method: "POST",
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    if (answer.ok) return (await answer.json()) as T;
+    if (answer.status !== 503) throw new Refused(answer.status, await answer.text());
+    const seconds = Number(answer.headers.get("retry-after") ?? "1");
+    await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+  }
+  throw new Error(`${url} stayed unavailable`);
 }
 
 async function main(): Promise<void> {

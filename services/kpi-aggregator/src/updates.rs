@@ -199,15 +199,19 @@ pub async fn publish(
             () = shutdown.cancelled() => break,
             _ = rounds.tick() => {}
         }
-        let taken = pending.take();
-        if let Err(error) = topics.ensure(&kafka, &taken).await {
-            tracing::warn!(%error, "cannot create a tenant's KPI updates topic; retrying next round");
-            taken
+        let topic = |changed: &Changed| kafka.topics.kpi_updates_of(&changed.tenant_id);
+        let mut taken = pending.take();
+        // A tenant whose topic cannot be created yet waits for the next round; the others go.
+        let missing = topics.ensure(&kafka, &taken).await;
+        if !missing.is_empty() {
+            let (waiting, ready): (HashSet<Changed>, HashSet<Changed>) = taken
+                .into_iter()
+                .partition(|changed| missing.contains(&topic(changed)));
+            taken = ready;
+            waiting
                 .into_iter()
                 .for_each(|changed| pending.put_back(changed));
-            continue;
         }
-        let topic = |changed: &Changed| kafka.topics.kpi_updates_of(&changed.tenant_id);
         let mut round = taken.into_iter().peekable();
         // A chunk's records are enqueued, then awaited, so a round of many keys holds at most
         // a chunk of them in memory. A shutdown ends the round between chunks: what is left
@@ -253,26 +257,34 @@ struct TenantTopics {
 }
 
 impl TenantTopics {
+    /// Creates the topics of the tenants in `changed` not created yet; the topics that could
+    /// not be (their updates wait).
     async fn ensure(
         &mut self,
         kafka: &KafkaConfig,
         changed: &HashSet<Changed>,
-    ) -> Result<(), KafkaError> {
+    ) -> BTreeSet<String> {
+        let mut failed = BTreeSet::new();
         if !kafka.topics.kpi_updates_per_tenant {
-            return Ok(());
+            return failed;
         }
         let missing: BTreeSet<String> = changed
             .iter()
             .map(|changed| kafka.topics.kpi_updates_of(&changed.tenant_id))
             .filter(|topic| !self.created.contains(topic))
             .collect();
-        if missing.is_empty() {
-            return Ok(());
+        for topic in missing {
+            match create_topics(kafka, &[TopicSpec::compacted(&topic)]).await {
+                Ok(()) => {
+                    self.created.insert(topic);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, topic, "cannot create a tenant's KPI updates topic; its updates wait");
+                    failed.insert(topic);
+                }
+            }
         }
-        let specs: Vec<TopicSpec> = missing.iter().map(TopicSpec::compacted).collect();
-        create_topics(kafka, &specs).await?;
-        self.created.extend(missing);
-        Ok(())
+        failed
     }
 }
 

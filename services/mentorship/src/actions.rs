@@ -5,8 +5,10 @@
 //! token acts as a `write` principal of its tenant, limited to its session and partner, and
 //! the call goes through the same handler as RespondToSession or SubmitFeedback, with
 //! `request_id` = `action:<token id>`, so a retry after a crash answers what the first call
-//! did. The token's use is claimed before the call and marked complete after it: another
-//! action on the same token, or the same one after it completed, is refused as used.
+//! did. The token's use is claimed by one attempt before the call and marked complete by it
+//! after: another action on the same token, or the same one after it completed, is refused as
+//! used; the same one while an attempt is under way is asked to retry, and an attempt that
+//! stayed unfinished for [`STALE_CLAIM`] (its process died) is taken over.
 
 use chrono::Utc;
 use mentorstream_actions::{Action, Claims, Signer, TokenError};
@@ -24,10 +26,14 @@ use tracing::Instrument as _;
 use crate::api::{Api, unavailable};
 use crate::sessions::load;
 
+/// How long an unfinished claim belongs to its attempt before another may take it over.
+const STALE_CLAIM: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[derive(Debug, Clone)]
 pub struct Actions {
     pub api: Api,
-    pub signer: Signer,
+    /// None while `actions.signing_key` is empty: every token is refused.
+    pub signer: Option<Signer>,
 }
 
 #[tonic::async_trait]
@@ -48,8 +54,15 @@ impl Actions {
         request: RedeemActionRequest,
     ) -> Result<Response<RedeemActionResponse>, Status> {
         let action = action(request.action)?;
-        let claims = self
-            .signer
+        let signer = self.signer.as_ref().ok_or_else(|| {
+            refusal(
+                Code::FailedPrecondition,
+                "ACTIONS_NOT_CONFIGURED",
+                [],
+                "chat-bot buttons are off here: actions.signing_key is not set",
+            )
+        })?;
+        let claims = signer
             .verify(&request.token, Utc::now())
             .map_err(|error| token_status(&error))?;
         if !claims.actions.contains(&action) {
@@ -71,11 +84,11 @@ impl Actions {
             action = action.name(),
             "button pressed"
         );
-        self.claim(&claims, action).await?;
+        let attempt = self.claim(&claims, action).await?;
         match self.take(&claims, action, &request).await {
-            Ok(()) => self.complete(&claims).await?,
+            Ok(()) => self.complete(&claims, &attempt).await?,
             Err(status) => {
-                self.release(&claims).await;
+                self.release(&claims, &attempt).await;
                 return Err(status);
             }
         }
@@ -89,67 +102,108 @@ impl Actions {
         .await?;
         Ok(Response::new(RedeemActionResponse {
             action: request.action,
+            session: session.map(|session| as_seen_by(session, &claims.partner_id)),
             session_id: claims.session_id,
             partner_id: claims.partner_id,
-            session,
         }))
     }
 
-    /// Records that the token is being used for `action`; refused when it was used already.
-    async fn claim(&self, claims: &Claims, action: Action) -> Result<(), Status> {
-        let claimed = sqlx::query!(
-            "INSERT INTO action_token_uses (token_id, tenant_id, action) VALUES ($1, $2, $3) \
-             ON CONFLICT (token_id) DO NOTHING",
-            claims.token_id,
-            claims.tenant_id,
-            action.name()
-        )
-        .execute(&self.api.pool)
-        .await
-        .map_err(unavailable)?;
-        if claimed.rows_affected() == 1 {
-            return Ok(());
-        }
-        let used = sqlx::query!(
-            "SELECT action, completed, used_at FROM action_token_uses WHERE token_id = $1",
-            claims.token_id
-        )
-        .fetch_optional(&self.api.pool)
-        .await
-        .map_err(unavailable)?;
-        match used {
-            // The same action, interrupted before it completed: its request_id finishes it.
-            Some(used) if !used.completed && used.action == action.name() => Ok(()),
-            Some(used) => Err(refusal(
-                Code::AlreadyExists,
-                "ACTION_TOKEN_USED",
-                [("used_for", used.action.as_str())],
-                format!(
-                    "this button was already used ({} at {}); a token works once",
-                    used.action, used.used_at
-                ),
-            )),
-            // Released meanwhile by a failed attempt: this one may try again.
-            None => Box::pin(self.claim(claims, action)).await,
+    /// Records that this attempt uses the token for `action`: its attempt id. Refused when
+    /// the token was used, or is being used for another action.
+    async fn claim(&self, claims: &Claims, action: Action) -> Result<String, Status> {
+        let attempt = uuid::Uuid::new_v4().simple().to_string();
+        let stale = chrono::Duration::from_std(STALE_CLAIM).unwrap_or_default();
+        loop {
+            let claimed = sqlx::query!(
+                "INSERT INTO action_token_uses (token_id, tenant_id, action, attempt) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (token_id) DO NOTHING",
+                claims.token_id,
+                claims.tenant_id,
+                action.name(),
+                attempt
+            )
+            .execute(&self.api.pool)
+            .await
+            .map_err(unavailable)?;
+            if claimed.rows_affected() == 1 {
+                return Ok(attempt);
+            }
+            let Some(used) = sqlx::query!(
+                "SELECT action, completed, used_at, attempt FROM action_token_uses \
+                 WHERE token_id = $1",
+                claims.token_id
+            )
+            .fetch_optional(&self.api.pool)
+            .await
+            .map_err(unavailable)?
+            else {
+                // Released meanwhile by a failed attempt: claim it again.
+                continue;
+            };
+            if used.completed || used.action != action.name() {
+                return Err(refusal(
+                    Code::AlreadyExists,
+                    "ACTION_TOKEN_USED",
+                    [("used_for", used.action.as_str())],
+                    format!(
+                        "this button was already used ({} at {}); a token works once",
+                        used.action, used.used_at
+                    ),
+                ));
+            }
+            if Utc::now() - used.used_at < stale {
+                return Err(mentorstream_grpc::retry_later(
+                    "this button's action is being taken right now; retry",
+                    "ACTION_IN_PROGRESS",
+                    mentorstream_grpc::RETRY_AFTER,
+                    [],
+                ));
+            }
+            // The same action, left unfinished by an attempt that died: its request_id lets
+            // this one finish it.
+            let taken = sqlx::query!(
+                "UPDATE action_token_uses SET attempt = $2, used_at = now() \
+                 WHERE token_id = $1 AND attempt = $3 AND NOT completed",
+                claims.token_id,
+                attempt,
+                used.attempt
+            )
+            .execute(&self.api.pool)
+            .await
+            .map_err(unavailable)?;
+            if taken.rows_affected() == 1 {
+                return Ok(attempt);
+            }
         }
     }
 
-    async fn complete(&self, claims: &Claims) -> Result<(), Status> {
-        sqlx::query!(
-            "UPDATE action_token_uses SET completed = true WHERE token_id = $1",
-            claims.token_id
+    async fn complete(&self, claims: &Claims, attempt: &str) -> Result<(), Status> {
+        let completed = sqlx::query!(
+            "UPDATE action_token_uses SET completed = true WHERE token_id = $1 AND attempt = $2",
+            claims.token_id,
+            attempt
         )
         .execute(&self.api.pool)
         .await
         .map_err(unavailable)?;
+        if completed.rows_affected() == 0 {
+            // Taken over after STALE_CLAIM: the other attempt, with the same request_id,
+            // completes it.
+            tracing::warn!(
+                token_id = claims.token_id,
+                "an action token's claim was taken over"
+            );
+        }
         Ok(())
     }
 
-    /// Gives an unfinished claim back, so the button can be pressed again after a refusal.
-    async fn release(&self, claims: &Claims) {
+    /// Gives this attempt's unfinished claim back, so the button can be pressed again after a
+    /// refusal.
+    async fn release(&self, claims: &Claims, attempt: &str) {
         let released = sqlx::query!(
-            "DELETE FROM action_token_uses WHERE token_id = $1 AND NOT completed",
-            claims.token_id
+            "DELETE FROM action_token_uses WHERE token_id = $1 AND attempt = $2 AND NOT completed",
+            claims.token_id,
+            attempt
         )
         .execute(&self.api.pool)
         .await;
@@ -201,6 +255,18 @@ impl Actions {
         }
         Ok(())
     }
+}
+
+/// `session` as its partner may see it: their own place in it, no notes, no other mentees.
+fn as_seen_by(mut session: proto::Session, partner_id: &str) -> proto::Session {
+    session.notes.clear();
+    session.cancel_reason.clear();
+    session.mentee_ids.retain(|mentee| mentee == partner_id);
+    session.attendee_ids.retain(|mentee| mentee == partner_id);
+    session
+        .responses
+        .retain(|response| response.mentee_id == partner_id);
+    session
 }
 
 /// `message` as a call of the token's tenant with the `write` scope.

@@ -179,7 +179,10 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
             topic: config.kafka.topics.activity.clone(),
         },
     };
-    let signer = Signer::new(config.actions.signing_key.expose_secret().as_bytes())?;
+    let signer = Signer::configured(config.actions.signing_key.expose_secret())?;
+    if signer.is_none() {
+        tracing::warn!("actions.signing_key is empty: chat-bot buttons are refused");
+    }
     let actions = ActionServiceServer::new(actions::Actions {
         api: api.clone(),
         signer,

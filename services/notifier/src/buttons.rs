@@ -16,7 +16,8 @@ use crate::kinds::Kind;
 
 #[derive(Debug, Clone)]
 pub struct Buttons {
-    pub signer: Signer,
+    /// None while `actions.signing_key` is empty: messages carry no buttons.
+    pub signer: Option<Signer>,
     pub rating_valid_for: Duration,
 }
 
@@ -47,6 +48,9 @@ impl Buttons {
     /// The buttons of `message` at `now`; none for kinds without an answer or a session that
     /// has started.
     pub fn of(&self, message: ForMessage<'_>, now: DateTime<Utc>) -> Vec<Button> {
+        let Some(signer) = &self.signer else {
+            return Vec::new();
+        };
         let Some(session_id) = message.params["session_id"].as_str() else {
             return Vec::new();
         };
@@ -74,7 +78,7 @@ impl Buttons {
             actions: actions.clone(),
             expires_at: expires_at.timestamp(),
         };
-        let token = self.signer.issue(&claims);
+        let token = signer.issue(&claims);
         let russian = message.locale.starts_with("ru");
         actions
             .into_iter()
@@ -106,9 +110,13 @@ mod tests {
 
     fn buttons() -> Buttons {
         Buttons {
-            signer: Signer::new(b"0123456789abcdef0123456789abcdef").expect("key"),
+            signer: Some(Signer::new(b"0123456789abcdef0123456789abcdef").expect("key")),
             rating_valid_for: Duration::from_secs(7 * 24 * 3600),
         }
+    }
+
+    fn signer() -> Signer {
+        buttons().signer.expect("a signer")
     }
 
     fn at(text: &str) -> DateTime<Utc> {
@@ -140,10 +148,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             [("ATTEND", "Буду"), ("RESCHEDULE", "Прошу перенести")]
         );
-        let claims = buttons()
-            .signer
-            .verify(&offered[0].token, now)
-            .expect("valid");
+        let claims = signer().verify(&offered[0].token, now).expect("valid");
         assert_eq!(
             claims,
             Claims {
@@ -177,10 +182,7 @@ mod tests {
             (offered[0].action, offered[0].label),
             ("RATE", "Rate the session")
         );
-        let claims = buttons()
-            .signer
-            .verify(&offered[0].token, now)
-            .expect("valid");
+        let claims = signer().verify(&offered[0].token, now).expect("valid");
         assert_eq!(claims.expires_at, at("2026-12-08T10:00:00Z").timestamp());
         assert_eq!(
             buttons().of(message(Kind::FirstSale, &params, "en"), now),

@@ -151,8 +151,8 @@ pub async fn run_with_clock(
         mailer: delivery::Mailer::new(config.notifier.send_timeout),
         kpi: digest::KpiReader::new(kpi, context.tenants.clone()),
         buttons: buttons::Buttons {
-            signer: mentorstream_actions::Signer::new(
-                config.actions.signing_key.expose_secret().as_bytes(),
+            signer: mentorstream_actions::Signer::configured(
+                config.actions.signing_key.expose_secret(),
             )?,
             rating_valid_for: config.actions.rating_valid_for,
         },

@@ -270,7 +270,7 @@ pub fn status(error: TenancyError) -> Status {
             [],
             error.to_string(),
         ),
-        error => {
+        error if error.is_transient() => {
             tracing::warn!(%error, "control database");
             retry_later(
                 "cannot reach the control database right now; retry",
@@ -278,6 +278,10 @@ pub fn status(error: TenancyError) -> Status {
                 mentorstream_grpc::RETRY_AFTER,
                 [],
             )
+        }
+        error => {
+            tracing::error!(%error, "control database");
+            Status::internal("internal error; see the service log")
         }
     }
 }

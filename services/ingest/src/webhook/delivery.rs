@@ -50,8 +50,20 @@ async fn deliver(
     State(deliveries): State<Deliveries>,
     Path(source_id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> http::Response<tonic::body::Body> {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            metrics::webhook("refused");
+            return refusal_response(&field_violation(
+                "body",
+                format!(
+                    "cannot be read ({rejection}); a delivery is at most {MAX_BODY_BYTES} bytes"
+                ),
+            ));
+        }
+    };
     let span = tracing::info_span!(
         "ingest.webhook",
         source_id,

@@ -49,8 +49,8 @@ pub fn verify<'s>(
         .timestamp
         .parse()
         .map_err(|_| Unverified::MalformedTimestamp(headers.timestamp.to_owned()))?;
-    let skew = timestamp - now.timestamp();
-    if skew.abs() > TOLERANCE_SECS {
+    let skew = timestamp.saturating_sub(now.timestamp());
+    if skew.unsigned_abs() > TOLERANCE_SECS.unsigned_abs() {
         return Err(Unverified::OutsideWindow { timestamp, skew });
     }
     let signatures: Vec<Vec<u8>> = headers
@@ -191,6 +191,18 @@ mod tests {
                     .to_owned()
             )
         );
+    }
+
+    #[test]
+    fn an_extreme_timestamp_is_outside_the_window_not_an_overflow() {
+        let extreme = Headers {
+            timestamp: "-9223372036854775808",
+            ..headers(SIGNATURE)
+        };
+        assert!(matches!(
+            verify(extreme, BODY, [SECRET], at(1_614_265_330)),
+            Err(Unverified::OutsideWindow { .. })
+        ));
     }
 
     #[test]

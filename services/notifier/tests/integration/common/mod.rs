@@ -79,6 +79,7 @@ impl Notifier {
         config.notifier.retry_base = Duration::from_secs(10);
         config.notifier.retry_max = Duration::from_secs(60);
         config.notifier.max_attempts = 3;
+        config.actions.signing_key = "notifier-test-action-signing-key-0123456789".into();
         config.postgres.url = fresh_database(&config, "control").await.into();
         config.notifier.database_url = fresh_database(&config, "notifier").await.into();
         let kpi_listeners = if aggregator {
