@@ -19,6 +19,10 @@ umask 077
 echo "$key" > "$state/api-key"
 echo "demo tenant $name ($tenant_id); its API key is in $state/api-key"
 
+# Chat-bot buttons need a signing key shared by the notifier and mentorship (no default:
+# a known one would let anyone forge them); one per machine, kept with the demo state.
+[ -s "$state/action-signing-key" ] || (umask 077 && head -c 48 /dev/urandom | base64 -w0 >"$state/action-signing-key")
+export MENTORSTREAM__ACTIONS__SIGNING_KEY=$(cat "$state/action-signing-key")
 "$bin" up > "$state/up.log" 2>&1 &
 up=$!
 simulate=

@@ -34,6 +34,10 @@ else
     >/dev/null 2>&1 || true
   key=$("$bin" admin create-key --tenant readme --scopes ingest,read,write,admin --json | field api_key)
   (umask 077 && echo "$key" >"$state/api-key")
+# Chat-bot buttons need a signing key shared by the notifier and mentorship (no default:
+# a known one would let anyone forge them); one per machine, kept with the demo state.
+[ -s "$state/action-signing-key" ] || (umask 077 && head -c 48 /dev/urandom | base64 -w0 >"$state/action-signing-key")
+export MENTORSTREAM__ACTIONS__SIGNING_KEY=$(cat "$state/action-signing-key")
   nohup "$bin" up >"$state/up.log" 2>&1 &
   echo $! >"$pidfile"
   for _ in $(seq 1 120); do
