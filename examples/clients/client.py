@@ -63,7 +63,8 @@ def main():
             if refused.code != 404:  # NOT_FOUND until the enrolment is applied
                 raise
         else:
-            if parse(card["asOf"]) >= accepted:
+            # No asOf yet right after the services start: nothing is known to be applied.
+            if "asOf" in card and parse(card["asOf"]) >= accepted:
                 values = {value["metric"]: value for value in card["values"]}
                 orders = values["METRIC_ORDERS"]["count"]
                 volume = values["METRIC_SALES_VOLUME"]["decimal"]["value"]

@@ -40,7 +40,8 @@ for _ in $(seq 1 300); do
   # NOT_FOUND (404) until the enrolment is applied; then poll until asOf passes `accepted`.
   if card=$(post "$kpi/v1/kpi/GetScorecard" '{"subject": {"kind": "SUBJECT_KIND_PARTNER",
       "id": "'"$partner"'"}, "window": {"kind": "WINDOW_KIND_LIFETIME"}}' 2>/dev/null); then
-    as_of=$(grep -o '"asOf":"[^"]*"' <<<"$card" | cut -d'"' -f4)
+    # No asOf yet right after the services start: nothing is known to be applied.
+    as_of=$(grep -o '"asOf":"[^"]*"' <<<"$card" | cut -d'"' -f4 || true)
     if [[ -n $as_of && $(date -u -d "$as_of" +%s%N) -ge $accepted ]]; then
       echo "$card"
       exit 0

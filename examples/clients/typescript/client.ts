@@ -12,7 +12,7 @@ interface MetricValue {
   decimal?: { value: string };
 }
 interface Scorecard {
-  asOf: string;
+  asOf?: string; // absent right after the services start: nothing is known to be applied
   values: MetricValue[];
 }
 interface IngestResponse {
@@ -68,7 +68,7 @@ async function main(): Promise<void> {
         window: { kind: "WINDOW_KIND_LIFETIME" },
       });
       // Milliseconds are enough: asOf's extra digits only make it later.
-      if (Date.parse(card.asOf) >= accepted) {
+      if (card.asOf !== undefined && Date.parse(card.asOf) >= accepted) {
         const value = (metric: string) => card.values.find((entry) => entry.metric === metric);
         const orders = value("METRIC_ORDERS")?.count;
         const volume = value("METRIC_SALES_VOLUME")?.decimal?.value;
