@@ -282,6 +282,19 @@ impl System {
         String::from_utf8(output.stdout).unwrap()
     }
 
+    /// A new key of the system's tenant with every scope (ingest, read, write, admin).
+    pub fn key_with_every_scope(&self) -> String {
+        let key = self.cli_json(&[
+            "admin",
+            "create-key",
+            "--tenant",
+            "acme",
+            "--scopes",
+            "ingest,read,write,admin",
+        ]);
+        key["api_key"].as_str().unwrap().to_owned()
+    }
+
     pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
         let mut args = args.to_vec();
         args.push("--json");

@@ -71,15 +71,7 @@ fn numbers(scorecard: &str) -> (String, String) {
 #[tokio::test]
 async fn the_readme_client_examples_print_the_numbers_they_caused() {
     let mut system = System::start(false).await;
-    let key = system.cli_json(&[
-        "admin",
-        "create-key",
-        "--tenant",
-        "acme",
-        "--scopes",
-        "ingest,read,write,admin",
-    ]);
-    let key = key["api_key"].as_str().expect("key").to_owned();
+    let key = system.key_with_every_scope();
     let root = root();
     let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
     for command in [

@@ -605,7 +605,7 @@ async fn a_key_of_one_tenant_reads_and_writes_nothing_of_another_on_any_route() 
     let http = Http {
         client: reqwest::Client::new(),
     };
-    let key_a = key_of(&system, "acme");
+    let key_a = system.key_with_every_scope();
     let ids = seed_tenant_a(&system, &http, &key_a).await;
     system.cli_json(&[
         "admin",

@@ -13,12 +13,7 @@ use mentorstream_sim::{Payload, SimConfig, generate};
 #[tokio::test]
 async fn a_messy_stream_gives_the_oracles_kpis_and_each_notification_once() {
     let mut system = System::start(false).await;
-    let scenario = generate(&SimConfig {
-        seed: 2026,
-        partners: 100,
-        days: 20,
-        end: chrono::Utc::now(),
-    });
+    let scenario = company();
     let partners: Vec<String> = scenario
         .activity()
         .filter(|(_, activity)| matches!(activity.payload, Payload::Enrolled { .. }))
@@ -66,12 +61,7 @@ async fn a_messy_stream_gives_the_oracles_kpis_and_each_notification_once() {
 #[tokio::test]
 async fn the_same_messy_stream_over_http_json_gives_the_oracles_kpis() {
     let mut system = System::start(false).await;
-    let scenario = generate(&SimConfig {
-        seed: 2026,
-        partners: 100,
-        days: 20,
-        end: chrono::Utc::now(),
-    });
+    let scenario = company();
     let driver = mentorstream_sim::Driver::over_http(
         &system.endpoint(Service::Ingest),
         &system.endpoint(Service::Mentorship),
@@ -80,6 +70,16 @@ async fn the_same_messy_stream_over_http_json_gives_the_oracles_kpis() {
     .expect("driver");
     check_against_the_oracle(&system, &scenario, driver).await;
     system.stop();
+}
+
+/// The company both tests send: 100 partners over the last 20 days, seed 2026.
+fn company() -> mentorstream_sim::Scenario {
+    generate(&SimConfig {
+        seed: 2026,
+        partners: 100,
+        days: 20,
+        end: chrono::Utc::now(),
+    })
 }
 
 /// Sends `scenario` disordered (duplicates, conflicting replays, out of order, late) with
