@@ -80,6 +80,22 @@ pub struct Consumer {
     group: String,
     /// The last offset stored (applied) per (topic, partition) by this process.
     stored: Arc<std::sync::Mutex<HashMap<(String, i32), i64>>>,
+    /// The group's committed offsets of the assignment, as last asked (see [`Committed`]).
+    committed: Arc<std::sync::Mutex<Committed>>,
+}
+
+/// How often the group's committed offsets are asked again, at most.
+const COMMITTED_REFRESH: Duration = Duration::from_secs(5);
+
+/// The group's committed offsets, asked in the background (the call takes seconds) and kept:
+/// a committed offset only grows, so an old answer can only make a partition look less read
+/// than it is, never more. They say where a partition that delivered nothing since its
+/// assignment was read to, which the consumer's position cannot.
+#[derive(Debug, Default)]
+struct Committed {
+    offsets: HashMap<(String, i32), i64>,
+    asked_at: Option<std::time::Instant>,
+    asking: bool,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -176,6 +192,7 @@ impl Consumer {
             inner: Arc::new(inner),
             group: group.to_owned(),
             stored: Arc::default(),
+            committed: Arc::default(),
         })
     }
 
@@ -243,10 +260,13 @@ impl Consumer {
     }
 
     /// The assigned partitions this consumer has read to their end: its position is at the
-    /// partition's high watermark, or it has no position yet and the partition is empty (asked
-    /// of the broker, off the async threads).
+    /// partition's high watermark, or it has no position yet (nothing delivered since the
+    /// assignment) and the partition is empty or the group committed it to its end, as last
+    /// asked (asked of the broker, off the async threads).
     pub async fn drained(&self) -> Vec<(String, i32)> {
+        self.ask_committed_in_background();
         let inner = Arc::clone(&self.inner);
+        let committed = Arc::clone(&self.committed);
         let asked = tokio::task::spawn_blocking(move || {
             let Ok(positions) = inner.position() else {
                 return Vec::new();
@@ -260,13 +280,64 @@ impl Consumer {
                         .ok()?;
                     let drained = match entry.offset() {
                         Offset::Offset(position) => position >= high,
-                        _ => low == high,
+                        // Nothing delivered since the assignment: empty, or committed to its
+                        // end by the group (before a restart or a rebalance).
+                        _ => {
+                            low == high
+                                || committed
+                                    .lock()
+                                    .ok()
+                                    .and_then(|committed| {
+                                        committed
+                                            .offsets
+                                            .get(&(entry.topic().to_owned(), entry.partition()))
+                                            .copied()
+                                    })
+                                    .is_some_and(|committed| committed >= high)
+                        }
                     };
                     drained.then(|| (entry.topic().to_owned(), entry.partition()))
                 })
                 .collect()
         });
         asked.await.unwrap_or_default()
+    }
+
+    /// Asks the group's committed offsets of the assignment, off the async threads, unless an
+    /// answer is younger than [`COMMITTED_REFRESH`] or a question is out.
+    fn ask_committed_in_background(&self) {
+        {
+            let Ok(mut state) = self.committed.lock() else {
+                return;
+            };
+            if state.asking
+                || state
+                    .asked_at
+                    .is_some_and(|asked| asked.elapsed() < COMMITTED_REFRESH)
+            {
+                return;
+            }
+            state.asking = true;
+        }
+        let (inner, committed) = (Arc::clone(&self.inner), Arc::clone(&self.committed));
+        tokio::task::spawn_blocking(move || {
+            let answer = inner.committed(WATERMARK_TIMEOUT);
+            let Ok(mut state) = committed.lock() else {
+                return;
+            };
+            state.asking = false;
+            state.asked_at = Some(std::time::Instant::now());
+            let Ok(answer) = answer else {
+                return;
+            };
+            for entry in answer.elements() {
+                if let Offset::Offset(offset) = entry.offset() {
+                    let key = (entry.topic().to_owned(), entry.partition());
+                    let known = state.offsets.entry(key).or_insert(offset);
+                    *known = (*known).max(offset);
+                }
+            }
+        });
     }
 
     /// Whether every record of every partition of `topic` that the broker held when asked is

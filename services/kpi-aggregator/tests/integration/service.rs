@@ -63,6 +63,26 @@ impl Aggregator {
         }
     }
 
+    /// Stops this process and starts another with the same configuration (same group, topics,
+    /// Redis and tenant), as a deployment's restart does.
+    async fn restart(self) -> Self {
+        let config = Config::clone(&self.context.config);
+        let (api_key, tenant_id) = (self.api_key.clone(), self.tenant_id.clone());
+        self.stop().await;
+        let telemetry = mentorstream_telemetry::init_for_tests();
+        let context = Context::connect(config, telemetry).await.expect("context");
+        let listeners = Listeners::ephemeral().await.expect("listeners");
+        let addr = listeners.grpc_addr().expect("address");
+        let served = tokio::spawn(mentorstream_kpi_aggregator::run(context.clone(), listeners));
+        Self {
+            addr,
+            api_key,
+            tenant_id,
+            context,
+            served,
+        }
+    }
+
     async fn stop(self) {
         self.context.shutdown.trigger();
         self.served
@@ -75,6 +95,17 @@ impl Aggregator {
 #[tokio::test]
 async fn scorecards_equal_the_rules_applied_to_the_records_on_the_topic() {
     scorecards_equal_the_rules(None).await;
+}
+
+/// Waits until the service answers, which it does once its topics exist.
+async fn wait_until_serving(reader: &mut Reader) {
+    while reader
+        .scorecard(SubjectKind::Tenant, "", window(WindowKind::Lifetime, None))
+        .await
+        .is_err()
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// With `kpi_updates_per_tenant`, each tenant's updates are on its own topic and only there,
@@ -102,6 +133,7 @@ async fn per_tenant_updates_topics_carry_only_their_tenants_keys() {
         .expect("key")
         .api_key;
     let mut reader = Reader::connect(aggregator.addr, aggregator.api_key.clone()).await;
+    wait_until_serving(&mut reader).await;
     let mut globex_reader = Reader::connect(aggregator.addr, globex_key).await;
     let lifetime = [window(WindowKind::Lifetime, None)];
     let mut watching = watch(&mut reader, &[(SubjectKind::Tenant, "")], &lifetime).await;
@@ -153,6 +185,43 @@ async fn per_tenant_updates_topics_carry_only_their_tenants_keys() {
         0,
         "nothing on the shared topic"
     );
+    aggregator.stop().await;
+}
+
+/// After a restart, a partition that delivers nothing new is still known to be read to its end
+/// (its group committed it there), so `as_of` passes the restart without any new record.
+#[tokio::test]
+async fn as_of_passes_a_restart_that_brings_no_new_records() {
+    let aggregator = Aggregator::start(None).await;
+    let kafka = aggregator.context.config.kafka.clone();
+    let mut reader = Reader::connect(aggregator.addr, aggregator.api_key.clone()).await;
+    wait_until_serving(&mut reader).await;
+    // The tenant's partition of the activity topic holds records; the others are empty.
+    let sentinels = produce_sentinels(&kafka, &aggregator.tenant_id).await;
+    wait_for(&mut reader, &sentinels).await;
+
+    let aggregator = aggregator.restart().await;
+    let restarted = chrono::Utc::now();
+    let mut reader = Reader::connect(aggregator.addr, aggregator.api_key.clone()).await;
+    let deadline = tokio::time::Instant::now() + scenario::live::WAIT;
+    loop {
+        let as_of = reader
+            .scorecard(SubjectKind::Tenant, "", window(WindowKind::Lifetime, None))
+            .await
+            .ok()
+            .and_then(|answer| answer.as_of)
+            .and_then(|at| {
+                chrono::DateTime::from_timestamp(at.seconds, u32::try_from(at.nanos).unwrap_or(0))
+            });
+        if as_of.is_some_and(|as_of| as_of >= restarted) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "as_of stayed at {as_of:?}, before the restart at {restarted}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     aggregator.stop().await;
 }
 
