@@ -282,13 +282,14 @@ impl System {
         String::from_utf8(output.stdout).unwrap()
     }
 
-    /// A new key of the system's tenant with every scope (ingest, read, write, admin).
-    pub fn key_with_every_scope(&self) -> String {
+    /// A new key of `tenant` (the system's is `acme`) with every scope (ingest, read, write,
+    /// admin).
+    pub fn key_with_every_scope(&self, tenant: &str) -> String {
         let key = self.cli_json(&[
             "admin",
             "create-key",
             "--tenant",
-            "acme",
+            tenant,
             "--scopes",
             "ingest,read,write,admin",
         ]);

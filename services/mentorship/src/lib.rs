@@ -5,6 +5,19 @@
 //! feedback, modules, and development plans whose goals follow the aggregator's signals
 //! ([`plans`]).
 
+/// Begins a mutation of `$method` or returns the answer its `request_id` already got.
+macro_rules! begin {
+    ($api:expr, $tenant:expr, $request_id:expr, $method:literal, $answer:ty) => {
+        match $crate::db::begin::<$answer>(&$api.pool, &$tenant.tenant_id, $request_id, $method)
+            .await
+            .map_err($crate::api::db_status)?
+        {
+            $crate::db::Begun::Answered(answer) => return Ok(::tonic::Response::new(answer)),
+            $crate::db::Begun::Fresh(transaction) => transaction,
+        }
+    };
+}
+
 pub mod actions;
 mod api;
 pub mod db;

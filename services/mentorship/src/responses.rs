@@ -9,7 +9,7 @@ use mentorstream_tenancy::Scope;
 use tonic::{Code, Request, Response, Status};
 
 use crate::api::{Api, request_id, text, unavailable};
-use crate::db::{self, Begun};
+use crate::db;
 use crate::sessions::{load, times};
 
 /// The stored name of an answer.
@@ -50,18 +50,13 @@ impl Api {
                 )
             })?;
         let tenant_id = tenant.tenant_id.as_str();
-        let mut transaction = match db::begin::<RespondToSessionResponse>(
-            &self.pool,
-            tenant_id,
+        let mut transaction = begin!(
+            self,
+            tenant,
             request_id,
             "RespondToSession",
-        )
-        .await
-        .map_err(crate::api::db_status)?
-        {
-            Begun::Answered(answer) => return Ok(Response::new(answer)),
-            Begun::Fresh(transaction) => transaction,
-        };
+            RespondToSessionResponse
+        );
         let session = Self::scheduled(&mut transaction, tenant_id, session_id).await?;
         let (starts_at, _) = times(&session);
         if starts_at <= Utc::now() {

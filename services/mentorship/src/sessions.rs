@@ -415,7 +415,6 @@ use mentorstream_tenancy::Scope;
 use tonic::{Request, Response};
 
 use crate::api::{Api, db_status, occurred_at, page_size, request_id, text};
-use crate::db::Begun;
 
 /// What a session change names as it ends.
 struct SessionChange<'a> {
@@ -460,19 +459,6 @@ impl Api {
         self.relay.notify_one();
         Ok(Response::new(answer))
     }
-}
-
-/// Begins a mutation or returns its first answer.
-macro_rules! begin {
-    ($api:expr, $tenant:expr, $request_id:expr, $method:literal, $answer:ty) => {
-        match db::begin::<$answer>(&$api.pool, &$tenant.tenant_id, $request_id, $method)
-            .await
-            .map_err(db_status)?
-        {
-            Begun::Answered(answer) => return Ok(Response::new(answer)),
-            Begun::Fresh(transaction) => transaction,
-        }
-    };
 }
 
 impl Api {

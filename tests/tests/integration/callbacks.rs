@@ -15,8 +15,8 @@ use mentorstream_proto::kpi::v1::kpi_service_client::KpiServiceClient;
 use mentorstream_proto::kpi::v1::{Fraction, Metric, Subject, SubjectKind, metric_value};
 use mentorstream_proto::mentorship::v1::mentorship_service_client::MentorshipServiceClient;
 use mentorstream_proto::mentorship::v1::{
-    AssignMenteeRequest, CompleteSessionRequest, CreateGroupRequest, CreateProgramRequest,
-    ListFeedbackRequest, ProgramKind, ScheduleSessionRequest,
+    AssignMenteeRequest, CompleteSessionRequest, CreateGroupRequest, ListFeedbackRequest,
+    ScheduleSessionRequest,
 };
 use mentorstream_proto::notification::v1 as notification;
 use serde_json::{Value, json};
@@ -99,21 +99,7 @@ async fn two_sessions(clients: &mut Clients<'_>) -> (String, String) {
         }))
         .await
         .expect("preferences");
-    let program_id = clients
-        .mentorship
-        .create_program(system.request(CreateProgramRequest {
-            request_id: "cb-program".into(),
-            name: "Buttons".into(),
-            kind: ProgramKind::Pilot.into(),
-            sessions_per_week: 1,
-            default_session_length: None,
-        }))
-        .await
-        .expect("program")
-        .into_inner()
-        .program
-        .expect("program")
-        .program_id;
+    let program_id = clients.pilot_program("Buttons").await;
     let mentorship = clients.mentorship.clone();
     let (group, _) = Clients::until_known(|| {
         let mut mentorship = mentorship.clone();

@@ -71,7 +71,7 @@ fn numbers(scorecard: &str) -> (String, String) {
 #[tokio::test]
 async fn the_readme_client_examples_print_the_numbers_they_caused() {
     let mut system = System::start(false).await;
-    let key = system.key_with_every_scope();
+    let key = system.key_with_every_scope("acme");
     let root = root();
     let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
     for command in [

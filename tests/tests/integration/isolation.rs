@@ -71,18 +71,6 @@ fn rfc3339(time: chrono::DateTime<Utc>) -> String {
     time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-fn key_of(system: &System, tenant: &str) -> String {
-    let key = system.cli_json(&[
-        "admin",
-        "create-key",
-        "--tenant",
-        tenant,
-        "--scopes",
-        "ingest,read,write,admin",
-    ]);
-    key["api_key"].as_str().expect("api key").to_owned()
-}
-
 /// Tenant A's ids, by name.
 type Ids = BTreeMap<&'static str, String>;
 
@@ -605,7 +593,7 @@ async fn a_key_of_one_tenant_reads_and_writes_nothing_of_another_on_any_route() 
     let http = Http {
         client: reqwest::Client::new(),
     };
-    let key_a = system.key_with_every_scope();
+    let key_a = system.key_with_every_scope("acme");
     let ids = seed_tenant_a(&system, &http, &key_a).await;
     system.cli_json(&[
         "admin",
@@ -615,7 +603,7 @@ async fn a_key_of_one_tenant_reads_and_writes_nothing_of_another_on_any_route() 
         "--timezone",
         "Europe/Berlin",
     ]);
-    let key_b = key_of(&system, "globex");
+    let key_b = system.key_with_every_scope("globex");
     // Everything of A's is applied before A's view is taken (a plan's goals show their live
     // progress only then).
     wait_until_applied(&system, &http, &key_a).await;

@@ -11,7 +11,7 @@ const MAX_SECONDS: &str = "30";
 #[tokio::test]
 async fn every_document_validates_and_fuzzing_finds_no_server_error_or_schema_violation() {
     let mut system = System::start(false).await;
-    let key = system.key_with_every_scope();
+    let key = system.key_with_every_scope("acme");
     let directory = tempfile::tempdir().expect("temporary directory");
     for service in Service::ALL {
         let base = system.endpoint(service);

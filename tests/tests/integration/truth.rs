@@ -140,6 +140,24 @@ impl Clients<'_> {
             .map(tonic::Response::into_inner)
     }
 
+    /// A new pilot programme (one session a week) named `name`: its id.
+    pub(crate) async fn pilot_program(&mut self, name: &str) -> String {
+        self.mentorship
+            .create_program(self.system.request(CreateProgramRequest {
+                request_id: String::new(),
+                name: name.into(),
+                kind: ProgramKind::Pilot.into(),
+                sessions_per_week: 1,
+                default_session_length: None,
+            }))
+            .await
+            .expect("program")
+            .into_inner()
+            .program
+            .expect("program")
+            .program_id
+    }
+
     /// Polls only `as_of` (the tenant's scorecard) until it is at or past `accepted`.
     pub(crate) async fn wait_as_of(&mut self, accepted: DateTime<Utc>) {
         let deadline = tokio::time::Instant::now() + WAIT;
@@ -267,21 +285,7 @@ async fn as_of_passes_each_accepted_event_and_unknown_subjects_are_not_found() {
     assert_unknown_subjects_are_not_found(&mut clients).await;
 
     // Mentorship right after enrolments: success, or a refusal that says to retry.
-    let program_id = clients
-        .mentorship
-        .create_program(system.request(CreateProgramRequest {
-            request_id: String::new(),
-            name: "Pilot".into(),
-            kind: ProgramKind::Pilot.into(),
-            sessions_per_week: 1,
-            default_session_length: None,
-        }))
-        .await
-        .expect("program")
-        .into_inner()
-        .program
-        .expect("program")
-        .program_id;
+    let program_id = clients.pilot_program("Pilot").await;
     let mentees = ["newbie-1", "newbie-2", "newbie-3"];
     let mut enrolments = vec![enrolment("mentor", "root")];
     enrolments.extend(mentees.iter().map(|mentee| enrolment(mentee, "mentor")));
