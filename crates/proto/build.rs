@@ -16,6 +16,7 @@ const FILES: &[&str] = &[
     "mentorstream/mentorship/v1/events.proto",
     "mentorstream/mentorship/v1/mentorship_service.proto",
     "mentorstream/mentorship/v1/actions.proto",
+    "mentorstream/mentorship/v1/dashboard.proto",
     "mentorstream/notification/v1/notification.proto",
 ];
 

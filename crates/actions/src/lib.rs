@@ -1,12 +1,17 @@
-//! Action tokens: what a chat-bot button carries so that pressing it ("I'll attend", "please
-//! reschedule", "rate the session") needs no other credential.
+//! Tokens the system signs so that their bearer needs no other credential: what a chat-bot
+//! button carries ("I'll attend", "please reschedule", "rate the session": [`Claims`]), a
+//! dashboard link ([`dashboard::LinkClaims`]) and the short read grant a service gives another
+//! for a dashboard's data ([`grant::GrantClaims`]).
 //!
-//! A token is `v1.<claims>.<signature>`, both parts base64url without padding: the claims are
-//! JSON (token id, tenant, session, partner, the actions it offers, expiry in Unix seconds),
-//! the signature is HMAC-SHA256 of `v1.<claims>` with the tenant's key, which is derived from
-//! the system's signing key and the tenant id. A token therefore cannot be moved to another
-//! tenant, changed, or extended; it is single-use because the service that redeems it
-//! remembers its id.
+//! A token is `<version>.<claims>.<signature>`, both parts base64url without padding: the
+//! claims are JSON (always with the tenant and an expiry in Unix seconds), the signature is
+//! HMAC-SHA256 of `<version>.<claims>` with a key derived from the system's signing key, the
+//! kind of token and the tenant id. A token therefore cannot be moved to another tenant or
+//! used as another kind, changed, or extended. An action token is single-use because the
+//! service that redeems it remembers its id.
+
+pub mod dashboard;
+pub mod grant;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL;
@@ -15,9 +20,18 @@ use hmac::{Hmac, Mac as _};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-const VERSION: &str = "v1";
-/// Separates the tenant keys derived from one signing key from anything else it signs.
-const KEY_CONTEXT: &str = "mentorstream action token v1 tenant:";
+/// One kind of signed token: its claims, the version prefix that names it, and the context
+/// that separates its tenant keys from those of every other kind.
+pub trait TokenKind: Serialize + serde::de::DeserializeOwned {
+    /// The first part of the token (`v1` for action tokens).
+    const VERSION: &'static str;
+    /// Derivation context of this kind's tenant keys.
+    const KEY_CONTEXT: &'static str;
+
+    fn tenant_id(&self) -> &str;
+    /// Unix seconds after which the token is refused.
+    fn expires_at(&self) -> i64;
+}
 /// A signing key shorter than this is refused: it would be guessable.
 pub const MIN_SIGNING_KEY_BYTES: usize = 32;
 
@@ -64,6 +78,19 @@ pub struct Claims {
     pub expires_at: i64,
 }
 
+impl TokenKind for Claims {
+    const VERSION: &'static str = "v1";
+    const KEY_CONTEXT: &'static str = "mentorstream action token v1 tenant:";
+
+    fn tenant_id(&self) -> &str {
+        &self.tenant_id
+    }
+
+    fn expires_at(&self) -> i64 {
+        self.expires_at
+    }
+}
+
 impl Claims {
     /// Claims with a fresh token id.
     pub fn new(
@@ -87,11 +114,11 @@ impl Claims {
 /// Why a token is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
-    #[error("not an action token: expected `v1.<claims>.<signature>`")]
+    #[error("not a token of this kind: expected `<version>.<claims>.<signature>`")]
     Malformed,
-    #[error("the action token's signature does not match: it was changed or not issued here")]
+    #[error("the token's signature does not match: it was changed or not issued here")]
     Forged,
-    #[error("the action token expired at {0}; ask for a new message")]
+    #[error("the token expired at {0}")]
     Expired(DateTime<Utc>),
 }
 
@@ -128,25 +155,28 @@ impl Signer {
         Ok(Self { key: key.to_vec() })
     }
 
-    pub fn issue(&self, claims: &Claims) -> String {
+    pub fn issue<C: TokenKind>(&self, claims: &C) -> String {
         let encoded = BASE64URL.encode(
             serde_json::to_vec(claims).unwrap_or_else(|_| unreachable!("claims are plain data")),
         );
-        let signed = format!("{VERSION}.{encoded}");
-        let signature =
-            BASE64URL.encode(self.mac(&claims.tenant_id, &signed).finalize().into_bytes());
+        let signed = format!("{}.{encoded}", C::VERSION);
+        let signature = BASE64URL.encode(
+            self.mac(C::KEY_CONTEXT, claims.tenant_id(), &signed)
+                .finalize()
+                .into_bytes(),
+        );
         format!("{signed}.{signature}")
     }
 
     /// The claims of `token` if this system issued it unchanged and it has not expired at
     /// `now`. (Whether it was used is for the redeeming service to know.)
-    pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<Claims, TokenError> {
+    pub fn verify<C: TokenKind>(&self, token: &str, now: DateTime<Utc>) -> Result<C, TokenError> {
         let (signed, signature) = token.trim().rsplit_once('.').ok_or(TokenError::Malformed)?;
         let encoded = signed
-            .strip_prefix(VERSION)
+            .strip_prefix(C::VERSION)
             .and_then(|rest| rest.strip_prefix('.'))
             .ok_or(TokenError::Malformed)?;
-        let claims: Claims = BASE64URL
+        let claims: C = BASE64URL
             .decode(encoded)
             .ok()
             .and_then(|json| serde_json::from_slice(&json).ok())
@@ -155,21 +185,21 @@ impl Signer {
             .decode(signature)
             .map_err(|_| TokenError::Malformed)?;
         // Compared in constant time.
-        self.mac(&claims.tenant_id, signed)
+        self.mac(C::KEY_CONTEXT, claims.tenant_id(), signed)
             .verify_slice(&signature)
             .map_err(|_| TokenError::Forged)?;
         let expires_at =
-            DateTime::from_timestamp(claims.expires_at, 0).ok_or(TokenError::Malformed)?;
+            DateTime::from_timestamp(claims.expires_at(), 0).ok_or(TokenError::Malformed)?;
         if now >= expires_at {
             return Err(TokenError::Expired(expires_at));
         }
         Ok(claims)
     }
 
-    fn mac(&self, tenant_id: &str, signed: &str) -> Hmac<Sha256> {
+    fn mac(&self, context: &str, tenant_id: &str, signed: &str) -> Hmac<Sha256> {
         let mut derive = Hmac::<Sha256>::new_from_slice(&self.key)
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-        derive.update(KEY_CONTEXT.as_bytes());
+        derive.update(context.as_bytes());
         derive.update(tenant_id.as_bytes());
         let tenant_key = derive.finalize().into_bytes();
         let mut mac = Hmac::<Sha256>::new_from_slice(&tenant_key)
@@ -207,7 +237,7 @@ mod tests {
         assert!(token.starts_with("v1."));
         assert_eq!(signer.verify(&token, at(1_999)), Ok(claims("acme")));
         assert_eq!(
-            signer.verify(&token, at(2_000)),
+            signer.verify::<Claims>(&token, at(2_000)),
             Err(TokenError::Expired(at(2_000)))
         );
     }
@@ -230,10 +260,16 @@ mod tests {
         ] {
             let json = serde_json::to_vec(&changed).expect("json");
             let forged = format!("v1.{}.{signature}", BASE64URL.encode(json));
-            assert_eq!(signer.verify(&forged, at(1_000)), Err(TokenError::Forged));
+            assert_eq!(
+                signer.verify::<Claims>(&forged, at(1_000)),
+                Err(TokenError::Forged)
+            );
         }
         let other = Signer::new(b"another key of at least 32 bytes!").expect("key");
-        assert_eq!(other.verify(&token, at(1_000)), Err(TokenError::Forged));
+        assert_eq!(
+            other.verify::<Claims>(&token, at(1_000)),
+            Err(TokenError::Forged)
+        );
         // The same claims for another tenant sign differently.
         assert_ne!(
             signer
@@ -256,7 +292,7 @@ mod tests {
             "v1.e30.AAAA",
         ] {
             assert_eq!(
-                signer.verify(text, at(0)),
+                signer.verify::<Claims>(text, at(0)),
                 Err(TokenError::Malformed),
                 "{text}"
             );

@@ -70,6 +70,15 @@ pub enum AdminCommand {
         #[arg(long, default_value_t = 10)]
         daily_cap: i32,
     },
+    /// Set the origins allowed to embed the tenant's dashboard pages in an iframe (replaces
+    /// what was set; none: the pages cannot be framed).
+    SetFrameAncestors {
+        /// Tenant id or name.
+        #[arg(long)]
+        tenant: String,
+        /// Origins such as https://office.example.com (http:// only for localhost).
+        origins: Vec<String>,
+    },
     /// Revoke an API key by its id.
     RevokeKey {
         #[arg(long)]
@@ -180,6 +189,17 @@ pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
                 or_off(&channels.email_from),
                 channels.daily_cap
             );
+        }
+        AdminCommand::SetFrameAncestors { tenant, origins } => {
+            tenants.set_frame_ancestors(&tenant, &origins).await?;
+            if origins.is_empty() {
+                println!("the dashboard pages of {tenant} cannot be framed");
+            } else {
+                println!(
+                    "the dashboard pages of {tenant} may be framed by {}",
+                    origins.join(" ")
+                );
+            }
         }
         AdminCommand::RevokeKey { key_id } => {
             if tenants.revoke_key(&key_id).await? {

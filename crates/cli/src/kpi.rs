@@ -71,6 +71,9 @@ pub enum Query {
         team: Option<String>,
         #[arg(long, default_value = "2s", value_parser = humantime_duration)]
         every: Duration,
+        /// A line shown under every screen, e.g. "mentor's page: <url>" (repeatable).
+        #[arg(long = "footer")]
+        footers: Vec<String>,
     },
 }
 
@@ -324,6 +327,7 @@ pub async fn run(config: &Config, query: Query) -> anyhow::Result<()> {
             connection,
             team,
             every,
+            footers,
         } => {
             let kpi = Kpi::new(config, &connection)?;
             loop {
@@ -337,6 +341,12 @@ pub async fn run(config: &Config, query: Query) -> anyhow::Result<()> {
                         }
                     }
                     Err(error) => println!("cannot read KPIs (retrying): {error:#}"),
+                }
+                if !footers.is_empty() {
+                    println!();
+                }
+                for footer in &footers {
+                    println!("{footer}");
                 }
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => return Ok(()),

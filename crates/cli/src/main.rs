@@ -9,6 +9,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod admin;
+mod dashboard;
 mod kpi;
 mod simulate;
 
@@ -48,6 +49,15 @@ enum Command {
     Simulate(simulate::SimulateArgs),
     /// Check the configuration (defaults, file, environment) and print it, secrets redacted.
     Config,
+    /// Dashboard links, as an MLM platform asks for them.
+    #[command(subcommand)]
+    Dashboard(DashboardCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DashboardCommand {
+    /// A signed, expiring link to a partner's pages (docs/dashboards.md).
+    Link(dashboard::LinkArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,6 +79,9 @@ async fn main() -> ExitCode {
             Command::Kpi(KpiCommand::Rebuild) => rebuild(config).await,
             Command::Kpi(KpiCommand::Query(query)) => kpi::run(&config, query).await,
             Command::Simulate(args) => simulate::run(&config, args).await,
+            Command::Dashboard(DashboardCommand::Link(args)) => {
+                dashboard::link(&config, args).await
+            }
             Command::Config => {
                 println!("{config:#?}");
                 Ok(())

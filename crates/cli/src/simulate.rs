@@ -35,6 +35,10 @@ pub struct SimulateArgs {
     /// MentorshipService (default: the configured listen address).
     #[arg(long)]
     mentorship: Option<String>,
+    /// Print whose dashboards are worth showing (`mentor <id>`, `leader <id>`: the busiest
+    /// mentor and the largest team) and send nothing.
+    #[arg(long, conflicts_with_all = ["write", "replay"])]
+    showcase: bool,
 }
 
 pub async fn run(config: &Config, args: SimulateArgs) -> anyhow::Result<()> {
@@ -47,6 +51,13 @@ pub async fn run(config: &Config, args: SimulateArgs) -> anyhow::Result<()> {
             end: chrono::Utc::now(),
         }),
     };
+    if args.showcase {
+        let (mentor, leader) = scenario
+            .showcase()
+            .ok_or_else(|| anyhow::anyhow!("this company has no mentoring groups"))?;
+        println!("mentor {mentor}\nleader {leader}");
+        return Ok(());
+    }
     if let Some(path) = &args.write {
         scenario.write(path)?;
         println!(

@@ -238,8 +238,13 @@ pub struct MentorshipConfig {
     /// How often sessions past their grace are looked for.
     #[serde(with = "humantime_serde")]
     pub missed_check_interval: Duration,
-    /// Where KpiService answers, for live goal progress (`http://host:port`).
+    /// Where KpiService answers, for live goal progress and dashboards (`http://host:port`).
     pub kpi_endpoint: String,
+    /// Where browsers reach the dashboard pages of this service (docs/dashboards.md).
+    pub dashboard_url: String,
+    /// How long a dashboard link works when its request does not say.
+    #[serde(with = "humantime_serde")]
+    pub dashboard_link_valid_for: Duration,
 }
 
 impl MentorshipConfig {

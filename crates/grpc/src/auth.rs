@@ -30,6 +30,10 @@ const PUBLIC_PREFIXES: &[&str] = &[
 /// checked there and a refusal comes back as JSON (crate::json).
 const TRANSCODED_PREFIXES: [&str; 3] = ["/v1/", "/openapi.json", crate::server::DESCRIPTORS_PATH];
 
+/// Dashboard pages and their data: a signed dashboard link is their credential, checked by
+/// their handlers (mentorship's `dashboard`).
+const LINK_PREFIXES: [&str; 1] = ["/dashboard/"];
+
 /// Whether the gRPC method at `path` (`/package.Service/Method`) answers without an API key.
 pub fn is_public(path: &str) -> bool {
     PUBLIC_PREFIXES
@@ -110,6 +114,7 @@ where
         let public = PUBLIC_PREFIXES
             .iter()
             .chain(&TRANSCODED_PREFIXES)
+            .chain(&LINK_PREFIXES)
             .any(|prefix| request.uri().path().starts_with(prefix));
         Box::pin(
             async move {

@@ -10,7 +10,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub mod auth;
+
 use anyhow::Context as _;
+use mentorstream_actions::Signer;
 use mentorstream_config::{Config, ExposeSecret, ServiceEndpoints};
 use mentorstream_grpc::{GrpcError, HealthReporter};
 use mentorstream_shutdown::Shutdown;
@@ -33,6 +36,9 @@ pub struct Context {
     pub config: Arc<Config>,
     pub telemetry: Telemetry,
     pub tenants: Tenants,
+    /// The signer of `actions.signing_key` (chat-bot buttons, dashboard links, read grants);
+    /// None when the key is empty, which turns those off.
+    pub signer: Option<Signer>,
     pub shutdown: Shutdown,
 }
 
@@ -45,10 +51,13 @@ impl Context {
         )
         .await
         .context("cannot connect to the control database (postgres.url)")?;
+        let signer = Signer::configured(config.actions.signing_key.expose_secret())
+            .context("actions.signing_key")?;
         Ok(Self {
             config: Arc::new(config),
             telemetry,
             tenants,
+            signer,
             shutdown: Shutdown::new(),
         })
     }
@@ -120,7 +129,10 @@ pub async fn host(
     let serving = mentorstream_grpc::serve(
         listeners.grpc,
         &context.config.tls,
-        Arc::new(context.tenants.clone()),
+        Arc::new(auth::Authenticator {
+            tenants: context.tenants.clone(),
+            grants: context.signer.clone(),
+        }),
         served,
         routes,
         health,

@@ -206,6 +206,14 @@ pub enum FileError {
     },
 }
 
+/// The key with the largest count, the smallest key among equals.
+fn most(counts: &std::collections::BTreeMap<&str, usize>) -> Option<String> {
+    counts
+        .iter()
+        .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+        .map(|(key, _)| (*key).to_owned())
+}
+
 /// A timeline of steps, in time order.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Scenario {
@@ -240,6 +248,58 @@ impl Scenario {
             );
         }
         Ok(Self { steps })
+    }
+
+    /// Whose dashboards are worth showing: the mentor with the most assignments (someone else
+    /// than the leader when there is one) and the partner with the largest team (ties to the
+    /// smaller id). None without groups.
+    pub fn showcase(&self) -> Option<(String, String)> {
+        let mut sponsors = std::collections::BTreeMap::new();
+        let mut group_mentor = std::collections::BTreeMap::new();
+        let mut assignments = std::collections::BTreeMap::<&str, usize>::new();
+        for step in &self.steps {
+            match &step.action {
+                Action::Activity(Activity {
+                    partner_id,
+                    payload: Payload::Enrolled { sponsor_id, .. },
+                    ..
+                }) => {
+                    sponsors.insert(partner_id.as_str(), sponsor_id.as_str());
+                }
+                Action::CreateGroup { group, mentor, .. } => {
+                    group_mentor.insert(group.as_str(), mentor.as_str());
+                }
+                Action::AssignMentee { group, .. } => {
+                    if let Some(mentor) = group_mentor.get(group.as_str()) {
+                        *assignments.entry(mentor).or_default() += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut team_sizes = std::collections::BTreeMap::<&str, usize>::new();
+        for partner in sponsors.keys() {
+            // Each partner counts in the team of everyone above them (cycles cut at the size
+            // of the company).
+            let mut above = *partner;
+            for _ in 0..sponsors.len() {
+                match sponsors.get(above) {
+                    Some(sponsor) if !sponsor.is_empty() => {
+                        *team_sizes.entry(sponsor).or_default() += 1;
+                        above = sponsor;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        let leader = most(&team_sizes)?;
+        let others: std::collections::BTreeMap<&str, usize> = assignments
+            .iter()
+            .filter(|(mentor, _)| **mentor != leader)
+            .map(|(mentor, count)| (*mentor, *count))
+            .collect();
+        let mentor = most(&others).or_else(|| most(&assignments))?;
+        Some((mentor, leader))
     }
 
     /// The activity events of the scenario, as sent.

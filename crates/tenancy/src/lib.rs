@@ -5,6 +5,7 @@
 //! [`Tenants::create_key`]; it is never stored or logged.
 
 mod channels;
+mod frames;
 mod keys;
 mod scope;
 mod targets;
@@ -23,6 +24,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
 pub use channels::{ChannelsError, TenantChannels};
+pub use frames::{FrameAncestorsError, MAX_FRAME_ANCESTORS};
 pub use keys::{ApiKey, MalformedKey};
 pub use scope::{Scope, Scopes, UnknownScope};
 pub use targets::{KpiTarget, TARGETS_CACHE_TTL};
@@ -54,6 +56,8 @@ pub enum TenancyError {
     NoScopes,
     #[error(transparent)]
     Channels(#[from] ChannelsError),
+    #[error(transparent)]
+    FrameAncestors(#[from] FrameAncestorsError),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("cannot migrate the control database: {0}")]

@@ -62,7 +62,7 @@ impl Actions {
                 "chat-bot buttons are off here: actions.signing_key is not set",
             )
         })?;
-        let claims = signer
+        let claims: Claims = signer
             .verify(&request.token, Utc::now())
             .map_err(|error| token_status(&error))?;
         if !claims.actions.contains(&action) {

@@ -20,6 +20,7 @@ macro_rules! begin {
 
 pub mod actions;
 mod api;
+pub mod dashboard;
 pub mod db;
 pub mod partners;
 pub mod plans;
@@ -30,11 +31,11 @@ pub mod sessions;
 use std::sync::Arc;
 use tonic::codec::CompressionEncoding;
 
-use mentorstream_actions::Signer;
 use mentorstream_config::{Config, ExposeSecret, ServiceEndpoints};
 use mentorstream_kafka::admin::{all_topics, ensure_topics};
 use mentorstream_kafka::{Consumer, DeadLetters, KafkaError, Producer, run_consumer};
 use mentorstream_proto::mentorship::v1::action_service_server::ActionServiceServer;
+use mentorstream_proto::mentorship::v1::dashboard_service_server::DashboardServiceServer;
 use mentorstream_proto::mentorship::v1::mentorship_service_server::MentorshipServiceServer;
 use mentorstream_runtime::{Context, Listeners, host_services};
 use tokio::sync::Notify;
@@ -59,8 +60,6 @@ pub enum ServiceError {
     Kafka(#[from] KafkaError),
     #[error(transparent)]
     Database(#[from] db::DbError),
-    #[error("actions.signing_key: {0}")]
-    ActionKey(#[from] mentorstream_actions::WeakKey),
     #[error("invalid mentorship.kpi_endpoint: {0}")]
     KpiEndpoint(String),
 }
@@ -192,10 +191,29 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
             topic: config.kafka.topics.activity.clone(),
         },
     };
-    let signer = Signer::configured(config.actions.signing_key.expose_secret())?;
+    let signer = context.signer.clone();
     if signer.is_none() {
-        tracing::warn!("actions.signing_key is empty: chat-bot buttons are refused");
+        tracing::warn!("actions.signing_key is empty: chat-bot buttons and dashboards are refused");
     }
+    let pages = dashboard::router(dashboard::Dashboard {
+        pool: pool.clone(),
+        tenants: context.tenants.clone(),
+        signer: signer.clone(),
+        kpi: api.kpi.clone(),
+        shutdown: context.shutdown.token(),
+    });
+    let links = DashboardServiceServer::new(dashboard::link::Links {
+        pool: pool.clone(),
+        signer: signer.clone(),
+        base_url: config
+            .mentorship
+            .dashboard_url
+            .trim_end_matches('/')
+            .to_owned(),
+        default_valid_for: config.mentorship.dashboard_link_valid_for,
+    })
+    .accept_compressed(CompressionEncoding::Gzip)
+    .send_compressed(CompressionEncoding::Gzip);
     let actions = ActionServiceServer::new(actions::Actions {
         api: api.clone(),
         signer,
@@ -214,8 +232,15 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
         &[
             <MentorshipServiceServer<api::Api> as NamedService>::NAME,
             <ActionServiceServer<actions::Actions> as NamedService>::NAME,
+            <DashboardServiceServer<dashboard::link::Links> as NamedService>::NAME,
         ],
-        Routes::new(mentorship).add_service(actions),
+        Routes::from(
+            Routes::new(mentorship)
+                .add_service(actions)
+                .add_service(links)
+                .into_axum_router()
+                .merge(pages),
+        ),
     );
     let ((), followed, signalled, served, ()) =
         tokio::join!(relaying, following, signalling, serving, marking);

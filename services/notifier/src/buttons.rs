@@ -148,7 +148,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             [("ATTEND", "Буду"), ("RESCHEDULE", "Прошу перенести")]
         );
-        let claims = signer().verify(&offered[0].token, now).expect("valid");
+        let claims: Claims = signer().verify(&offered[0].token, now).expect("valid");
         assert_eq!(
             claims,
             Claims {
@@ -182,7 +182,7 @@ mod tests {
             (offered[0].action, offered[0].label),
             ("RATE", "Rate the session")
         );
-        let claims = signer().verify(&offered[0].token, now).expect("valid");
+        let claims: Claims = signer().verify(&offered[0].token, now).expect("valid");
         assert_eq!(claims.expires_at, at("2026-12-08T10:00:00Z").timestamp());
         assert_eq!(
             buttons().of(message(Kind::FirstSale, &params, "en"), now),

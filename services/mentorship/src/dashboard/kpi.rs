@@ -1,0 +1,473 @@
+//! The dashboard's numbers, read from the KPI service with a one-minute read grant of the
+//! tenant (`mentorstream_actions::grant`), and turned into the page's JSON (docs/dashboards.md).
+
+use std::collections::BTreeMap;
+
+use chrono::{Datelike as _, NaiveDate, Utc};
+use mentorstream_actions::Signer;
+use mentorstream_actions::grant::{GRANT_VALID_FOR_SECS, GrantClaims};
+use mentorstream_proto::common::v1::LocalDate;
+use mentorstream_proto::kpi::v1::kpi_service_client::KpiServiceClient;
+use mentorstream_proto::kpi::v1::{
+    GetGoalProgressRequest, GetJourneyRequest, GetJourneyResponse, GetLeaderboardRequest,
+    GetScorecardRequest, GetSeriesRequest, Granularity, KpiUpdate, LeaderboardEntry, Metric,
+    MetricValue, Subject, SubjectKind, WatchKpisRequest, WatchKpisResponse, Window, WindowKind,
+    metric_value,
+};
+use serde::Serialize;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status, Streaming};
+
+/// The windows a page shows and follows live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Span {
+    Week,
+    Month,
+    Lifetime,
+}
+
+impl Span {
+    fn kind(self) -> WindowKind {
+        match self {
+            Self::Week => WindowKind::Week,
+            Self::Month => WindowKind::Month,
+            Self::Lifetime => WindowKind::Lifetime,
+        }
+    }
+
+    fn of(kind: WindowKind) -> Option<Self> {
+        match kind {
+            WindowKind::Week => Some(Self::Week),
+            WindowKind::Month => Some(Self::Month),
+            WindowKind::Lifetime => Some(Self::Lifetime),
+            _ => None,
+        }
+    }
+
+    /// The first local day of the window holding `date` (the aggregator's ISO weeks).
+    pub fn first_day(self, date: NaiveDate) -> Option<NaiveDate> {
+        match self {
+            Self::Week => date.checked_sub_days(chrono::Days::new(u64::from(
+                date.weekday().num_days_from_monday(),
+            ))),
+            Self::Month => date.with_day(1),
+            Self::Lifetime => None,
+        }
+    }
+}
+
+/// A subject as the page names it: `{"kind": "GROUP", "id": "g-1"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SubjectRef {
+    pub kind: &'static str,
+    pub id: String,
+}
+
+impl SubjectRef {
+    pub fn partner(id: &str) -> Self {
+        Self::new("PARTNER", id)
+    }
+    pub fn group(id: &str) -> Self {
+        Self::new("GROUP", id)
+    }
+    pub fn team(id: &str) -> Self {
+        Self::new("TEAM", id)
+    }
+
+    fn new(kind: &'static str, id: &str) -> Self {
+        Self {
+            kind,
+            id: id.to_owned(),
+        }
+    }
+
+    fn proto(&self) -> Subject {
+        let kind = match self.kind {
+            "GROUP" => SubjectKind::Group,
+            "TEAM" => SubjectKind::Team,
+            _ => SubjectKind::Partner,
+        };
+        Subject {
+            kind: kind.into(),
+            id: self.id.clone(),
+            mentor_id: String::new(),
+        }
+    }
+
+    fn of(subject: &Subject) -> Option<Self> {
+        let kind = match SubjectKind::try_from(subject.kind).ok()? {
+            SubjectKind::Partner => "PARTNER",
+            SubjectKind::Group => "GROUP",
+            SubjectKind::Team => "TEAM",
+            _ => return None,
+        };
+        Some(Self::new(kind, &subject.id))
+    }
+}
+
+/// One number, exact: `value` is the decimal as the aggregator wrote it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Value {
+    pub metric: &'static str,
+    pub value: String,
+    /// For charts only.
+    pub number: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub numerator: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub denominator: Option<i64>,
+}
+
+impl Value {
+    pub fn of_metric(value: &MetricValue) -> Option<Self> {
+        let metric = metric_name(value.metric)?;
+        let (text, numerator, denominator) = match value.value.as_ref()? {
+            metric_value::Value::Count(count) => (count.to_string(), None, None),
+            metric_value::Value::Decimal(decimal) => (decimal.value.clone(), None, None),
+            metric_value::Value::Fraction(fraction) => (
+                fraction
+                    .value
+                    .as_ref()
+                    .map(|value| value.value.clone())
+                    .unwrap_or_default(),
+                Some(fraction.numerator),
+                Some(fraction.denominator),
+            ),
+            #[allow(deprecated)]
+            metric_value::Value::Ratio(ratio) => (ratio.to_string(), None, None),
+        };
+        Some(Self {
+            metric,
+            number: text.parse().unwrap_or(0.0),
+            value: text,
+            numerator,
+            denominator,
+        })
+    }
+}
+
+/// `METRIC_SALES_VOLUME` → `SALES_VOLUME`.
+pub fn metric_name(metric: i32) -> Option<&'static str> {
+    Metric::try_from(metric)
+        .ok()
+        .filter(|metric| *metric != Metric::Unspecified)
+        .and_then(|metric| metric.as_str_name().strip_prefix("METRIC_"))
+}
+
+/// One subject's numbers in one window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Card {
+    pub subject: SubjectRef,
+    pub window: Span,
+    pub from: Option<NaiveDate>,
+    pub values: BTreeMap<&'static str, Value>,
+    pub as_of: Option<String>,
+}
+
+impl Card {
+    /// The card of a live update, if it is about one of the page's windows.
+    pub fn of_update(update: &KpiUpdate) -> Option<Self> {
+        let window = update.window.as_ref()?;
+        let span = Span::of(WindowKind::try_from(window.kind).ok()?)?;
+        Some(Self {
+            subject: SubjectRef::of(update.subject.as_ref()?)?,
+            window: span,
+            // WatchKpis echoes the anchor it was asked for, any day of the window.
+            from: window
+                .anchor
+                .as_ref()
+                .and_then(naive_date)
+                .and_then(|anchor| span.first_day(anchor)),
+            values: values(&update.values),
+            as_of: update.as_of.as_ref().map(rfc3339),
+        })
+    }
+}
+
+fn values(values: &[MetricValue]) -> BTreeMap<&'static str, Value> {
+    values
+        .iter()
+        .filter_map(Value::of_metric)
+        .map(|value| (value.metric, value))
+        .collect()
+}
+
+/// A point of a daily series.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Point {
+    pub date: NaiveDate,
+    pub value: Value,
+}
+
+pub fn local_date(date: NaiveDate) -> LocalDate {
+    LocalDate {
+        year: date.year(),
+        month: i32::try_from(date.month()).unwrap_or_default(),
+        day: i32::try_from(date.day()).unwrap_or_default(),
+    }
+}
+
+pub fn naive_date(date: &LocalDate) -> Option<NaiveDate> {
+    NaiveDate::from_ymd_opt(
+        date.year,
+        u32::try_from(date.month).ok()?,
+        u32::try_from(date.day).ok()?,
+    )
+}
+
+pub fn rfc3339(timestamp: &prost_types::Timestamp) -> String {
+    chrono::DateTime::from_timestamp(
+        timestamp.seconds,
+        u32::try_from(timestamp.nanos).unwrap_or(0),
+    )
+    .unwrap_or_default()
+    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The KPI service, asked with read grants.
+#[derive(Debug, Clone)]
+pub struct KpiReader {
+    pub client: KpiServiceClient<Channel>,
+    pub signer: Signer,
+}
+
+impl KpiReader {
+    fn granted<T>(&self, tenant_id: &str, message: T) -> Request<T> {
+        let claims = GrantClaims {
+            tenant_id: tenant_id.to_owned(),
+            issuer: "mentorship-dashboard".to_owned(),
+            expires_at: Utc::now().timestamp() + GRANT_VALID_FOR_SECS,
+        };
+        let mut request = Request::new(message);
+        let bearer = format!("Bearer {}", self.signer.issue(&claims));
+        if let Ok(value) = bearer.parse() {
+            request.metadata_mut().insert("authorization", value);
+        }
+        request
+    }
+
+    pub async fn card(
+        &self,
+        tenant_id: &str,
+        subject: &SubjectRef,
+        span: Span,
+        date: NaiveDate,
+    ) -> Result<Card, Status> {
+        let request = GetScorecardRequest {
+            subject: Some(subject.proto()),
+            window: Some(Window {
+                kind: span.kind().into(),
+                anchor: Some(local_date(date)),
+            }),
+        };
+        let answer = self
+            .client
+            .clone()
+            .get_scorecard(self.granted(tenant_id, request))
+            .await?
+            .into_inner();
+        Ok(Card {
+            subject: subject.clone(),
+            window: span,
+            from: span.first_day(date),
+            values: values(&answer.values),
+            as_of: answer.as_of.as_ref().map(rfc3339),
+        })
+    }
+
+    /// Daily values of `metric` from `from` to `to`, every day present.
+    pub async fn daily(
+        &self,
+        tenant_id: &str,
+        subject: &SubjectRef,
+        metric: Metric,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<Point>, Status> {
+        let request = GetSeriesRequest {
+            subject: Some(subject.proto()),
+            metric: metric.into(),
+            granularity: Granularity::Day.into(),
+            from: Some(local_date(from)),
+            to: Some(local_date(to)),
+        };
+        let answer = self
+            .client
+            .clone()
+            .get_series(self.granted(tenant_id, request))
+            .await?
+            .into_inner();
+        Ok(answer
+            .points
+            .iter()
+            .filter_map(|point| {
+                Some(Point {
+                    date: naive_date(point.bucket_start.as_ref()?)?,
+                    value: Value::of_metric(point.value.as_ref()?)?,
+                })
+            })
+            .collect())
+    }
+
+    /// The first `size` partners of `team_root`'s team by `metric` in the month of `date`.
+    pub async fn leaderboard(
+        &self,
+        tenant_id: &str,
+        team_root: &str,
+        metric: Metric,
+        date: NaiveDate,
+        size: u32,
+    ) -> Result<Vec<LeaderboardEntry>, Status> {
+        let request = GetLeaderboardRequest {
+            entry_kind: SubjectKind::Partner.into(),
+            metric: metric.into(),
+            window: Some(Window {
+                kind: WindowKind::Month.into(),
+                anchor: Some(local_date(date)),
+            }),
+            team_root_id: team_root.to_owned(),
+            page_size: size,
+            page_token: String::new(),
+        };
+        Ok(self
+            .client
+            .clone()
+            .get_leaderboard(self.granted(tenant_id, request))
+            .await?
+            .into_inner()
+            .entries)
+    }
+
+    /// The partner's journey; None before the aggregator has seen them.
+    pub async fn journey(
+        &self,
+        tenant_id: &str,
+        partner_id: &str,
+    ) -> Result<Option<GetJourneyResponse>, Status> {
+        let request = GetJourneyRequest {
+            partner_id: partner_id.to_owned(),
+        };
+        match self
+            .client
+            .clone()
+            .get_journey(self.granted(tenant_id, request))
+            .await
+        {
+            Ok(answer) => Ok(Some(answer.into_inner())),
+            Err(status) if status.code() == Code::NotFound => Ok(None),
+            Err(status) => Err(status),
+        }
+    }
+
+    /// The goals' values by goal id, as the aggregator decides them.
+    pub async fn goal_progress(
+        &self,
+        tenant_id: &str,
+        request: GetGoalProgressRequest,
+    ) -> Result<std::collections::HashMap<String, String>, Status> {
+        let answer = self
+            .client
+            .clone()
+            .get_goal_progress(self.granted(tenant_id, request))
+            .await?
+            .into_inner();
+        Ok(answer
+            .goals
+            .into_iter()
+            .filter_map(|goal| Some((goal.goal_id, goal.value?.value)))
+            .collect())
+    }
+
+    /// Updates of `subjects` in the week, month and lifetime of `date`.
+    pub async fn watch(
+        &self,
+        tenant_id: &str,
+        subjects: &[SubjectRef],
+        date: NaiveDate,
+    ) -> Result<Streaming<WatchKpisResponse>, Status> {
+        let request = WatchKpisRequest {
+            subjects: subjects.iter().map(SubjectRef::proto).collect(),
+            windows: [Span::Week, Span::Month, Span::Lifetime]
+                .into_iter()
+                .map(|span| Window {
+                    kind: span.kind().into(),
+                    anchor: Some(local_date(date)),
+                })
+                .collect(),
+        };
+        Ok(self
+            .client
+            .clone()
+            .watch_kpis(self.granted(tenant_id, request))
+            .await?
+            .into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mentorstream_proto::common::v1::Decimal;
+    use mentorstream_proto::kpi::v1::Fraction;
+
+    use super::*;
+
+    fn date(text: &str) -> NaiveDate {
+        text.parse().expect("date")
+    }
+
+    #[test]
+    fn a_window_starts_on_monday_or_the_first() {
+        assert_eq!(
+            Span::Week.first_day(date("2026-12-02")),
+            Some(date("2026-11-30"))
+        );
+        assert_eq!(
+            Span::Week.first_day(date("2026-11-30")),
+            Some(date("2026-11-30"))
+        );
+        assert_eq!(
+            Span::Month.first_day(date("2026-12-02")),
+            Some(date("2026-12-01"))
+        );
+        assert_eq!(Span::Lifetime.first_day(date("2026-12-02")), None);
+    }
+
+    #[test]
+    fn values_keep_the_exact_text() {
+        let decimal = MetricValue {
+            metric: Metric::SalesVolume.into(),
+            value: Some(metric_value::Value::Decimal(Decimal {
+                value: "1234.50".into(),
+            })),
+        };
+        let value = Value::of_metric(&decimal).expect("value");
+        assert_eq!(
+            (value.metric, value.value.as_str()),
+            ("SALES_VOLUME", "1234.50")
+        );
+        let fraction = MetricValue {
+            metric: Metric::Retention30d.into(),
+            value: Some(metric_value::Value::Fraction(Fraction {
+                numerator: 2,
+                denominator: 3,
+                value: Some(Decimal {
+                    value: "0.6667".into(),
+                }),
+            })),
+        };
+        let value = Value::of_metric(&fraction).expect("value");
+        assert_eq!(
+            (
+                value.metric,
+                value.value.as_str(),
+                value.numerator,
+                value.denominator
+            ),
+            ("RETENTION_30D", "0.6667", Some(2), Some(3))
+        );
+        assert_eq!(metric_name(0), None);
+    }
+}

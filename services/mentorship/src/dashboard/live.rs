@@ -1,0 +1,122 @@
+//! `GET /dashboard/api/live/{page}/{subject}?token=`: the page's numbers as they change, as
+//! server-sent events, from the KPI service's WatchKpis. Each `card` event is one subject's
+//! numbers in the page's current week, month or lifetime. When the link expires the stream
+//! says `gone` and ends; on shutdown or when the KPI stream ends it just ends, and the browser
+//! reconnects (checked again).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse as _, Response};
+use chrono::{NaiveDate, Utc};
+use futures::{Stream, StreamExt as _};
+use http::HeaderMap;
+
+use super::access::{Refusal, unavailable};
+use super::kpi::{Card, Span};
+use super::{Dashboard, PageQuery, refusal_json, views};
+
+pub async fn stream(
+    State(dashboard): State<Dashboard>,
+    Path((page, subject)): Path<(String, String)>,
+    Query(query): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let opened = async {
+        let admitted = dashboard.admit(&page, &subject, &headers, &query).await?;
+        let reader = dashboard.reader()?;
+        let ask = dashboard.ask(&reader, &admitted);
+        let subjects = views::live_subjects(ask, admitted.page, &subject).await?;
+        let updates = reader
+            .watch(ask.tenant(), &subjects, admitted.date)
+            .await
+            .map_err(unavailable)?;
+        Ok::<_, Refusal>((updates, admitted.date, admitted.claims.expires_at))
+    };
+    match opened.await {
+        Ok((updates, date, expires_at)) => {
+            let cards = updates.filter_map(move |update| {
+                std::future::ready(match update {
+                    Ok(answer) => answer
+                        .update
+                        .as_ref()
+                        .and_then(Card::of_update)
+                        .filter(|card| current(card, date))
+                        .and_then(|card| Event::default().event("card").json_data(card).ok()),
+                    Err(status) => {
+                        tracing::debug!(%status, "KPI watch ended");
+                        None
+                    }
+                })
+            });
+            let events = until_expiry(cards, expires_at, dashboard.shutdown.clone());
+            Sse::new(events)
+                .keep_alive(KeepAlive::default())
+                .into_response()
+        }
+        Err(refusal) => refusal_json(&refusal),
+    }
+}
+
+/// Whether a card is about the page's week, month or lifetime.
+fn current(card: &Card, date: NaiveDate) -> bool {
+    card.window == Span::Lifetime || card.from == card.window.first_day(date)
+}
+
+/// `cards` until the link expires (then one `gone` event) or the service shuts down.
+fn until_expiry(
+    cards: impl Stream<Item = Event> + Send + 'static,
+    expires_at: i64,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
+    let remaining =
+        Duration::from_secs(u64::try_from(expires_at - Utc::now().timestamp()).unwrap_or(0));
+    let end = async move {
+        tokio::select! {
+            () = tokio::time::sleep(remaining) => {}
+            () = shutdown.cancelled_owned() => {}
+        }
+    };
+    let gone = futures::stream::once(async move {
+        (Utc::now().timestamp() >= expires_at).then(|| {
+            let refusal = Refusal::Expired(
+                chrono::DateTime::from_timestamp(expires_at, 0).unwrap_or_default(),
+            );
+            Event::default()
+                .event("gone")
+                .data(refusal.json().to_string())
+        })
+    })
+    .filter_map(std::future::ready);
+    cards.take_until(end).chain(gone).map(Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::dashboard::kpi::SubjectRef;
+
+    fn card(window: Span, from: Option<&str>) -> Card {
+        Card {
+            subject: SubjectRef::partner("p-1"),
+            window,
+            from: from.map(|from| from.parse().expect("date")),
+            values: BTreeMap::new(),
+            as_of: None,
+        }
+    }
+
+    #[test]
+    fn only_the_pages_own_windows_go_out() {
+        let date = "2026-12-02".parse().expect("date");
+        assert!(current(&card(Span::Week, Some("2026-11-30")), date));
+        assert!(!current(&card(Span::Week, Some("2026-11-23")), date));
+        assert!(current(&card(Span::Month, Some("2026-12-01")), date));
+        assert!(!current(&card(Span::Month, Some("2026-11-01")), date));
+        assert!(current(&card(Span::Lifetime, None), date));
+    }
+}
