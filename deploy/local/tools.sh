@@ -5,8 +5,10 @@
 # holds the Kubernetes schemas), confluent-kafka and protobuf for the Python example
 # subscriber (examples/python); schemathesis and openapi-spec-validator for the HTTP API's
 # document and property-based run; promtool (Debian's prometheus) checks the alert rules;
-# cargo-nextest runs the tests (built from crates.io once, into cargo's bin directory).
-# Prints the bin directory to put on PATH.
+# cargo-nextest runs the tests (built from crates.io once, into cargo's bin directory); the
+# browser end-to-end tests drive Debian's chromium (with fonts-dejavu-core) through the pinned
+# npm playwright-core in tests/browser (npm ci into tests/browser/node_modules; never a
+# Playwright-downloaded browser). Prints the bin directory to put on PATH.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -29,6 +31,18 @@ if ! command -v promtool >/dev/null; then
   echo "[tools] installing promtool (Debian's prometheus package)" >&2
   apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+if ! command -v chromium >/dev/null; then
+  [[ $(id -u) -eq 0 ]] || { echo "[tools] chromium is missing: apt-get install chromium fonts-dejavu-core" >&2; exit 1; }
+  echo "[tools] installing chromium and fonts-dejavu-core (Debian packages)" >&2
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+fi
+BROWSER="$ROOT/tests/browser"
+if [[ ! -d $BROWSER/node_modules/playwright-core || $BROWSER/package-lock.json -nt $BROWSER/node_modules/.package-lock.json ]]; then
+  command -v npm >/dev/null || { echo "[tools] npm is missing (needed for tests/browser): apt-get install npm" >&2; exit 1; }
+  echo "[tools] installing tests/browser's npm packages (playwright-core)" >&2
+  npm ci --prefix "$BROWSER" --no-audit --no-fund --loglevel=error >&2
 fi
 if ! cargo nextest --version 2>/dev/null | grep -q "cargo-nextest $NEXTEST_VERSION"; then
   echo "[tools] installing cargo-nextest $NEXTEST_VERSION (a few minutes on 2 cores, once)" >&2

@@ -6,6 +6,8 @@
 
 #![allow(clippy::missing_panics_doc, clippy::unwrap_used)]
 
+pub mod browser;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -132,6 +134,7 @@ impl System {
         let notifier = fresh_database(&config, "e2e_notifier").await;
         let host = Host::reserve();
         let kpi = format!("http://{}", host.addr(Service::Kpi.ports().0));
+        let pages = format!("http://{}", host.addr(Service::Mentorship.ports().0));
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(
             file.path(),
@@ -143,6 +146,7 @@ impl System {
                  [redis]\nurl = \"{redis_url}\"\nkey_prefix = \"{prefix}\"\n\
                  [postgres]\nurl = \"{control}\"\n\
                  [mentorship]\ndatabase_url = \"{mentorship}\"\nkpi_endpoint = \"{kpi}\"\n\
+                 dashboard_url = \"{pages}\"\n\
                  [notifier]\ndatabase_url = \"{notifier}\"\nkpi_endpoint = \"{kpi}\"\n\
                  dispatch_interval = \"200ms\"\nsend_timeout = \"2s\"\nretry_base = \"1s\"\n\
                  retry_max = \"5s\"\n[shutdown]\ngrace_period = \"15s\"\n\

@@ -5,6 +5,7 @@
 
 mod callbacks;
 mod clients;
+mod dashboard;
 mod faults;
 mod isolation;
 mod openapi;

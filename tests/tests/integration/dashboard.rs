@@ -1,0 +1,803 @@
+//! The dashboards in a real browser (Debian's chromium through playwright-core): a seeded
+//! company's mentor and leader pages show exactly the numbers computed here from the events
+//! the test sent; an order ingested while the mentor's page is open changes its numbers with
+//! no reload; a link opens only what its partner may see (page and every data request 403
+//! otherwise, with nothing of the other team in the answer); expired and tampered links are
+//! refused; frame ancestors follow the tenant's setting. The pages are photographed in both
+//! languages (`make screenshots` copies them to docs/dashboards/).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone as _, Utc};
+use mentorstream_actions::Signer;
+use mentorstream_actions::dashboard::{LinkClaims, Role};
+use mentorstream_config::ExposeSecret as _;
+use mentorstream_e2e::browser::Browser;
+use mentorstream_e2e::{Service, System, WAIT};
+use mentorstream_proto::activity::v1::activity_event::Payload;
+use mentorstream_proto::activity::v1::{ActivityEvent, OrderPlaced, PartnerEnrolled};
+use mentorstream_proto::common::v1::{Decimal, Money};
+use mentorstream_proto::mentorship::v1::dashboard_service_client::DashboardServiceClient;
+use mentorstream_proto::mentorship::v1::mentorship_service_client::MentorshipServiceClient;
+use mentorstream_proto::mentorship::v1::{
+    AssignMenteeRequest, CompleteSessionRequest, CreateDashboardLinkRequest,
+    CreateDashboardLinkResponse, CreateGroupRequest, DashboardRole, ScheduleSessionRequest,
+    SubmitFeedbackRequest,
+};
+use serde_json::{Value, json};
+use tonic::Code;
+
+use crate::truth::{Clients, timestamp};
+
+/// Who is in the seeded company: (id, display name, sponsor). `yuri` leads another team.
+const PEOPLE: [(&str, &str, &str); 8] = [
+    ("leader", "Larisa Leader", ""),
+    ("mentor", "Marat Mentor", "leader"),
+    ("anna", "Anna Newcomer", "mentor"),
+    ("boris", "Boris Newcomer", "mentor"),
+    ("clara", "Clara Newcomer", "mentor"),
+    ("denis", "Denis Direct", "leader"),
+    ("yuri", "Yuri Otherteam", ""),
+    ("zoya", "Zoya Otherteam", "yuri"),
+];
+const MENTEES: [&str; 3] = ["anna", "boris", "clara"];
+/// The orders: (partner, volume in hundredths).
+const ORDERS: [(&str, i64); 7] = [
+    ("anna", 10_050),
+    ("anna", 2_000),
+    ("boris", 3_525),
+    ("denis", 1_000),
+    ("leader", 500),
+    ("yuri", 99_999),
+    ("zoya", 777),
+];
+/// Who attended the one session, and the ratings they gave.
+const RATINGS: [(&str, u32); 2] = [("anna", 5), ("boris", 4)];
+/// What no answer to the mentor's or leader's link may contain: the other team.
+const OTHER_TEAM: [&str; 5] = ["yuri", "Yuri", "zoya", "Zoya", "999.99"];
+
+fn moscow() -> chrono_tz::Tz {
+    chrono_tz::Europe::Moscow
+}
+
+/// Instants spread over today (Moscow) up to now, in order: every event of the seed falls on
+/// the page's local day, this week and this month.
+struct Timeline {
+    day_start: DateTime<Utc>,
+    span: chrono::Duration,
+}
+
+impl Timeline {
+    fn today() -> Self {
+        let now = Utc::now();
+        let local = now.with_timezone(&moscow()).date_naive();
+        let midnight = moscow()
+            .from_local_datetime(&local.and_hms_opt(0, 0, 0).expect("present"))
+            .earliest()
+            .expect("present")
+            .with_timezone(&Utc);
+        Self {
+            day_start: midnight,
+            span: now - midnight,
+        }
+    }
+
+    /// The instant `tenths`/10 of the way from midnight to the start of the test.
+    fn at(&self, tenths: i32) -> DateTime<Utc> {
+        self.day_start + self.span * tenths / 10
+    }
+
+    fn date(&self) -> String {
+        self.day_start
+            .with_timezone(&moscow())
+            .date_naive()
+            .to_string()
+    }
+}
+
+fn activity(id: &str, partner_id: &str, at: DateTime<Utc>, payload: Payload) -> ActivityEvent {
+    ActivityEvent {
+        source: "crm".into(),
+        source_event_id: id.into(),
+        occurred_at: timestamp(at),
+        partner_id: partner_id.into(),
+        payload: Some(payload),
+        ..ActivityEvent::default()
+    }
+}
+
+fn order(id: &str, partner_id: &str, hundredths: i64, at: DateTime<Utc>) -> ActivityEvent {
+    let volume = || {
+        Some(Decimal {
+            value: money(hundredths),
+        })
+    };
+    activity(
+        id,
+        partner_id,
+        at,
+        Payload::OrderPlaced(OrderPlaced {
+            order_id: id.into(),
+            volume: volume(),
+            amount: Some(Money {
+                amount: volume(),
+                currency_code: "EUR".into(),
+            }),
+        }),
+    )
+}
+
+/// Hundredths as the aggregator writes a sales volume: `155.75`.
+fn money(hundredths: i64) -> String {
+    format!("{}.{:02}", hundredths / 100, hundredths % 100)
+}
+
+fn volume_of(partners: &[&str]) -> i64 {
+    ORDERS
+        .iter()
+        .filter(|(partner, _)| partners.contains(partner))
+        .map(|(_, hundredths)| hundredths)
+        .sum()
+}
+
+fn orders_of(partners: &[&str]) -> usize {
+    ORDERS
+        .iter()
+        .filter(|(partner, _)| partners.contains(partner))
+        .count()
+}
+
+/// Everyone at or below `root` in the seeded sponsor tree.
+fn team_of(root: &'static str) -> Vec<&'static str> {
+    let mut team = vec![root];
+    let mut next = 0;
+    while let Some(&sponsor) = team.get(next) {
+        team.extend(
+            PEOPLE
+                .iter()
+                .filter(|(_, _, their_sponsor)| *their_sponsor == sponsor)
+                .map(|(id, _, _)| *id),
+        );
+        next += 1;
+    }
+    team
+}
+
+/// What the seeded company's pages must say, computed from the constants above.
+struct Expected {
+    group_week_volume: String,
+    feedback_avg: String,
+    mentee_volumes: BTreeMap<&'static str, String>,
+    team_volume: String,
+    team_orders: String,
+    team_recruits: String,
+    leaderboard: Vec<(String, String)>,
+    sold: usize,
+    not_sold: usize,
+}
+
+fn expected() -> Expected {
+    let team = team_of("leader");
+    let ratings: u32 = RATINGS.iter().map(|(_, rating)| rating).sum();
+    let count = u32::try_from(RATINGS.len()).expect("present");
+    let ten_thousandths = ratings * 10_000 / count;
+    let mut board: Vec<(String, i64)> = team
+        .iter()
+        .map(|partner| ((*partner).to_owned(), volume_of(&[partner])))
+        .filter(|(_, volume)| *volume > 0)
+        .collect();
+    board.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let sold = team
+        .iter()
+        .filter(|partner| orders_of(&[partner]) > 0)
+        .count();
+    Expected {
+        group_week_volume: money(volume_of(&MENTEES)),
+        feedback_avg: format!(
+            "{}.{:04}",
+            ten_thousandths / 10_000,
+            ten_thousandths % 10_000
+        ),
+        mentee_volumes: MENTEES
+            .iter()
+            .map(|mentee| (*mentee, money(volume_of(&[mentee]))))
+            .collect(),
+        team_volume: money(volume_of(&team)),
+        team_orders: orders_of(&team).to_string(),
+        // Everyone in the team but its root was recruited by someone in it.
+        team_recruits: (team.len() - 1).to_string(),
+        leaderboard: board
+            .into_iter()
+            .map(|(partner, volume)| (partner, money(volume)))
+            .collect(),
+        sold,
+        not_sold: team.len() - sold,
+    }
+}
+
+/// Enrolments, two groups, one rated session and the orders, all today.
+async fn seed(clients: &mut Clients<'_>, timeline: &Timeline) -> String {
+    let system = clients.system;
+    let enrolments = PEOPLE
+        .iter()
+        .map(|(id, name, sponsor)| {
+            activity(
+                &format!("enrol-{id}"),
+                id,
+                timeline.at(1),
+                Payload::PartnerEnrolled(PartnerEnrolled {
+                    sponsor_id: (*sponsor).into(),
+                    display_name: (*name).into(),
+                    ..PartnerEnrolled::default()
+                }),
+            )
+        })
+        .collect();
+    clients.ingest(enrolments).await;
+    let program_id = clients.pilot_program("Dashboards").await;
+    let group_id = group(clients, &program_id, "mentor", &MENTEES, timeline).await;
+    group(clients, &program_id, "yuri", &["zoya"], timeline).await;
+    let mut mentorship = clients.mentorship.clone();
+    let session = mentorship
+        .schedule_session(system.request(ScheduleSessionRequest {
+            request_id: "dashboard-session".into(),
+            group_id: group_id.clone(),
+            mentee_ids: vec![],
+            starts_at: timestamp(timeline.at(3)),
+            duration: None,
+            topic: "First customers".into(),
+            module_id: String::new(),
+            occurred_at: timestamp(timeline.at(2)),
+        }))
+        .await
+        .expect("scheduled")
+        .into_inner()
+        .session
+        .expect("session");
+    mentorship
+        .complete_session(system.request(CompleteSessionRequest {
+            request_id: "dashboard-complete".into(),
+            session_id: session.session_id.clone(),
+            attendee_ids: RATINGS.iter().map(|(mentee, _)| (*mentee).into()).collect(),
+            notes: String::new(),
+            occurred_at: timestamp(timeline.at(4)),
+        }))
+        .await
+        .expect("completed");
+    for (mentee, rating) in RATINGS {
+        mentorship
+            .submit_feedback(system.request(SubmitFeedbackRequest {
+                request_id: format!("dashboard-feedback-{mentee}"),
+                session_id: session.session_id.clone(),
+                mentee_id: mentee.into(),
+                rating,
+                comment: String::new(),
+                occurred_at: timestamp(timeline.at(5)),
+            }))
+            .await
+            .expect("feedback");
+    }
+    let orders = ORDERS
+        .iter()
+        .enumerate()
+        .map(|(n, (partner, hundredths))| {
+            order(&format!("order-{n}"), partner, *hundredths, timeline.at(6))
+        })
+        .collect();
+    let accepted = clients.ingest(orders).await;
+    clients.wait_as_of(accepted).await;
+    group_id
+}
+
+async fn group(
+    clients: &mut Clients<'_>,
+    program_id: &str,
+    mentor: &str,
+    mentees: &[&str],
+    timeline: &Timeline,
+) -> String {
+    let system = clients.system;
+    let mentorship = clients.mentorship.clone();
+    let (group, _) = Clients::until_known(|| {
+        let mut mentorship = mentorship.clone();
+        let request = system.request(CreateGroupRequest {
+            request_id: format!("group-{mentor}"),
+            program_id: program_id.into(),
+            mentor_id: mentor.into(),
+            name: format!("{mentor}'s group"),
+            capacity: 0,
+            occurred_at: timestamp(timeline.at(2)),
+        });
+        async move { mentorship.create_group(request).await }
+    })
+    .await;
+    let group_id = group.group.expect("group").group_id;
+    for mentee in mentees {
+        Clients::until_known(|| {
+            let mut mentorship = mentorship.clone();
+            let request = system.request(AssignMenteeRequest {
+                request_id: format!("assign-{mentee}"),
+                group_id: group_id.clone(),
+                mentee_id: (*mentee).into(),
+                occurred_at: timestamp(timeline.at(2)),
+            });
+            async move { mentorship.assign_mentee(request).await }
+        })
+        .await;
+    }
+    group_id
+}
+
+/// A link for `partner` in `role`, once mentorship knows the partner.
+async fn link(system: &System, partner: &str, role: DashboardRole) -> CreateDashboardLinkResponse {
+    let mut links = DashboardServiceClient::new(system.channel(Service::Mentorship).await);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let request = system.request(CreateDashboardLinkRequest {
+            partner_id: partner.into(),
+            role: role.into(),
+            valid_for: None,
+            locale: "en".into(),
+        });
+        match links.create_dashboard_link(request).await {
+            Ok(answer) => return answer.into_inner(),
+            Err(status) if status.code() == Code::NotFound => {
+                assert!(tokio::time::Instant::now() < deadline, "{status:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(status) => panic!("link for {partner}: {status:?}"),
+        }
+    }
+}
+
+/// The token of a page URL.
+fn token_of(url: &str) -> &str {
+    url.split_once("?token=").expect("a token").1
+}
+
+fn base(system: &System) -> String {
+    system.endpoint(Service::Mentorship)
+}
+
+/// Status and body of `GET {base}{path}`, with the token as a bearer when given.
+async fn get(system: &System, path: &str, bearer: Option<&str>) -> (u16, String) {
+    let mut request = reqwest::Client::new().get(format!("{}{path}", base(system)));
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("an answer");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("a body"))
+}
+
+/// The value of the first `[data-live=key]` on the open page.
+fn live<'v>(values: &'v Value, key: &str) -> &'v str {
+    values["values"][key]["value"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no number {key} on the page: {values}"))
+}
+
+#[tokio::test]
+async fn dashboards_show_exact_live_numbers_only_to_whom_the_link_allows() {
+    let mut system = System::start(false).await;
+    let mut clients = Clients {
+        system: &system,
+        ingest: mentorstream_proto::ingest::v1::ingest_service_client::IngestServiceClient::new(
+            system.channel(Service::Ingest).await,
+        ),
+        kpi: system.kpi().await,
+        mentorship: MentorshipServiceClient::new(system.channel(Service::Mentorship).await),
+    };
+    let timeline = Timeline::today();
+    let group_id = seed(&mut clients, &timeline).await;
+    let expected = expected();
+    let date = timeline.date();
+
+    let mentor = link(&system, "mentor", DashboardRole::Mentor).await;
+    let leader = link(&system, "leader", DashboardRole::Leader).await;
+    let anna = link(&system, "anna", DashboardRole::Partner).await;
+    assert_links_are_refused_what_they_may_not_see(&system, &mentor, &leader, &anna).await;
+    assert_link_requests_are_checked(&system).await;
+    assert_expired_and_tampered_links_are_refused(&system, &mentor).await;
+    assert_frame_ancestors_follow_the_tenant(&system, &mentor).await;
+
+    let mut browser = Browser::launch();
+    let dated = |url: &str, lang: &str| format!("{url}&date={date}&lang={lang}");
+
+    // The leader's page, exactly.
+    let team = browser
+        .open(&dated(&leader.team_url, "en"), 1280, "en-US")
+        .await;
+    assert_eq!(team["status"], 200, "{team}");
+    let values = browser.values().await;
+    assert_eq!(
+        live(&values, "TEAM:leader|MONTH|SALES_VOLUME"),
+        expected.team_volume
+    );
+    assert_eq!(
+        live(&values, "TEAM:leader|WEEK|SALES_VOLUME"),
+        expected.team_volume
+    );
+    assert_eq!(
+        live(&values, "TEAM:leader|MONTH|ORDERS"),
+        expected.team_orders
+    );
+    assert_eq!(
+        live(&values, "TEAM:leader|MONTH|RECRUITS"),
+        expected.team_recruits
+    );
+    assert_team_charts(&mut browser, &expected).await;
+    assert_clean_console(&mut browser).await;
+
+    // The mentor's page, exactly.
+    let page = browser
+        .open(&dated(&mentor.mentor_url, "en"), 1280, "en-US")
+        .await;
+    assert_eq!(page["status"], 200, "{page}");
+    let values = browser.values().await;
+    let group_key = |window: &str, metric: &str| format!("GROUP:{group_id}|{window}|{metric}");
+    assert_eq!(
+        live(&values, &group_key("WEEK", "SALES_VOLUME")),
+        expected.group_week_volume
+    );
+    assert_eq!(live(&values, &group_key("LIFETIME", "GROUP_SIZE")), "3");
+    assert_eq!(
+        live(&values, &group_key("LIFETIME", "FEEDBACK_AVG")),
+        expected.feedback_avg
+    );
+    for (mentee, volume) in &expected.mentee_volumes {
+        let key = format!("PARTNER:{mentee}|WEEK|SALES_VOLUME");
+        let shown = live(&values, &key);
+        if volume_of(&[mentee]) == 0 {
+            assert_eq!(shown.parse::<f64>().ok(), Some(0.0), "{key}: {shown}");
+        } else {
+            assert_eq!(shown, volume, "{key}");
+        }
+    }
+    let needs = browser
+        .run(json!({"cmd": "attrs", "selector": "[data-need]"}))
+        .await;
+    let needs: Vec<&str> = needs["elements"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|element| element["data-need"].as_str())
+        .collect();
+    assert!(needs.contains(&"clara:MISSED_SESSION"), "{needs:?}");
+    assert!(
+        !needs.iter().any(|need| need.starts_with("anna:QUIET")),
+        "{needs:?}"
+    );
+    assert_clean_console(&mut browser).await;
+
+    // Live: an order while the page is open moves the group's and the mentee's numbers.
+    let before = expected.group_week_volume.clone();
+    clients
+        .ingest(vec![order("order-live", "anna", 1_000, Utc::now())])
+        .await;
+    let moved = browser
+        .run(
+            json!({"cmd": "waitValue", "key": group_key("WEEK", "SALES_VOLUME"),
+                     "notEqual": before, "timeoutMs": WAIT.as_millis()}),
+        )
+        .await;
+    let live_volume = money(volume_of(&MENTEES) + 1_000);
+    assert_eq!(moved["value"], live_volume.as_str(), "{moved}");
+    assert_eq!(moved["reloaded"], false, "{moved}");
+    eprintln!(
+        "the open mentor page showed the order after {} ms (make bench measures this)",
+        moved["elapsedMs"]
+    );
+    browser
+        .run(
+            json!({"cmd": "waitValue", "key": "PARTNER:anna|WEEK|SALES_VOLUME",
+                     "equal": money(volume_of(&["anna"]) + 1_000), "timeoutMs": WAIT.as_millis()}),
+        )
+        .await;
+    let as_of = browser.values().await;
+    assert!(
+        as_of["asOf"][format!("GROUP:{group_id}|WEEK")]["datetime"].is_string(),
+        "every card shows its as_of: {as_of}"
+    );
+
+    // A refused page in the browser: 403 with nothing of the other team.
+    let refused = browser
+        .open(
+            &format!(
+                "{}/dashboard/team/yuri?token={}",
+                base(&system),
+                token_of(&mentor.mentor_url)
+            ),
+            1280,
+            "en-US",
+        )
+        .await;
+    assert_eq!(refused["status"], 403, "{refused}");
+    let body = refused["body"].as_str().unwrap_or_default();
+    assert!(
+        OTHER_TEAM.iter().all(|marker| !body.contains(marker)),
+        "{body}"
+    );
+
+    photograph(&mut browser, &anna, &mentor, &leader, &date).await;
+    browser.close().await;
+    system.stop();
+}
+
+async fn assert_team_charts(browser: &mut Browser, expected: &Expected) {
+    let rows = browser
+        .run(
+            json!({"cmd": "attrs", "selector": "[data-leaderboard='SALES_VOLUME'] [data-partner]"}),
+        )
+        .await;
+    let shown: Vec<(String, String)> = rows["elements"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|row| {
+            (
+                row["data-partner"].as_str().unwrap_or_default().to_owned(),
+                row["data-value"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .filter(|(_, value)| value.parse::<f64>().is_ok_and(|value| value != 0.0))
+        .collect();
+    assert_eq!(shown, expected.leaderboard);
+    let buckets = browser
+        .run(json!({"cmd": "attrs", "selector": "[data-first-sale]"}))
+        .await;
+    let counts: BTreeMap<String, String> = buckets["elements"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|bucket| {
+            (
+                bucket["data-first-sale"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                bucket["data-count"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    // Everyone who sold did so on the day they enrolled.
+    assert_eq!(
+        counts.get("0–7"),
+        Some(&expected.sold.to_string()),
+        "{counts:?}"
+    );
+    assert_eq!(
+        counts.get("none"),
+        Some(&expected.not_sold.to_string()),
+        "{counts:?}"
+    );
+}
+
+async fn assert_clean_console(browser: &mut Browser) {
+    let console = browser.run(json!({"cmd": "console"})).await;
+    let errors: Vec<&Value> = console["messages"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter(|message| ["error", "pageerror"].contains(&message["type"].as_str().unwrap_or("")))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
+async fn assert_links_are_refused_what_they_may_not_see(
+    system: &System,
+    mentor: &CreateDashboardLinkResponse,
+    leader: &CreateDashboardLinkResponse,
+    anna: &CreateDashboardLinkResponse,
+) {
+    let cases: [(&CreateDashboardLinkResponse, &str, u16); 17] = [
+        (mentor, "team/yuri", 403),
+        (mentor, "mentor/yuri", 403),
+        (mentor, "partner/zoya", 403),
+        (mentor, "partner/yuri", 403),
+        (mentor, "team/leader", 403),
+        (mentor, "team/ghost", 403),
+        (mentor, "partner/anna", 200),
+        (mentor, "mentor/mentor", 200),
+        (leader, "team/yuri", 403),
+        (leader, "partner/zoya", 403),
+        (leader, "mentor/yuri", 403),
+        (leader, "team/mentor", 200),
+        (leader, "mentor/mentor", 200),
+        (leader, "partner/clara", 200),
+        (anna, "partner/boris", 403),
+        (anna, "mentor/anna", 403),
+        (anna, "partner/anna", 200),
+    ];
+    for (link, path, status) in cases {
+        let token = token_of(&link.partner_url);
+        let page = get(system, &format!("/dashboard/{path}?token={token}"), None).await;
+        let data = get(system, &format!("/dashboard/api/{path}"), Some(token)).await;
+        assert_eq!(
+            (page.0, data.0),
+            (status, status),
+            "{path}: {page:?} {data:?}"
+        );
+        if status == 403 {
+            let refusal: Value = serde_json::from_str(&data.1).expect("JSON");
+            assert_eq!(refusal["code"], "DASHBOARD_FORBIDDEN", "{path}");
+            let (live, _) = get(
+                system,
+                &format!("/dashboard/api/live/{path}?token={token}"),
+                None,
+            )
+            .await;
+            assert_eq!(live, 403, "{path}");
+            for body in [&page.1, &data.1] {
+                assert!(
+                    OTHER_TEAM.iter().all(|marker| !body.contains(marker)),
+                    "{path}: {body}"
+                );
+            }
+        }
+    }
+}
+
+async fn assert_link_requests_are_checked(system: &System) {
+    let mut links = DashboardServiceClient::new(system.channel(Service::Mentorship).await);
+    let refused = |partner: &str, role: DashboardRole, seconds: i64, locale: &str| {
+        system.request(CreateDashboardLinkRequest {
+            partner_id: partner.into(),
+            role: role.into(),
+            valid_for: Some(prost_types::Duration { seconds, nanos: 0 }),
+            locale: locale.into(),
+        })
+    };
+    for (request, code, message) in [
+        (
+            refused("ghost", DashboardRole::Partner, 600, ""),
+            Code::NotFound,
+            "no enrolled partner `ghost`",
+        ),
+        (
+            refused("anna", DashboardRole::Unspecified, 600, ""),
+            Code::InvalidArgument,
+            "role: one of DASHBOARD_ROLE_PARTNER, DASHBOARD_ROLE_MENTOR, DASHBOARD_ROLE_LEADER",
+        ),
+        (
+            refused("anna", DashboardRole::Partner, 8 * 24 * 3600, ""),
+            Code::InvalidArgument,
+            "valid_for: between 60s and 604800s",
+        ),
+        (
+            refused("anna", DashboardRole::Partner, 600, "de"),
+            Code::InvalidArgument,
+            "locale: `de` is not offered: `ru`, `en`, or empty for the partner's own",
+        ),
+    ] {
+        let status = links
+            .create_dashboard_link(request)
+            .await
+            .expect_err("refused");
+        assert_eq!((status.code(), status.message()), (code, message));
+    }
+}
+
+async fn assert_expired_and_tampered_links_are_refused(
+    system: &System,
+    mentor: &CreateDashboardLinkResponse,
+) {
+    let signer = Signer::new(system.config.actions.signing_key.expose_secret().as_bytes())
+        .expect("the system's key");
+    let expired = signer.issue(&LinkClaims {
+        tenant_id: system.tenant_id.clone(),
+        partner_id: "mentor".into(),
+        role: Role::Mentor,
+        locale: String::new(),
+        expires_at: Utc::now().timestamp() - 1,
+    });
+    let genuine = token_of(&mentor.mentor_url);
+    let (_, signature) = genuine.rsplit_once('.').expect("present");
+    // The same claims raised to a leader's, under the genuine signature.
+    let raised = signer.issue(&LinkClaims {
+        tenant_id: system.tenant_id.clone(),
+        partner_id: "mentor".into(),
+        role: Role::Leader,
+        locale: "en".into(),
+        expires_at: Utc::now().timestamp() + 3600,
+    });
+    let (raised_claims, _) = raised.rsplit_once('.').expect("present");
+    let tampered = format!("{raised_claims}.{signature}");
+    for (token, code) in [
+        (expired.as_str(), "DASHBOARD_LINK_EXPIRED"),
+        (tampered.as_str(), "DASHBOARD_LINK_INVALID"),
+        ("d1.garbage.x", "DASHBOARD_LINK_INVALID"),
+        ("", "DASHBOARD_LINK_MISSING"),
+    ] {
+        let page = get(
+            system,
+            &format!("/dashboard/team/mentor?token={token}"),
+            None,
+        )
+        .await;
+        let data = get(system, "/dashboard/api/mentor/mentor", Some(token)).await;
+        assert_eq!((page.0, data.0), (401, 401), "{code}: {page:?} {data:?}");
+        let refusal: Value = serde_json::from_str(&data.1).expect("JSON");
+        assert_eq!(refusal["code"], code);
+        assert!(page.1.contains(code), "{}", page.1);
+    }
+}
+
+async fn assert_frame_ancestors_follow_the_tenant(
+    system: &System,
+    mentor: &CreateDashboardLinkResponse,
+) {
+    let policy = || async {
+        let response = reqwest::get(&mentor.mentor_url).await.expect("page");
+        assert_eq!(response.status().as_u16(), 200);
+        response.headers()["content-security-policy"]
+            .to_str()
+            .expect("present")
+            .to_owned()
+    };
+    assert!(policy().await.ends_with("frame-ancestors 'none'"));
+    system.cli_ok(&[
+        "admin",
+        "set-frame-ancestors",
+        "--tenant",
+        "acme",
+        "https://office.acme.example",
+    ]);
+    assert!(
+        policy()
+            .await
+            .ends_with("frame-ancestors https://office.acme.example")
+    );
+    let refused = system.cli(&[
+        "admin",
+        "set-frame-ancestors",
+        "--tenant",
+        "acme",
+        "http://office.acme.example/path",
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains(
+            "`http://office.acme.example/path` is not an origin: expected https://host or \
+             https://host:port (http:// only for localhost), without a path"
+        ),
+        "{refused:?}"
+    );
+}
+
+/// The three pages in both languages, and the mentor's on a phone, into
+/// `$MENTORSTREAM_SCREENSHOTS` (else the test's scratch directory).
+async fn photograph(
+    browser: &mut Browser,
+    anna: &CreateDashboardLinkResponse,
+    mentor: &CreateDashboardLinkResponse,
+    leader: &CreateDashboardLinkResponse,
+    date: &str,
+) {
+    let dir = std::env::var_os("MENTORSTREAM_SCREENSHOTS").map_or_else(
+        || PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboards"),
+        PathBuf::from,
+    );
+    std::fs::create_dir_all(&dir).expect("screenshot directory");
+    let pages = [
+        ("partner", &anna.partner_url),
+        ("mentor", &mentor.mentor_url),
+        ("leader", &leader.team_url),
+    ];
+    for (lang, locale) in [("en", "en-US"), ("ru", "ru-RU")] {
+        for (name, url) in pages {
+            let url = format!("{url}&date={date}&lang={lang}");
+            let opened = browser.open(&url, 1280, locale).await;
+            assert_eq!(opened["status"], 200, "{opened}");
+            browser
+                .screenshot(&dir.join(format!("{name}-{lang}.png")))
+                .await;
+        }
+    }
+    let url = format!("{}&date={date}&lang=ru", mentor.mentor_url);
+    browser.open(&url, 390, "ru-RU").await;
+    browser.screenshot(&dir.join("mentor-phone-ru.png")).await;
+    eprintln!("screenshots in {}", dir.display());
+}
