@@ -46,5 +46,18 @@ echo "services up (log: $state/up.log); simulating $partners partners over 28 da
 
 MENTORSTREAM_API_KEY=$key "$bin" simulate --partners "$partners" --days 28 > "$state/simulate.log" 2>&1 &
 simulate=$!
-sleep 2
-"$bin" kpi dashboard --api-key "$key"
+
+# Dashboard links for the busiest mentor and the largest team, as the platform would ask for
+# them (valid for 8 hours), shown under the terminal dashboard.
+showcase=$("$bin" simulate --partners "$partners" --days 28 --showcase)
+mentor=$(echo "$showcase" | awk '$1 == "mentor" {print $2}')
+leader=$(echo "$showcase" | awk '$1 == "leader" {print $2}')
+link() { MENTORSTREAM_API_KEY=$key "$bin" dashboard link --partner "$1" --role "$2" --valid-for 8h --locale ru --page-only; }
+mentor_page=$(link "$mentor" mentor)
+leader_page=$(link "$leader" leader)
+echo "mentor's page ($mentor): $mentor_page"
+echo "leader's page ($leader): $leader_page"
+"$bin" kpi dashboard --api-key "$key" \
+  --footer "In the browser (links valid 8 h; add &lang=en for English):" \
+  --footer "  mentor's page ($mentor): $mentor_page" \
+  --footer "  leader's page ($leader): $leader_page"

@@ -69,6 +69,8 @@ kpi-aggregator:
   redis: true
   databases: []
   consumes: true
+  # Checks the read grants mentorship signs for dashboards.
+  signs: true
 notifier:
   key: notifier
   binary: mentorstream-notifier
@@ -104,7 +106,7 @@ notifier:
 {{- if has "notifier" .databases }}
 {{ include "mentorstream.secretEnv" (dict "name" "MENTORSTREAM__NOTIFIER__DATABASE_URL" "secret" $root.Values.postgres.notifierUrlSecret) }}
 {{- end }}
-{{- if or (has "mentorship" .databases) (has "notifier" .databases) }}
+{{- if or (has "mentorship" .databases) (has "notifier" .databases) .signs }}
 {{ include "mentorstream.secretEnv" (dict "name" "MENTORSTREAM__ACTIONS__SIGNING_KEY" "secret" $root.Values.actions.signingKeySecret) }}
 {{- end }}
 {{- if .kafka }}
