@@ -468,6 +468,12 @@ fn cases(ids: &Ids) -> Vec<(&'static str, Value, Expect)> {
             json!({"partnerId": "iso-root"}),
             Status(404),
         ),
+        // B's key cannot get a dashboard link for A's partner.
+        (
+            "/v1/dashboard/CreateDashboardLink",
+            json!({"partnerId": "iso-m1", "role": "DASHBOARD_ROLE_LEADER"}),
+            Status(404),
+        ),
         // A button's token is its own credential: B's key does not make a token.
         (
             "/v1/action/RedeemAction",
