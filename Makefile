@@ -19,6 +19,8 @@ help:
 	@echo "make test        stack up, fmt, clippy, buf lint/breaking, helm checks, every test"
 	@echo "make helm-check  render, lint and validate the Helm chart; invalid values refused"
 	@echo "make up | down   every service in the background, with a tenant and key (README)"
+	@echo "make bench       seeded measurements (docs/benchmarks.md); bench-dashboard: live page latency"
+	@echo "make screenshots the dashboards in chromium, both languages, into docs/dashboards/"
 	@echo "make stack-up | stack-down | stack-status"
 
 .PHONY: stack-up stack-down stack-status tools
@@ -87,6 +89,21 @@ bench: stack-up
 	target/release/mentorstream-bench freshness --rate 10000 --seconds 60
 	target/release/mentorstream-bench memory --partners 1000000
 	target/release/mentorstream-bench rebuild --partners 1000000 --events 10000000
+	$(MAKE) --no-print-directory bench-dashboard
+
+# An order → the number on a mentor's page open in chromium, 30 times (target 2 s); the
+# end-to-end harness, so the debug binaries.
+.PHONY: bench-dashboard
+bench-dashboard: stack-up tools
+	cargo build --workspace --bins --locked
+	cargo nextest run -p mentorstream-e2e --locked --run-ignored only --no-capture dashboard_live_latency
+
+# docs/dashboards/*.png: the three pages in both languages, from the end-to-end test's company.
+.PHONY: screenshots
+screenshots: stack-up tools
+	cargo build --workspace --bins --locked
+	MENTORSTREAM_SCREENSHOTS=$(CURDIR)/docs/dashboards cargo nextest run -p mentorstream-e2e --locked \
+	  dashboards_show_exact_live_numbers
 
 # Every service in the background for the README's examples; `make down` stops them.
 .PHONY: up down

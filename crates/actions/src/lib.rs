@@ -1,7 +1,6 @@
 //! Tokens the system signs so that their bearer needs no other credential: what a chat-bot
-//! button carries ("I'll attend", "please reschedule", "rate the session": [`Claims`]), a
-//! dashboard link ([`dashboard::LinkClaims`]) and the short read grant a service gives another
-//! for a dashboard's data ([`grant::GrantClaims`]).
+//! button carries ("I'll attend", "please reschedule", "rate the session": [`Claims`]) and a
+//! dashboard link ([`dashboard::LinkClaims`]).
 //!
 //! A token is `<version>.<claims>.<signature>`, both parts base64url without padding: the
 //! claims are JSON (always with the tenant and an expiry in Unix seconds), the signature is
@@ -11,7 +10,6 @@
 //! service that redeems it remembers its id.
 
 pub mod dashboard;
-pub mod grant;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL;

@@ -10,8 +10,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub mod auth;
-
 use anyhow::Context as _;
 use mentorstream_actions::Signer;
 use mentorstream_config::{Config, ExposeSecret, ServiceEndpoints};
@@ -36,8 +34,8 @@ pub struct Context {
     pub config: Arc<Config>,
     pub telemetry: Telemetry,
     pub tenants: Tenants,
-    /// The signer of `actions.signing_key` (chat-bot buttons, dashboard links, read grants);
-    /// None when the key is empty, which turns those off.
+    /// The signer of `actions.signing_key` (chat-bot buttons, dashboard links); None when the
+    /// key is empty, which turns those off.
     pub signer: Option<Signer>,
     pub shutdown: Shutdown,
 }
@@ -129,10 +127,7 @@ pub async fn host(
     let serving = mentorstream_grpc::serve(
         listeners.grpc,
         &context.config.tls,
-        Arc::new(auth::Authenticator {
-            tenants: context.tenants.clone(),
-            grants: context.signer.clone(),
-        }),
+        Arc::new(context.tenants.clone()),
         served,
         routes,
         health,

@@ -7,6 +7,7 @@
 mod channels;
 mod frames;
 mod keys;
+mod lent;
 mod scope;
 mod targets;
 mod webhooks;
@@ -26,6 +27,7 @@ use sqlx::postgres::PgPoolOptions;
 pub use channels::{ChannelsError, TenantChannels};
 pub use frames::{FrameAncestorsError, MAX_FRAME_ANCESTORS};
 pub use keys::{ApiKey, MalformedKey};
+pub use lent::{LENT_KEY_LIFETIME, ReadKeys};
 pub use scope::{Scope, Scopes, UnknownScope};
 pub use targets::{KpiTarget, TARGETS_CACHE_TTL};
 pub use webhooks::{WebhookSecret, WebhookSourceRecord};

@@ -69,8 +69,6 @@ kpi-aggregator:
   redis: true
   databases: []
   consumes: true
-  # Checks the read grants mentorship signs for dashboards.
-  signs: true
 notifier:
   key: notifier
   binary: mentorstream-notifier
@@ -106,7 +104,7 @@ notifier:
 {{- if has "notifier" .databases }}
 {{ include "mentorstream.secretEnv" (dict "name" "MENTORSTREAM__NOTIFIER__DATABASE_URL" "secret" $root.Values.postgres.notifierUrlSecret) }}
 {{- end }}
-{{- if or (has "mentorship" .databases) (has "notifier" .databases) .signs }}
+{{- if or (has "mentorship" .databases) (has "notifier" .databases) }}
 {{ include "mentorstream.secretEnv" (dict "name" "MENTORSTREAM__ACTIONS__SIGNING_KEY" "secret" $root.Values.actions.signingKeySecret) }}
 {{- end }}
 {{- if .kafka }}

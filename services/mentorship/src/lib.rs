@@ -62,6 +62,12 @@ pub enum ServiceError {
     Database(#[from] db::DbError),
     #[error("invalid mentorship.kpi_endpoint: {0}")]
     KpiEndpoint(String),
+    #[error(
+        "mentorship.dashboard_link_valid_for must be between {}s and {}s",
+        dashboard::link::MIN_VALID_FOR.as_secs(),
+        dashboard::link::MAX_VALID_FOR.as_secs()
+    )]
+    DashboardLinkValidFor,
 }
 
 /// Where this service listens, from the configuration.
@@ -200,8 +206,14 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
         tenants: context.tenants.clone(),
         signer: signer.clone(),
         kpi: api.kpi.clone(),
+        keys: std::sync::Arc::new(mentorstream_tenancy::ReadKeys::new(context.tenants.clone())),
         shutdown: context.shutdown.token(),
     });
+    if !(dashboard::link::MIN_VALID_FOR..=dashboard::link::MAX_VALID_FOR)
+        .contains(&config.mentorship.dashboard_link_valid_for)
+    {
+        return Err(ServiceError::DashboardLinkValidFor);
+    }
     let links = DashboardServiceServer::new(dashboard::link::Links {
         pool: pool.clone(),
         signer: signer.clone(),

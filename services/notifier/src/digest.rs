@@ -1,10 +1,6 @@
 //! The weekly digest: every Monday at 09:00 in the mentor's time zone, each mentor gets each
 //! of their groups' numbers for the week that just ended, read from KpiService when it is sent.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
 use chrono::{DateTime, Datelike as _, NaiveDate, NaiveTime, TimeDelta, TimeZone as _, Utc};
 use chrono_tz::Tz;
 use mentorstream_proto::common::v1::LocalDate;
@@ -12,14 +8,12 @@ use mentorstream_proto::kpi::v1::kpi_service_client::KpiServiceClient;
 use mentorstream_proto::kpi::v1::{
     GetScorecardRequest, Metric, Subject, SubjectKind, Window, WindowKind, metric_value,
 };
-use mentorstream_tenancy::{Scope, Scopes, Tenants};
+use mentorstream_tenancy::{ReadKeys, Tenants};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
 /// Local time of the digest on Mondays.
 const DIGEST_AT: NaiveTime = NaiveTime::from_hms_opt(9, 0, 0).expect("09:00 is a time");
-/// The notifier's keys for KpiService live this long and are renewed at half of it.
-const KEY_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// This week's digest time and the week it reports on (the one before), or None before it.
 pub fn due_digest(now: DateTime<Utc>, time_zone: Tz) -> Option<(DateTime<Utc>, NaiveDate)> {
@@ -50,41 +44,19 @@ pub enum KpiError {
 #[derive(Debug)]
 pub struct KpiReader {
     client: KpiServiceClient<Channel>,
-    tenants: Tenants,
-    keys: Mutex<HashMap<String, (String, Instant)>>,
+    keys: ReadKeys,
 }
 
 impl KpiReader {
     pub fn new(channel: Channel, tenants: Tenants) -> Self {
         Self {
             client: KpiServiceClient::new(channel),
-            tenants,
-            keys: Mutex::default(),
+            keys: ReadKeys::new(tenants),
         }
     }
 
     async fn key(&self, tenant_id: &str) -> Result<String, KpiError> {
-        if let Some((key, issued)) = self
-            .keys
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(tenant_id)
-            && issued.elapsed() < KEY_LIFETIME / 2
-        {
-            return Ok(key.clone());
-        }
-        let issued = self
-            .tenants
-            .create_expiring_key(tenant_id, Scopes::default().with(Scope::Read), KEY_LIFETIME)
-            .await?;
-        self.keys
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(
-                tenant_id.to_owned(),
-                (issued.api_key.clone(), Instant::now()),
-            );
-        Ok(issued.api_key)
+        Ok(self.keys.key(tenant_id).await?)
     }
 
     /// The template values of a group for the ISO week starting `week_start`.

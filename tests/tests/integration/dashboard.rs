@@ -662,9 +662,9 @@ async fn assert_link_requests_are_checked(system: &System) {
             "role: one of DASHBOARD_ROLE_PARTNER, DASHBOARD_ROLE_MENTOR, DASHBOARD_ROLE_LEADER",
         ),
         (
-            refused("anna", DashboardRole::Partner, 8 * 24 * 3600, ""),
+            refused("anna", DashboardRole::Partner, 24 * 3600 + 1, ""),
             Code::InvalidArgument,
-            "valid_for: between 60s and 604800s",
+            "valid_for: between 60s and 86400s",
         ),
         (
             refused("anna", DashboardRole::Partner, 600, "de"),
@@ -800,4 +800,65 @@ async fn photograph(
     browser.open(&url, 390, "ru-RU").await;
     browser.screenshot(&dir.join("mentor-phone-ru.png")).await;
     eprintln!("screenshots in {}", dir.display());
+}
+
+/// `make bench-dashboard`: how long an order takes from the Ingest call to the number on an
+/// open mentor page in the browser, 30 times one after the other; the target is 2 s (issue
+/// 18). A benchmark, not a test: it reports the target met or missed and fails on nothing but a
+/// wrong number or a reload.
+#[tokio::test]
+#[ignore = "a benchmark: make bench-dashboard runs it"]
+async fn dashboard_live_latency() {
+    const ORDERS_SENT: usize = 30;
+    const TARGET: Duration = Duration::from_secs(2);
+    let mut system = System::start(false).await;
+    let mut clients = Clients {
+        system: &system,
+        ingest: mentorstream_proto::ingest::v1::ingest_service_client::IngestServiceClient::new(
+            system.channel(Service::Ingest).await,
+        ),
+        kpi: system.kpi().await,
+        mentorship: MentorshipServiceClient::new(system.channel(Service::Mentorship).await),
+    };
+    let timeline = Timeline::today();
+    let group_id = seed(&mut clients, &timeline).await;
+    let mentor = link(&system, "mentor", DashboardRole::Mentor).await;
+    let mut browser = Browser::launch();
+    let url = format!("{}&date={}", mentor.mentor_url, timeline.date());
+    assert_eq!(browser.open(&url, 1280, "en-US").await["status"], 200);
+    let key = format!("GROUP:{group_id}|WEEK|SALES_VOLUME");
+    let mut volume = volume_of(&MENTEES);
+    let mut samples = Vec::with_capacity(ORDERS_SENT);
+    for n in 0..ORDERS_SENT {
+        volume += 100;
+        let sent = std::time::Instant::now();
+        clients
+            .ingest(vec![order(&format!("bench-{n}"), "anna", 100, Utc::now())])
+            .await;
+        let shown = browser
+            .run(
+                json!({"cmd": "waitValue", "key": key, "equal": money(volume),
+                         "timeoutMs": WAIT.as_millis()}),
+            )
+            .await;
+        samples.push(sent.elapsed());
+        assert_eq!(shown["reloaded"], false, "{shown}");
+    }
+    samples.sort();
+    let at = |quantile: f64| {
+        let index = ((samples.len() - 1) as f64 * quantile).round() as usize;
+        samples[index].as_millis()
+    };
+    let worst = samples.last().copied().unwrap_or_default();
+    eprintln!(
+        "dashboard live latency, Ingest call → number on the open page, {ORDERS_SENT} orders: \
+         p50 {} ms, p95 {} ms, max {} ms — target ≤ {} ms for every order: {}",
+        at(0.5),
+        at(0.95),
+        worst.as_millis(),
+        TARGET.as_millis(),
+        if worst <= TARGET { "met" } else { "MISSED" }
+    );
+    browser.close().await;
+    system.stop();
 }

@@ -8,7 +8,7 @@ use mentorstream_actions::{Signer, TokenError};
 use sqlx::PgPool;
 
 /// Deepest sponsor chain looked through for a leader's team.
-const MAX_DEPTH: i32 = 64;
+pub const MAX_DEPTH: i32 = 64;
 
 /// The three pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,7 +124,9 @@ pub async fn allow(
     let own = subject == claims.partner_id;
     let allowed = match (page, claims.role) {
         (Page::Partner, _) if own => true,
-        (Page::Partner, Role::Mentor) => mentors(pool, claims, subject).await?,
+        (Page::Partner, Role::Mentor | Role::Leader) if mentors(pool, claims, subject).await? => {
+            true
+        }
         (Page::Mentor, Role::Mentor) => own,
         (Page::Team, Role::Leader) | (Page::Mentor, Role::Leader) if own => true,
         (_, Role::Leader) => in_team(pool, claims, subject).await?,

@@ -124,12 +124,13 @@ pub fn page(
         (_, Page::Mentor) => "My group",
         (_, Page::Team) => "My team",
     };
+    // The subject last: a placeholder inside it stays text.
     let body = SHELL
         .replace("{{lang}}", locale)
         .replace("{{page}}", page.name())
-        .replace("{{subject}}", &escape(subject))
         .replace("{{date}}", &date.to_string())
-        .replace("{{title}}", title);
+        .replace("{{title}}", title)
+        .replace("{{subject}}", &escape(subject));
     html(StatusCode::OK, body, frame_ancestors)
 }
 

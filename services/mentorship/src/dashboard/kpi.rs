@@ -1,11 +1,15 @@
-//! The dashboard's numbers, read from the KPI service with a one-minute read grant of the
-//! tenant (`mentorstream_actions::grant`), and turned into the page's JSON (docs/dashboards.md).
+//! The dashboard's numbers, read from the KPI service with a short-lived read key of the
+//! tenant (`mentorstream_tenancy::ReadKeys`), and turned into the page's JSON
+//! (docs/dashboards.md). A subject the aggregator has not seen yet (a new group, a partner
+//! whose enrolment is on its way) reads as empty, not as an error.
 
 use std::collections::BTreeMap;
 
-use chrono::{Datelike as _, NaiveDate, Utc};
-use mentorstream_actions::Signer;
-use mentorstream_actions::grant::{GRANT_VALID_FOR_SECS, GrantClaims};
+use std::sync::Arc;
+
+use chrono::{Datelike as _, NaiveDate};
+use futures::StreamExt as _;
+use futures::stream::BoxStream;
 use mentorstream_proto::common::v1::LocalDate;
 use mentorstream_proto::kpi::v1::kpi_service_client::KpiServiceClient;
 use mentorstream_proto::kpi::v1::{
@@ -14,9 +18,13 @@ use mentorstream_proto::kpi::v1::{
     MetricValue, Subject, SubjectKind, WatchKpisRequest, WatchKpisResponse, Window, WindowKind,
     metric_value,
 };
+use mentorstream_tenancy::ReadKeys;
 use serde::Serialize;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Status, Streaming};
+use tonic::{Code, Request, Status};
+
+/// Most subjects one WatchKpis call takes (the KPI service's limit).
+const MAX_WATCHED: usize = 100;
 
 /// The windows a page shows and follows live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -227,26 +235,33 @@ pub fn rfc3339(timestamp: &prost_types::Timestamp) -> String {
     .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// The KPI service, asked with read grants.
+/// The KPI service, asked with the tenant's lent read key.
 #[derive(Debug, Clone)]
 pub struct KpiReader {
     pub client: KpiServiceClient<Channel>,
-    pub signer: Signer,
+    pub keys: Arc<ReadKeys>,
+}
+
+/// What an answer about an unknown subject becomes: `empty`; other refusals stay errors.
+fn or_empty<T>(answer: Result<T, Status>, empty: impl FnOnce() -> T) -> Result<T, Status> {
+    match answer {
+        Err(status) if status.code() == Code::NotFound => Ok(empty()),
+        answer => answer,
+    }
 }
 
 impl KpiReader {
-    fn granted<T>(&self, tenant_id: &str, message: T) -> Request<T> {
-        let claims = GrantClaims {
-            tenant_id: tenant_id.to_owned(),
-            issuer: "mentorship-dashboard".to_owned(),
-            expires_at: Utc::now().timestamp() + GRANT_VALID_FOR_SECS,
-        };
+    async fn granted<T>(&self, tenant_id: &str, message: T) -> Result<Request<T>, Status> {
+        let key = self.keys.key(tenant_id).await.map_err(|error| {
+            tracing::warn!(%error, "cannot lend a read key for the KPI service");
+            Status::unavailable("cannot issue a read key for the KPI service")
+        })?;
         let mut request = Request::new(message);
-        let bearer = format!("Bearer {}", self.signer.issue(&claims));
-        if let Ok(value) = bearer.parse() {
-            request.metadata_mut().insert("authorization", value);
-        }
-        request
+        let bearer = format!("Bearer {key}")
+            .parse()
+            .map_err(|_| Status::internal("an API key that is not a header value"))?;
+        request.metadata_mut().insert("authorization", bearer);
+        Ok(request)
     }
 
     pub async fn card(
@@ -263,12 +278,14 @@ impl KpiReader {
                 anchor: Some(local_date(date)),
             }),
         };
+        let request = self.granted(tenant_id, request).await?;
         let answer = self
             .client
             .clone()
-            .get_scorecard(self.granted(tenant_id, request))
-            .await?
-            .into_inner();
+            .get_scorecard(request)
+            .await
+            .map(tonic::Response::into_inner);
+        let answer = or_empty(answer, Default::default)?;
         Ok(Card {
             subject: subject.clone(),
             window: span,
@@ -294,13 +311,14 @@ impl KpiReader {
             from: Some(local_date(from)),
             to: Some(local_date(to)),
         };
+        let request = self.granted(tenant_id, request).await?;
         let answer = self
             .client
             .clone()
-            .get_series(self.granted(tenant_id, request))
-            .await?
-            .into_inner();
-        Ok(answer
+            .get_series(request)
+            .await
+            .map(tonic::Response::into_inner);
+        Ok(or_empty(answer, Default::default)?
             .points
             .iter()
             .filter_map(|point| {
@@ -332,13 +350,14 @@ impl KpiReader {
             page_size: size,
             page_token: String::new(),
         };
-        Ok(self
+        let request = self.granted(tenant_id, request).await?;
+        let answer = self
             .client
             .clone()
-            .get_leaderboard(self.granted(tenant_id, request))
-            .await?
-            .into_inner()
-            .entries)
+            .get_leaderboard(request)
+            .await
+            .map(|answer| answer.into_inner().entries);
+        or_empty(answer, Vec::new)
     }
 
     /// The partner's journey; None before the aggregator has seen them.
@@ -350,16 +369,14 @@ impl KpiReader {
         let request = GetJourneyRequest {
             partner_id: partner_id.to_owned(),
         };
-        match self
+        let request = self.granted(tenant_id, request).await?;
+        let answer = self
             .client
             .clone()
-            .get_journey(self.granted(tenant_id, request))
+            .get_journey(request)
             .await
-        {
-            Ok(answer) => Ok(Some(answer.into_inner())),
-            Err(status) if status.code() == Code::NotFound => Ok(None),
-            Err(status) => Err(status),
-        }
+            .map(|answer| Some(answer.into_inner()));
+        or_empty(answer, || None)
     }
 
     /// The goals' values by goal id, as the aggregator decides them.
@@ -368,10 +385,11 @@ impl KpiReader {
         tenant_id: &str,
         request: GetGoalProgressRequest,
     ) -> Result<std::collections::HashMap<String, String>, Status> {
+        let request = self.granted(tenant_id, request).await?;
         let answer = self
             .client
             .clone()
-            .get_goal_progress(self.granted(tenant_id, request))
+            .get_goal_progress(request)
             .await?
             .into_inner();
         Ok(answer
@@ -381,13 +399,39 @@ impl KpiReader {
             .collect())
     }
 
-    /// Updates of `subjects` in the week, month and lifetime of `date`.
+    /// Updates of `subjects` in the week, month and lifetime of `date`, the KPI service's
+    /// limit of subjects per call respected; subjects it does not know yet are left out.
     pub async fn watch(
         &self,
         tenant_id: &str,
         subjects: &[SubjectRef],
         date: NaiveDate,
-    ) -> Result<Streaming<WatchKpisResponse>, Status> {
+    ) -> Result<BoxStream<'static, Result<WatchKpisResponse, Status>>, Status> {
+        let mut streams = Vec::new();
+        for chunk in subjects.chunks(MAX_WATCHED) {
+            match self.watch_some(tenant_id, chunk, date).await {
+                Ok(stream) => streams.push(stream),
+                // Which one is unknown is not said: watch them one by one.
+                Err(status) if status.code() == Code::NotFound => {
+                    for subject in chunk {
+                        let one = self.watch_some(tenant_id, std::slice::from_ref(subject), date);
+                        if let Some(stream) = or_empty(one.await.map(Some), || None)? {
+                            streams.push(stream);
+                        }
+                    }
+                }
+                Err(status) => return Err(status),
+            }
+        }
+        Ok(futures::stream::select_all(streams).boxed())
+    }
+
+    async fn watch_some(
+        &self,
+        tenant_id: &str,
+        subjects: &[SubjectRef],
+        date: NaiveDate,
+    ) -> Result<BoxStream<'static, Result<WatchKpisResponse, Status>>, Status> {
         let request = WatchKpisRequest {
             subjects: subjects.iter().map(SubjectRef::proto).collect(),
             windows: [Span::Week, Span::Month, Span::Lifetime]
@@ -398,12 +442,14 @@ impl KpiReader {
                 })
                 .collect(),
         };
+        let request = self.granted(tenant_id, request).await?;
         Ok(self
             .client
             .clone()
-            .watch_kpis(self.granted(tenant_id, request))
+            .watch_kpis(request)
             .await?
-            .into_inner())
+            .into_inner()
+            .boxed())
     }
 }
 

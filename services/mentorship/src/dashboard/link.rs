@@ -14,11 +14,13 @@ use mentorstream_tenancy::Scope;
 use sqlx::PgPool;
 use tonic::{Code, Request, Response, Status};
 
+use crate::api::timestamp;
 use crate::partners::is_enrolled;
 
-/// The shortest and longest a link may work.
+/// The shortest and longest a link may work: a back office asks for a fresh one whenever it
+/// shows a page, and a link cannot be revoked before it expires.
 pub const MIN_VALID_FOR: Duration = Duration::from_secs(60);
-pub const MAX_VALID_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const MAX_VALID_FOR: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Clone)]
 pub struct Links {
@@ -77,10 +79,7 @@ impl Links {
         let url = |page: &str| page_url(&self.base_url, page, &claims.partner_id, &token);
         let expires_at = DateTime::from_timestamp(claims.expires_at, 0).unwrap_or_default();
         CreateDashboardLinkResponse {
-            expires_at: Some(prost_types::Timestamp {
-                seconds: expires_at.timestamp(),
-                nanos: 0,
-            }),
+            expires_at: Some(timestamp(expires_at)),
             partner_url: url("partner"),
             mentor_url: if claims.role == Role::Partner {
                 String::new()
@@ -170,10 +169,10 @@ mod tests {
         assert_eq!(valid_for(None, hour).ok(), Some(hour));
         let seconds = |seconds| valid_for(Some(prost_types::Duration { seconds, nanos: 0 }), hour);
         assert_eq!(seconds(60).ok(), Some(MIN_VALID_FOR));
-        assert_eq!(seconds(7 * 24 * 3600).ok(), Some(MAX_VALID_FOR));
-        for refused in [59, 7 * 24 * 3600 + 1, -5] {
+        assert_eq!(seconds(24 * 3600).ok(), Some(MAX_VALID_FOR));
+        for refused in [59, 24 * 3600 + 1, -5] {
             let status = seconds(refused).expect_err("refused");
-            assert_eq!(status.message(), "valid_for: between 60s and 604800s");
+            assert_eq!(status.message(), "valid_for: between 60s and 86400s");
         }
         assert_eq!(locale("ru").ok(), Some("ru"));
         assert_eq!(

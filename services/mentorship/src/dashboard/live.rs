@@ -1,8 +1,9 @@
 //! `GET /dashboard/api/live/{page}/{subject}?token=`: the page's numbers as they change, as
 //! server-sent events, from the KPI service's WatchKpis. Each `card` event is one subject's
 //! numbers in the page's current week, month or lifetime. When the link expires the stream
-//! says `gone` and ends; on shutdown or when the KPI stream ends it just ends, and the browser
-//! reconnects (checked again).
+//! says `gone` and ends; after [`RECHECK_AFTER`], on shutdown or when the KPI stream ends it
+//! just ends, and the browser reconnects — checked again, so a mentee moved to another group
+//! or a partner moved out of a team stops streaming within minutes.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -18,6 +19,9 @@ use super::access::{Refusal, unavailable};
 use super::kpi::{Card, Span};
 use super::{Dashboard, PageQuery, refusal_json, views};
 
+/// How long one stream lives before the browser must reconnect and be checked again.
+pub const RECHECK_AFTER: Duration = Duration::from_secs(600);
+
 pub async fn stream(
     State(dashboard): State<Dashboard>,
     Path((page, subject)): Path<(String, String)>,
@@ -26,7 +30,7 @@ pub async fn stream(
 ) -> Response {
     let opened = async {
         let admitted = dashboard.admit(&page, &subject, &headers, &query).await?;
-        let reader = dashboard.reader()?;
+        let reader = dashboard.reader();
         let ask = dashboard.ask(&reader, &admitted);
         let subjects = views::live_subjects(ask, admitted.page, &subject).await?;
         let updates = reader
@@ -72,7 +76,8 @@ fn until_expiry(
     shutdown: tokio_util::sync::CancellationToken,
 ) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
     let remaining =
-        Duration::from_secs(u64::try_from(expires_at - Utc::now().timestamp()).unwrap_or(0));
+        Duration::from_secs(u64::try_from(expires_at - Utc::now().timestamp()).unwrap_or(0))
+            .min(RECHECK_AFTER);
     let end = async move {
         tokio::select! {
             () = tokio::time::sleep(remaining) => {}

@@ -1,7 +1,9 @@
 //! Dashboards in the browser (docs/dashboards.md): a partner's own page, a mentor's group and
 //! a leader's team, opened with a signed link the platform asked for ([`link`]), checked on the
 //! page and on every data request ([`access`]), filled from the mentorship database and the KPI
-//! service ([`views`]) and kept live from the KPI change stream ([`live`]).
+//! service ([`views`]) and kept live from the KPI change stream ([`live`]). The KPI service is
+//! read with a short-lived read key the service lends itself per tenant; the browser only ever
+//! holds its link.
 
 mod access;
 mod assets;
@@ -11,6 +13,8 @@ mod live;
 mod stats;
 mod views;
 
+use std::sync::Arc;
+
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse as _, Response};
 use chrono::{NaiveDate, Utc};
@@ -18,7 +22,7 @@ use http::HeaderMap;
 use mentorstream_actions::Signer;
 use mentorstream_actions::dashboard::LinkClaims;
 use mentorstream_proto::kpi::v1::kpi_service_client::KpiServiceClient;
-use mentorstream_tenancy::{Tenant, Tenants};
+use mentorstream_tenancy::{ReadKeys, TenancyError, Tenant, Tenants};
 use serde::Deserialize;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +38,8 @@ pub struct Dashboard {
     /// None while `actions.signing_key` is empty: every link is refused.
     pub signer: Option<Signer>,
     pub kpi: KpiServiceClient<Channel>,
+    /// The tenants' read keys for the KPI service.
+    pub keys: Arc<ReadKeys>,
     /// Ends the live streams.
     pub shutdown: CancellationToken,
 }
@@ -84,11 +90,12 @@ impl Dashboard {
         let token = access::presented(headers, query.token.as_deref());
         let claims = access::verify(self.signer.as_ref(), token, Utc::now())?;
         access::allow(&self.pool, &claims, page, subject).await?;
-        let tenant = self
-            .tenants
-            .cached_tenant(&claims.tenant_id)
-            .await
-            .map_err(unavailable)?;
+        let tenant = match self.tenants.cached_tenant(&claims.tenant_id).await {
+            Ok(tenant) => tenant,
+            // A link of a tenant that was deleted since.
+            Err(TenancyError::UnknownTenant(_)) => return Err(Refusal::Invalid),
+            Err(error) => return Err(unavailable(error)),
+        };
         let date = match &query.date {
             Some(text) => text
                 .parse()
@@ -143,11 +150,11 @@ impl Dashboard {
         }
     }
 
-    fn reader(&self) -> Result<kpi::KpiReader, Refusal> {
-        Ok(kpi::KpiReader {
+    fn reader(&self) -> kpi::KpiReader {
+        kpi::KpiReader {
             client: self.kpi.clone(),
-            signer: self.signer.clone().ok_or(Refusal::NotConfigured)?,
-        })
+            keys: self.keys.clone(),
+        }
     }
 }
 
@@ -195,7 +202,7 @@ async fn data(
 ) -> Response {
     let answer = async {
         let admitted = dashboard.admit(&page, &subject, &headers, &query).await?;
-        let reader = dashboard.reader()?;
+        let reader = dashboard.reader();
         views::page(dashboard.ask(&reader, &admitted), admitted.page, &subject).await
     };
     match answer.await {

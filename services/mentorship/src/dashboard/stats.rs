@@ -63,9 +63,10 @@ const BUCKETS: [(&str, i64, Option<i64>); 5] = [
     ("61+", 61, None),
 ];
 
-/// `days` holds each partner's days to first sale, None for those who have not sold.
+/// `days` holds each partner's days to first sale, None for those who have not sold; a sale
+/// before the enrolment counts as day 0.
 pub fn first_sale(days: &[Option<i64>]) -> FirstSale {
-    let mut sold: Vec<i64> = days.iter().flatten().copied().collect();
+    let mut sold: Vec<i64> = days.iter().flatten().map(|days| (*days).max(0)).collect();
     sold.sort_unstable();
     let buckets = BUCKETS
         .iter()
@@ -106,7 +107,7 @@ pub struct RetentionPoint {
 }
 
 /// For each week k after enrolment (days 7k to 7k+6 counted from the local enrolment day),
-/// the share of partners active in it, among those whose week k has ended by `date`.
+/// the share of partners active in it, among those whose week k ended before `date`.
 /// `members` holds each partner's local enrolment day and active days.
 pub fn retention(
     members: &[(NaiveDate, BTreeSet<NaiveDate>)],
@@ -123,7 +124,8 @@ pub fn retention(
                 ) else {
                     continue;
                 };
-                if last > date {
+                // The date itself is not over yet.
+                if last >= date {
                     continue;
                 }
                 eligible += 1;
@@ -173,7 +175,8 @@ mod tests {
 
     #[test]
     fn first_sales_fall_in_inclusive_buckets_with_a_median() {
-        let answer = first_sale(&[Some(7), Some(8), None, Some(0), Some(61), Some(30)]);
+        // A sale recorded before the enrolment counts as day 0.
+        let answer = first_sale(&[Some(7), Some(8), None, Some(-2), Some(61), Some(30)]);
         let counts: Vec<usize> = answer.buckets.iter().map(|bucket| bucket.count).collect();
         assert_eq!(counts, vec![2, 1, 1, 0, 1]);
         assert_eq!((answer.without_sale, answer.partners), (1, 6));
@@ -190,8 +193,10 @@ mod tests {
             (day("2026-11-01"), days(&["2026-11-01", "2026-11-15"])),
             // Active in week 1 only.
             (day("2026-11-01"), days(&["2026-11-14"])),
-            // Enrolled recently: week 0 ends 2026-11-30.
+            // Enrolled recently: week 0 ends 2026-11-30, the page's date, not over yet.
             (day("2026-11-24"), days(&["2026-11-24"])),
+            // Week 0 ended yesterday.
+            (day("2026-11-23"), days(&["2026-11-29"])),
         ];
         let curve = retention(&members, day("2026-11-30"));
         let week = |k: usize| (curve[k].eligible, curve[k].active);

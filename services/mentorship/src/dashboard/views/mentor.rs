@@ -311,7 +311,11 @@ fn needs(groups: &[GroupView], missed: &HashMap<String, i64>, ask: Ask<'_>) -> V
             needs.push(need(Reason::NoPlan, None));
         }
     }
-    needs.sort_by(|a, b| (a.reason, &a.mentee_id).cmp(&(b.reason, &b.mentee_id)));
+    // The longest quiet (never seen active first) and the most missed first within a reason.
+    needs.sort_by(|a, b| {
+        let most = |need: &Need| std::cmp::Reverse(need.days.unwrap_or(i64::MAX));
+        (a.reason, most(a), &a.mentee_id).cmp(&(b.reason, most(b), &b.mentee_id))
+    });
     needs
 }
 

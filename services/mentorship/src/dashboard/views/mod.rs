@@ -37,12 +37,17 @@ impl Ask<'_> {
         &self.claims.tenant_id
     }
 
-    /// The instant the local day `date` begins.
+    /// The instant the local day `date` begins: its first existing local time (a day that
+    /// starts in a DST gap begins when the gap ends).
     pub fn start_of(&self, date: NaiveDate) -> DateTime<Utc> {
         let midnight = date.and_hms_opt(0, 0, 0).unwrap_or_default();
-        self.time_zone
-            .from_local_datetime(&midnight)
-            .earliest()
+        (0..=180)
+            .step_by(15)
+            .find_map(|minutes| {
+                self.time_zone
+                    .from_local_datetime(&(midnight + chrono::Duration::minutes(minutes)))
+                    .earliest()
+            })
             .map_or_else(|| midnight.and_utc(), |local| local.with_timezone(&Utc))
     }
 

@@ -9,12 +9,10 @@ use mentorstream_proto::kpi::v1::Metric;
 use serde::Serialize;
 
 use super::{Ask, Header, Person, active_days, names, person};
-use crate::dashboard::access::{Page, Refusal, unavailable};
+use crate::dashboard::access::{MAX_DEPTH, Page, Refusal, unavailable};
 use crate::dashboard::kpi::{Card, Point, Span, SubjectRef, Value, metric_name};
 use crate::dashboard::stats::{self, FirstSale, RETENTION_WEEKS, RetentionPoint};
 
-/// Deepest sponsor chain followed.
-const MAX_DEPTH: i32 = 64;
 /// Most partners whose journeys make the distribution and the curve; a larger team shows the
 /// earliest enrolled and says so (`truncated`).
 const MAX_MEMBERS: i64 = 500;
@@ -71,11 +69,11 @@ struct Retention {
 }
 
 pub async fn view(ask: Ask<'_>, root_id: &str) -> Result<TeamView, Refusal> {
-    let mut members = members(ask, root_id).await?;
-    let limit = usize::try_from(MAX_MEMBERS).unwrap_or(usize::MAX);
-    let truncated = members.len() > limit;
-    members.truncate(limit);
-    let team_size = members.len();
+    let members = members(ask, root_id).await?;
+    let team_size = members
+        .first()
+        .map_or(0, |member| usize::try_from(member.total).unwrap_or(0));
+    let truncated = team_size > members.len();
     let subject = SubjectRef::team(root_id);
     let before = |span: Span| match span {
         Span::Week => ask.date.checked_sub_days(Days::new(7)),
@@ -126,10 +124,12 @@ pub async fn view(ask: Ask<'_>, root_id: &str) -> Result<TeamView, Refusal> {
 struct Member {
     partner_id: String,
     enrolled_at: DateTime<Utc>,
+    /// How many the whole team has.
+    total: i64,
 }
 
-/// The root and everyone enrolled below them, earliest enrolled first, one more than
-/// [`MAX_MEMBERS`] at most (to tell a truncated team).
+/// The root and everyone enrolled below them (each once, even through a sponsor cycle),
+/// earliest enrolled first, [`MAX_MEMBERS`] at most.
 async fn members(ask: Ask<'_>, root_id: &str) -> Result<Vec<Member>, Refusal> {
     sqlx::query_as(
         "WITH RECURSIVE down (partner_id, depth) AS ( \
@@ -138,15 +138,15 @@ async fn members(ask: Ask<'_>, root_id: &str) -> Result<Vec<Member>, Refusal> {
              SELECT c.partner_id, down.depth + 1 \
              FROM partners c JOIN down ON c.tenant_id = $1 AND c.sponsor_id = down.partner_id \
              WHERE down.depth < $3) \
-         SELECT p.partner_id, p.enrolled_at FROM down \
-           JOIN partners p ON p.tenant_id = $1 AND p.partner_id = down.partner_id \
-         WHERE p.enrolment_rank <> '~' \
+         SELECT p.partner_id, p.enrolled_at, count(*) OVER () AS total FROM partners p \
+         WHERE p.tenant_id = $1 AND p.enrolment_rank <> '~' \
+           AND p.partner_id IN (SELECT partner_id FROM down) \
          ORDER BY p.enrolled_at, p.partner_id LIMIT $4",
     )
     .bind(ask.tenant())
     .bind(root_id)
     .bind(MAX_DEPTH)
-    .bind(MAX_MEMBERS + 1)
+    .bind(MAX_MEMBERS)
     .fetch_all(ask.pool)
     .await
     .map_err(unavailable)
