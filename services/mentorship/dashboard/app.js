@@ -186,7 +186,9 @@ function resolveContext() {
   const date = isDate(html.dataset.date) ? html.dataset.date : isDate(params.get('date')) ? params.get('date') : '';
   const wanted = params.get('lang');
   const lang = LANGS.includes(wanted) ? wanted : LANGS.includes(html.lang) ? html.lang : 'ru';
-  return { page, subject, date, lang, token: params.get('token') || '' };
+  // Times are shown in the tenant's time zone, the one its days and weeks are counted in.
+  const timeZone = filled(html.dataset.timeZone) ? html.dataset.timeZone : undefined;
+  return { page, subject, date, lang, timeZone, token: params.get('token') || '' };
 }
 
 function t(key, vars = {}) {
@@ -306,12 +308,14 @@ function localDay(iso) {
   if (/^\d{4}-\d{2}-\d{2}$/.test(String(iso))) return String(iso);
   const x = new Date(iso);
   if (Number.isNaN(x.getTime())) return String(iso).slice(0, 10);
-  const pad = (n) => String(n).padStart(2, '0');
-  return `${x.getFullYear()}-${pad(x.getMonth() + 1)}-${pad(x.getDate())}`;
+  // en-CA writes YYYY-MM-DD.
+  return new Intl.DateTimeFormat('en-CA', {
+    timeZone: ctx.timeZone, year: 'numeric', month: '2-digit', day: '2-digit',
+  }).format(x);
 }
 
 function formatTime(iso, seconds = false) {
-  const opts = { hour: '2-digit', minute: '2-digit', hourCycle: 'h23' };
+  const opts = { hour: '2-digit', minute: '2-digit', hourCycle: 'h23', timeZone: ctx.timeZone };
   if (seconds) opts.second = '2-digit';
   return new Intl.DateTimeFormat(ctx.lang, opts).format(new Date(iso));
 }
@@ -319,7 +323,9 @@ function formatTime(iso, seconds = false) {
 function formatDateTime(iso) {
   const x = new Date(iso);
   if (Number.isNaN(x.getTime())) return String(iso ?? '');
-  return new Intl.DateTimeFormat(ctx.lang, { weekday: 'short', day: 'numeric', month: 'short' }).format(x)
+  return new Intl.DateTimeFormat(ctx.lang, {
+    weekday: 'short', day: 'numeric', month: 'short', timeZone: ctx.timeZone,
+  }).format(x)
     + ', ' + formatTime(iso);
 }
 

@@ -113,6 +113,7 @@ pub fn page(
     page: Page,
     subject: &str,
     date: chrono::NaiveDate,
+    time_zone: &str,
     locale: &str,
     frame_ancestors: &[String],
 ) -> Response {
@@ -129,6 +130,7 @@ pub fn page(
         .replace("{{lang}}", locale)
         .replace("{{page}}", page.name())
         .replace("{{date}}", &date.to_string())
+        .replace("{{time_zone}}", &escape(time_zone))
         .replace("{{title}}", title)
         .replace("{{subject}}", &escape(subject));
     html(StatusCode::OK, body, frame_ancestors)
@@ -213,6 +215,7 @@ mod tests {
             "{{lang}}",
             "{{page}}",
             "{{subject}}",
+            "{{time_zone}}",
             "{{date}}",
             "{{title}}",
         ] {

@@ -188,6 +188,7 @@ async fn page(
         admitted.page,
         &subject,
         admitted.date,
+        admitted.tenant.time_zone.name(),
         &admitted.locale,
         &frame_ancestors,
     )
