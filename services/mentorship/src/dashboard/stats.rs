@@ -106,7 +106,8 @@ pub struct RetentionPoint {
     pub ratio: Option<f64>,
 }
 
-/// For each week k after enrolment (days 7k to 7k+6 counted from the local enrolment day),
+/// For each week k after enrolment (days 7k+1 to 7k+7 after the local enrolment day, which
+/// itself does not count: joining is not coming back),
 /// the share of partners active in it, among those whose week k ended before `date`.
 /// `members` holds each partner's local enrolment day and active days.
 pub fn retention(
@@ -119,8 +120,8 @@ pub fn retention(
             let mut active = 0;
             for (enrolled, days) in members {
                 let (Some(first), Some(last)) = (
-                    enrolled.checked_add_days(Days::new(7 * week)),
-                    enrolled.checked_add_days(Days::new(7 * week + 6)),
+                    enrolled.checked_add_days(Days::new(7 * week + 1)),
+                    enrolled.checked_add_days(Days::new(7 * week + 7)),
                 ) else {
                     continue;
                 };
@@ -189,21 +190,21 @@ mod tests {
     #[test]
     fn retention_counts_only_weeks_that_have_ended() {
         let members = vec![
-            // Active in week 0 and week 2.
+            // The enrolment day does not count; active in week 1 (11-09 to 11-15).
             (day("2026-11-01"), days(&["2026-11-01", "2026-11-15"])),
-            // Active in week 1 only.
-            (day("2026-11-01"), days(&["2026-11-14"])),
-            // Enrolled recently: week 0 ends 2026-11-30, the page's date, not over yet.
-            (day("2026-11-24"), days(&["2026-11-24"])),
+            // Active in week 0 (11-02 to 11-08) and week 2.
+            (day("2026-11-01"), days(&["2026-11-08", "2026-11-16"])),
+            // Week 0 ends 2026-11-30, the page's date, not over yet.
+            (day("2026-11-23"), days(&["2026-11-24"])),
             // Week 0 ended yesterday.
-            (day("2026-11-23"), days(&["2026-11-29"])),
+            (day("2026-11-22"), days(&["2026-11-29"])),
         ];
         let curve = retention(&members, day("2026-11-30"));
         let week = |k: usize| (curve[k].eligible, curve[k].active);
         assert_eq!(week(0), (3, 2));
         assert_eq!(week(1), (2, 1));
         assert_eq!(week(2), (2, 1));
-        // Week 3 of the first two ends 2026-11-28; week 4 on 2026-12-05, not yet.
+        // Week 3 of the first two ends 2026-11-29; week 4 on 2026-12-06, not yet.
         assert_eq!(week(3), (2, 0));
         assert_eq!(week(4), (0, 0));
         assert_eq!(curve[4].ratio, None);

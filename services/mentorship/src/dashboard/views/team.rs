@@ -170,7 +170,7 @@ async fn journeys(ask: Ask<'_>, members: Vec<Member>) -> Result<Vec<MemberJourne
 async fn journey(ask: Ask<'_>, member: Member) -> Result<MemberJourney, Refusal> {
     let enrolled = ask.local_date(member.enrolled_at);
     let last = enrolled
-        .checked_add_days(Days::new(7 * RETENTION_WEEKS - 1))
+        .checked_add_days(Days::new(7 * RETENTION_WEEKS))
         .unwrap_or(enrolled)
         .min(ask.date);
     let subject = SubjectRef::partner(&member.partner_id);
