@@ -10,10 +10,7 @@ use mentorstream_actions::{Action, Claims, Signer};
 use mentorstream_config::ExposeSecret as _;
 use mentorstream_e2e::{Service, System, WAIT};
 use mentorstream_proto::common::v1::Decimal;
-use mentorstream_proto::ingest::v1::ingest_service_client::IngestServiceClient;
-use mentorstream_proto::kpi::v1::kpi_service_client::KpiServiceClient;
 use mentorstream_proto::kpi::v1::{Fraction, Metric, Subject, SubjectKind, metric_value};
-use mentorstream_proto::mentorship::v1::mentorship_service_client::MentorshipServiceClient;
 use mentorstream_proto::mentorship::v1::{
     AssignMenteeRequest, CompleteSessionRequest, CreateGroupRequest, ListFeedbackRequest,
     ScheduleSessionRequest,
@@ -206,12 +203,7 @@ async fn wait_for_feedback_average(clients: &mut Clients<'_>, expected: &Fractio
 #[tokio::test]
 async fn buttons_answer_and_rate_sessions_once_and_refuse_every_bad_token() {
     let mut system = System::start(false).await;
-    let mut clients = Clients {
-        system: &system,
-        ingest: IngestServiceClient::new(system.channel(Service::Ingest).await),
-        kpi: KpiServiceClient::new(system.channel(Service::Kpi).await),
-        mentorship: MentorshipServiceClient::new(system.channel(Service::Mentorship).await),
-    };
+    let mut clients = Clients::connect(&system).await;
     let (past, upcoming) = two_sessions(&mut clients).await;
 
     // The reminder of the upcoming session offers attend and reschedule, one token.

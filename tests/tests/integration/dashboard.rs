@@ -20,7 +20,6 @@ use mentorstream_proto::activity::v1::activity_event::Payload;
 use mentorstream_proto::activity::v1::{ActivityEvent, OrderPlaced, PartnerEnrolled};
 use mentorstream_proto::common::v1::{Decimal, Money};
 use mentorstream_proto::mentorship::v1::dashboard_service_client::DashboardServiceClient;
-use mentorstream_proto::mentorship::v1::mentorship_service_client::MentorshipServiceClient;
 use mentorstream_proto::mentorship::v1::{
     AssignMenteeRequest, CompleteSessionRequest, CreateDashboardLinkRequest,
     CreateDashboardLinkResponse, CreateGroupRequest, DashboardRole, ScheduleSessionRequest,
@@ -382,14 +381,7 @@ fn live<'v>(values: &'v Value, key: &str) -> &'v str {
 #[tokio::test]
 async fn dashboards_show_exact_live_numbers_only_to_whom_the_link_allows() {
     let mut system = System::start(false).await;
-    let mut clients = Clients {
-        system: &system,
-        ingest: mentorstream_proto::ingest::v1::ingest_service_client::IngestServiceClient::new(
-            system.channel(Service::Ingest).await,
-        ),
-        kpi: system.kpi().await,
-        mentorship: MentorshipServiceClient::new(system.channel(Service::Mentorship).await),
-    };
+    let mut clients = Clients::connect(&system).await;
     let timeline = Timeline::today();
     let group_id = seed(&mut clients, &timeline).await;
     let expected = expected();
@@ -812,14 +804,7 @@ async fn dashboard_live_latency() {
     const ORDERS_SENT: usize = 30;
     const TARGET: Duration = Duration::from_secs(2);
     let mut system = System::start(false).await;
-    let mut clients = Clients {
-        system: &system,
-        ingest: mentorstream_proto::ingest::v1::ingest_service_client::IngestServiceClient::new(
-            system.channel(Service::Ingest).await,
-        ),
-        kpi: system.kpi().await,
-        mentorship: MentorshipServiceClient::new(system.channel(Service::Mentorship).await),
-    };
+    let mut clients = Clients::connect(&system).await;
     let timeline = Timeline::today();
     let group_id = seed(&mut clients, &timeline).await;
     let mentor = link(&system, "mentor", DashboardRole::Mentor).await;

@@ -110,7 +110,17 @@ pub(crate) struct Clients<'s> {
     pub(crate) mentorship: MentorshipServiceClient<Channel>,
 }
 
-impl Clients<'_> {
+impl<'s> Clients<'s> {
+    /// Plain clients of the system's services.
+    pub(crate) async fn connect(system: &'s System) -> Self {
+        Self {
+            system,
+            ingest: IngestServiceClient::new(system.channel(Service::Ingest).await),
+            kpi: KpiServiceClient::new(system.channel(Service::Kpi).await),
+            mentorship: MentorshipServiceClient::new(system.channel(Service::Mentorship).await),
+        }
+    }
+
     /// Ingests `events`, each of which must be ACCEPTED; the moment the answer came, by when
     /// the broker had acknowledged every one.
     pub(crate) async fn ingest(&mut self, events: Vec<ActivityEvent>) -> DateTime<Utc> {
