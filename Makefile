@@ -96,7 +96,7 @@ bench: stack-up
 .PHONY: bench-dashboard
 bench-dashboard: stack-up tools
 	cargo build --workspace --bins --locked
-	cargo nextest run -p mentorstream-e2e --locked --run-ignored only --no-capture dashboard_live_latency
+	cargo nextest run -p mentorstream-e2e --locked --no-capture thirty_orders_in_a_row
 
 # docs/dashboards/*.png: the three pages in both languages, from the end-to-end test's company.
 .PHONY: screenshots

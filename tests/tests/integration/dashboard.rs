@@ -794,13 +794,12 @@ async fn photograph(
     eprintln!("screenshots in {}", dir.display());
 }
 
-/// `make bench-dashboard`: how long an order takes from the Ingest call to the number on an
-/// open mentor page in the browser, 30 times one after the other; the target is 2 s (issue
-/// 18). A benchmark, not a test: it reports the target met or missed and fails on nothing but a
-/// wrong number or a reload.
+/// Thirty orders, one after the other, each reach the open mentor page with the exact new
+/// number and no reload. It also times them (from the Ingest call: accepted, in GetScorecard,
+/// on the page) and prints the times against the 2 s target of issue 18 — printed, never
+/// asserted: `make bench-dashboard` runs it for the numbers (docs/benchmarks.md).
 #[tokio::test]
-#[ignore = "a benchmark: make bench-dashboard runs it"]
-async fn dashboard_live_latency() {
+async fn thirty_orders_in_a_row_reach_the_open_page_without_a_reload() {
     const ORDERS_SENT: usize = 30;
     const TARGET: Duration = Duration::from_secs(2);
     let mut system = System::start(false).await;
