@@ -545,13 +545,7 @@ const FIELDS: [(Metric, &str); 11] = [
 ];
 
 fn window(bucket: &str) -> Window {
-    let date = |date: NaiveDate| {
-        Some(LocalDate {
-            year: chrono::Datelike::year(&date),
-            month: i32::try_from(chrono::Datelike::month(&date)).unwrap(),
-            day: i32::try_from(chrono::Datelike::day(&date)).unwrap(),
-        })
-    };
+    let date = |date: NaiveDate| Some(LocalDate::from(date));
     let (kind, anchor) = match bucket.split_once(':') {
         Some(("d", day)) => (WindowKind::Day, date(day.parse().unwrap())),
         Some(("w", week)) => {

@@ -11,6 +11,28 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 pub mod common {
     pub mod v1 {
         tonic::include_proto!("mentorstream.common.v1");
+
+        impl From<chrono::NaiveDate> for LocalDate {
+            fn from(day: chrono::NaiveDate) -> Self {
+                use chrono::Datelike as _;
+                Self {
+                    year: day.year(),
+                    month: day.month().cast_signed(),
+                    day: day.day().cast_signed(),
+                }
+            }
+        }
+
+        impl LocalDate {
+            /// The calendar day, None for one that does not exist (2026-02-30, month 0).
+            pub fn to_naive(&self) -> Option<chrono::NaiveDate> {
+                chrono::NaiveDate::from_ymd_opt(
+                    self.year,
+                    u32::try_from(self.month).ok()?,
+                    u32::try_from(self.day).ok()?,
+                )
+            }
+        }
     }
 }
 

@@ -21,9 +21,7 @@ use tonic::{Request, Response, Status};
 
 use crate::calendar::{Calendar, Granularity, Window};
 use crate::fold::rank_time;
-use crate::metric::{
-    Counter, NOT_COUNTED, decimal, fraction, local_date, metric_values, timestamp,
-};
+use crate::metric::{Counter, NOT_COUNTED, decimal, fraction, metric_values, timestamp};
 use crate::namespace::Namespace;
 use crate::store::{OwnedSubject, StoreError, Subject};
 use crate::target::Target;
@@ -708,7 +706,7 @@ impl Api {
                     _ => metric_value::Value::Count(count(counter)),
                 };
                 SeriesPoint {
-                    bucket_start: Some(local_date(start)),
+                    bucket_start: Some(start.into()),
                     value: Some(MetricValue {
                         metric: metric.into(),
                         value: Some(value),
@@ -1359,19 +1357,13 @@ fn proto_window_with_anchor(
     };
     mentorstream_proto::kpi::v1::Window {
         kind: requested.kind,
-        anchor: anchor.map(local_date),
+        anchor: anchor.map(Into::into),
     }
-}
-
-fn parse_local_date(date: &LocalDate) -> Option<NaiveDate> {
-    let month = u32::try_from(date.month).ok()?;
-    let day = u32::try_from(date.day).ok()?;
-    NaiveDate::from_ymd_opt(date.year, month, day)
 }
 
 /// A calendar date of the request, or the field violation that says why not.
 fn calendar_date(field: &str, date: &LocalDate) -> Result<NaiveDate, Status> {
-    parse_local_date(date).ok_or_else(|| {
+    date.to_naive().ok_or_else(|| {
         field_violation(
             field,
             format!(

@@ -164,16 +164,6 @@ pub fn fraction(numerator: i64, denominator: i64) -> mentorstream_proto::kpi::v1
     }
 }
 
-/// A local date on the wire.
-pub fn local_date(day: chrono::NaiveDate) -> mentorstream_proto::common::v1::LocalDate {
-    use chrono::Datelike as _;
-    mentorstream_proto::common::v1::LocalDate {
-        year: day.year(),
-        month: i32::try_from(day.month()).unwrap_or_default(),
-        day: i32::try_from(day.day()).unwrap_or_default(),
-    }
-}
-
 /// An instant on the wire.
 pub fn timestamp(time: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {

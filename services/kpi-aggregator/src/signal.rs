@@ -15,7 +15,7 @@ use mentorstream_proto::kpi::v1::{self as proto, Metric, SubjectKind, WindowKind
 use sha2::{Digest, Sha256};
 
 use crate::calendar::{Bucket, Calendar};
-use crate::metric::{Counter, decimal, local_date, timestamp};
+use crate::metric::{Counter, decimal, timestamp};
 use crate::state::partner::Announcement;
 
 /// A signal about one partner.
@@ -400,7 +400,7 @@ impl Signal {
                     }),
                     window: Some(proto::Window {
                         kind: window_kind.into(),
-                        anchor: bucket.first_day().map(local_date),
+                        anchor: bucket.first_day().map(Into::into),
                     }),
                     metric: counter.metric().unwrap_or(Metric::Unspecified).into(),
                     threshold: Some(number(*threshold)),

@@ -23,7 +23,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::Api;
 use crate::calendar::Bucket;
-use crate::metric::local_date;
 use crate::store::{Changed, OwnedSubject};
 
 /// Updates a watcher may fall behind by before it gets a fresh snapshot instead.
@@ -57,7 +56,7 @@ pub fn bucket_window(bucket: Bucket) -> Window {
     };
     Window {
         kind: kind.into(),
-        anchor: bucket.first_day().map(local_date),
+        anchor: bucket.first_day().map(Into::into),
     }
 }
 

@@ -3,7 +3,6 @@
 
 use chrono::{DateTime, Datelike as _, NaiveDate, NaiveTime, TimeDelta, TimeZone as _, Utc};
 use chrono_tz::Tz;
-use mentorstream_proto::common::v1::LocalDate;
 use mentorstream_proto::kpi::v1::kpi_service_client::KpiServiceClient;
 use mentorstream_proto::kpi::v1::{
     GetScorecardRequest, Metric, Subject, SubjectKind, Window, WindowKind, metric_value,
@@ -75,11 +74,7 @@ impl KpiReader {
             }),
             window: Some(Window {
                 kind: WindowKind::Week as i32,
-                anchor: Some(LocalDate {
-                    year: week_start.year(),
-                    month: week_start.month().cast_signed(),
-                    day: week_start.day().cast_signed(),
-                }),
+                anchor: Some(week_start.into()),
             }),
         });
         let bearer = format!("Bearer {key}")

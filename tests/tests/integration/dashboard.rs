@@ -882,11 +882,7 @@ async fn group_week_volume(
             }),
             window: Some(kpi::Window {
                 kind: kpi::WindowKind::Week.into(),
-                anchor: Some(mentorstream_proto::common::v1::LocalDate {
-                    year: chrono::Datelike::year(&date),
-                    month: i32::try_from(chrono::Datelike::month(&date)).expect("a month"),
-                    day: i32::try_from(chrono::Datelike::day(&date)).expect("a day"),
-                }),
+                anchor: Some(date.into()),
             }),
         }))
         .await

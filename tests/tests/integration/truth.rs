@@ -521,11 +521,7 @@ async fn assert_teams_and_the_tenant_explain_their_numbers(clients: &mut Clients
     let day = occurred_at()
         .with_timezone(&chrono_tz::Europe::Moscow)
         .date_naive();
-    let date = Some(mentorstream_proto::common::v1::LocalDate {
-        year: chrono::Datelike::year(&day),
-        month: i32::try_from(chrono::Datelike::month(&day)).expect("month"),
-        day: i32::try_from(chrono::Datelike::day(&day)).expect("day"),
-    });
+    let date = Some(day.into());
     let team = |id: &str| {
         Some(Subject {
             kind: SubjectKind::Team.into(),

@@ -187,7 +187,7 @@ impl Card {
             from: window
                 .anchor
                 .as_ref()
-                .and_then(naive_date)
+                .and_then(LocalDate::to_naive)
                 .and_then(|anchor| span.first_day(anchor)),
             values: values(&update.values),
             as_of: update.as_of.as_ref().map(rfc3339),
@@ -208,22 +208,6 @@ fn values(values: &[MetricValue]) -> BTreeMap<&'static str, Value> {
 pub struct Point {
     pub date: NaiveDate,
     pub value: Value,
-}
-
-pub fn local_date(date: NaiveDate) -> LocalDate {
-    LocalDate {
-        year: date.year(),
-        month: i32::try_from(date.month()).unwrap_or_default(),
-        day: i32::try_from(date.day()).unwrap_or_default(),
-    }
-}
-
-pub fn naive_date(date: &LocalDate) -> Option<NaiveDate> {
-    NaiveDate::from_ymd_opt(
-        date.year,
-        u32::try_from(date.month).ok()?,
-        u32::try_from(date.day).ok()?,
-    )
 }
 
 pub fn rfc3339(timestamp: &prost_types::Timestamp) -> String {
@@ -275,7 +259,7 @@ impl KpiReader {
             subject: Some(subject.proto()),
             window: Some(Window {
                 kind: span.kind().into(),
-                anchor: Some(local_date(date)),
+                anchor: Some(date.into()),
             }),
         };
         let request = self.granted(tenant_id, request).await?;
@@ -308,8 +292,8 @@ impl KpiReader {
             subject: Some(subject.proto()),
             metric: metric.into(),
             granularity: Granularity::Day.into(),
-            from: Some(local_date(from)),
-            to: Some(local_date(to)),
+            from: Some(from.into()),
+            to: Some(to.into()),
         };
         let request = self.granted(tenant_id, request).await?;
         let answer = self
@@ -323,7 +307,7 @@ impl KpiReader {
             .iter()
             .filter_map(|point| {
                 Some(Point {
-                    date: naive_date(point.bucket_start.as_ref()?)?,
+                    date: point.bucket_start.as_ref()?.to_naive()?,
                     value: Value::of_metric(point.value.as_ref()?)?,
                 })
             })
@@ -344,7 +328,7 @@ impl KpiReader {
             metric: metric.into(),
             window: Some(Window {
                 kind: WindowKind::Month.into(),
-                anchor: Some(local_date(date)),
+                anchor: Some(date.into()),
             }),
             team_root_id: team_root.to_owned(),
             page_size: size,
@@ -438,7 +422,7 @@ impl KpiReader {
                 .into_iter()
                 .map(|span| Window {
                     kind: span.kind().into(),
-                    anchor: Some(local_date(date)),
+                    anchor: Some(date.into()),
                 })
                 .collect(),
         };

@@ -149,11 +149,7 @@ async fn each_mentor_gets_the_weeks_group_numbers_on_monday_morning() {
         }),
         window: Some(Window {
             kind: WindowKind::Week as i32,
-            anchor: Some(mentorstream_proto::common::v1::LocalDate {
-                year: week_start.year(),
-                month: week_start.month().cast_signed(),
-                day: week_start.day().cast_signed(),
-            }),
+            anchor: Some(week_start.into()),
         }),
     };
     let deadline = tokio::time::Instant::now() + common::WAIT;
