@@ -13,6 +13,7 @@ const FILES: &[&str] = &[
     "mentorstream/kpi/v1/kpi.proto",
     "mentorstream/kpi/v1/kpi_service.proto",
     "mentorstream/mentorship/v1/resources.proto",
+    "mentorstream/mentorship/v1/impact.proto",
     "mentorstream/mentorship/v1/events.proto",
     "mentorstream/mentorship/v1/mentorship_service.proto",
     "mentorstream/mentorship/v1/actions.proto",

@@ -88,9 +88,60 @@ async fn apply(pool: &PgPool, event: &ActivityEvent) -> Result<(), HandleError> 
             .execute(pool)
             .await
             .map_err(|error| HandleError::Transient(error.to_string()))?;
+            first_rank(pool, event, occurred_at, achieved.rank_level).await?;
+        }
+        Some(Payload::OrderPlaced(_)) => first(pool, event, occurred_at, "first_sale_at").await?,
+        Some(Payload::ModuleCompleted(_)) => {
+            first(pool, event, occurred_at, "first_module_at").await?;
         }
         _ => {}
     }
+    Ok(())
+}
+
+/// Keeps the earliest `occurred_at` in `column` (a newcomer's milestone, docs/impact.md); a
+/// partner not enrolled yet gets a placeholder row, as for a rank.
+async fn first(
+    pool: &PgPool,
+    event: &ActivityEvent,
+    occurred_at: chrono::DateTime<chrono::Utc>,
+    column: &'static str,
+) -> Result<(), HandleError> {
+    sqlx::query(&format!(
+        "INSERT INTO partners (tenant_id, partner_id, enrolled_at, enrolment_rank, {column}) \
+         VALUES ($1, $2, $3, '~', $3) \
+         ON CONFLICT (tenant_id, partner_id) DO UPDATE SET \
+             {column} = LEAST(partners.{column}, EXCLUDED.{column})"
+    ))
+    .bind(&event.tenant_id)
+    .bind(&event.partner_id)
+    .bind(occurred_at)
+    .execute(pool)
+    .await
+    .map_err(|error| HandleError::Transient(error.to_string()))?;
+    Ok(())
+}
+
+/// Keeps when each rank level was first reached.
+async fn first_rank(
+    pool: &PgPool,
+    event: &ActivityEvent,
+    occurred_at: chrono::DateTime<chrono::Utc>,
+    level: u32,
+) -> Result<(), HandleError> {
+    sqlx::query(
+        "INSERT INTO partner_ranks (tenant_id, partner_id, rank_level, reached_at) \
+         VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (tenant_id, partner_id, rank_level) DO UPDATE SET \
+             reached_at = LEAST(partner_ranks.reached_at, EXCLUDED.reached_at)",
+    )
+    .bind(&event.tenant_id)
+    .bind(&event.partner_id)
+    .bind(i32::try_from(level).unwrap_or(i32::MAX))
+    .bind(occurred_at)
+    .execute(pool)
+    .await
+    .map_err(|error| HandleError::Transient(error.to_string()))?;
     Ok(())
 }
 
