@@ -238,6 +238,9 @@ pub struct MentorshipConfig {
     /// How often sessions past their grace are looked for.
     #[serde(with = "humantime_serde")]
     pub missed_check_interval: Duration,
+    /// How often newcomers' milestones are checked for at-risk episodes (docs/impact.md).
+    #[serde(with = "humantime_serde")]
+    pub newcomer_check_interval: Duration,
     /// Where KpiService answers, for live goal progress and dashboards (`http://host:port`).
     pub kpi_endpoint: String,
     /// Where browsers reach the dashboard pages of this service (docs/dashboards.md).

@@ -287,7 +287,7 @@ async fn active_assignment(
 /// the mentee's own. Returns the assignment and the MenteeAssigned event.
 async fn start_assignment(
     transaction: &mut Transaction<'_, Postgres>,
-    tenant_id: &str,
+    tenant: &Tenant,
     group_id: &str,
     group: &LockedGroup,
     mentee_id: &str,
@@ -312,6 +312,15 @@ async fn start_assignment(
             ),
         ));
     }
+    let tenant_id = tenant.tenant_id.as_str();
+    crate::impact::rollout::check_eligible(
+        transaction,
+        tenant_id,
+        tenant.time_zone,
+        group_id,
+        mentee_id,
+    )
+    .await?;
     sqlx::query!(
         "INSERT INTO assignments (tenant_id, group_id, mentee_id, started_at) \
          VALUES ($1, $2, $3, $4)",
@@ -768,7 +777,7 @@ impl MentorshipService for Api {
             ));
         }
         let (assignment, event) =
-            start_assignment(&mut transaction, tenant_id, group_id, &group, mentee_id, at).await?;
+            start_assignment(&mut transaction, &tenant, group_id, &group, mentee_id, at).await?;
         db::announce(&mut transaction, mentee_id, "MenteeAssigned", &event)
             .await
             .map_err(db_status)?;
@@ -907,7 +916,7 @@ impl MentorshipService for Api {
         )
         .await?;
         let (started, assigned) =
-            start_assignment(&mut transaction, tenant_id, to, &new_group, mentee_id, at).await?;
+            start_assignment(&mut transaction, &tenant, to, &new_group, mentee_id, at).await?;
         db::announce(&mut transaction, mentee_id, "MenteeUnassigned", &unassigned)
             .await
             .map_err(db_status)?;

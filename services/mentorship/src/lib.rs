@@ -22,6 +22,7 @@ pub mod actions;
 mod api;
 pub mod dashboard;
 pub mod db;
+pub mod impact;
 pub mod partners;
 pub mod plans;
 pub mod relay;
@@ -36,6 +37,7 @@ use mentorstream_kafka::admin::{all_topics, ensure_topics};
 use mentorstream_kafka::{Consumer, DeadLetters, KafkaError, Producer, run_consumer};
 use mentorstream_proto::mentorship::v1::action_service_server::ActionServiceServer;
 use mentorstream_proto::mentorship::v1::dashboard_service_server::DashboardServiceServer;
+use mentorstream_proto::mentorship::v1::impact_service_server::ImpactServiceServer;
 use mentorstream_proto::mentorship::v1::mentorship_service_server::MentorshipServiceServer;
 use mentorstream_runtime::{Context, Listeners, host_services};
 use tokio::sync::Notify;
@@ -102,6 +104,32 @@ async fn mark_missed(
                     break;
                 }
             }
+        }
+    }
+}
+
+/// Every `interval` until shutdown: newcomers who left on-track begin an at-risk episode
+/// (MenteeAtRisk, once per episode), those back on track end theirs. Failures are logged and
+/// retried at the next round.
+async fn watch_newcomers(
+    pool: &sqlx::PgPool,
+    interval: std::time::Duration,
+    relay: &Notify,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut rounds = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = rounds.tick() => {}
+        }
+        match impact::newcomers::watch_episodes(pool, chrono::Utc::now()).await {
+            Ok(0) => {}
+            Ok(began) => {
+                tracing::info!(began, "at-risk episodes began");
+                relay.notify_one();
+            }
+            Err(error) => tracing::warn!(%error, "cannot look at newcomers"),
         }
     }
 }
@@ -182,6 +210,12 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
         &wake,
         context.shutdown.token(),
     );
+    let watching = watch_newcomers(
+        &pool,
+        config.mentorship.newcomer_check_interval,
+        &wake,
+        context.shutdown.token(),
+    );
     let kpi = tonic::transport::Channel::from_shared(config.mentorship.kpi_endpoint.clone())
         .map_err(|error| ServiceError::KpiEndpoint(error.to_string()))?
         .connect_timeout(KPI_TIMEOUT)
@@ -201,12 +235,14 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
     if signer.is_none() {
         tracing::warn!("actions.signing_key is empty: chat-bot buttons and dashboards are refused");
     }
+    // One lender of read keys for everything here that asks the KPI service.
+    let keys = Arc::new(mentorstream_tenancy::ReadKeys::new(context.tenants.clone()));
     let pages = dashboard::router(dashboard::Dashboard {
         pool: pool.clone(),
         tenants: context.tenants.clone(),
         signer: signer.clone(),
         kpi: api.kpi.clone(),
-        keys: std::sync::Arc::new(mentorstream_tenancy::ReadKeys::new(context.tenants.clone())),
+        keys: keys.clone(),
         shutdown: context.shutdown.token(),
     });
     if !(dashboard::link::MIN_VALID_FOR..=dashboard::link::MAX_VALID_FOR)
@@ -223,6 +259,17 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
             .trim_end_matches('/')
             .to_owned(),
         default_valid_for: config.mentorship.dashboard_link_valid_for,
+    })
+    .accept_compressed(CompressionEncoding::Gzip)
+    .send_compressed(CompressionEncoding::Gzip);
+    let impact = ImpactServiceServer::new(impact::Impact {
+        pool: pool.clone(),
+        tenants: context.tenants.clone(),
+        kpi: dashboard::kpi::KpiReader {
+            client: api.kpi.clone(),
+            keys: keys.clone(),
+        },
+        readiness: api.readiness.clone(),
     })
     .accept_compressed(CompressionEncoding::Gzip)
     .send_compressed(CompressionEncoding::Gzip);
@@ -245,17 +292,19 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
             <MentorshipServiceServer<api::Api> as NamedService>::NAME,
             <ActionServiceServer<actions::Actions> as NamedService>::NAME,
             <DashboardServiceServer<dashboard::link::Links> as NamedService>::NAME,
+            <ImpactServiceServer<impact::Impact> as NamedService>::NAME,
         ],
         Routes::from(
             Routes::new(mentorship)
                 .add_service(actions)
                 .add_service(links)
+                .add_service(impact)
                 .into_axum_router()
                 .merge(pages),
         ),
     );
-    let ((), followed, signalled, served, ()) =
-        tokio::join!(relaying, following, signalling, serving, marking);
+    let ((), followed, signalled, served, (), ()) =
+        tokio::join!(relaying, following, signalling, serving, marking, watching);
     served?;
     followed?;
     signalled?;

@@ -7,7 +7,7 @@
 
 mod access;
 mod assets;
-mod kpi;
+pub mod kpi;
 pub mod link;
 mod live;
 mod stats;

@@ -4,6 +4,7 @@
 //! is another link of the whole dependency tree, and another ~90 MB on disk.
 
 mod common;
+mod impact;
 mod mentorship;
 mod plans;
 mod relay;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use mentorstream_config::{Config, ExposeSecret};
 use mentorstream_kafka::{CloudEvent, InboundRecord, Message as _, OutboundRecord, Producer};
 use mentorstream_proto::activity::v1::{ActivityEvent, PartnerEnrolled, activity_event};
+use mentorstream_proto::mentorship::v1::impact_service_client::ImpactServiceClient;
 use mentorstream_proto::mentorship::v1::mentorship_service_client::MentorshipServiceClient;
 use mentorstream_proto::mentorship::v1::{
     AssignMenteeRequest, CreateGroupRequest, CreateProgramRequest, MentorshipEvent, ProgramKind,
@@ -24,7 +25,10 @@ pub struct Service {
     pub context: Context,
     pub pool: PgPool,
     pub client: MentorshipServiceClient<Channel>,
+    pub impact: ImpactServiceClient<Channel>,
     pub tenant_id: String,
+    /// The id of the write key (ImpactService records who changed a programme).
+    pub write_key_id: String,
     write_key: String,
     read_key: String,
     served: tokio::task::JoinHandle<Result<(), mentorstream_mentorship::ServiceError>>,
@@ -82,12 +86,12 @@ impl Service {
             })
             .await
             .expect("tenant");
-        let write_key = context
+        let write = context
             .tenants
             .create_key("acme", "write".parse().expect("scopes"))
             .await
-            .expect("key")
-            .api_key;
+            .expect("key");
+        let (write_key, write_key_id) = (write.api_key, write.key_id);
         let read_key = context
             .tenants
             .create_key("acme", "read".parse().expect("scopes"))
@@ -104,9 +108,13 @@ impl Service {
         let addr = listeners.grpc_addr().expect("address");
         let served = tokio::spawn(mentorstream_mentorship::run(context.clone(), listeners));
         let deadline = tokio::time::Instant::now() + WAIT;
-        let client = loop {
-            match MentorshipServiceClient::connect(format!("http://{addr}")).await {
-                Ok(client) => break client,
+        let channel = loop {
+            match Channel::from_shared(format!("http://{addr}"))
+                .expect("endpoint")
+                .connect()
+                .await
+            {
+                Ok(channel) => break channel,
                 Err(error) => {
                     assert!(tokio::time::Instant::now() < deadline, "{error}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -116,8 +124,10 @@ impl Service {
         Self {
             context,
             pool,
-            client,
+            client: MentorshipServiceClient::new(channel.clone()),
+            impact: ImpactServiceClient::new(channel),
             tenant_id: tenant.tenant_id,
+            write_key_id,
             write_key,
             read_key,
             served,
