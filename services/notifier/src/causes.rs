@@ -337,6 +337,9 @@ impl MentorshipFollower {
                     })
                     .collect();
             }
+            Some(Payload::MenteeAtRisk(at_risk)) => {
+                planned.push(at_risk_alert(&at_risk, now));
+            }
             Some(Payload::SessionMissed(missed)) => {
                 cancel_pending(
                     &mut transaction,
@@ -355,6 +358,46 @@ impl MentorshipFollower {
         }
         transaction.commit().await?;
         Ok(any)
+    }
+}
+
+/// The mentor's alert that a newcomer left on-track: one per at-risk episode.
+fn at_risk_alert(
+    at_risk: &mentorstream_proto::mentorship::v1::MenteeAtRisk,
+    now: DateTime<Utc>,
+) -> Planned {
+    use mentorstream_proto::mentorship::v1::{Milestone, NewcomerStatus};
+    let overdue: Vec<&str> = at_risk
+        .overdue
+        .iter()
+        .filter_map(|milestone| Milestone::try_from(*milestone).ok())
+        .filter_map(|milestone| {
+            milestone
+                .as_str_name()
+                .strip_prefix("MILESTONE_")
+                .map(|name| match name {
+                    "FIRST_SESSION" => "first_session",
+                    "FIRST_MODULE" => "first_module",
+                    "FIRST_SALE" => "first_sale",
+                    "FIRST_RECRUIT" => "first_recruit",
+                    _ => "first_rank",
+                })
+        })
+        .collect();
+    Planned {
+        recipient_id: at_risk.mentor_id.clone(),
+        kind: Kind::AtRiskMentor,
+        cause: format!("at-risk:{}", at_risk.episode_id),
+        cause_group: String::new(),
+        params: json!({
+            "mentee_id": at_risk.mentee_id,
+            "group_id": at_risk.group_id,
+            "program_id": at_risk.program_id,
+            "day": at_risk.day,
+            "behind": at_risk.status() == NewcomerStatus::Behind,
+            "overdue": overdue,
+        }),
+        due_at: now,
     }
 }
 

@@ -74,11 +74,12 @@ pub enum Kind {
     RankAchievedMentor,
     Inactive,
     InactiveMentor,
+    AtRiskMentor,
     WeeklyDigest,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Self::Reminder24h,
         Self::Reminder15m,
         Self::FeedbackRequest,
@@ -90,6 +91,7 @@ impl Kind {
         Self::RankAchievedMentor,
         Self::Inactive,
         Self::InactiveMentor,
+        Self::AtRiskMentor,
         Self::WeeklyDigest,
     ];
 
@@ -106,6 +108,7 @@ impl Kind {
             Self::RankAchievedMentor => "rank_achieved_mentor",
             Self::Inactive => "inactive",
             Self::InactiveMentor => "inactive_mentor",
+            Self::AtRiskMentor => "at_risk_mentor",
             Self::WeeklyDigest => "weekly_digest",
         }
     }
@@ -124,7 +127,7 @@ impl Kind {
             | Self::GoalAchievedMentor
             | Self::RankAchieved
             | Self::RankAchievedMentor => Category::Congratulation,
-            Self::Inactive | Self::InactiveMentor => Category::Inactivity,
+            Self::Inactive | Self::InactiveMentor | Self::AtRiskMentor => Category::Inactivity,
             Self::WeeklyDigest => Category::WeeklyDigest,
         }
     }

@@ -18,7 +18,7 @@ macro_rules! templates {
     };
 }
 
-const SOURCES: [(&str, &str); 24] = templates!(
+const SOURCES: [(&str, &str); 26] = templates!(
     "reminder_24h",
     "reminder_15m",
     "feedback_request",
@@ -30,6 +30,7 @@ const SOURCES: [(&str, &str); 24] = templates!(
     "rank_achieved_mentor",
     "inactive",
     "inactive_mentor",
+    "at_risk_mentor",
     "weekly_digest",
 );
 
@@ -135,6 +136,39 @@ mod tests {
                 .body,
             "Your session \"Первые шаги\" with 3 mentee(s) starts on 2026-11-28 10:00 \
              (Europe/Moscow) and takes 15 minutes."
+        );
+    }
+
+    #[test]
+    fn an_at_risk_alert_names_the_overdue_milestones() {
+        let values = json!({
+            "mentee_id": "p-7", "group_id": "g-1", "program_id": "pilot", "day": 9,
+            "behind": true, "overdue": ["first_session", "first_module"],
+        });
+        assert_eq!(
+            templates()
+                .render(Kind::AtRiskMentor, "en", &values)
+                .expect("en"),
+            Rendered {
+                subject: "Your mentee p-7 is behind on day 9".into(),
+                body: "p-7 has not reached a first session, a first training module by the \
+                       programme's target. A short session this week can put them back on track."
+                    .into(),
+            }
+        );
+        let mut one = values;
+        one["behind"] = json!(false);
+        one["overdue"] = json!(["first_sale"]);
+        assert_eq!(
+            templates()
+                .render(Kind::AtRiskMentor, "ru", &one)
+                .expect("ru"),
+            Rendered {
+                subject: "Ваш подопечный p-7 в зоне риска: 9-й день".into(),
+                body: "У p-7 к сроку программы нет: первая продажа. Короткая сессия на этой \
+                       неделе поможет вернуться в график."
+                    .into(),
+            }
         );
     }
 
