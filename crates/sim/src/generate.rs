@@ -49,6 +49,34 @@ struct Partner {
     recruits: Vec<usize>,
 }
 
+/// The planted pilot effect (docs/impact.md): a mentee of the pilot programme is engaged
+/// (active on 60 % of days instead of 15 %) with this chance, and quits early with the other,
+/// where a mentee of the standard programme or a partner without a mentor is engaged with
+/// the first chance of [`ENGAGED`] and quits with its second. Pilot mentees therefore sell
+/// sooner and stay longer, which ComparePrograms should find.
+const PILOT_ENGAGED: (f64, f64) = (0.7, 0.1);
+const ENGAGED: (f64, f64) = (0.2, 0.3);
+
+/// Whether a partner leads a group of the pilot programme (the others lead standard ones).
+fn leads_pilot(mentor_index: usize) -> bool {
+    mentor_index % 3 == 0
+}
+
+/// For each partner, whether they will be a mentee of a pilot group (Some(true)), of a
+/// standard one (Some(false)), or nobody's: a partner's third and later recruits (up to a
+/// group's capacity) join the group they lead.
+fn mentee_programmes(recruits: &[Vec<usize>]) -> Vec<Option<bool>> {
+    let mut programmes = vec![None; recruits.len()];
+    for (mentor, recruits) in recruits.iter().enumerate() {
+        if let [_, _, later @ ..] = recruits.as_slice() {
+            for &mentee in later.iter().take(GROUP_CAPACITY) {
+                programmes[mentee] = Some(leads_pilot(mentor));
+            }
+        }
+    }
+    programmes
+}
+
 fn cents(value: u64) -> String {
     format!("{}.{:02}", value / 100, value % 100)
 }
@@ -93,14 +121,11 @@ pub fn generate(config: &SimConfig) -> Scenario {
     for (index, enrolled_at) in enrolment_times.into_iter().enumerate() {
         let id = format!("p-{index:05}");
         let sponsor = (index >= roots).then(|| tickets[rng.random_range(0..tickets.len())]);
-        let engaged = rng.random_bool(0.2);
-        let quits_at = (!engaged && rng.random_bool(0.3))
-            .then(|| enrolled_at + TimeDelta::days(rng.random_range(3..14)));
         partners.push(Partner {
             id: id.clone(),
             enrolled_at,
-            activity: if engaged { 0.6 } else { 0.15 },
-            quits_at,
+            activity: 0.15,
+            quits_at: None,
             recruits: Vec::new(),
         });
         tickets.push(index);
@@ -124,6 +149,25 @@ pub fn generate(config: &SimConfig) -> Scenario {
                 },
             }),
         );
+    }
+
+    // Who is engaged and who quits, now that it is known who will be whose mentee.
+    let programmes = mentee_programmes(
+        &partners
+            .iter()
+            .map(|partner| partner.recruits.clone())
+            .collect::<Vec<_>>(),
+    );
+    for (partner, programme) in partners.iter_mut().zip(&programmes) {
+        let (engaged, quits) = if *programme == Some(true) {
+            PILOT_ENGAGED
+        } else {
+            ENGAGED
+        };
+        let engaged = rng.random_bool(engaged);
+        partner.activity = if engaged { 0.6 } else { 0.15 };
+        partner.quits_at = (!engaged && rng.random_bool(quits))
+            .then(|| partner.enrolled_at + TimeDelta::days(rng.random_range(3..14)));
     }
 
     // Each partner's days: pings, orders (some refunded), modules in order, webinars, and a
@@ -285,7 +329,7 @@ pub fn generate(config: &SimConfig) -> Scenario {
         };
         let group = format!("g-{}", mentor.id);
         let created_at = partners[*second].enrolled_at + TimeDelta::minutes(30);
-        let pilot = mentor_index % 3 == 0;
+        let pilot = leads_pilot(mentor_index);
         push(
             created_at,
             format!("create-{group}"),
@@ -480,5 +524,69 @@ mod tests {
         scenario.write(&file).expect("written");
         assert_eq!(crate::Scenario::read(&file).expect("read"), scenario);
         std::fs::remove_file(file).expect("removed");
+    }
+
+    #[test]
+    fn pilot_mentees_sell_sooner_than_standard_ones() {
+        let end = config(7).end;
+        let scenario = generate(&SimConfig {
+            seed: 2026,
+            partners: 300,
+            days: MAX_DAYS,
+            end,
+        });
+        let mut programme_of_group = BTreeMap::new();
+        let mut programme_of = BTreeMap::new();
+        let mut enrolled = BTreeMap::new();
+        let mut first_order = BTreeMap::new();
+        for step in &scenario.steps {
+            match &step.action {
+                Action::CreateGroup { group, program, .. } => {
+                    programme_of_group.insert(group.clone(), program.clone());
+                }
+                Action::AssignMentee { group, mentee } => {
+                    programme_of.insert(mentee.clone(), programme_of_group[group].clone());
+                }
+                Action::Activity(activity) => match activity.payload {
+                    Payload::Enrolled { .. } => {
+                        enrolled.insert(activity.partner_id.clone(), step.at);
+                    }
+                    Payload::Order { .. } => {
+                        first_order
+                            .entry(activity.partner_id.clone())
+                            .or_insert(step.at);
+                    }
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+        // Among mentees enrolled at least 14 days before the end: the share with a first
+        // order within 14 days.
+        let share = |programme: &str| {
+            let cohort: Vec<&String> = programme_of
+                .iter()
+                .filter(|(mentee, of)| {
+                    *of == programme && enrolled[*mentee] + TimeDelta::days(14) <= end
+                })
+                .map(|(mentee, _)| mentee)
+                .collect();
+            let sold = cohort
+                .iter()
+                .filter(|mentee| {
+                    first_order
+                        .get(**mentee)
+                        .is_some_and(|at| *at < enrolled[**mentee] + TimeDelta::days(14))
+                })
+                .count();
+            (sold, cohort.len())
+        };
+        let (pilot, standard) = (share("pilot"), share("standard"));
+        eprintln!("sold within 14 days: pilot {pilot:?}, standard {standard:?}");
+        assert!(pilot.1 >= 10 && standard.1 >= 10, "{pilot:?} {standard:?}");
+        assert!(
+            pilot.0 * standard.1 > standard.0 * pilot.1,
+            "pilot {pilot:?} should sell sooner than standard {standard:?}"
+        );
     }
 }
