@@ -10,6 +10,7 @@
 
 mod admin;
 mod dashboard;
+mod impact;
 mod kpi;
 mod simulate;
 
@@ -52,6 +53,9 @@ enum Command {
     /// Dashboard links, as an MLM platform asks for them.
     #[command(subcommand)]
     Dashboard(DashboardCommand),
+    /// What mentoring changes: programmes compared, the mentor audit, newcomers, suggestions.
+    #[command(subcommand)]
+    Impact(impact::ImpactCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,6 +86,7 @@ async fn main() -> ExitCode {
             Command::Dashboard(DashboardCommand::Link(args)) => {
                 dashboard::link(&config, args).await
             }
+            Command::Impact(command) => impact::run(&config, command).await,
             Command::Config => {
                 println!("{config:#?}");
                 Ok(())
