@@ -146,7 +146,7 @@ impl System {
                  [redis]\nurl = \"{redis_url}\"\nkey_prefix = \"{prefix}\"\n\
                  [postgres]\nurl = \"{control}\"\n\
                  [mentorship]\ndatabase_url = \"{mentorship}\"\nkpi_endpoint = \"{kpi}\"\n\
-                 dashboard_url = \"{pages}\"\n\
+                 dashboard_url = \"{pages}\"\nnewcomer_check_interval = \"1s\"\n\
                  [notifier]\ndatabase_url = \"{notifier}\"\nkpi_endpoint = \"{kpi}\"\n\
                  dispatch_interval = \"200ms\"\nsend_timeout = \"2s\"\nretry_base = \"1s\"\n\
                  retry_max = \"5s\"\n[shutdown]\ngrace_period = \"15s\"\n\

@@ -7,6 +7,7 @@ mod callbacks;
 mod clients;
 mod dashboard;
 mod faults;
+mod impact;
 mod isolation;
 mod openapi;
 mod system;
