@@ -59,7 +59,7 @@ const ENGAGED: (f64, f64) = (0.2, 0.3);
 
 /// Whether a partner leads a group of the pilot programme (the others lead standard ones).
 fn leads_pilot(mentor_index: usize) -> bool {
-    mentor_index % 3 == 0
+    mentor_index.is_multiple_of(3)
 }
 
 /// For each partner, whether they will be a mentee of a pilot group (Some(true)), of a

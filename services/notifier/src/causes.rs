@@ -338,7 +338,7 @@ impl MentorshipFollower {
                     .collect();
             }
             Some(Payload::MenteeAtRisk(at_risk)) => {
-                planned.push(at_risk_alert(&at_risk, now));
+                planned.push(at_risk_alert(at_risk, now));
             }
             Some(Payload::SessionMissed(missed)) => {
                 cancel_pending(

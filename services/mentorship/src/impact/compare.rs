@@ -236,7 +236,7 @@ mod tests {
             .collect()
     }
 
-    fn outcome<'a>(all: &'a [OutcomeComparison], which: Outcome) -> &'a OutcomeComparison {
+    fn outcome(all: &[OutcomeComparison], which: Outcome) -> &OutcomeComparison {
         all.iter()
             .find(|comparison| comparison.outcome == which as i32)
             .expect("every outcome is compared")

@@ -76,7 +76,7 @@ fn period(
 fn bootstrap(seed: u64, resamples: u32) -> Result<compare::Bootstrap, Status> {
     let resamples = match resamples {
         0 => compare::DEFAULT_RESAMPLES,
-        n if n < 100 || n > MAX_RESAMPLES => {
+        n if !(100..=MAX_RESAMPLES).contains(&n) => {
             return Err(field_violation(
                 "resamples",
                 format!(
@@ -402,7 +402,7 @@ impl ImpactService for Impact {
         let request_id = request_id(&request.request_id)?;
         let program_id = text("program_id", &request.program_id)?;
         let name = text("name", &request.name)?;
-        let rule = rule(request.eligibility.unwrap_or_default())?;
+        let rule = rule(&request.eligibility.unwrap_or_default())?;
         let tenant_id = &tenant.tenant_id;
         self.program_name(tenant_id, "program_id", program_id)
             .await?;
@@ -490,7 +490,7 @@ fn validate_targets(targets: &MilestoneTargets) -> Result<(), Status> {
 }
 
 fn rule(
-    eligibility: mentorstream_proto::mentorship::v1::Eligibility,
+    eligibility: &mentorstream_proto::mentorship::v1::Eligibility,
 ) -> Result<rollout::Rule, Status> {
     if eligibility.team_root_ids.len() > rollout::MAX_TEAM_ROOTS {
         return Err(field_violation(

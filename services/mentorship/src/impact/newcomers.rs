@@ -18,8 +18,11 @@ use crate::impact::outcomes::whole_days;
 /// A newcomer is a mentee enrolled less than this long ago.
 pub const WINDOW_DAYS: i64 = 90;
 
+/// Where a milestone's target sits in [`MilestoneTargets`].
+type Target = fn(&MilestoneTargets) -> u32;
+
 /// The milestones in order, with the target each takes from [`MilestoneTargets`].
-const MILESTONES: [(Milestone, fn(&MilestoneTargets) -> u32); 5] = [
+const MILESTONES: [(Milestone, Target); 5] = [
     (Milestone::FirstSession, |t| t.first_session_days),
     (Milestone::FirstModule, |t| t.first_module_days),
     (Milestone::FirstSale, |t| t.first_sale_days),

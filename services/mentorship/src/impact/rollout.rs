@@ -227,6 +227,15 @@ pub async fn history(
     ))
 }
 
+/// (programme, stage name, team roots, enrolled from, enrolled to) of a group's current stage.
+type CurrentStage = (
+    String,
+    String,
+    Vec<String>,
+    Option<NaiveDate>,
+    Option<NaiveDate>,
+);
+
 /// Refuses (FAILED_PRECONDITION, `NOT_ELIGIBLE`) a mentee whom the current stage of the
 /// programme of `group_id` does not admit; a programme without stages admits everyone.
 pub async fn check_eligible(
@@ -236,13 +245,7 @@ pub async fn check_eligible(
     group_id: &str,
     mentee_id: &str,
 ) -> Result<(), Status> {
-    let stage: Option<(
-        String,
-        String,
-        Vec<String>,
-        Option<NaiveDate>,
-        Option<NaiveDate>,
-    )> = sqlx::query_as(
+    let stage: Option<CurrentStage> = sqlx::query_as(
         "SELECT g.program_id, s.name, s.team_root_ids, s.enrolled_from, s.enrolled_to \
              FROM groups g JOIN program_stages s \
                ON s.tenant_id = g.tenant_id AND s.program_id = g.program_id \

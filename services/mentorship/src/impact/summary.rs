@@ -44,8 +44,8 @@ pub fn summary(
 fn sentence(language: Language, name_a: &str, comparison: &OutcomeComparison) -> String {
     let outcome = Outcome::try_from(comparison.outcome).unwrap_or(Outcome::Unspecified);
     let (a, b) = (
-        comparison.a.clone().unwrap_or_default(),
-        comparison.b.clone().unwrap_or_default(),
+        comparison.a.unwrap_or_default(),
+        comparison.b.unwrap_or_default(),
     );
     let sizes = sizes(language, &a, &b);
     if !comparison.enough_data {
@@ -60,7 +60,7 @@ fn sentence(language: Language, name_a: &str, comparison: &OutcomeComparison) ->
             ),
         };
     }
-    let difference = comparison.difference.clone().unwrap_or_default();
+    let difference = comparison.difference.unwrap_or_default();
     let body = match outcome {
         Outcome::DaysToFirstSale => median_sentence(language, &a, &b, &difference),
         Outcome::Retention30d | Outcome::Retention60d | Outcome::Retention90d => {
