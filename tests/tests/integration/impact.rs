@@ -12,9 +12,9 @@ use mentorstream_proto::activity::v1::activity_event::Payload;
 use mentorstream_proto::activity::v1::{ActivityEvent, ModuleCompleted, PartnerEnrolled};
 use mentorstream_proto::mentorship::v1::impact_service_client::ImpactServiceClient;
 use mentorstream_proto::mentorship::v1::{
-    AssignMenteeRequest, CompareProgramsRequest, CompareProgramsResponse, CreateGroupRequest,
-    ListNewcomersRequest, MilestoneTargets, NewcomerStatus, Outcome, OutcomeComparison,
-    SetMilestoneTargetsRequest,
+    AssignMenteeRequest, AuditMentorsRequest, CompareProgramsRequest, CompareProgramsResponse,
+    CreateGroupRequest, ListNewcomersRequest, MilestoneTargets, NewcomerStatus, Outcome,
+    OutcomeComparison, SetMilestoneTargetsRequest,
 };
 use mentorstream_proto::notification::v1 as notification;
 use mentorstream_sim::{Action, SimConfig, generate};
@@ -63,10 +63,32 @@ fn outcome(answer: &CompareProgramsResponse, which: Outcome) -> &OutcomeComparis
         .expect("every outcome is compared")
 }
 
+/// The last 03:00 in Moscow: the simulated company ends there, so that every run simulates
+/// the same company (the simulator's days are the tenant's local days, and its draws follow
+/// them) whatever the time of day the suite runs.
+fn last_three_am() -> DateTime<Utc> {
+    use chrono::TimeZone as _;
+    let zone = chrono_tz::Europe::Moscow;
+    let now = Utc::now();
+    let today = now.with_timezone(&zone).date_naive();
+    let at = |day: chrono::NaiveDate| {
+        zone.from_local_datetime(&day.and_hms_opt(3, 0, 0).expect("03:00"))
+            .single()
+            .expect("Moscow keeps no daylight saving")
+            .with_timezone(&Utc)
+    };
+    let candidate = at(today);
+    if candidate <= now {
+        candidate
+    } else {
+        at(today - chrono::Days::new(1))
+    }
+}
+
 #[tokio::test]
 async fn comparing_programmes_finds_the_pilot_effect_the_simulator_planted() {
     let mut system = System::start(false).await;
-    let end = Utc::now();
+    let end = last_three_am();
     let scenario = generate(&SimConfig {
         seed: 2026,
         partners: 300,
@@ -90,11 +112,13 @@ async fn comparing_programmes_finds_the_pilot_effect_the_simulator_planted() {
         resamples: 0,
     };
     let mut impact = ImpactServiceClient::new(system.channel(Service::Mentorship).await);
+    let started = std::time::Instant::now();
     let answer = impact
         .compare_programs(system.request(request(first_day, moscow(Utc::now()))))
         .await
         .expect("compared")
         .into_inner();
+    eprintln!("ComparePrograms took {:?} (debug build)", started.elapsed());
     let size = |name: &str| u32::try_from(cohorts[name].len()).expect("small");
     let arms = (
         answer
@@ -181,6 +205,8 @@ async fn comparing_programmes_finds_the_pilot_effect_the_simulator_planted() {
         tiny.summary_en
     );
 
+    assert_audit(&system, &mut impact, &scenario, pilot).await;
+
     // Over HTTP/JSON and from the CLI: the same numbers.
     let url = format!(
         "{}/v1/impact/ComparePrograms",
@@ -225,6 +251,105 @@ async fn comparing_programmes_finds_the_pilot_effect_the_simulator_planted() {
     ]);
     assert!(printed.starts_with(&tiny.summary_en), "{printed}");
     system.stop();
+}
+
+/// The pilot programme's audit: every pilot mentor with a mentee, ranked by a score in 0–100
+/// inside its interval, as many mentees as their group had; the CLI's CSV the same rows.
+async fn assert_audit(
+    system: &System,
+    impact: &mut ImpactServiceClient<tonic::transport::Channel>,
+    scenario: &mentorstream_sim::Scenario,
+    pilot: &str,
+) {
+    let mut mentor_of_group = BTreeMap::new();
+    let mut mentees: BTreeMap<String, usize> = BTreeMap::new();
+    for step in &scenario.steps {
+        match &step.action {
+            Action::CreateGroup {
+                group,
+                program,
+                mentor,
+                ..
+            } if program == "pilot" => {
+                mentor_of_group.insert(group.clone(), mentor.clone());
+            }
+            Action::AssignMentee { group, .. } if mentor_of_group.contains_key(group) => {
+                *mentees.entry(mentor_of_group[group].clone()).or_default() += 1;
+            }
+            _ => {}
+        }
+    }
+    let audit = impact
+        .audit_mentors(system.request(AuditMentorsRequest {
+            program_id: pilot.into(),
+            seed: 7,
+            ..AuditMentorsRequest::default()
+        }))
+        .await
+        .expect("audit")
+        .into_inner();
+    let rows: BTreeMap<String, u32> = audit
+        .mentors
+        .iter()
+        .map(|row| (row.mentor_id.clone(), row.mentees))
+        .collect();
+    let expected: BTreeMap<String, u32> = mentees
+        .into_iter()
+        .map(|(mentor, count)| (mentor, u32::try_from(count).expect("small")))
+        .collect();
+    assert_eq!(rows, expected);
+    let scores: Vec<(f64, f64, f64)> = audit
+        .mentors
+        .iter()
+        .map(|row| {
+            let score = row.score.expect("a score");
+            (
+                score.low.expect("low"),
+                score.value.expect("value"),
+                score.high.expect("high"),
+            )
+        })
+        .collect();
+    assert!(
+        scores.iter().all(|(low, value, high)| 0.0 <= *low
+            && low <= value
+            && value <= high
+            && *high <= 100.0),
+        "{scores:?}"
+    );
+    assert!(
+        scores.windows(2).all(|pair| pair[0].1 >= pair[1].1),
+        "ranked: {scores:?}"
+    );
+    let ranks: Vec<u32> = audit.mentors.iter().map(|row| row.rank).collect();
+    assert_eq!(
+        ranks,
+        (1..=u32::try_from(ranks.len()).expect("small")).collect::<Vec<_>>()
+    );
+    let csv = system.cli_ok(&[
+        "impact",
+        "audit",
+        "--api-key",
+        &system.api_key,
+        "--endpoint",
+        &system.endpoint(Service::Mentorship),
+        "--program",
+        pilot,
+        "--format",
+        "csv",
+        "--seed",
+        "7",
+    ]);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(
+        lines[0].starts_with("rank,mentor_id,name,mentees,score,"),
+        "{csv}"
+    );
+    assert_eq!(lines.len(), audit.mentors.len() + 1, "{csv}");
+    assert!(
+        lines[1].starts_with(&format!("1,{},", audit.mentors[0].mentor_id)),
+        "{csv}"
+    );
 }
 
 fn enrolment(partner: &str, sponsor: &str, at: DateTime<Utc>) -> ActivityEvent {

@@ -45,12 +45,25 @@ pub struct Impact {
     pub readiness: crate::partners::Readiness,
 }
 
+/// Dates a period may name: what the database stores, with room for a day either side.
+const YEARS: std::ops::RangeInclusive<i32> = 1900..=9998;
+
 fn date(field: &str, value: Option<&LocalDate>) -> Result<Option<NaiveDate>, Status> {
     value
         .map(|value| {
             value
                 .to_naive()
-                .ok_or_else(|| field_violation(field, "is not a calendar date"))
+                .filter(|date| YEARS.contains(&chrono::Datelike::year(date)))
+                .ok_or_else(|| {
+                    field_violation(
+                        field,
+                        format!(
+                            "must be a calendar date in the years {} to {}",
+                            YEARS.start(),
+                            YEARS.end()
+                        ),
+                    )
+                })
         })
         .transpose()
 }
@@ -67,7 +80,10 @@ fn period(
             "enrolled_to",
             "must not be before enrolled_from",
         )),
-        (None, None) if optional => Ok((NaiveDate::MIN, NaiveDate::MAX - chrono::Days::new(1))),
+        (None, None) if optional => Ok((
+            NaiveDate::from_ymd_opt(*YEARS.start(), 1, 1).unwrap_or_default(),
+            NaiveDate::from_ymd_opt(*YEARS.end(), 12, 31).unwrap_or_default(),
+        )),
         (None, _) => Err(field_violation("enrolled_from", "is required")),
         (_, None) => Err(field_violation("enrolled_to", "is required")),
     }
