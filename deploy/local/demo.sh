@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: a fresh demo tenant, every service (`mentorstream up`), a simulated company's
-# last four weeks streamed through the APIs, and live KPIs in the terminal until Ctrl-C.
+# last four weeks streamed through the APIs, and live KPIs in the terminal until Ctrl-C; then
+# what the pilot programme changed (ImpactService.ComparePrograms).
 # Expects the local stack up (make stack-up) and the binary built.
 set -euo pipefail
 
@@ -28,6 +29,12 @@ up=$!
 simulate=
 stop() {
   [ -n "$simulate" ] && kill "$simulate" 2>/dev/null || true
+  # What the pilot changed, over what the simulation sent (the simulator plants an effect:
+  # docs/impact.md), before the services stop.
+  if kill -0 "$up" 2>/dev/null; then
+    echo; echo "Pilot against standard, mentees enrolled in the last 90 days:"
+    "$bin" impact compare --api-key "$key" 2>&1 || true
+  fi
   kill -TERM "$up" 2>/dev/null && wait "$up" 2>/dev/null || true
 }
 trap stop EXIT
@@ -60,4 +67,5 @@ echo "leader's page ($leader): $leader_page"
 "$bin" kpi dashboard --api-key "$key" \
   --footer "In the browser (links valid 8 h; add &lang=en for English):" \
   --footer "  mentor's page ($mentor): $mentor_page" \
-  --footer "  leader's page ($leader): $leader_page"
+  --footer "  leader's page ($leader): $leader_page" \
+  --footer "Pilot against standard (printed again when you quit): mentorstream impact compare --api-key \$(cat $state/api-key)"
