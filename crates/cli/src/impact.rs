@@ -45,6 +45,9 @@ pub enum ImpactCommand {
         enrolled_to: Option<chrono::NaiveDate>,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Measure as of this moment (RFC 3339; default now).
+        #[arg(long)]
+        at: Option<chrono::DateTime<chrono::FixedOffset>>,
         /// The summary's language.
         #[arg(long, value_enum, default_value = "en")]
         lang: Language,
@@ -59,6 +62,9 @@ pub enum ImpactCommand {
         format: Format,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Measure as of this moment (RFC 3339; default now).
+        #[arg(long)]
+        at: Option<chrono::DateTime<chrono::FixedOffset>>,
     },
     /// Partners in their first 90 days with their milestones and status.
     Newcomers {
@@ -162,6 +168,7 @@ pub async fn run(config: &Config, command: ImpactCommand) -> anyhow::Result<()> 
             enrolled_from,
             enrolled_to,
             seed,
+            at,
             lang,
         } => {
             let mut clients = Clients::connect(config, &connection).await?;
@@ -173,9 +180,10 @@ pub async fn run(config: &Config, command: ImpactCommand) -> anyhow::Result<()> 
                 Some(id) => id,
                 None => clients.program_of_kind(ProgramKind::Standard).await?,
             };
+            // The tenant's local day may be ahead of UTC's: the default period ends tomorrow.
             let today = chrono::Utc::now().date_naive();
             let from = enrolled_from.unwrap_or(today - chrono::Days::new(90));
-            let to = enrolled_to.unwrap_or(today);
+            let to = enrolled_to.unwrap_or(today + chrono::Days::new(1));
             let request = CompareProgramsRequest {
                 program_a,
                 program_b,
@@ -183,6 +191,7 @@ pub async fn run(config: &Config, command: ImpactCommand) -> anyhow::Result<()> 
                 enrolled_to: Some(LocalDate::from(to)),
                 seed,
                 resamples: 0,
+                at: at.map(timestamp),
             };
             let answer = clients
                 .impact
@@ -228,11 +237,13 @@ pub async fn run(config: &Config, command: ImpactCommand) -> anyhow::Result<()> 
             program,
             format,
             seed,
+            at,
         } => {
             let mut clients = Clients::connect(config, &connection).await?;
             let request = AuditMentorsRequest {
                 program_id: program,
                 seed,
+                at: at.map(timestamp),
                 ..AuditMentorsRequest::default()
             };
             let answer = clients
@@ -379,6 +390,13 @@ pub async fn run(config: &Config, command: ImpactCommand) -> anyhow::Result<()> 
             }
             Ok(())
         }
+    }
+}
+
+fn timestamp(at: chrono::DateTime<chrono::FixedOffset>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
     }
 }
 

@@ -70,6 +70,8 @@ pub enum ServiceError {
         dashboard::link::MAX_VALID_FOR.as_secs()
     )]
     DashboardLinkValidFor,
+    #[error("mentorship.{0} must be longer than zero")]
+    ZeroInterval(&'static str),
 }
 
 /// Where this service listens, from the configuration.
@@ -150,6 +152,20 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
     let config = &context.config;
     // Every service provisions every topic, so each gets its policy whoever starts first.
     ensure_topics(&config.kafka, &all_topics(&config.kafka.topics)).await?;
+    for (name, interval) in [
+        (
+            "missed_check_interval",
+            config.mentorship.missed_check_interval,
+        ),
+        (
+            "newcomer_check_interval",
+            config.mentorship.newcomer_check_interval,
+        ),
+    ] {
+        if interval.is_zero() {
+            return Err(ServiceError::ZeroInterval(name));
+        }
+    }
     let pool = db::connect(config.mentorship.database_url.expose_secret())?;
     db::migrate(&pool).await?;
     let wake = Arc::new(Notify::new());

@@ -371,17 +371,13 @@ fn at_risk_alert(
         .overdue
         .iter()
         .filter_map(|milestone| Milestone::try_from(*milestone).ok())
-        .filter_map(|milestone| {
-            milestone
-                .as_str_name()
-                .strip_prefix("MILESTONE_")
-                .map(|name| match name {
-                    "FIRST_SESSION" => "first_session",
-                    "FIRST_MODULE" => "first_module",
-                    "FIRST_SALE" => "first_sale",
-                    "FIRST_RECRUIT" => "first_recruit",
-                    _ => "first_rank",
-                })
+        .filter_map(|milestone| match milestone {
+            Milestone::FirstSession => Some("first_session"),
+            Milestone::FirstModule => Some("first_module"),
+            Milestone::FirstSale => Some("first_sale"),
+            Milestone::FirstRecruit => Some("first_recruit"),
+            Milestone::FirstRank => Some("first_rank"),
+            Milestone::Unspecified => None,
         })
         .collect();
     Planned {

@@ -12,13 +12,14 @@ use mentorstream_ingest::webhook::signature::sign;
 use serde_json::{Value, json};
 
 /// Strings only tenant A's data holds: no answer to B may contain one.
-const MARKERS: [&str; 6] = [
+const MARKERS: [&str; 7] = [
     "Secret-A root",
     "Secret-A mentee",
     "Secret-A topic",
     "Secret-A notes",
     "Secret-A comment",
     "Secret-A goal",
+    "Secret-A stage",
 ];
 
 /// What B's call must get.
@@ -127,6 +128,9 @@ async fn seed_tenant_a(system: &System, http: &Http, key: &str) -> Ids {
             &json!({"requestId": "iso-program", "name": "Pilot A", "kind": "PROGRAM_KIND_PILOT", "sessionsPerWeek": 1}))
         .await;
     ids.insert("program", text(&program, "/program/programId"));
+    http.ok(&mentorship, "/v1/impact/StartRolloutStage", key, &json!({"requestId": "iso-stage",
+        "programId": ids["program"], "name": "Secret-A stage", "eligibility": {"teamRootIds": ["iso-root"]}}))
+        .await;
     let group = http
         .ok(&mentorship, "/v1/mentorship/CreateGroup", key, &json!({"requestId": "iso-group",
             "programId": ids["program"], "mentorId": "iso-root", "name": "Group A", "capacity": 5, "occurredAt": ago(170)}))
@@ -468,6 +472,45 @@ fn cases(ids: &Ids) -> Vec<(&'static str, Value, Expect)> {
             json!({"partnerId": "iso-root"}),
             Status(404),
         ),
+        // What mentoring changes: A's programmes are not B's; B has no newcomers and does not
+        // know A's partners.
+        (
+            "/v1/impact/ComparePrograms",
+            json!({"programA": ids["program"], "programB": "b-other",
+                   "enrolledFrom": {"year": 2026, "month": 1, "day": 1},
+                   "enrolledTo": {"year": 2026, "month": 12, "day": 31}}),
+            Status(404),
+        ),
+        (
+            "/v1/impact/AuditMentors",
+            json!({"programId": ids["program"]}),
+            Status(404),
+        ),
+        (
+            "/v1/impact/ListNewcomers",
+            json!({"programId": ids["program"]}),
+            Empty("/newcomers"),
+        ),
+        (
+            "/v1/impact/SuggestMentors",
+            json!({"partnerId": "iso-m1"}),
+            Status(400),
+        ),
+        (
+            "/v1/impact/SetMilestoneTargets",
+            json!({"requestId": "b-targets", "programId": ids["program"], "targets": {"firstSaleDays": 3}}),
+            Status(404),
+        ),
+        (
+            "/v1/impact/StartRolloutStage",
+            json!({"requestId": "b-stage", "programId": ids["program"], "name": "B's stage"}),
+            Status(404),
+        ),
+        (
+            "/v1/impact/GetRollout",
+            json!({"programId": ids["program"]}),
+            Status(404),
+        ),
         // B's key cannot get a dashboard link for A's partner.
         (
             "/v1/dashboard/CreateDashboardLink",
@@ -538,6 +581,11 @@ async fn snapshot(system: &System, http: &Http, key: &str, ids: &Ids) -> Vec<Val
             Service::Mentorship,
             "/v1/mentorship/GetSession",
             json!({"sessionId": ids["past"]}),
+        ),
+        (
+            Service::Mentorship,
+            "/v1/impact/GetRollout",
+            json!({"programId": ids["program"]}),
         ),
         (
             Service::Mentorship,
@@ -637,11 +685,14 @@ async fn a_key_of_one_tenant_reads_and_writes_nothing_of_another_on_any_route() 
         "every documented route has an isolation case"
     );
 
+    // Every service's routes by their prefix; a prefix nobody serves fails here rather than
+    // meeting "no JSON method" (a 404 that would pass for a refusal).
     let service_of = |path: &str| match path.split('/').nth(2) {
         Some("ingest" | "webhook") => Service::Ingest,
         Some("kpi") => Service::Kpi,
-        Some("mentorship" | "action") => Service::Mentorship,
-        _ => Service::Notifier,
+        Some("mentorship" | "action" | "dashboard" | "impact") => Service::Mentorship,
+        Some("notification") => Service::Notifier,
+        other => panic!("{path}: no service serves {other:?}"),
     };
     let mut wrong = Vec::new();
     for (path, body, expect) in &cases {

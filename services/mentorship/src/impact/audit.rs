@@ -222,6 +222,7 @@ mod tests {
             age_days: 40,
             days_to_first_sale: sale,
             days,
+            known_from: 0,
             sessions_attended: 0,
             ratings: ratings.to_vec(),
         }

@@ -65,7 +65,7 @@ fn outcomes() -> [(Outcome, Measure); 14] {
             Outcome::Recruits90d,
             Mean(|m| m.first_days(90, |d| d.recruits)),
         ),
-        (Outcome::ModulesCompleted, Mean(|m| Some(m.modules()))),
+        (Outcome::ModulesCompleted, Mean(MenteeOutcome::modules)),
         (
             Outcome::SessionsAttended,
             Mean(|m| Some(f64::from(m.sessions_attended))),
@@ -111,6 +111,23 @@ pub fn compare(
         .collect()
 }
 
+/// The Kaplan–Meier median of a resample, +∞ when it is not reached: a resample where fewer
+/// than half sold is a slow one, and must pull the interval up, not drop out of it.
+fn median_or_infinity(observations: &[stats::Observation]) -> Option<f64> {
+    Some(stats::km_median(observations).unwrap_or(f64::INFINITY))
+}
+
+/// An estimate whose interval end is infinite or undefined (resampled medians never reached)
+/// leaves that end open.
+fn finite_ends(estimate: Estimate) -> Estimate {
+    let finite = |end: Option<f64>| end.filter(|end| end.is_finite());
+    Estimate {
+        low: finite(estimate.low),
+        high: finite(estimate.high),
+        ..estimate
+    }
+}
+
 fn median_of(cohort: &[MenteeOutcome], bootstrap: Bootstrap) -> Estimate {
     let observations: Vec<stats::Observation> = cohort
         .iter()
@@ -118,16 +135,16 @@ fn median_of(cohort: &[MenteeOutcome], bootstrap: Bootstrap) -> Estimate {
         .collect();
     let interval = stats::bootstrap(
         &observations,
-        stats::km_median,
+        median_or_infinity,
         bootstrap.resamples,
         bootstrap.seed,
         LEVEL,
     );
-    estimate(
+    finite_ends(estimate(
         stats::km_median(&observations),
         interval,
         observations.len(),
-    )
+    ))
 }
 
 fn medians(
@@ -143,16 +160,18 @@ fn medians(
     };
     let (first, second) = (median_of(a, bootstrap), median_of(b, bootstrap));
     let value = first.value.zip(second.value).map(|(x, y)| x - y);
+    // A round where neither resample reaches its median (∞ − ∞) is skipped.
     let interval = stats::bootstrap_difference(
         &observations(a),
         &observations(b),
-        stats::km_median,
+        median_or_infinity,
         bootstrap.resamples,
         bootstrap.seed,
         LEVEL,
     );
     let n = first.n.min(second.n) as usize;
-    (first, second, estimate(value, value.and(interval), n))
+    let difference = estimate(value, value.and(interval), n);
+    (first, second, finite_ends(difference))
 }
 
 /// (successes, subjects) of a yes/no outcome over the mentees it is known for.
@@ -223,6 +242,7 @@ mod tests {
             age_days: age,
             days_to_first_sale: first_sale,
             days: vec![Day::default(); (age.min(90) + 1) as usize],
+            known_from: 0,
             sessions_attended: 2,
             ratings: vec![5],
         }
@@ -285,6 +305,22 @@ mod tests {
         let median = outcome(&all, Outcome::DaysToFirstSale);
         assert_eq!(median.a.as_ref().and_then(|e| e.value), None);
         assert_eq!(median.difference.as_ref().and_then(|e| e.value), None);
+    }
+
+    #[test]
+    fn resamples_without_a_median_pull_the_interval_open_instead_of_dropping_out() {
+        // Half sold on day 1, half never (censored at 40): the median is 1, but about half the
+        // resamples have fewer than half sellers — their median is ∞, so the upper end is open.
+        let mut sales = vec![Some(1); 6];
+        sales.extend([None; 6]);
+        let a = cohort(&sales, 40);
+        let b = cohort(&[Some(1); 12], 40);
+        let all = compare(&a, &b, RUN);
+        let median = outcome(&all, Outcome::DaysToFirstSale);
+        let a = median.a.expect("a");
+        assert_eq!((a.value, a.low, a.high), (Some(1.0), Some(1.0), None));
+        let difference = median.difference.expect("difference");
+        assert_eq!((difference.value, difference.high), (Some(0.0), None));
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub mod summary;
 
 use std::collections::BTreeMap;
 
-use chrono::{NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use mentorstream_grpc::{authorize, field_violation, refusal};
 use mentorstream_proto::common::v1::LocalDate;
 use mentorstream_proto::mentorship::v1::impact_service_server::ImpactService;
@@ -89,6 +89,42 @@ fn period(
     }
 }
 
+/// The moment a report is measured at: now unless given; never in the future.
+fn moment(value: Option<&prost_types::Timestamp>) -> Result<DateTime<Utc>, Status> {
+    let now = Utc::now();
+    let Some(value) = value else {
+        return Ok(now);
+    };
+    let at = DateTime::from_timestamp(
+        value.seconds,
+        u32::try_from(value.nanos).unwrap_or(u32::MAX),
+    )
+    .filter(|at| YEARS.contains(&chrono::Datelike::year(at)))
+    .ok_or_else(|| field_violation("at", "is not a valid time"))?;
+    if at > now + TimeDelta::minutes(5) {
+        return Err(field_violation("at", "must not be in the future"));
+    }
+    Ok(at)
+}
+
+/// An optional id filter: empty, or what [`text`] accepts.
+fn filter<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
+    if value.trim().is_empty() {
+        Ok("")
+    } else {
+        text(field, value)
+    }
+}
+
+/// Runs the statistics off the async workers: thousands of resamples per outcome.
+async fn compute<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| Status::internal(format!("the computation failed: {error}")))
+}
+
 fn bootstrap(seed: u64, resamples: u32) -> Result<compare::Bootstrap, Status> {
     let resamples = match resamples {
         0 => compare::DEFAULT_RESAMPLES,
@@ -157,15 +193,15 @@ impl ImpactService for Impact {
             false,
         )?;
         let run = bootstrap(request.seed, request.resamples)?;
+        let now = moment(request.at.as_ref())?;
         let tenant_id = &tenant.tenant_id;
         let name_a = self.program_name(tenant_id, "program_a", program_a).await?;
         let name_b = self.program_name(tenant_id, "program_b", program_b).await?;
         let bounds = cohort::bounds(tenant.time_zone, from, to);
-        let now = Utc::now();
         let mut arms = Vec::with_capacity(2);
         let mut answered = Vec::with_capacity(2);
         for program_id in [program_a, program_b] {
-            let mentees = cohort::cohort(&self.pool, tenant_id, program_id, bounds)
+            let mentees = cohort::cohort(&self.pool, tenant_id, program_id, bounds, now)
                 .await
                 .map_err(unavailable)?;
             let (measured, as_of) =
@@ -176,7 +212,10 @@ impl ImpactService for Impact {
         let oldest = answered
             .into_iter()
             .min_by_key(|time| (time.seconds, time.nanos));
-        let comparisons = compare::compare(&arms[0], &arms[1], run);
+        let comparisons = {
+            let (a, b) = (arms[0].clone(), arms[1].clone());
+            compute(move || compare::compare(&a, &b, run)).await?
+        };
         let arm = |program_id: &str, name: &str, mentees: usize| Arm {
             program_id: program_id.to_owned(),
             program_name: name.to_owned(),
@@ -209,6 +248,7 @@ impl ImpactService for Impact {
             true,
         )?;
         let run = bootstrap(request.seed, request.resamples)?;
+        let now = moment(request.at.as_ref())?;
         let tenant_id = &tenant.tenant_id;
         self.program_name(tenant_id, "program_id", program_id)
             .await?;
@@ -217,6 +257,7 @@ impl ImpactService for Impact {
             tenant_id,
             program_id,
             cohort::bounds(tenant.time_zone, from, to),
+            now,
         )
         .await
         .map_err(unavailable)?;
@@ -227,7 +268,6 @@ impl ImpactService for Impact {
                 .entry(mentee.partner_id.clone())
                 .or_insert_with(|| mentee.clone());
         }
-        let now = Utc::now();
         let (measured, as_of) = outcomes::measure(
             &self.kpi,
             tenant_id,
@@ -249,7 +289,7 @@ impl ImpactService for Impact {
                 Some((mentor, outcome))
             })
             .collect();
-        let (mut mentors, program_score) = audit::audit(&attributed, run);
+        let (mut mentors, program_score) = compute(move || audit::audit(&attributed, run)).await?;
         let ids: Vec<String> = mentors.iter().map(|row| row.mentor_id.clone()).collect();
         let names: Vec<(String, String)> = sqlx::query_as(
             "SELECT partner_id, display_name FROM partners WHERE tenant_id = $1 AND partner_id = ANY($2)",
@@ -289,9 +329,9 @@ impl ImpactService for Impact {
             ),
         };
         let filter = newcomers::Filter {
-            tenant_id: tenant.tenant_id.clone(),
-            program_id: request.program_id.trim().to_owned(),
-            mentor_id: request.mentor_id.trim().to_owned(),
+            tenant_id: Some(tenant.tenant_id.clone()),
+            program_id: filter("program_id", &request.program_id)?.to_owned(),
+            mentor_id: filter("mentor_id", &request.mentor_id)?.to_owned(),
         };
         let tracked = newcomers::list(&self.pool, &filter, Utc::now())
             .await
@@ -336,7 +376,7 @@ impl ImpactService for Impact {
             }
         };
         let tenant_id = &tenant.tenant_id;
-        let program_id = request.program_id.trim();
+        let program_id = filter("program_id", &request.program_id)?;
         if !program_id.is_empty() {
             self.program_name(tenant_id, "program_id", program_id)
                 .await?;
@@ -347,10 +387,29 @@ impl ImpactService for Impact {
         let (seeker, upline) = suggest::seeker(&self.pool, tenant_id, partner_id)
             .await
             .map_err(unavailable)?;
-        let candidates =
+        let mut candidates =
             suggest::candidates(&self.pool, tenant_id, partner_id, &upline, program_id)
                 .await
                 .map_err(unavailable)?;
+        // Only groups the partner may join: each programme's current roll-out stage decides.
+        let mut connection = self.pool.acquire().await.map_err(unavailable)?;
+        let programmes: std::collections::BTreeSet<String> =
+            candidates.iter().map(|c| c.program_id.clone()).collect();
+        let mut closed = std::collections::BTreeSet::new();
+        for programme in programmes {
+            if !rollout::admits(
+                &mut connection,
+                tenant_id,
+                tenant.time_zone,
+                &programme,
+                partner_id,
+            )
+            .await?
+            {
+                closed.insert(programme);
+            }
+        }
+        candidates.retain(|candidate| !closed.contains(&candidate.program_id));
         Ok(Response::new(SuggestMentorsResponse {
             suggestions: suggest::rank(&seeker, candidates, limit),
         }))
@@ -422,6 +481,12 @@ impl ImpactService for Impact {
         let tenant_id = &tenant.tenant_id;
         self.program_name(tenant_id, "program_id", program_id)
             .await?;
+        // A root must be an enrolled partner (one just enrolled is waited for, as everywhere).
+        for root in &rule.team_root_ids {
+            self.readiness
+                .enrolled(&self.pool, tenant_id, "eligibility.team_root_ids", root)
+                .await?;
+        }
         let mut transaction = begin!(
             self,
             tenant,

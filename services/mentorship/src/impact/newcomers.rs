@@ -62,12 +62,24 @@ pub fn progress(
 }
 
 /// Which newcomers to list.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Filter {
-    /// Empty for every tenant (the episode round).
-    pub tenant_id: String,
+    /// None only for the episode round, which looks at every tenant.
+    pub tenant_id: Option<String>,
+    /// Empty for any.
     pub program_id: String,
     pub mentor_id: String,
+}
+
+impl Filter {
+    /// Every newcomer of every tenant: the episode round's view, never an API's.
+    fn every_tenant() -> Self {
+        Self {
+            tenant_id: None,
+            program_id: String::new(),
+            mentor_id: String::new(),
+        }
+    }
 }
 
 /// A newcomer with the tenant they belong to.
@@ -107,9 +119,9 @@ pub async fn list(
          LEFT JOIN at_risk_episodes e ON e.tenant_id = a.tenant_id AND e.mentee_id = a.mentee_id \
                                      AND e.ended_at IS NULL \
          WHERE a.ended_at IS NULL AND p.enrolled_at > $1 \
-           AND ($2 = '' OR a.tenant_id = $2) AND ($3 = '' OR g.program_id = $3) \
+           AND ($2::text IS NULL OR a.tenant_id = $2) AND ($3 = '' OR g.program_id = $3) \
            AND ($4 = '' OR g.mentor_id = $4) \
-         ORDER BY a.tenant_id, a.mentee_id",
+         ORDER BY a.tenant_id COLLATE \"C\", a.mentee_id COLLATE \"C\"",
     )
     .bind(now - TimeDelta::days(WINDOW_DAYS))
     .bind(&filter.tenant_id)
@@ -180,11 +192,13 @@ impl Row {
     }
 }
 
-/// One round over every tenant: newcomers off track without an open episode begin one (and
-/// MenteeAtRisk is announced in the same transaction); open episodes of mentees on track, or
-/// no longer newcomers with a mentor, end. How many episodes began.
+/// One round over every tenant as of `now`: newcomers off track without an open episode begin
+/// one (and MenteeAtRisk is announced in the same transaction); open episodes of mentees on
+/// track, or no longer newcomers with a mentor, end — only those begun by `now`, so a round
+/// that looked earlier never ends an episode another replica began after it looked. How many
+/// episodes began.
 pub async fn watch_episodes(pool: &PgPool, now: DateTime<Utc>) -> Result<u64, db::DbError> {
-    let tracked = list(pool, &Filter::default(), now).await?;
+    let tracked = list(pool, &Filter::every_tenant(), now).await?;
     let mut began = 0;
     let mut off_track: Vec<(String, String)> = Vec::new();
     for Tracked {
@@ -202,7 +216,8 @@ pub async fn watch_episodes(pool: &PgPool, now: DateTime<Utc>) -> Result<u64, db
     }
     let (tenants, mentees): (Vec<String>, Vec<String>) = off_track.into_iter().unzip();
     sqlx::query(
-        "UPDATE at_risk_episodes e SET ended_at = $1 WHERE ended_at IS NULL AND NOT EXISTS \
+        "UPDATE at_risk_episodes e SET ended_at = $1 \
+         WHERE ended_at IS NULL AND started_at <= $1 AND NOT EXISTS \
            (SELECT 1 FROM unnest($2::text[], $3::text[]) AS o(tenant_id, mentee_id) \
              WHERE o.tenant_id = e.tenant_id AND o.mentee_id = e.mentee_id)",
     )

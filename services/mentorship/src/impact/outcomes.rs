@@ -3,7 +3,10 @@
 //! first sale, and what mentorship itself knows (sessions attended, ratings given).
 //!
 //! A mentee counts for an N-day outcome only once every local day it covers has ended: a young
-//! mentee is not yet a failure.
+//! mentee is not yet a failure. Outcomes are measured as of a moment (`at`: now, or a past
+//! moment for a reproducible report), and the KPI service keeps daily numbers for
+//! [`KPI_DAYS_KEPT`] days only: a day-based outcome whose days are older than that is unknown,
+//! not zero.
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use chrono_tz::Tz;
@@ -16,6 +19,9 @@ use crate::impact::stats::Observation;
 
 /// Outcomes look at a mentee's first 90 days, and retention at day 90 needs that day too.
 pub const HORIZON_DAYS: u32 = 90;
+/// Local days back from today whose daily KPI numbers are certainly kept: the aggregator drops
+/// a day bucket 100 days after it was last written (its `calendar::DAY_RETENTION`).
+pub const KPI_DAYS_KEPT: u32 = 99;
 /// KPI calls in flight for one report.
 const CONCURRENCY: usize = 16;
 
@@ -40,6 +46,8 @@ pub struct MenteeOutcome {
     pub days_to_first_sale: Option<u32>,
     /// Days 0 ..= min(today, HORIZON_DAYS).
     pub days: Vec<Day>,
+    /// The first day index whose numbers the KPI service still keeps (0: all of them).
+    pub known_from: u32,
     pub sessions_attended: u32,
     /// Ratings the mentee gave (1–5).
     pub ratings: Vec<u32>,
@@ -60,18 +68,16 @@ impl MenteeOutcome {
         }
     }
 
-    /// Whether the mentee sold within `n` days; None while that is not known yet.
+    /// Whether the mentee sold within `n` days; None until they are `n` days old (counting a
+    /// young mentee only when they sold would favour the younger cohort).
     pub fn first_sale_within(&self, n: u32) -> Option<bool> {
-        match self.days_to_first_sale {
-            Some(days) if days < n => Some(true),
-            _ if self.age_days >= n => Some(false),
-            _ => None,
-        }
+        (self.age_days >= n).then(|| self.days_to_first_sale.is_some_and(|days| days < n))
     }
 
-    /// Active on any of days n−29 ..= n; None until day n has ended.
+    /// Active on any of days n−29 ..= n; None until day n has ended, or when those days are
+    /// older than the KPI service keeps.
     pub fn retained(&self, n: u32) -> Option<bool> {
-        if self.today <= n {
+        if self.today <= n || self.known_from > n.saturating_sub(29) {
             return None;
         }
         let from = n.saturating_sub(29) as usize;
@@ -79,21 +85,25 @@ impl MenteeOutcome {
         Some(self.days.get(from..=to)?.iter().any(|day| day.active))
     }
 
-    /// The sum of `value` over days 0 ..= n−1; None until day n−1 has ended.
+    /// The sum of `value` over days 0 ..= n−1; None until day n−1 has ended, or when those
+    /// days are older than the KPI service keeps.
     pub fn first_days(&self, n: u32, value: impl Fn(&Day) -> f64) -> Option<f64> {
-        if self.today < n {
+        if self.today < n || self.known_from > 0 {
             return None;
         }
         Some(self.days.iter().take(n as usize).map(value).sum())
     }
 
-    /// Modules completed in the first 90 days, or so far.
-    pub fn modules(&self) -> f64 {
-        self.days
-            .iter()
-            .take(HORIZON_DAYS as usize)
-            .map(|day| day.modules)
-            .sum()
+    /// Modules completed in the first 90 days, or so far; None when those days are older than
+    /// the KPI service keeps.
+    pub fn modules(&self) -> Option<f64> {
+        (self.known_from == 0).then(|| {
+            self.days
+                .iter()
+                .take(HORIZON_DAYS as usize)
+                .map(|day| day.modules)
+                .sum()
+        })
     }
 
     /// The mean rating the mentee gave; None if they gave none.
@@ -116,18 +126,20 @@ pub struct Mentee {
     pub ratings: Vec<u32>,
 }
 
-/// Reads each mentee's numbers from the KPI service, `CONCURRENCY` at a time, in the order
-/// given. Also the oldest `as_of` of the answers.
+/// Reads each mentee's numbers from the KPI service as of `at`, `CONCURRENCY` at a time, in
+/// the order given. Also the oldest `as_of` of the answers.
 pub async fn measure(
     reader: &KpiReader,
     tenant_id: &str,
     zone: Tz,
     mentees: Vec<Mentee>,
-    now: DateTime<Utc>,
+    at: DateTime<Utc>,
 ) -> Result<(Vec<MenteeOutcome>, Option<prost_types::Timestamp>), Status> {
+    let kept_since =
+        Utc::now().with_timezone(&zone).date_naive() - chrono::Days::new(u64::from(KPI_DAYS_KEPT));
     let measured: Vec<Result<(MenteeOutcome, Option<prost_types::Timestamp>), Status>> =
         futures::stream::iter(mentees)
-            .map(|mentee| measure_one(reader, tenant_id, zone, mentee, now))
+            .map(|mentee| measure_one(reader, tenant_id, zone, mentee, at, kept_since))
             .buffered(CONCURRENCY)
             .collect()
             .await;
@@ -165,9 +177,10 @@ async fn measure_one(
     tenant_id: &str,
     zone: Tz,
     mentee: Mentee,
-    now: DateTime<Utc>,
+    at: DateTime<Utc>,
+    kept_since: NaiveDate,
 ) -> Result<(MenteeOutcome, Option<prost_types::Timestamp>), Status> {
-    let (first, today) = span(mentee.enrolled_at, zone, now);
+    let (first, today) = span(mentee.enrolled_at, zone, at);
     let last = first + TimeDelta::days(i64::from(today.min(HORIZON_DAYS)));
     let subject = SubjectRef::partner(&mentee.partner_id);
     let series = |metric| reader.daily(tenant_id, &subject, metric, first, last);
@@ -191,16 +204,26 @@ async fn measure_one(
     fill(recruits, |day, value| day.recruits = value);
     fill(active, |day, value| day.active = value > 0.0);
     fill(modules, |day, value| day.modules = value);
+    // A sale after `at` has not happened yet, as of `at`.
+    let sold_by_then = |journey: &&mentorstream_proto::kpi::v1::GetJourneyResponse| {
+        journey.has_first_sale
+            && journey
+                .first_sale_at
+                .as_ref()
+                .is_some_and(|sold| sold.seconds <= at.timestamp())
+    };
     let days_to_first_sale = journey
         .as_ref()
-        .filter(|journey| journey.has_first_sale)
+        .filter(sold_by_then)
         .and_then(|journey| u32::try_from(journey.days_to_first_sale).ok());
+    let known_from = u32::try_from((kept_since - first).num_days().max(0)).unwrap_or(u32::MAX);
     let outcome = MenteeOutcome {
         partner_id: mentee.partner_id,
         today,
-        age_days: whole_days(mentee.enrolled_at, now),
+        age_days: whole_days(mentee.enrolled_at, at),
         days_to_first_sale,
         days,
+        known_from,
         sessions_attended: mentee.sessions_attended,
         ratings: mentee.ratings,
     };
@@ -223,6 +246,7 @@ mod tests {
             age_days: today,
             days_to_first_sale: first_sale,
             days,
+            known_from: 0,
             sessions_attended: 0,
             ratings: vec![],
         }
@@ -240,6 +264,17 @@ mod tests {
     }
 
     #[test]
+    fn days_the_kpi_service_no_longer_keeps_are_unknown_not_zero() {
+        let mut old = mentee(200, &[1, 70], None);
+        old.known_from = 101;
+        assert_eq!(old.first_days(30, |d| d.sales_volume), None);
+        assert_eq!(old.retained(30), None);
+        assert_eq!(old.modules(), None);
+        old.known_from = 61;
+        assert_eq!(old.retained(90), Some(true));
+    }
+
+    #[test]
     fn first_days_sum_days_0_to_n_minus_1_once_they_have_ended() {
         assert_eq!(
             mentee(29, &[0, 5], None).first_days(30, |d| d.sales_volume),
@@ -253,8 +288,10 @@ mod tests {
 
     #[test]
     fn a_first_sale_is_known_when_it_happened_or_when_the_window_has_passed() {
-        assert_eq!(mentee(3, &[], Some(2)).first_sale_within(30), Some(true));
+        // Too young to say, sold or not: counting only young sellers would favour them.
+        assert_eq!(mentee(3, &[], Some(2)).first_sale_within(30), None);
         assert_eq!(mentee(3, &[], None).first_sale_within(30), None);
+        assert_eq!(mentee(31, &[], Some(2)).first_sale_within(30), Some(true));
         assert_eq!(mentee(30, &[], None).first_sale_within(30), Some(false));
         assert_eq!(mentee(40, &[], Some(30)).first_sale_within(30), Some(false));
         assert_eq!(

@@ -162,6 +162,12 @@ pub async fn start_stage(
     rule: &Rule,
     changed_by: &str,
 ) -> Result<RolloutStage, sqlx::Error> {
+    // Stages of one programme are numbered one after the other: concurrent starts queue here.
+    sqlx::query("SELECT 1 FROM programs WHERE tenant_id = $1 AND program_id = $2 FOR UPDATE")
+        .bind(tenant_id)
+        .bind(program_id)
+        .execute(&mut *connection)
+        .await?;
     let stage: StageRow = sqlx::query_as(
         "INSERT INTO program_stages (tenant_id, program_id, number, name, team_root_ids, \
                                      enrolled_from, enrolled_to, started_at) \
@@ -227,17 +233,80 @@ pub async fn history(
     ))
 }
 
-/// (programme, stage name, team roots, enrolled from, enrolled to) of a group's current stage.
-type CurrentStage = (
-    String,
-    String,
-    Vec<String>,
-    Option<NaiveDate>,
-    Option<NaiveDate>,
-);
+/// A programme's current stage: its name and rule.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct CurrentStage {
+    name: String,
+    team_root_ids: Vec<String>,
+    enrolled_from: Option<NaiveDate>,
+    enrolled_to: Option<NaiveDate>,
+}
+
+async fn current_stage(
+    connection: &mut PgConnection,
+    tenant_id: &str,
+    program_id: &str,
+) -> Result<Option<CurrentStage>, Status> {
+    sqlx::query_as(
+        "SELECT name, team_root_ids, enrolled_from, enrolled_to FROM program_stages \
+         WHERE tenant_id = $1 AND program_id = $2 ORDER BY number DESC LIMIT 1",
+    )
+    .bind(tenant_id)
+    .bind(program_id)
+    .fetch_optional(connection)
+    .await
+    .map_err(unavailable)
+}
+
+/// Why the programme's current stage does not admit `partner_id`; None when it does — no
+/// stage, a partner already in the programme (admission is to the programme: a mentee moves
+/// between its groups whatever later stages say), or one its rule admits. With the stage's
+/// name.
+async fn not_admitted(
+    connection: &mut PgConnection,
+    tenant_id: &str,
+    zone: Tz,
+    program_id: &str,
+    partner_id: &str,
+) -> Result<Option<(String, String)>, Status> {
+    let Some(stage) = current_stage(connection, tenant_id, program_id).await? else {
+        return Ok(None);
+    };
+    let member: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM assignments a JOIN groups g \
+                          ON g.tenant_id = a.tenant_id AND g.group_id = a.group_id \
+                        WHERE a.tenant_id = $1 AND a.mentee_id = $2 AND g.program_id = $3)",
+    )
+    .bind(tenant_id)
+    .bind(partner_id)
+    .bind(program_id)
+    .fetch_one(&mut *connection)
+    .await
+    .map_err(unavailable)?;
+    if member {
+        return Ok(None);
+    }
+    let why = refusal_reason(connection, tenant_id, zone, partner_id, &stage).await?;
+    Ok(why.map(|why| (stage.name, why)))
+}
+
+/// Whether the current stage of `program_id` admits `partner_id` (see [`not_admitted`]).
+pub async fn admits(
+    connection: &mut PgConnection,
+    tenant_id: &str,
+    zone: Tz,
+    program_id: &str,
+    partner_id: &str,
+) -> Result<bool, Status> {
+    Ok(
+        not_admitted(connection, tenant_id, zone, program_id, partner_id)
+            .await?
+            .is_none(),
+    )
+}
 
 /// Refuses (FAILED_PRECONDITION, `NOT_ELIGIBLE`) a mentee whom the current stage of the
-/// programme of `group_id` does not admit; a programme without stages admits everyone.
+/// programme of `group_id` does not admit (see [`not_admitted`]).
 pub async fn check_eligible(
     connection: &mut PgConnection,
     tenant_id: &str,
@@ -245,24 +314,19 @@ pub async fn check_eligible(
     group_id: &str,
     mentee_id: &str,
 ) -> Result<(), Status> {
-    let stage: Option<CurrentStage> = sqlx::query_as(
-        "SELECT g.program_id, s.name, s.team_root_ids, s.enrolled_from, s.enrolled_to \
-             FROM groups g JOIN program_stages s \
-               ON s.tenant_id = g.tenant_id AND s.program_id = g.program_id \
-             WHERE g.tenant_id = $1 AND g.group_id = $2 ORDER BY s.number DESC LIMIT 1",
-    )
-    .bind(tenant_id)
-    .bind(group_id)
-    .fetch_optional(&mut *connection)
-    .await
-    .map_err(unavailable)?;
-    let Some((program_id, stage, roots, from, to)) = stage else {
+    let program_id: Option<String> =
+        sqlx::query_scalar("SELECT program_id FROM groups WHERE tenant_id = $1 AND group_id = $2")
+            .bind(tenant_id)
+            .bind(group_id)
+            .fetch_optional(&mut *connection)
+            .await
+            .map_err(unavailable)?;
+    let Some(program_id) = program_id else {
         return Ok(());
     };
-    let why = refusal_reason(connection, tenant_id, zone, mentee_id, &roots, from, to).await?;
-    match why {
+    match not_admitted(connection, tenant_id, zone, &program_id, mentee_id).await? {
         None => Ok(()),
-        Some(why) => Err(refusal(
+        Some((stage, why)) => Err(refusal(
             Code::FailedPrecondition,
             "NOT_ELIGIBLE",
             [
@@ -282,10 +346,9 @@ async fn refusal_reason(
     tenant_id: &str,
     zone: Tz,
     mentee_id: &str,
-    roots: &[String],
-    from: Option<NaiveDate>,
-    to: Option<NaiveDate>,
+    stage: &CurrentStage,
 ) -> Result<Option<String>, Status> {
+    let (roots, from, to) = (&stage.team_root_ids, stage.enrolled_from, stage.enrolled_to);
     let enrolled_at: Option<DateTime<Utc>> = sqlx::query_scalar(
         "SELECT enrolled_at FROM partners WHERE tenant_id = $1 AND partner_id = $2",
     )

@@ -147,15 +147,18 @@ fn resample<T: Copy>(random: &mut SplitMix64, from: &[T], into: &mut Vec<T>) {
 }
 
 /// Quantile `q` of ascending `sorted` (non-empty) by linear interpolation between order
-/// statistics (Hyndman–Fan type 7, numpy's default).
+/// statistics (Hyndman–Fan type 7, numpy's default). Infinite values (a statistic that does
+/// not exist in a resample, counted as ∞) stay infinite instead of turning into NaN.
 fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
     let position = (sorted.len().checked_sub(1)? as f64) * q;
     let floor = position.floor();
     let index = floor as usize;
     let below = *sorted.get(index)?;
     Some(match sorted.get(index + 1) {
-        Some(above) => below + (position - floor) * (above - below),
-        None => below,
+        Some(&above) if position > floor && above != below => {
+            below + (position - floor) * (above - below)
+        }
+        _ => below,
     })
 }
 

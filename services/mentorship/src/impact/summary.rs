@@ -121,7 +121,13 @@ fn number(language: Language, value: f64, decimals: usize) -> String {
 /// "95 % CI low–high" of `estimate` scaled by `scale`, ends ordered.
 fn interval(language: Language, estimate: &Estimate, scale: f64, decimals: usize) -> String {
     let (Some(low), Some(high)) = (estimate.low, estimate.high) else {
-        return String::new();
+        // A resampled median that was never reached leaves an end open.
+        return match language {
+            Language::En => " (95 % CI open-ended: in many resamples fewer than half sold)".into(),
+            Language::Ru => {
+                " (95 % ДИ не ограничен: во многих выборках продали меньше половины)".into()
+            }
+        };
     };
     let (low, high) = {
         let (x, y) = (low * scale, high * scale);

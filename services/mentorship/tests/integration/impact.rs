@@ -62,13 +62,20 @@ async fn assign(service: &mut Service, group_id: &str, mentee: &str) -> Result<(
         .map(|_| ())
 }
 
-/// Enrols `partner` under `sponsor` (ru-RU unless `locale`), `days_ago` days ago.
-async fn enrol(service: &Service, partner: &str, sponsor: &str, locale: &str, days_ago: i64) {
+/// Enrols `partner` under `sponsor` with `locale`, `days_ago` days ago: when.
+async fn enrol(
+    service: &Service,
+    partner: &str,
+    sponsor: &str,
+    locale: &str,
+    days_ago: i64,
+) -> chrono::DateTime<Utc> {
+    let at = Utc::now() - TimeDelta::days(days_ago);
     service
         .publish(
             partner,
             &format!("enrol-{partner}-{days_ago}"),
-            Utc::now() - TimeDelta::days(days_ago),
+            at,
             activity_event::Payload::PartnerEnrolled(PartnerEnrolled {
                 sponsor_id: sponsor.into(),
                 display_name: partner.to_uppercase(),
@@ -78,6 +85,7 @@ async fn enrol(service: &Service, partner: &str, sponsor: &str, locale: &str, da
         )
         .await;
     service.wait_for_partner(partner).await;
+    at
 }
 
 #[tokio::test]
@@ -174,23 +182,47 @@ async fn suggestions_follow_the_genealogy_and_an_assignment_takes_one() {
         .await
         .expect_err("limit");
     assert_eq!(refused.message(), "limit: must be at most 100, got 101");
+    let unknown = service
+        .impact
+        .suggest_mentors(service.read(SuggestMentorsRequest {
+            partner_id: "nobody".into(),
+            program_id: String::new(),
+            limit: 0,
+        }))
+        .await
+        .expect_err("unknown partner");
+    assert_eq!(unknown.code(), Code::FailedPrecondition);
+    assert!(
+        unknown
+            .message()
+            .starts_with("partner_id: `nobody` is not an enrolled partner"),
+        "{}",
+        unknown.message()
+    );
     service.stop().await;
 }
 
 #[tokio::test]
 async fn a_rollout_stage_admits_only_whom_its_rule_names_and_every_change_is_logged() {
     let mut service = Service::start().await;
+    let mut enrolled = std::collections::BTreeMap::new();
     for (partner, sponsor, days_ago) in [
         ("m", "", 0),
+        ("m2", "", 0),
         ("r1", "", 0),
         ("a", "r1", 0),
         ("b", "", 2),
         ("c", "", 0),
     ] {
-        enrol(&service, partner, sponsor, "ru-RU", days_ago).await;
+        let at = enrol(&service, partner, sponsor, "ru-RU", days_ago).await;
+        enrolled.insert(
+            partner,
+            at.with_timezone(&chrono_tz::Europe::Moscow).date_naive(),
+        );
     }
     let program_id = program(&mut service, "Pilot").await;
     let group_id = group(&mut service, &program_id, "m", 0).await;
+    let other_group = group(&mut service, &program_id, "m2", 0).await;
     let stage = |name: &str, eligibility: Eligibility, request_id: &str| StartRolloutStageRequest {
         request_id: request_id.into(),
         program_id: program_id.clone(),
@@ -213,6 +245,40 @@ async fn a_rollout_stage_admits_only_whom_its_rule_names_and_every_change_is_log
         .stage
         .expect("stage");
     assert_eq!((pilot.number, pilot.name.as_str()), (1, "pilot"));
+    // Nothing of this programme is suggested to b, whom the stage does not admit.
+    let offered = service
+        .impact
+        .suggest_mentors(service.read(SuggestMentorsRequest {
+            partner_id: "b".into(),
+            program_id: program_id.clone(),
+            limit: 0,
+        }))
+        .await
+        .expect("suggestions")
+        .into_inner()
+        .suggestions;
+    assert_eq!(offered, []);
+    // A root nobody enrolled is refused, and starts no stage.
+    let unknown = service
+        .impact
+        .start_rollout_stage(service.write(stage(
+            "typo",
+            Eligibility {
+                team_root_ids: vec!["r9".into()],
+                ..Eligibility::default()
+            },
+            "",
+        )))
+        .await
+        .expect_err("unknown root");
+    assert_eq!(unknown.code(), Code::FailedPrecondition);
+    assert!(
+        unknown
+            .message()
+            .starts_with("eligibility.team_root_ids: `r9` is not an enrolled partner"),
+        "{}",
+        unknown.message()
+    );
 
     let refused = assign(&mut service, &group_id, "b")
         .await
@@ -233,11 +299,8 @@ async fn a_rollout_stage_admits_only_whom_its_rule_names_and_every_change_is_log
         .await
         .expect("a is in r1's team");
 
-    // Expansion: everyone enrolled from two days ago.
-    let today = Utc::now()
-        .with_timezone(&chrono_tz::Europe::Moscow)
-        .date_naive();
-    let two_days_ago = today - chrono::Days::new(2);
+    // Expansion: everyone enrolled from b's day on.
+    let two_days_ago = enrolled["b"];
     service
         .impact
         .start_rollout_stage(service.write(stage(
@@ -263,7 +326,8 @@ async fn a_rollout_stage_admits_only_whom_its_rule_names_and_every_change_is_log
     assign(&mut service, &group_id, "b")
         .await
         .expect("b is admitted now");
-    // Closing: nobody enrolled after yesterday.
+    // Closing: nobody enrolled after the day before c.
+    let today = enrolled["c"];
     let yesterday = today - chrono::Days::new(1);
     service
         .impact
@@ -280,6 +344,21 @@ async fn a_rollout_stage_admits_only_whom_its_rule_names_and_every_change_is_log
     let refused = assign(&mut service, &group_id, "c")
         .await
         .expect_err("c enrolled today");
+    // Admission is to the programme: a, admitted under the pilot stage, still moves between
+    // its groups.
+    service
+        .client
+        .transfer_mentee(
+            service.write(mentorstream_proto::mentorship::v1::TransferMenteeRequest {
+                request_id: String::new(),
+                mentee_id: "a".into(),
+                from_group_id: group_id.clone(),
+                to_group_id: other_group.clone(),
+                occurred_at: None,
+            }),
+        )
+        .await
+        .expect("a moves within the programme");
     assert!(
         refused.message().ends_with(&format!(
             "at its stage `closed`: enrolled on {today}, after {yesterday}"
