@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::workload::{self, Workload};
 
-/// DESIGN.md §11 and issue 16.
+/// docs/spec.md §11 and issue 16.
 pub const TARGET_EVENTS_PER_CPU_SECOND: f64 = 100_000.0;
 pub const TARGET_WALL_EVENTS_PER_SECOND: f64 = 40_000.0;
 

@@ -1,6 +1,6 @@
 //! `mentorstream-bench freshness`: ingest and the aggregator as their own processes on the
 //! local stack, events sent at a sustained rate, and for a sample of them the time from the
-//! ACCEPTED answer until GetScorecard shows them (DESIGN.md §6, "Freshness").
+//! ACCEPTED answer until GetScorecard shows them (docs/spec.md §6.9, "Freshness").
 
 use std::time::{Duration, Instant};
 

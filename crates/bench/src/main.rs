@@ -1,4 +1,4 @@
-//! `make bench`: seeded, reproducible measurements on the local stack (DESIGN.md §11).
+//! `make bench`: seeded, reproducible measurements on the local stack (docs/spec.md §11).
 //!
 //! `mentorstream-bench aggregator` pre-produces a genealogy of N partners (enrolments) and M
 //! activity events to a fresh topic, then runs the aggregator pipeline in this process over

@@ -1,4 +1,4 @@
-//! DESIGN.md §6 computed directly from event sets: what every KPI must be, whatever the order
+//! docs/spec.md §6 computed directly from event sets: what every KPI must be, whatever the order
 //! the events arrive in. Used by the aggregator's state tests and the end-to-end suite as their
 //! independent oracle; it shares no code with the aggregator.
 
@@ -13,7 +13,7 @@ use mentorstream_proto::mentorship::v1::{MentorshipEvent, mentorship_event};
 /// A counter: (kind: "c" personal, "t" team, "g" group, "tenant"; subject; bucket key; field).
 pub type Key = (String, String, String, String);
 
-/// Personal, team, group and tenant counters: DESIGN.md §6 computed directly from the event
+/// Personal, team, group and tenant counters: docs/spec.md §6 computed directly from the event
 /// sets.
 pub fn expected(
     events: &[ActivityEvent],

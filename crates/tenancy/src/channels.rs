@@ -1,4 +1,4 @@
-//! Where a tenant's notifications go (DESIGN.md §4: a tenant has a chat-bot gateway URL and
+//! Where a tenant's notifications go (docs/spec.md §4: a tenant has a chat-bot gateway URL and
 //! secret and SMTP settings). The secrets are stored as given, because the notifier must use
 //! them: the gateway secret signs webhooks, the SMTP URL carries the server's credentials.
 

@@ -1,4 +1,4 @@
-//! A tenant's KPI targets (DESIGN.md §4: a tenant has KPI targets). Stored as names; the KPI
+//! A tenant's KPI targets (docs/spec.md §4: a tenant has KPI targets). Stored as names; the KPI
 //! service validates kinds, metrics and thresholds before they get here.
 
 use std::sync::Arc;

@@ -13,7 +13,7 @@
 //! A failed publish deletes its claims (only if still its own), so the retry publishes again.
 //! The one window left is a crash after Kafka acknowledged and before the acceptance was
 //! written: the retry then publishes the event a second time. The record carries the same
-//! identity, so consumers dedup it (DESIGN.md §9); no event is ever lost.
+//! identity, so consumers dedup it (docs/spec.md §9); no event is ever lost.
 //!
 //! Every command touches one key, so this works unchanged on Redis Cluster. Redis ≥ 7.0 is
 //! needed for `SET ... NX GET`.

@@ -430,7 +430,7 @@ impl Api {
             ending: last_day,
         };
         // Eligible: enrolled at least 30 × 24 h before the window ends, or before now while
-        // it has not ended (§6).
+        // it has not ended (docs/spec.md §6).
         let window_end = calendar.start_of(last_day + chrono::Days::new(1));
         let (eligible, retained) = namespace
             .store
@@ -916,7 +916,7 @@ impl Api {
                     {
                         if counter == Counter::ActiveDays {
                             // A day counts for the group under the mentee's earliest activity
-                            // event of the day during membership (§6).
+                            // event of the day during membership (docs/spec.md §6).
                             for (rank, amount) in store
                                 .group_active_days(tenant_id, &member, group_id, bucket)
                                 .await

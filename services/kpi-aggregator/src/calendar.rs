@@ -215,8 +215,8 @@ impl Calendar {
         ]
     }
 
-    /// Whole days from `from` to `to`: the floor of the elapsed time over 24 h (§6), not a
-    /// difference of calendar dates.
+    /// Whole days from `from` to `to`: the floor of the elapsed time over 24 h (docs/spec.md
+    /// §6), not a difference of calendar dates.
     pub fn whole_days(from: DateTime<Utc>, to: DateTime<Utc>) -> i64 {
         (to - from).num_seconds().div_euclid(86_400)
     }

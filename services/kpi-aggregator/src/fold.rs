@@ -16,8 +16,8 @@ pub enum FoldError {
     Volume(String),
 }
 
-/// Orders "first" candidates by occurred_at, then source, then source_event_id (§6). Fields
-/// are joined by \x1e, which sorts below every character an id may hold.
+/// Orders "first" candidates by occurred_at, then source, then source_event_id (docs/spec.md
+/// §6). Fields are joined by \x1e, which sorts below every character an id may hold.
 pub fn rank(occurred_at: DateTime<Utc>, source: &str, source_event_id: &str) -> String {
     format!(
         "{:020}\u{1e}{source}\u{1e}{source_event_id}",

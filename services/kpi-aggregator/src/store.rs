@@ -673,8 +673,8 @@ impl Store {
         })
     }
 
-    /// Of `mentee_ids`, how many enrolled at least 30 × 24 h before `at` (eligible, §6) and how
-    /// many of those have an active day among `days` (retained).
+    /// Of `mentee_ids`, how many enrolled at least 30 × 24 h before `at` (eligible, docs/spec.md
+    /// §6) and how many of those have an active day among `days` (retained).
     pub async fn retention(
         &self,
         tenant_id: &str,
@@ -849,7 +849,7 @@ fn logged_days(record: &PartnerRecord, bucket: Bucket) -> impl Iterator<Item = &
         .map(|(_, log)| log)
 }
 
-/// `retention_30d` eligibility (DESIGN.md §6): enrolled at least 30 × 24 h before `at`, in
+/// `retention_30d` eligibility (docs/spec.md §6): enrolled at least 30 × 24 h before `at`, in
 /// elapsed time, as `days_to_first_sale` counts.
 pub fn retention_eligible(enrolled_at: DateTime<Utc>, at: DateTime<Utc>) -> bool {
     at - enrolled_at >= chrono::Duration::days(30)

@@ -98,7 +98,7 @@ pub(crate) fn request_id(value: &str) -> Result<Option<&str>, Status> {
 }
 
 /// When a recorded thing happened: now by default; never in the future, never older than the
-/// tenant's allowed lateness (DESIGN.md §7).
+/// tenant's allowed lateness (docs/spec.md §7).
 pub(crate) fn occurred_at(
     tenant: &Tenant,
     value: Option<&prost_types::Timestamp>,

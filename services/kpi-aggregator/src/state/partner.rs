@@ -1,4 +1,4 @@
-//! A partner's facts and the rules that fold the partner's events into them (DESIGN.md §6).
+//! A partner's facts and the rules that fold the partner's events into them (docs/spec.md §6).
 //!
 //! [`PartnerRecord::apply`] takes one event of the partner, in any arrival order, and reports
 //! what it changed beyond the record as [`Effects`]: the partner's own counters (which the

@@ -1,4 +1,4 @@
-//! The order of events that "first" facts and membership follow (DESIGN.md §6).
+//! The order of events that "first" facts and membership follow (docs/spec.md §6).
 
 use chrono::{DateTime, Utc};
 

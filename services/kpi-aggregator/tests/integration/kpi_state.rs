@@ -1,5 +1,5 @@
 //! The KPI engine (docs/kpi-engine.md) against the real local Redis: the personal, team, group
-//! and tenant counters of a scripted scenario equal an independent computation of DESIGN.md
+//! and tenant counters of a scripted scenario equal an independent computation of docs/spec.md
 //! §6 from the event set, whatever the arrival order across partitions (enrolments after the
 //! activity below them, assignments after the activity they govern), the batching,
 //! duplicates, redeliveries, writers that crash before their offsets are committed, and two

@@ -1,6 +1,6 @@
 //! The KPI aggregator as a service against the real local stack: activity and mentorship
 //! records on its topics (one of them poison) become exactly the scorecards, series,
-//! leaderboards, journeys and signals DESIGN.md §6 defines, read through KpiService and the
+//! leaderboards, journeys and signals docs/spec.md §6 defines, read through KpiService and the
 //! signals topic; targets are managed through the API; a rebuild gives the same numbers.
 
 use crate::scenario;

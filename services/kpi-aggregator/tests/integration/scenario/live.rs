@@ -1333,7 +1333,7 @@ pub async fn assert_scorecards(reader: &mut Reader, events: &Events) {
     }
     // retention_30d of g-2 (ann and bob, enrolled 9 and 10 November) as of four days: before
     // either was enrolled 30 × 24 h, then with activity by both, by bob only, by neither (an
-    // anchor still ahead of the clock counts eligibility up to now, §6).
+    // anchor still ahead of the clock counts eligibility up to now, docs/spec.md §6).
     for anchor in [(2026, 12, 1), (2026, 12, 15), (2027, 1, 3), (2027, 1, 10)] {
         let share = expected_retention(events, &["ann", "bob"], anchor);
         let answer = reader

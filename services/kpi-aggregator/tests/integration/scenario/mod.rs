@@ -1,4 +1,4 @@
-//! A scripted KPI scenario and an independent computation of DESIGN.md §6 over it, shared by
+//! A scripted KPI scenario and an independent computation of docs/spec.md §6 over it, shared by
 //! the state and the service tests.
 
 #![allow(dead_code)]
