@@ -2,7 +2,7 @@
 //! Kubernetes) on the real stack — or on a three-node Kafka cluster and a Redis of the test's
 //! own, to break —
 //! driven only through their public gRPC APIs and the `mentorstream` command, and compared
-//! with the oracle of DESIGN.md §6. The tests live in `tests/tests/`.
+//! with the oracle of docs/spec.md §6. The tests live in `tests/tests/`.
 
 #![allow(clippy::missing_panics_doc, clippy::unwrap_used)]
 
@@ -226,6 +226,11 @@ impl System {
     /// `http://host:port` of a service's gRPC.
     pub fn endpoint(&self, service: Service) -> String {
         format!("http://{}", self.host.addr(service.ports().0))
+    }
+
+    /// `http://host:port` of a service's admin endpoint (`/metrics`, `/healthz`).
+    pub fn admin(&self, service: Service) -> String {
+        format!("http://{}", self.host.addr(service.ports().1))
     }
 
     /// Starts (or starts again) `service` on its addresses.

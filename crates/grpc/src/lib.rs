@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod error;
 pub mod json;
+pub mod metrics;
 pub mod openapi;
 mod server;
 

@@ -180,6 +180,7 @@ pub async fn serve(
     let stopping = shutdown.clone();
     let reporter = health.reporter.clone();
     let result = builder
+        .layer(crate::metrics::MetricsLayer::new(served))
         .layer(AuthLayer::new(authenticator))
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {

@@ -26,6 +26,29 @@ use crate::{DeadLetters, InboundRecord, KafkaError, client_config};
 pub struct Context;
 
 impl ClientContext for Context {
+    /// librdkafka's statistics (every `statistics.interval.ms`) as gauges:
+    /// `mentorstream_kafka_consumer_lag{topic, partition}` — records after the last one the
+    /// application applied (stored), for the partitions this member owns.
+    #[allow(clippy::cast_precision_loss)]
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, stats) in &statistics.topics {
+            for partition in stats.partitions.values() {
+                if partition.partition < 0
+                    || !partition.desired
+                    || partition.consumer_lag_stored < 0
+                {
+                    continue;
+                }
+                metrics::gauge!(
+                    "mentorstream_kafka_consumer_lag",
+                    "topic" => topic.clone(),
+                    "partition" => partition.partition.to_string(),
+                )
+                .set(partition.consumer_lag_stored as f64);
+            }
+        }
+    }
+
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         use rdkafka::error::KafkaError as Error;
         if matches!(
@@ -165,6 +188,8 @@ impl Consumer {
         let mut client = client_config(config);
         client
             .set("group.id", group)
+            // Statistics (consumer lag) for `/metrics`, see `Context::stats`.
+            .set("statistics.interval.ms", "5000")
             .set("enable.auto.offset.store", "false")
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
@@ -172,7 +197,7 @@ impl Consumer {
             .set("isolation.level", "read_committed")
             .set("partition.assignment.strategy", "cooperative-sticky")
             // Records prefetched ahead of the application, per consumer. librdkafka's default
-            // (64 MiB) is a quarter of the aggregator's whole memory budget (DESIGN.md §11)
+            // (64 MiB) is a quarter of the aggregator's whole memory budget (docs/spec.md §11)
             // for each of its consumers; a few MiB keep a batch of 4096 records ready.
             .set("queued.max.messages.kbytes", "8192")
             // The same queue in records, per partition. Each queued record carries an op of

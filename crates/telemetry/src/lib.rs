@@ -103,15 +103,19 @@ pub fn init(config: &TelemetryConfig, service_name: &str) -> Result<Telemetry, T
 }
 
 /// The Prometheus exporter: metrics named `*_seconds` are histograms with buckets from 100 µs
-/// to 10 s (latencies of broker and store round trips), not summaries, so they aggregate
-/// across replicas.
+/// to 10 s (latencies of broker and store round trips), and `*_records` with buckets from 1 to
+/// 10,000 (batch sizes), not summaries, so they aggregate across replicas.
 fn prometheus() -> PrometheusBuilder {
     const LATENCY_BUCKETS: &[f64] = &[
         0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
         5.0, 10.0,
     ];
+    // Sizes: records in a batch.
+    const SIZE_BUCKETS: &[f64] = &[1.0, 10.0, 100.0, 500.0, 1_000.0, 5_000.0, 10_000.0];
     PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+        .expect("the bucket list is not empty")
+        .set_buckets_for_metric(Matcher::Suffix("_records".into()), SIZE_BUCKETS)
         .expect("the bucket list is not empty")
 }
 

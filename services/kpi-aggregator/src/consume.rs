@@ -161,6 +161,7 @@ pub async fn run(
 ) -> Result<(), KafkaError> {
     let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut freshness_due = tokio::time::Instant::now();
     while let Some(Received { messages, ask_ends }) = receive(consumer, &mut tick, &shutdown).await
     {
         // A partition read to its end holds nothing accepted before this moment that is not in
@@ -187,9 +188,28 @@ pub async fn run(
             Vec::new()
         };
         record_progress(aggregator, &messages, &drained, received_at).await;
+        if tokio::time::Instant::now() >= freshness_due {
+            freshness_due = tokio::time::Instant::now() + FRESHNESS_INTERVAL;
+            report_freshness(aggregator).await;
+        }
     }
     // Whatever is not committed now is redelivered and refused by the tenants' watermarks.
     consumer.commit_in_background()
+}
+
+/// How often the freshness gauge asks Redis for `as_of`.
+const FRESHNESS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Sets `mentorstream_aggregator_freshness_seconds` from the stored `as_of`; best effort.
+async fn report_freshness(aggregator: &Aggregator) {
+    match aggregator.progress.as_of().await {
+        Ok(Some(as_of)) => {
+            let age = (chrono::Utc::now() - as_of).to_std().unwrap_or_default();
+            crate::metrics::freshness(age);
+        }
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%error, "cannot read as_of for the freshness gauge"),
+    }
 }
 
 /// Stores each partition's last applied offset (which covers every record before it) for the
@@ -253,11 +273,14 @@ impl Aggregator {
         messages: &[BorrowedMessage<'_>],
         shutdown: &CancellationToken,
     ) -> Result<bool, KafkaError> {
+        let started = std::time::Instant::now();
+        let mut dead_lettered = 0;
         let batches = loop {
             match self.fold(messages).await {
                 Ok((batches, poison)) => {
                     for (message, reason) in poison {
                         self.dead_letters.send(message, &reason).await?;
+                        dead_lettered += 1;
                     }
                     break batches;
                 }
@@ -298,8 +321,10 @@ impl Aggregator {
                 self.dead_letters
                     .send(batch.messages[position], &reason)
                     .await?;
+                dead_lettered += 1;
             }
         }
+        crate::metrics::batch(messages.len(), dead_lettered, started.elapsed());
         Ok(true)
     }
 

@@ -13,6 +13,7 @@ pub mod consume;
 pub mod engine;
 pub mod fold;
 pub mod metric;
+mod metrics;
 pub mod namespace;
 pub mod progress;
 pub mod rebuild;

@@ -23,6 +23,7 @@ mod api;
 pub mod dashboard;
 pub mod db;
 pub mod impact;
+mod metrics;
 pub mod partners;
 pub mod plans;
 pub mod relay;

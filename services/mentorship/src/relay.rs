@@ -40,7 +40,10 @@ pub async fn run(
 ) {
     loop {
         let pause = match publish_due(&pool, &producer, &topic, partitions).await {
-            Ok(0) => POLL,
+            Ok(0) => {
+                report_backlog(&pool).await;
+                POLL
+            }
             // More may be waiting right away.
             Ok(_) => continue,
             Err(error) => {
@@ -57,12 +60,31 @@ pub async fn run(
 }
 
 /// Publishes one batch of eligible rows; how many.
+/// Sets the backlog gauges from the unsent rows (the partial index `outbox_unsent`); best
+/// effort.
+async fn report_backlog(pool: &PgPool) {
+    let backlog: Result<(i64, f64), sqlx::Error> = sqlx::query_as(
+        "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 \
+         FROM outbox WHERE sent_at IS NULL",
+    )
+    .fetch_one(pool)
+    .await;
+    match backlog {
+        Ok((events, oldest)) => crate::metrics::backlog(
+            events,
+            Duration::try_from_secs_f64(oldest.max(0.0)).unwrap_or_default(),
+        ),
+        Err(error) => tracing::warn!(%error, "cannot count the outbox backlog"),
+    }
+}
+
 async fn publish_due(
     pool: &PgPool,
     producer: &Producer,
     topic: &str,
     partitions: i32,
 ) -> Result<usize, RelayError> {
+    let started = std::time::Instant::now();
     let mut transaction = pool.begin().await?;
     let rows = sqlx::query!(
         "SELECT seq, tenant_id, record_key, event_id, event_type, payload, occurred_at \
@@ -108,5 +130,9 @@ async fn publish_due(
     .execute(&mut *transaction)
     .await?;
     transaction.commit().await?;
+    crate::metrics::relayed(
+        rows.iter().map(|row| row.event_type.as_str()),
+        started.elapsed(),
+    );
     Ok(published.len())
 }

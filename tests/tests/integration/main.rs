@@ -9,6 +9,7 @@ mod dashboard;
 mod faults;
 mod impact;
 mod isolation;
+mod metrics;
 mod openapi;
 mod system;
 mod truth;
