@@ -13,8 +13,10 @@ Each file of tests/invalid/ must be refused, with the message its `# refused:` l
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -28,6 +30,7 @@ CHART = HERE / "mentorstream"
 KUBERNETES_VERSION = "1.30.0"
 CUSTOM = {
     "ScaledObject": "keda.sh/v1alpha1",
+    "TriggerAuthentication": "keda.sh/v1alpha1",
     "ServiceMonitor": "monitoring.coreos.com/v1",
     "PrometheusRule": "monitoring.coreos.com/v1",
     "KafkaTopic": "kafka.strimzi.io/v1beta2",
@@ -63,6 +66,7 @@ def check_valid(name: str, path: pathlib.Path | None) -> list[str]:
     failures = [f"{name}: lint: {problem}" for problem in lint(values)]
     documents = render(values)
     kinds: dict[str, int] = {}
+    dashboards = False
     with tempfile.TemporaryDirectory() as directory:
         files = []
         for index, document in enumerate(documents):
@@ -76,6 +80,9 @@ def check_valid(name: str, path: pathlib.Path | None) -> list[str]:
                 if kind == "PrometheusRule":
                     failures += promtool(name, document["spec"])
                 continue
+            if kind == "ConfigMap" and "grafana_dashboard" in document["metadata"].get("labels", {}):
+                failures += grafana(name, document)
+                dashboards = True
             file = pathlib.Path(directory) / f"{index:03}-{kind}.yaml"
             file.write_text(yaml.safe_dump(document))
             files.append(str(file))
@@ -87,6 +94,9 @@ def check_valid(name: str, path: pathlib.Path | None) -> list[str]:
         if validated.returncode != 0:
             failures.append(f"{name}: kubernetes-validate:\n{validated.stdout}{validated.stderr}")
         failures += load_configuration(name, documents, pathlib.Path(directory))
+    # `values` override the chart's defaults, which ship the board.
+    if values.get("metrics", {}).get("grafanaDashboard", {}).get("enabled", True) and not dashboards:
+        failures.append(f"{name}: no ConfigMap carries the Grafana board")
     print(f"ok   {name}: {sum(kinds.values())} manifests "
           f"({', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))})" if not failures else
           f"FAIL {name}")
@@ -108,7 +118,8 @@ def load_configuration(name: str, documents: list[dict], directory: pathlib.Path
     if not binary:
         print(f"note {name}: MENTORSTREAM_BIN unset; config.toml not loaded by the services")
         return []
-    config_maps = [d for d in documents if d["kind"] == "ConfigMap"]
+    config_maps = [d for d in documents
+                   if d["kind"] == "ConfigMap" and "config.toml" in d.get("data", {})]
     config = directory / "config.toml"
     config.write_text(config_maps[0]["data"]["config.toml"])
     failures = []
@@ -130,17 +141,64 @@ def load_configuration(name: str, documents: list[dict], directory: pathlib.Path
     return failures
 
 
-def promtool(name: str, spec: dict) -> list[str]:
-    if shutil.which("promtool") is None:
-        return []
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as rules:
-        yaml.safe_dump(spec, rules)
-        rules.flush()
-        checked = subprocess.run(["promtool", "check", "rules", rules.name],
+ALERT_TESTS = CHART / "files" / "alerts-test.yaml"
+SOURCES = HERE.parent
+
+
+def exported_metrics() -> set[str]:
+    """Every `mentorstream_*` metric name the Rust sources mention."""
+    names: set[str] = set()
+    for root in ("crates", "services"):
+        for source in (SOURCES / root).rglob("*.rs"):
+            names.update(re.findall(r'"(mentorstream_[a-z0-9_]+)"', source.read_text()))
+    return names
+
+
+def grafana(name: str, document: dict) -> list[str]:
+    """The Grafana board parses, every panel queries something, every query is valid PromQL
+    (checked by promtool as recording rules) and names only metrics the services export."""
+    failures = []
+    board = json.loads(document["data"]["mentorstream.json"])
+    exprs = []
+    for panel in board.get("panels", []):
+        targets = [t.get("expr", "") for t in panel.get("targets", [])]
+        if not targets or not all(targets):
+            failures.append(f"{name}: Grafana panel {panel.get('title')!r} has no query")
+        exprs += targets
+    exported = exported_metrics()
+    for expr in exprs:
+        for metric in re.findall(r"\b(mentorstream_[a-z0-9_]+?)(?:_bucket|_sum|_count)?\b", expr):
+            if metric not in exported:
+                failures.append(f"{name}: Grafana query {expr!r} names {metric}, which nothing exports")
+    rules = {"groups": [{"name": "dashboard", "rules": [
+        {"record": f"dashboard:panel_{index}", "expr": expr} for index, expr in enumerate(exprs)]}]}
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as file:
+        yaml.safe_dump(rules, file)
+        file.flush()
+        checked = subprocess.run(["promtool", "check", "rules", file.name],
                                  capture_output=True, text=True)
     if checked.returncode != 0:
-        return [f"{name}: promtool: {checked.stdout}{checked.stderr}"]
-    return []
+        failures.append(f"{name}: Grafana queries: {checked.stdout}{checked.stderr}")
+    return failures
+
+
+def promtool(name: str, spec: dict) -> list[str]:
+    """The rendered rules pass `promtool check rules` and the fixtures of `files/alerts-test.yaml`
+    (`promtool test rules`: each alert fires where it should and stays quiet where it should)."""
+    if shutil.which("promtool") is None:
+        return [f"{name}: promtool is missing (make tools installs Debian's prometheus)"]
+    with tempfile.TemporaryDirectory() as directory:
+        rules = pathlib.Path(directory) / "alerts.yaml"
+        rules.write_text(yaml.safe_dump(spec))
+        tests = pathlib.Path(directory) / "alerts-test.yaml"
+        tests.write_text(ALERT_TESTS.read_text())
+        failures = []
+        for command in (["promtool", "check", "rules", str(rules)],
+                        ["promtool", "test", "rules", str(tests)]):
+            checked = subprocess.run(command, capture_output=True, text=True)
+            if checked.returncode != 0:
+                failures.append(f"{name}: {' '.join(command[:3])}: {checked.stdout}{checked.stderr}")
+        return failures
 
 
 def check_refused(path: pathlib.Path) -> list[str]:
