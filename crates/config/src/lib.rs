@@ -238,6 +238,15 @@ pub struct MentorshipConfig {
     /// How often sessions past their grace are looked for.
     #[serde(with = "humantime_serde")]
     pub missed_check_interval: Duration,
+    /// How long a mutation's answer is kept for a retry with its `request_id`.
+    #[serde(with = "humantime_serde")]
+    pub request_retention: Duration,
+    /// How long a relayed outbox event is kept after Kafka acknowledged it.
+    #[serde(with = "humantime_serde")]
+    pub outbox_retention: Duration,
+    /// How often what outlived its retention is deleted.
+    #[serde(with = "humantime_serde")]
+    pub prune_interval: Duration,
     /// How often newcomers' milestones are checked for at-risk episodes (docs/impact.md).
     #[serde(with = "humantime_serde")]
     pub newcomer_check_interval: Duration,
@@ -282,6 +291,16 @@ pub struct NotifierConfig {
     /// How long the gateway or the SMTP server may take to answer one attempt.
     #[serde(with = "humantime_serde")]
     pub send_timeout: Duration,
+    /// How long a notification that reached its end (delivered, failed, suppressed,
+    /// cancelled) is kept with its attempts; events older than this plan none.
+    #[serde(with = "humantime_serde")]
+    pub notification_retention: Duration,
+    /// How long a mutation's answer is kept for a retry with its `request_id`.
+    #[serde(with = "humantime_serde")]
+    pub request_retention: Duration,
+    /// How often what outlived its retention is deleted.
+    #[serde(with = "humantime_serde")]
+    pub prune_interval: Duration,
 }
 
 impl NotifierConfig {

@@ -26,6 +26,7 @@ pub mod impact;
 mod metrics;
 pub mod partners;
 pub mod plans;
+pub mod prune;
 pub mod relay;
 mod responses;
 pub mod sessions;
@@ -73,6 +74,8 @@ pub enum ServiceError {
     DashboardLinkValidFor,
     #[error("mentorship.{0} must be longer than zero")]
     ZeroInterval(&'static str),
+    #[error("mentorship.{0} must be a day at least")]
+    Retention(&'static str),
 }
 
 /// Where this service listens, from the configuration.
@@ -162,6 +165,7 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
             "newcomer_check_interval",
             config.mentorship.newcomer_check_interval,
         ),
+        ("prune_interval", config.mentorship.prune_interval),
     ] {
         if interval.is_zero() {
             return Err(ServiceError::ZeroInterval(name));
@@ -225,6 +229,22 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
         config.mentorship.missed_grace,
         config.mentorship.missed_check_interval,
         &wake,
+        context.shutdown.token(),
+    );
+    let day = |value: std::time::Duration, name| {
+        chrono::TimeDelta::from_std(value)
+            .ok()
+            .filter(|span| *span >= chrono::TimeDelta::days(1))
+            .ok_or(ServiceError::Retention(name))
+    };
+    let retention = prune::Retention {
+        requests: day(config.mentorship.request_retention, "request_retention")?,
+        outbox: day(config.mentorship.outbox_retention, "outbox_retention")?,
+    };
+    let pruning = prune::run(
+        &pool,
+        retention,
+        config.mentorship.prune_interval,
         context.shutdown.token(),
     );
     let watching = watch_newcomers(
@@ -320,8 +340,9 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
                 .merge(pages),
         ),
     );
-    let ((), followed, signalled, served, (), ()) =
-        tokio::join!(relaying, following, signalling, serving, marking, watching);
+    let ((), followed, signalled, served, (), (), ()) = tokio::join!(
+        relaying, following, signalling, serving, marking, watching, pruning
+    );
     served?;
     followed?;
     signalled?;

@@ -161,6 +161,9 @@ pub struct MentorshipFollower {
     pub pool: PgPool,
     pub clock: Arc<dyn Clock>,
     pub dispatcher: Arc<Notify>,
+    /// Notifications older than this are pruned (crate::prune): an event older than it plans
+    /// none, so a redelivery cannot send again what pruning forgot.
+    pub retention: TimeDelta,
 }
 
 impl RecordHandler for MentorshipFollower {
@@ -352,6 +355,9 @@ impl MentorshipFollower {
             }
             _ => {}
         }
+        if occurred_at < now - self.retention {
+            planned.clear();
+        }
         let mut any = false;
         for planned in &planned {
             any |= plan(&mut transaction, tenant_id, planned).await?;
@@ -404,6 +410,8 @@ pub struct SignalFollower {
     pub pool: PgPool,
     pub clock: Arc<dyn Clock>,
     pub dispatcher: Arc<Notify>,
+    /// As [`MentorshipFollower::retention`].
+    pub retention: TimeDelta,
 }
 
 impl RecordHandler for SignalFollower {
@@ -506,6 +514,10 @@ impl SignalFollower {
             return Ok(false);
         };
         let now = self.clock.now();
+        // Older than what pruning keeps: it may have been sent and forgotten.
+        if time(signal.occurred_at.as_ref()).is_some_and(|at| at < now - self.retention) {
+            return Ok(false);
+        }
         let mut transaction = self.pool.begin().await?;
         let mentor: Option<String> = sqlx::query_scalar(
             "SELECT mentor_id FROM mentees WHERE tenant_id = $1 AND mentee_id = $2",

@@ -18,6 +18,7 @@ pub mod dispatch;
 pub mod kinds;
 mod metrics;
 pub mod preferences;
+pub mod prune;
 pub mod templates;
 
 use std::sync::Arc;
@@ -68,6 +69,10 @@ pub enum ServiceError {
     ActionKey(#[from] mentorstream_actions::WeakKey),
     #[error("invalid notifier.kpi_endpoint: {0}")]
     KpiEndpoint(String),
+    #[error(
+        "notifier.{0} is out of range: a retention is a day at least, the prune interval longer than zero"
+    )]
+    Retention(&'static str),
 }
 
 /// Where this service listens, from the configuration.
@@ -95,6 +100,16 @@ pub fn mentorship_group(config: &Config) -> String {
 /// The consumer group that follows the aggregator's signals.
 pub fn signals_group(config: &Config) -> String {
     format!("notifier-signals-{}", config.kafka.topics.kpi_signals)
+}
+
+/// A retention setting as a time span: a day at least.
+fn retention(value: std::time::Duration) -> Result<chrono::TimeDelta, ServiceError> {
+    chrono::TimeDelta::from_std(value)
+        .ok()
+        .filter(|span| *span >= chrono::TimeDelta::days(1))
+        .ok_or(ServiceError::Retention(
+            "notification_retention and request_retention",
+        ))
 }
 
 /// Serves with the machine's clock until the context's shutdown begins.
@@ -126,16 +141,32 @@ pub async fn run_with_clock(
         &signals_group(config),
         &[&config.kafka.topics.kpi_signals],
     )?;
+    let retention = prune::Retention {
+        notifications: retention(config.notifier.notification_retention)?,
+        requests: retention(config.notifier.request_retention)?,
+    };
+    if config.notifier.prune_interval.is_zero() {
+        return Err(ServiceError::Retention("prune_interval"));
+    }
     let mut mentorship = causes::MentorshipFollower {
         pool: pool.clone(),
         clock: clock.clone(),
         dispatcher: wake.clone(),
+        retention: retention.notifications,
     };
     let mut signals = causes::SignalFollower {
         pool: pool.clone(),
         clock: clock.clone(),
         dispatcher: wake.clone(),
+        retention: retention.notifications,
     };
+    let pruning = prune::run(
+        pool.clone(),
+        clock.clone(),
+        retention,
+        config.notifier.prune_interval,
+        context.shutdown.token(),
+    );
     let kpi = tonic::transport::Channel::from_shared(config.notifier.kpi_endpoint.clone())
         .map_err(|error| ServiceError::KpiEndpoint(error.to_string()))?
         .connect_timeout(KPI_TIMEOUT)
@@ -162,8 +193,9 @@ pub async fn run_with_clock(
         clock,
         dispatcher: wake.clone(),
     };
-    let ((), followed_mentorship, followed_signals, served) = tokio::join!(
+    let ((), (), followed_mentorship, followed_signals, served) = tokio::join!(
         dispatcher.run(&wake, context.shutdown.token()),
+        pruning,
         follow_topic(
             &context,
             &mentorship_consumer,

@@ -208,3 +208,61 @@ async fn changes_committed_before_a_crash_are_published_once_after_the_restart()
     assert_eq!(announced, group_ids.into_iter().collect::<Vec<_>>());
     service.terminate();
 }
+
+/// Data lifecycle as of a chosen moment: answers for request_id retries and relayed outbox
+/// events go once their retention has passed, and not a moment before.
+#[tokio::test]
+async fn answers_and_relayed_events_are_pruned_after_their_retention() {
+    use mentorstream_mentorship::prune::{Pruned, Retention, prune};
+    let mut service = Service::start().await;
+    service.enrol("mentor-p").await;
+    service
+        .client
+        .create_program(service.write(crate::mentorship::program("prune-program", "Pruned")))
+        .await
+        .expect("program");
+    service.group_with("mentor-p", &[], None, None).await;
+    // Relayed: the group's event is sent.
+    service.published().await;
+    let count = async |table: &str, service: &Service| -> i64 {
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&service.pool)
+            .await
+            .expect("count")
+    };
+    assert_eq!(count("requests", &service).await, 1);
+    let sent = count("outbox", &service).await;
+    assert!(sent >= 1);
+    let retention = Retention {
+        requests: chrono::TimeDelta::days(7),
+        outbox: chrono::TimeDelta::days(3),
+    };
+    let now = chrono::Utc::now();
+    assert_eq!(
+        prune(&service.pool, now + chrono::TimeDelta::days(2), retention)
+            .await
+            .expect("pruned"),
+        Pruned::default()
+    );
+    assert_eq!(
+        prune(&service.pool, now + chrono::TimeDelta::days(4), retention)
+            .await
+            .expect("pruned"),
+        Pruned {
+            requests: 0,
+            outbox: u64::try_from(sent).expect("count")
+        }
+    );
+    assert_eq!(
+        prune(&service.pool, now + chrono::TimeDelta::days(8), retention)
+            .await
+            .expect("pruned"),
+        Pruned {
+            requests: 1,
+            outbox: 0
+        }
+    );
+    assert_eq!(count("requests", &service).await, 0);
+    assert_eq!(count("outbox", &service).await, 0);
+    service.stop().await;
+}

@@ -8,5 +8,6 @@ mod delivery;
 mod digest;
 mod preferences;
 mod processes;
+mod prune;
 mod sessions;
 mod signals;

@@ -245,11 +245,23 @@ impl Notifier {
 
     /// Publishes a signal of the aggregator with this id about `partner`.
     pub async fn signal(&self, signal_id: &str, partner: &str, payload: kpi_signal::Payload) {
+        self.signal_at(signal_id, partner, self.clock_now(), payload)
+            .await;
+    }
+
+    /// The same, as having occurred at `occurred_at`.
+    pub async fn signal_at(
+        &self,
+        signal_id: &str,
+        partner: &str,
+        occurred_at: DateTime<Utc>,
+        payload: kpi_signal::Payload,
+    ) {
         let signal = KpiSignal {
             tenant_id: self.tenant_id.clone(),
             signal_id: signal_id.into(),
             partner_id: partner.into(),
-            occurred_at: Some(timestamp(self.clock_now())),
+            occurred_at: Some(timestamp(occurred_at)),
             payload: Some(payload),
         };
         let topic = self.context.config.kafka.topics.kpi_signals.clone();
