@@ -1,5 +1,6 @@
 //! `mentorstream admin`: migrations, topics, tenants and API keys.
 
+use anyhow::Context as _;
 use clap::Subcommand;
 use mentorstream_config::{Config, ExposeSecret};
 use mentorstream_tenancy::{NewTenant, Scopes, TenantChannels, Tenants};
@@ -86,13 +87,23 @@ pub enum AdminCommand {
     },
     /// List tenants.
     ListTenants,
+    /// Re-seal every tenant's channel secrets with the first key of secrets.keys (after putting
+    /// a new key first; then the old one can go), sealing those still stored in clear.
+    RotateSecrets,
 }
 
 pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
     let tenants = match command {
         // The one command that needs no database (a topic Job has no database credentials).
         AdminCommand::CreateTopics => return create_topics(config).await,
-        _ => Tenants::connect(config.postgres.url.expose_secret(), 2).await?,
+        _ => Tenants::connect(config.postgres.url.expose_secret(), 2)
+            .await?
+            .with_sealer(
+                mentorstream_tenancy::sealed::Sealer::from_keys(
+                    config.secrets.keys.expose_secret(),
+                )
+                .context("secrets.keys")?,
+            ),
     };
     match command {
         AdminCommand::CreateTopics => create_topics(config).await?,
@@ -207,6 +218,13 @@ pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
             } else {
                 anyhow::bail!("no active key with id {key_id}");
             }
+        }
+        AdminCommand::RotateSecrets => {
+            if config.secrets.keys.expose_secret().trim().is_empty() {
+                anyhow::bail!("secrets.keys is empty: there is no key to seal with");
+            }
+            let rewritten = tenants.reseal_secrets().await?;
+            println!("{rewritten} secrets sealed with the first key of secrets.keys");
         }
         AdminCommand::ListTenants => {
             for tenant in tenants.list_tenants().await? {

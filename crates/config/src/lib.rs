@@ -47,6 +47,16 @@ pub struct Config {
     pub kpi: KpiConfig,
     pub notifier: NotifierConfig,
     pub actions: ActionsConfig,
+    pub secrets: SecretsConfig,
+}
+
+/// Keys that seal tenants' channel secrets at rest (mentorstream_tenancy::sealed):
+/// `id:base64-of-32-bytes`, comma-separated, the first sealing, all opening. Empty: stored in
+/// clear.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    pub keys: SecretString,
 }
 
 /// Chat-bot buttons: the key that signs their action tokens (the notifier issues them,

@@ -48,7 +48,11 @@ impl Context {
             config.postgres.max_connections,
         )
         .await
-        .context("cannot connect to the control database (postgres.url)")?;
+        .context("cannot connect to the control database (postgres.url)")?
+        .with_sealer(
+            mentorstream_tenancy::sealed::Sealer::from_keys(config.secrets.keys.expose_secret())
+                .context("secrets.keys")?,
+        );
         let signer = Signer::configured(config.actions.signing_key.expose_secret())
             .context("actions.signing_key")?;
         Ok(Self {

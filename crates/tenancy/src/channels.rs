@@ -72,16 +72,74 @@ impl TenantChannels {
     }
 }
 
+/// What binds a sealed secret to its row: the tenant and the field.
+fn context(tenant_id: &str, field: &str) -> String {
+    format!("{tenant_id}/{field}")
+}
+
 impl Tenants {
+    /// The tenant's channels, secrets opened (crate::sealed).
     pub async fn channels(&self, tenant_id: &str) -> Result<TenantChannels, TenancyError> {
-        sqlx::query_as(
+        let mut channels: TenantChannels = sqlx::query_as(
             "SELECT chatbot_url, chatbot_secret, smtp_url, email_from, daily_cap \
              FROM tenants WHERE tenant_id = $1",
         )
         .bind(tenant_id)
         .fetch_optional(&self.pool)
         .await?
-        .ok_or_else(|| TenancyError::UnknownTenant(tenant_id.to_owned()))
+        .ok_or_else(|| TenancyError::UnknownTenant(tenant_id.to_owned()))?;
+        let sealer = self.sealer.as_deref();
+        channels.chatbot_secret = crate::sealed::open_with(
+            sealer,
+            &channels.chatbot_secret,
+            &context(tenant_id, "chatbot_secret"),
+        )?;
+        channels.smtp_url =
+            crate::sealed::open_with(sealer, &channels.smtp_url, &context(tenant_id, "smtp_url"))?;
+        Ok(channels)
+    }
+
+    /// `value` as stored: sealed when keys are configured (and not empty).
+    fn stored(&self, value: &str, tenant_id: &str, field: &str) -> Result<String, TenancyError> {
+        match &self.sealer {
+            Some(sealer) if !value.is_empty() => {
+                Ok(sealer.seal(value, &context(tenant_id, field))?)
+            }
+            _ => Ok(value.to_owned()),
+        }
+    }
+
+    /// Re-seals every tenant's secrets with the first key of `secrets.keys` (rotation), and
+    /// seals those stored in clear: how many values it rewrote.
+    pub async fn reseal_secrets(&self) -> Result<u64, TenancyError> {
+        let Some(sealer) = self.sealer.clone() else {
+            return Ok(0);
+        };
+        let rows: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT tenant_id, chatbot_secret, smtp_url FROM tenants")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut rewritten = 0;
+        for (tenant_id, chatbot_secret, smtp_url) in rows {
+            for (field, stored) in [("chatbot_secret", chatbot_secret), ("smtp_url", smtp_url)] {
+                if stored.is_empty() || sealer.is_current(&stored) {
+                    continue;
+                }
+                let plain = sealer.open(&stored, &context(&tenant_id, field))?;
+                let sealed = sealer.seal(&plain, &context(&tenant_id, field))?;
+                // Only if nobody changed it meanwhile.
+                let updated = sqlx::query(&format!(
+                    "UPDATE tenants SET {field} = $3 WHERE tenant_id = $1 AND {field} = $2"
+                ))
+                .bind(&tenant_id)
+                .bind(&stored)
+                .bind(&sealed)
+                .execute(&self.pool)
+                .await?;
+                rewritten += updated.rows_affected();
+            }
+        }
+        Ok(rewritten)
     }
 
     /// Replaces the channels of the tenant with this id or name, after checking them.
@@ -98,8 +156,12 @@ impl Tenants {
         )
         .bind(&tenant.tenant_id)
         .bind(&channels.chatbot_url)
-        .bind(&channels.chatbot_secret)
-        .bind(&channels.smtp_url)
+        .bind(self.stored(
+            &channels.chatbot_secret,
+            &tenant.tenant_id,
+            "chatbot_secret",
+        )?)
+        .bind(self.stored(&channels.smtp_url, &tenant.tenant_id, "smtp_url")?)
         .bind(&channels.email_from)
         .bind(channels.daily_cap)
         .execute(&self.pool)

@@ -9,6 +9,7 @@ mod frames;
 mod keys;
 mod lent;
 mod scope;
+pub mod sealed;
 mod targets;
 mod webhooks;
 
@@ -60,6 +61,8 @@ pub enum TenancyError {
     Channels(#[from] ChannelsError),
     #[error(transparent)]
     FrameAncestors(#[from] FrameAncestorsError),
+    #[error(transparent)]
+    Sealed(#[from] sealed::SealError),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("cannot migrate the control database: {0}")]
@@ -149,6 +152,8 @@ pub struct Tenants {
     keys: Arc<RwLock<HashMap<String, CachedKey>>>,
     tenants: Arc<RwLock<HashMap<String, (Tenant, Instant)>>>,
     targets: Arc<RwLock<targets::CachedTargets>>,
+    /// Seals the tenants' channel secrets at rest; None: stored in clear.
+    sealer: Option<Arc<sealed::Sealer>>,
 }
 
 impl Tenants {
@@ -158,7 +163,14 @@ impl Tenants {
             keys: Arc::default(),
             tenants: Arc::default(),
             targets: Arc::default(),
+            sealer: None,
         }
+    }
+
+    /// The same registry, sealing channel secrets with `sealer` (`secrets.keys`).
+    pub fn with_sealer(mut self, sealer: Option<sealed::Sealer>) -> Self {
+        self.sealer = sealer.map(Arc::new);
+        self
     }
 
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, TenancyError> {

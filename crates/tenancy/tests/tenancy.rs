@@ -222,3 +222,111 @@ async fn channels_are_checked_before_they_are_stored() {
         channels
     );
 }
+
+/// Secrets at rest: channel secrets are stored sealed, read back in clear, re-sealed by a
+/// rotation to a new key, after which the old key can go; a value stored in clear before keys
+/// existed is read as is and sealed by the rotation.
+#[tokio::test]
+async fn channel_secrets_are_sealed_at_rest_and_rotate_to_a_new_key() {
+    use mentorstream_tenancy::TenantChannels;
+    use mentorstream_tenancy::sealed::Sealer;
+    const A: &str = "a:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    const B: &str = "b:HxwdHh8AAQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRo=";
+    let plain = tenants().await;
+    let pool = plain.pool().clone();
+    let with =
+        |keys: &str| Tenants::new(pool.clone()).with_sealer(Sealer::from_keys(keys).expect("keys"));
+    let channels = |secret: &str| TenantChannels {
+        chatbot_url: "https://bot.example.com/hook".into(),
+        chatbot_secret: secret.into(),
+        smtp_url: "smtps://mailer:p4ssw0rd@mail.example.com".into(),
+        email_from: "mentors@example.com".into(),
+        daily_cap: 10,
+    };
+    let stored = |tenant: String| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, String)>(
+                "SELECT chatbot_secret, smtp_url FROM tenants WHERE tenant_id = $1",
+            )
+            .bind(tenant)
+            .fetch_one(&pool)
+            .await
+            .expect("row")
+        }
+    };
+    let sealed = plain
+        .create_tenant(new_tenant(&unique("sealed"), "Europe/Moscow"))
+        .await
+        .expect("tenant");
+    let clear = plain
+        .create_tenant(new_tenant(&unique("clear"), "Europe/Moscow"))
+        .await
+        .expect("tenant");
+    // Before keys existed: in clear.
+    plain
+        .set_channels(&clear.tenant_id, &channels("clear-secret-0123456"))
+        .await
+        .expect("set");
+    let a = with(A);
+    a.set_channels(&sealed.tenant_id, &channels("sealed-secret-0123456"))
+        .await
+        .expect("set");
+    let (secret, smtp) = stored(sealed.tenant_id.clone()).await;
+    assert!(
+        secret.starts_with("v1:a:") && smtp.starts_with("v1:a:"),
+        "{secret} {smtp}"
+    );
+    assert!(!secret.contains("sealed-secret") && !smtp.contains("p4ssw0rd"));
+    let read = a.channels(&sealed.tenant_id).await.expect("read");
+    assert_eq!(read.chatbot_secret, "sealed-secret-0123456");
+    assert_eq!(read.smtp_url, "smtps://mailer:p4ssw0rd@mail.example.com");
+    assert_eq!(
+        a.channels(&clear.tenant_id)
+            .await
+            .expect("clear")
+            .chatbot_secret,
+        "clear-secret-0123456"
+    );
+
+    // Rotation: B first, A kept; every secret re-sealed with B (the clear ones too).
+    let both = with(&format!("{B},{A}"));
+    assert_eq!(both.reseal_secrets().await.expect("resealed"), 4);
+    assert_eq!(both.reseal_secrets().await.expect("again"), 0);
+    for tenant in [&sealed, &clear] {
+        let (secret, smtp) = stored(tenant.tenant_id.clone()).await;
+        assert!(
+            secret.starts_with("v1:b:") && smtp.starts_with("v1:b:"),
+            "{secret} {smtp}"
+        );
+    }
+    // A can go: B alone reads everything; A alone is told which key it lacks.
+    let b = with(B);
+    assert_eq!(
+        b.channels(&clear.tenant_id)
+            .await
+            .expect("read")
+            .chatbot_secret,
+        "clear-secret-0123456"
+    );
+    let refused = with(A)
+        .channels(&sealed.tenant_id)
+        .await
+        .expect_err("A is gone");
+    assert_eq!(
+        refused.to_string(),
+        "a stored secret is sealed with key `b`, which secrets.keys does not hold"
+    );
+    // A sealed value moved to another tenant's row does not open.
+    let (moved, _) = stored(sealed.tenant_id.clone()).await;
+    sqlx::query("UPDATE tenants SET chatbot_secret = $2 WHERE tenant_id = $1")
+        .bind(&clear.tenant_id)
+        .bind(moved)
+        .execute(&pool)
+        .await
+        .expect("moved");
+    assert!(matches!(
+        b.channels(&clear.tenant_id).await,
+        Err(TenancyError::Sealed(_))
+    ));
+}

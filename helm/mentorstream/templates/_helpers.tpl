@@ -107,6 +107,9 @@ notifier:
 {{- if or (has "mentorship" .databases) (has "notifier" .databases) }}
 {{ include "mentorstream.secretEnv" (dict "name" "MENTORSTREAM__ACTIONS__SIGNING_KEY" "secret" $root.Values.actions.signingKeySecret) }}
 {{- end }}
+{{- if $root.Values.secrets.keysSecret.name }}
+{{ include "mentorstream.secretEnv" (dict "name" "MENTORSTREAM__SECRETS__KEYS" "secret" $root.Values.secrets.keysSecret) }}
+{{- end }}
 {{- if .kafka }}
 {{- if $root.Values.kafka.saslPasswordSecret.name }}
 {{ include "mentorstream.secretEnv" (dict "name" "MENTORSTREAM_KAFKA_PROPERTY_SASL_PASSWORD" "secret" $root.Values.kafka.saslPasswordSecret) }}
