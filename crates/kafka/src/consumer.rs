@@ -22,31 +22,66 @@ use crate::{DeadLetters, InboundRecord, KafkaError, client_config};
 ///   `enable.partition.eof` is on, which is not one; it is logged at debug level, and real
 ///   errors as errors.
 /// - Partitions that a rebalance assigns or revokes are logged.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Context;
+#[derive(Debug, Default)]
+pub struct Context {
+    /// The consumer group: a label of the lag gauge.
+    group: String,
+    /// The partitions whose lag the last statistics reported: one this member no longer owns
+    /// is set to 0 rather than left at its last value.
+    reported: std::sync::Mutex<std::collections::HashSet<(String, i32)>>,
+}
+
+impl Context {
+    fn of_group(group: &str) -> Self {
+        Self {
+            group: group.to_owned(),
+            reported: std::sync::Mutex::default(),
+        }
+    }
+
+    fn lag(&self, topic: &str, partition: i32, lag: f64) {
+        metrics::gauge!(
+            "mentorstream_kafka_consumer_lag",
+            "group" => self.group.clone(),
+            "topic" => topic.to_owned(),
+            "partition" => partition.to_string(),
+        )
+        .set(lag);
+    }
+}
 
 impl ClientContext for Context {
     /// librdkafka's statistics (every `statistics.interval.ms`) as gauges:
-    /// `mentorstream_kafka_consumer_lag{topic, partition}` — records after the last one the
-    /// application applied (stored), for the partitions this member owns.
+    /// `mentorstream_kafka_consumer_lag{group, topic, partition}` — records after the last one
+    /// the application applied (stored; before the first store after an assignment, after the
+    /// committed offset), for the partitions this member owns; 0 for one it no longer owns.
     #[allow(clippy::cast_precision_loss)]
     fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut owned = std::collections::HashSet::new();
         for (topic, stats) in &statistics.topics {
             for partition in stats.partitions.values() {
-                if partition.partition < 0
-                    || !partition.desired
-                    || partition.consumer_lag_stored < 0
-                {
+                if partition.partition < 0 || !partition.desired {
                     continue;
                 }
-                metrics::gauge!(
-                    "mentorstream_kafka_consumer_lag",
-                    "topic" => topic.clone(),
-                    "partition" => partition.partition.to_string(),
-                )
-                .set(partition.consumer_lag_stored as f64);
+                let lag = if partition.consumer_lag_stored >= 0 {
+                    partition.consumer_lag_stored
+                } else {
+                    partition.consumer_lag
+                };
+                if lag >= 0 {
+                    self.lag(topic, partition.partition, lag as f64);
+                    owned.insert((topic.clone(), partition.partition));
+                }
             }
         }
+        let mut reported = self
+            .reported
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (topic, partition) in reported.difference(&owned) {
+            self.lag(topic, *partition, 0.0);
+        }
+        *reported = owned;
     }
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
@@ -212,16 +247,15 @@ impl Consumer {
         for (key, value) in properties {
             client.set(*key, *value);
         }
-        let inner: StreamConsumer<Context> =
-            client
-                .create_with_context(Context)
-                .map_err(|source| KafkaError::Client {
-                    what: "consumer",
-                    source,
-                })?;
+        let inner: StreamConsumer<Context> = client
+            .create_with_context(Context::of_group(group))
+            .map_err(|source| KafkaError::Client {
+            what: "consumer",
+            source,
+        })?;
         let ends: BaseConsumer<Context> = client_config(config)
             .set("isolation.level", "read_committed")
-            .create_with_context(Context)
+            .create_with_context(Context::default())
             .map_err(|source| KafkaError::Client {
                 what: "consumer",
                 source,

@@ -1,6 +1,7 @@
 //! Where a tenant's notifications go (docs/spec.md §4: a tenant has a chat-bot gateway URL and
-//! secret and SMTP settings). The secrets are stored as given, because the notifier must use
-//! them: the gateway secret signs webhooks, the SMTP URL carries the server's credentials.
+//! secret and SMTP settings). The notifier must use the secrets — the gateway secret signs
+//! webhooks, the SMTP URL carries the server's credentials — so they are stored sealed
+//! (crate::sealed) when `secrets.keys` is set, opened on reading; in clear otherwise.
 
 use crate::{TenancyError, Tenants};
 
@@ -37,6 +38,8 @@ pub enum ChannelsError {
     ChatbotUrl(String),
     #[error("a chat-bot gateway needs a secret of at least 16 characters to sign webhooks")]
     ChatbotSecret,
+    #[error("a chat-bot secret must not begin with `v1:` (the mark of a sealed value)")]
+    SealedLookalike,
     #[error("smtp_url must start with smtp:// or smtps://")]
     SmtpUrl,
     #[error("e-mail needs a sender address (email_from) with an @, got `{0}`")]
@@ -55,6 +58,9 @@ impl TenantChannels {
             }
             if self.chatbot_secret.chars().count() < 16 {
                 return Err(ChannelsError::ChatbotSecret);
+            }
+            if self.chatbot_secret.starts_with("v1:") {
+                return Err(ChannelsError::SealedLookalike);
             }
         }
         if !self.smtp_url.is_empty() {
@@ -120,12 +126,21 @@ impl Tenants {
                 .fetch_all(&self.pool)
                 .await?;
         let mut rewritten = 0;
+        let mut failed = Vec::new();
         for (tenant_id, chatbot_secret, smtp_url) in rows {
             for (field, stored) in [("chatbot_secret", chatbot_secret), ("smtp_url", smtp_url)] {
                 if stored.is_empty() || sealer.is_current(&stored) {
                     continue;
                 }
-                let plain = sealer.open(&stored, &context(&tenant_id, field))?;
+                let plain = match sealer.open(&stored, &context(&tenant_id, field)) {
+                    Ok(plain) => plain,
+                    Err(error) => {
+                        // The others are still re-sealed; this one is named.
+                        tracing::error!(tenant_id, field, %error, "cannot re-seal a secret");
+                        failed.push(format!("{tenant_id}/{field}: {error}"));
+                        continue;
+                    }
+                };
                 let sealed = sealer.seal(&plain, &context(&tenant_id, field))?;
                 // Only if nobody changed it meanwhile.
                 let updated = sqlx::query(&format!(
@@ -139,7 +154,11 @@ impl Tenants {
                 rewritten += updated.rows_affected();
             }
         }
-        Ok(rewritten)
+        if failed.is_empty() {
+            Ok(rewritten)
+        } else {
+            Err(TenancyError::Reseal { rewritten, failed })
+        }
     }
 
     /// Replaces the channels of the tenant with this id or name, after checking them.

@@ -63,6 +63,8 @@ pub enum TenancyError {
     FrameAncestors(#[from] FrameAncestorsError),
     #[error(transparent)]
     Sealed(#[from] sealed::SealError),
+    #[error("{rewritten} secrets re-sealed, but these could not be opened: {}", failed.join("; "))]
+    Reseal { rewritten: u64, failed: Vec<String> },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("cannot migrate the control database: {0}")]

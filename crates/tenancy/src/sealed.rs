@@ -18,8 +18,8 @@ const PREFIX: &str = "v1:";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SealError {
-    #[error("secrets.keys: `{0}` is not `id:base64-of-32-bytes`")]
-    BadKey(String),
+    #[error("secrets.keys: entry {0} is not `id:base64-of-32-bytes`")]
+    BadKey(usize),
     #[error("secrets.keys: key id `{0}` appears twice")]
     DuplicateKey(String),
     #[error("a stored secret is sealed with key `{0}`, which secrets.keys does not hold")]
@@ -47,12 +47,13 @@ impl Sealer {
     /// The keys of `secrets.keys`; None when it is empty (secrets are then stored in clear).
     pub fn from_keys(keys: &str) -> Result<Option<Self>, SealError> {
         let mut parsed: Vec<(String, LessSafeKey)> = Vec::new();
-        for entry in keys
+        let entries = keys
             .split(',')
             .map(str::trim)
-            .filter(|entry| !entry.is_empty())
-        {
-            let bad = || SealError::BadKey(entry.split(':').next().unwrap_or_default().to_owned());
+            .filter(|entry| !entry.is_empty());
+        for (position, entry) in entries.enumerate() {
+            // By position only: an entry's text may be the key itself.
+            let bad = || SealError::BadKey(position + 1);
             let (id, material) = entry.split_once(':').ok_or_else(bad)?;
             let valid_id = !id.is_empty()
                 && id
@@ -198,11 +199,16 @@ mod tests {
         assert!(Sealer::from_keys("").expect("empty").is_none());
         assert_eq!(
             Sealer::from_keys("nocolon").err(),
-            Some(SealError::BadKey("nocolon".into()))
+            Some(SealError::BadKey(1))
         );
         assert_eq!(
-            Sealer::from_keys("k:c2hvcnQ=").err(),
-            Some(SealError::BadKey("k".into()))
+            Sealer::from_keys(&format!("{A},k:c2hvcnQ=")).err(),
+            Some(SealError::BadKey(2))
+        );
+        // The message never holds the entry (it may be the key).
+        assert_eq!(
+            SealError::BadKey(1).to_string(),
+            "secrets.keys: entry 1 is not `id:base64-of-32-bytes`"
         );
         assert_eq!(
             Sealer::from_keys(&format!("{A},{A}")).err(),

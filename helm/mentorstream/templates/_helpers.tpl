@@ -107,7 +107,7 @@ notifier:
 {{- if or (has "mentorship" .databases) (has "notifier" .databases) }}
 {{ include "mentorstream.secretEnv" (dict "name" "MENTORSTREAM__ACTIONS__SIGNING_KEY" "secret" $root.Values.actions.signingKeySecret) }}
 {{- end }}
-{{- if $root.Values.secrets.keysSecret.name }}
+{{- if and $root.Values.secrets.keysSecret.name (has "notifier" .databases) }}
 {{ include "mentorstream.secretEnv" (dict "name" "MENTORSTREAM__SECRETS__KEYS" "secret" $root.Values.secrets.keysSecret) }}
 {{- end }}
 {{- if .kafka }}

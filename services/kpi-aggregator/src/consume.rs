@@ -161,7 +161,7 @@ pub async fn run(
 ) -> Result<(), KafkaError> {
     let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut freshness_due = tokio::time::Instant::now();
+
     while let Some(Received { messages, ask_ends }) = receive(consumer, &mut tick, &shutdown).await
     {
         // A partition read to its end holds nothing accepted before this moment that is not in
@@ -188,10 +188,6 @@ pub async fn run(
             Vec::new()
         };
         record_progress(aggregator, &messages, &drained, received_at).await;
-        if tokio::time::Instant::now() >= freshness_due {
-            freshness_due = tokio::time::Instant::now() + FRESHNESS_INTERVAL;
-            report_freshness(aggregator).await;
-        }
     }
     // Whatever is not committed now is redelivered and refused by the tenants' watermarks.
     consumer.commit_in_background()
@@ -200,15 +196,22 @@ pub async fn run(
 /// How often the freshness gauge asks Redis for `as_of`.
 const FRESHNESS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Sets `mentorstream_aggregator_freshness_seconds` from the stored `as_of`; best effort.
-async fn report_freshness(aggregator: &Aggregator) {
-    match aggregator.progress.as_of().await {
-        Ok(Some(as_of)) => {
-            let age = (chrono::Utc::now() - as_of).to_std().unwrap_or_default();
-            crate::metrics::freshness(age);
+/// Every few seconds until `stop`: `mentorstream_aggregator_freshness_seconds` from the stored
+/// `as_of`, on its own, so that a consumer stuck on a batch shows its growing age.
+pub async fn watch_freshness(progress: &Progress, stop: CancellationToken) {
+    while !stop.is_cancelled() {
+        match progress.as_of().await {
+            Ok(Some(as_of)) => {
+                let age = (chrono::Utc::now() - as_of).to_std().unwrap_or_default();
+                crate::metrics::freshness(age);
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "cannot read as_of for the freshness gauge"),
         }
-        Ok(None) => {}
-        Err(error) => tracing::warn!(%error, "cannot read as_of for the freshness gauge"),
+        tokio::select! {
+            () = stop.cancelled() => {}
+            () = tokio::time::sleep(FRESHNESS_INTERVAL) => {}
+        }
     }
 }
 
@@ -324,7 +327,9 @@ impl Aggregator {
                 dead_lettered += 1;
             }
         }
-        crate::metrics::batch(messages.len(), dead_lettered, started.elapsed());
+        if !messages.is_empty() {
+            crate::metrics::batch(messages.len(), dead_lettered, started.elapsed());
+        }
         Ok(true)
     }
 

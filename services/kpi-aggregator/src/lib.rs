@@ -183,8 +183,13 @@ impl Pipeline {
             )?;
             let stop = shutdown.child_token();
             let consuming = consume::run(&consumer, &aggregator, stop.clone());
-            let (consumed, ()) =
-                tokio::join!(consuming, self.until_switched(&generation, stop.clone()));
+            // Its own task: a consumer stuck on a batch must show its growing age.
+            let watching = consume::watch_freshness(&aggregator.progress, stop.clone());
+            let (consumed, (), ()) = tokio::join!(
+                consuming,
+                self.until_switched(&generation, stop.clone()),
+                watching
+            );
             consumed?;
             if let Err(error) = consumer.commit() {
                 tracing::warn!(%error, "cannot commit on leaving a generation");

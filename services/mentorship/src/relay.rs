@@ -38,12 +38,17 @@ pub async fn run(
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
+    // The backlog gauges every few seconds, whatever the round did: a relay that keeps
+    // failing, or never catches up, must show its growing wait.
+    let mut reported: Option<std::time::Instant> = None;
     loop {
-        let pause = match publish_due(&pool, &producer, &topic, partitions).await {
-            Ok(0) => {
-                report_backlog(&pool).await;
-                POLL
-            }
+        let published = publish_due(&pool, &producer, &topic, partitions).await;
+        if reported.is_none_or(|at| at.elapsed() >= BACKLOG_REPORT) {
+            report_backlog(&pool).await;
+            reported = Some(std::time::Instant::now());
+        }
+        let pause = match published {
+            Ok(0) => POLL,
             // More may be waiting right away.
             Ok(_) => continue,
             Err(error) => {
@@ -59,7 +64,9 @@ pub async fn run(
     }
 }
 
-/// Publishes one batch of eligible rows; how many.
+/// How often the backlog gauges are refreshed.
+const BACKLOG_REPORT: Duration = Duration::from_secs(5);
+
 /// Sets the backlog gauges from the unsent rows (the partial index `outbox_unsent`); best
 /// effort.
 async fn report_backlog(pool: &PgPool) {
@@ -78,6 +85,7 @@ async fn report_backlog(pool: &PgPool) {
     }
 }
 
+/// Publishes one batch of eligible rows; how many.
 async fn publish_due(
     pool: &PgPool,
     producer: &Producer,

@@ -355,8 +355,11 @@ impl MentorshipFollower {
             }
             _ => {}
         }
+        // An event older than the retention may have caused notifications already sent and
+        // pruned: nothing it would send now is planned again. Reminders of a session still to
+        // come are due later than anything pruning took, so they stay.
         if occurred_at < now - self.retention {
-            planned.clear();
+            planned.retain(|planned| planned.due_at > now);
         }
         let mut any = false;
         for planned in &planned {

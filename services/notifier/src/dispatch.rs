@@ -193,6 +193,8 @@ impl Dispatcher {
 
     /// Claims due notifications, deciding for each whether and where to send it.
     async fn claim(&self) -> Result<Vec<Claimed>, DispatchError> {
+        /// How long notifications wait when their tenant's secrets cannot be opened.
+        const SEALED_RETRY: TimeDelta = TimeDelta::minutes(5);
         let now = self.clock.now();
         let lease_until = now
             + TimeDelta::from_std(self.config.send_timeout * 2 + LEASE_SLACK)
@@ -215,8 +217,29 @@ impl Dispatcher {
         for mut notification in due {
             let tenant = self.tenants.cached_tenant(&notification.tenant_id).await?;
             if !channels_of.contains_key(&notification.tenant_id) {
-                let channels = self.tenants.channels(&notification.tenant_id).await?;
-                channels_of.insert(notification.tenant_id.clone(), channels);
+                match self.tenants.channels(&notification.tenant_id).await {
+                    Ok(channels) => {
+                        channels_of.insert(notification.tenant_id.clone(), channels);
+                    }
+                    // One tenant's secrets that cannot be opened (a key dropped too early)
+                    // must not hold up every other tenant: its notifications wait.
+                    Err(mentorstream_tenancy::TenancyError::Sealed(error)) => {
+                        tracing::warn!(tenant_id = %notification.tenant_id, %error, "cannot open the tenant's channel secrets; its notifications wait");
+                        sqlx::query(
+                            "UPDATE notifications SET next_attempt_at = $2, status_reason = $3 \
+                             WHERE notification_id = $1",
+                        )
+                        .bind(&notification.notification_id)
+                        .bind(now + SEALED_RETRY)
+                        .bind(format!(
+                            "the tenant's channel secrets cannot be opened: {error}"
+                        ))
+                        .execute(&mut *transaction)
+                        .await?;
+                        continue;
+                    }
+                    Err(other) => return Err(other.into()),
+                }
             }
             let channels = &channels_of[&notification.tenant_id];
             let preferences = Preferences::load(

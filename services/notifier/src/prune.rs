@@ -39,19 +39,22 @@ pub async fn prune(
     // The last moment of a finished notification: when it was due, last tried or delivered.
     let finished = "status <> 'pending' \
          AND greatest(due_at, next_attempt_at, coalesce(delivered_at, due_at)) < $1";
-    let attempts = sqlx::query(&format!(
-        "DELETE FROM attempts WHERE notification_id IN \
-           (SELECT notification_id FROM notifications WHERE {finished})"
+    // One statement, so a notification cannot change between losing its attempts and going.
+    let (notifications, attempts): (i64, i64) = sqlx::query_as(&format!(
+        "WITH gone AS (SELECT notification_id FROM notifications WHERE {finished} FOR UPDATE), \
+              attempts_gone AS (DELETE FROM attempts a USING gone \
+                                WHERE a.notification_id = gone.notification_id RETURNING 1), \
+              notifications_gone AS (DELETE FROM notifications n USING gone \
+                                     WHERE n.notification_id = gone.notification_id RETURNING 1) \
+         SELECT (SELECT count(*) FROM notifications_gone), (SELECT count(*) FROM attempts_gone)"
     ))
     .bind(before)
-    .execute(&mut *transaction)
-    .await?
-    .rows_affected();
-    let notifications = sqlx::query(&format!("DELETE FROM notifications WHERE {finished}"))
-        .bind(before)
-        .execute(&mut *transaction)
-        .await?
-        .rows_affected();
+    .fetch_one(&mut *transaction)
+    .await?;
+    let (notifications, attempts) = (
+        u64::try_from(notifications).unwrap_or(0),
+        u64::try_from(attempts).unwrap_or(0),
+    );
     let requests = sqlx::query("DELETE FROM requests WHERE created_at < $1")
         .bind(now - retention.requests)
         .execute(&mut *transaction)

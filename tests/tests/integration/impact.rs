@@ -12,9 +12,8 @@ use mentorstream_proto::activity::v1::activity_event::Payload;
 use mentorstream_proto::activity::v1::{ActivityEvent, ModuleCompleted, PartnerEnrolled};
 use mentorstream_proto::mentorship::v1::impact_service_client::ImpactServiceClient;
 use mentorstream_proto::mentorship::v1::{
-    AssignMenteeRequest, AuditMentorsRequest, CompareProgramsRequest, CompareProgramsResponse,
-    CreateGroupRequest, ListNewcomersRequest, MilestoneTargets, NewcomerStatus, Outcome,
-    OutcomeComparison, SetMilestoneTargetsRequest,
+    AuditMentorsRequest, CompareProgramsRequest, CompareProgramsResponse, ListNewcomersRequest,
+    MilestoneTargets, NewcomerStatus, Outcome, OutcomeComparison, SetMilestoneTargetsRequest,
 };
 use mentorstream_proto::notification::v1 as notification;
 use mentorstream_sim::{Action, SimConfig, generate};
@@ -482,32 +481,7 @@ async fn a_newcomer_at_risk_reaches_the_mentor_once_per_episode() {
         }))
         .await
         .expect("targets");
-    let group_id = clients
-        .mentorship
-        .create_group(system.request(CreateGroupRequest {
-            request_id: String::new(),
-            program_id,
-            mentor_id: "mira".into(),
-            name: "Mira's group".into(),
-            capacity: 0,
-            occurred_at: None,
-        }))
-        .await
-        .expect("group")
-        .into_inner()
-        .group
-        .expect("group")
-        .group_id;
-    clients
-        .mentorship
-        .assign_mentee(system.request(AssignMenteeRequest {
-            request_id: String::new(),
-            group_id,
-            mentee_id: "nick".into(),
-            occurred_at: None,
-        }))
-        .await
-        .expect("assigned");
+    clients.group_of(&program_id, "mira", &["nick"]).await;
 
     // Day 10 without a training module (due on day 3): Mira hears of it, once.
     let first = wait_for_alerts(&system, 1).await;

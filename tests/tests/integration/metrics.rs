@@ -12,7 +12,6 @@ use mentorstream_proto::activity::v1::{ActivityEvent, OrderPlaced, PartnerEnroll
 use mentorstream_proto::common::v1::{Decimal, Money};
 use mentorstream_proto::ingest::v1::IngestRequest;
 use mentorstream_proto::kpi::v1::GetJourneyRequest;
-use mentorstream_proto::mentorship::v1::{AssignMenteeRequest, CreateGroupRequest};
 use mentorstream_proto::notification::v1 as notification;
 
 use crate::truth::{Clients, timestamp};
@@ -164,32 +163,7 @@ async fn every_service_reports_exact_counters_after_a_known_workload() {
     system.gateway.wait_for(1).await;
 
     let program_id = clients.pilot_program("Metrics").await;
-    let group_id = clients
-        .mentorship
-        .create_group(system.request(CreateGroupRequest {
-            request_id: String::new(),
-            program_id,
-            mentor_id: "olga".into(),
-            name: "Olga's group".into(),
-            capacity: 0,
-            occurred_at: None,
-        }))
-        .await
-        .expect("group")
-        .into_inner()
-        .group
-        .expect("group")
-        .group_id;
-    clients
-        .mentorship
-        .assign_mentee(system.request(AssignMenteeRequest {
-            request_id: String::new(),
-            group_id,
-            mentee_id: "mila".into(),
-            occurred_at: None,
-        }))
-        .await
-        .expect("assigned");
+    clients.group_of(&program_id, "olga", &["mila"]).await;
     clients
         .kpi
         .get_journey(system.request(GetJourneyRequest {

@@ -217,6 +217,46 @@ impl<'s> Clients<'s> {
 
     /// Calls `call` until it succeeds; the only refusal allowed meanwhile is the retryable
     /// one for a partner the read model does not know yet. The retryable refusals seen.
+    /// A group of `program_id` led by `mentor` with `mentees` assigned now, each call retried
+    /// while mentorship's read model has not caught up with the enrolments: the group's id.
+    pub(crate) async fn group_of(
+        &self,
+        program_id: &str,
+        mentor: &str,
+        mentees: &[&str],
+    ) -> String {
+        let system = self.system;
+        let mentorship = self.mentorship.clone();
+        let (group, _) = Self::until_known(|| {
+            let mut mentorship = mentorship.clone();
+            let request = system.request(CreateGroupRequest {
+                request_id: format!("group-of-{mentor}"),
+                program_id: program_id.to_owned(),
+                mentor_id: mentor.to_owned(),
+                name: format!("{mentor}'s group"),
+                capacity: 0,
+                occurred_at: None,
+            });
+            async move { mentorship.create_group(request).await }
+        })
+        .await;
+        let group_id = group.group.expect("group").group_id;
+        for mentee in mentees {
+            Self::until_known(|| {
+                let mut mentorship = mentorship.clone();
+                let request = system.request(AssignMenteeRequest {
+                    request_id: format!("assign-{mentee}-to-{mentor}"),
+                    group_id: group_id.clone(),
+                    mentee_id: (*mentee).to_owned(),
+                    occurred_at: None,
+                });
+                async move { mentorship.assign_mentee(request).await }
+            })
+            .await;
+        }
+        group_id
+    }
+
     pub(crate) async fn until_known<T, F, Fut>(mut call: F) -> (T, usize)
     where
         F: FnMut() -> Fut,
