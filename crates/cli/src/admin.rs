@@ -87,6 +87,18 @@ pub enum AdminCommand {
     },
     /// List tenants.
     ListTenants,
+    /// Erase a partner's personal data from mentorship and the notifier (names, contacts,
+    /// free text); their numbers stay, under their pseudonymous id (docs/operations.md).
+    ErasePartner {
+        /// Tenant id or name.
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        partner: String,
+        /// Print what was erased as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Re-seal every tenant's channel secrets with the first key of secrets.keys (after putting
     /// a new key first; then the old one can go), sealing those still stored in clear.
     RotateSecrets,
@@ -217,6 +229,42 @@ pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
                 println!("revoked key {key_id}");
             } else {
                 anyhow::bail!("no active key with id {key_id}");
+            }
+        }
+        AdminCommand::ErasePartner {
+            tenant,
+            partner,
+            json,
+        } => {
+            let tenant = tenants.tenant(&tenant).await?;
+            let mentorship = sqlx::PgPool::connect(config.mentorship.database_url.expose_secret())
+                .await
+                .context("mentorship.database_url")?;
+            let notifier = sqlx::PgPool::connect(config.notifier.database_url.expose_secret())
+                .await
+                .context("notifier.database_url")?;
+            let in_mentorship = mentorstream_mentorship::erase::erase_partner(
+                &mentorship,
+                &tenant.tenant_id,
+                &partner,
+            )
+            .await?;
+            let in_notifier =
+                mentorstream_notifier::erase::erase_partner(&notifier, &tenant.tenant_id, &partner)
+                    .await?;
+            let erased = serde_json::json!({
+                "tenant_id": tenant.tenant_id,
+                "partner_id": partner,
+                "mentorship": in_mentorship,
+                "notifier": in_notifier,
+            });
+            if json {
+                println!("{erased}");
+            } else {
+                println!(
+                    "erased the personal data of {partner} ({}): {erased}",
+                    tenant.name
+                );
             }
         }
         AdminCommand::RotateSecrets => {

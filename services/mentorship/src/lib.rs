@@ -22,6 +22,7 @@ pub mod actions;
 mod api;
 pub mod dashboard;
 pub mod db;
+pub mod erase;
 pub mod impact;
 mod metrics;
 pub mod partners;

@@ -70,6 +70,10 @@ async fn apply(pool: &PgPool, event: &ActivityEvent) -> Result<(), HandleError> 
             .execute(pool)
             .await
             .map_err(|error| HandleError::Transient(error.to_string()))?;
+            // An erased partner's name stays erased, whatever is redelivered.
+            crate::erase::keep_erased(pool, &event.tenant_id, &event.partner_id)
+                .await
+                .map_err(|error| HandleError::Transient(error.to_string()))?;
         }
         Some(Payload::RankAchieved(achieved)) => {
             sqlx::query!(

@@ -15,6 +15,7 @@ pub mod clock;
 pub mod delivery;
 pub mod digest;
 pub mod dispatch;
+pub mod erase;
 pub mod kinds;
 mod metrics;
 pub mod preferences;

@@ -6,6 +6,7 @@
 mod callbacks;
 mod clients;
 mod dashboard;
+mod erase;
 mod faults;
 mod impact;
 mod isolation;
