@@ -143,6 +143,20 @@ impl Topics {
             self.kpi_updates.clone()
         }
     }
+
+    /// Whether `topic` is one tenant's KPI updates topic (`<kpi_updates>.<tenant id>`; tenant
+    /// ids are lowercase hex, so the shared topic's `.dlq` twin is not one).
+    pub fn is_tenant_kpi_updates(&self, topic: &str) -> bool {
+        topic
+            .strip_prefix(self.kpi_updates.as_str())
+            .and_then(|rest| rest.strip_prefix('.'))
+            .is_some_and(|id| {
+                !id.is_empty()
+                    && id
+                        .bytes()
+                        .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
+            })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -221,6 +235,9 @@ pub struct KpiConfig {
     /// How often the aggregator looks for partners who became inactive.
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
+    /// How often the aggregator tombstones the keys of kpi.updates.v1 whose bucket expired.
+    #[serde(with = "humantime_serde")]
+    pub tombstone_interval: Duration,
     /// Changes of one KPI key within this interval make one record on kpi.updates.v1.
     #[serde(with = "humantime_serde")]
     pub updates_interval: Duration,
@@ -429,6 +446,15 @@ impl Config {
         if self.shutdown.grace_period.is_zero() {
             return Err(invalid("shutdown.grace_period", "must be longer than zero"));
         }
+        for (field, interval) in [
+            ("kpi.sweep_interval", self.kpi.sweep_interval),
+            ("kpi.updates_interval", self.kpi.updates_interval),
+            ("kpi.tombstone_interval", self.kpi.tombstone_interval),
+        ] {
+            if interval.is_zero() {
+                return Err(invalid(field, "must be longer than zero"));
+            }
+        }
         Ok(())
     }
 }
@@ -467,6 +493,22 @@ mod tests {
             assert_eq!(config.notifier.admin_listen.port(), 9104);
             assert_eq!(config.shutdown.grace_period, Duration::from_secs(25));
             assert_eq!(config.telemetry.log_format, LogFormat::Human);
+            assert_eq!(config.kpi.tombstone_interval, Duration::from_secs(3600));
+            assert!(
+                config
+                    .kafka
+                    .topics
+                    .is_tenant_kpi_updates("mentorstream.kpi.updates.v1.0193c2ab")
+            );
+            for other in [
+                "mentorstream.kpi.updates.v1",
+                "mentorstream.kpi.updates.v1.",
+                "mentorstream.kpi.updates.v1.dlq",
+                "mentorstream.kpi.updates.v1.0193c2ab.dlq",
+                "mentorstream.kpi.updates.v10193",
+            ] {
+                assert!(!config.kafka.topics.is_tenant_kpi_updates(other), "{other}");
+            }
             Ok(())
         });
     }
@@ -499,6 +541,13 @@ mod tests {
                 "invalid configuration: `kafka.partitions` must be between 1 and 1024, got 0"
             );
             jail.set_env("MENTORSTREAM__KAFKA__PARTITIONS", "6");
+            jail.set_env("MENTORSTREAM__KPI__TOMBSTONE_INTERVAL", "0s");
+            let err = load_in(jail, None).expect_err("zero interval");
+            assert_eq!(
+                err.to_string(),
+                "invalid configuration: `kpi.tombstone_interval` must be longer than zero"
+            );
+            jail.set_env("MENTORSTREAM__KPI__TOMBSTONE_INTERVAL", "1h");
             jail.set_env("MENTORSTREAM__TLS__ENABLED", "true");
             let err = load_in(jail, None).expect_err("tls without cert");
             assert_eq!(

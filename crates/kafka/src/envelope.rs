@@ -29,7 +29,8 @@ pub struct OutboundRecord {
     /// tests and benchmarks that must reach each partition.
     pub partition: Option<i32>,
     pub key: Vec<u8>,
-    pub payload: Vec<u8>,
+    /// `None`: a tombstone, which tells a compacted topic to forget the key.
+    pub payload: Option<Vec<u8>>,
     pub event: CloudEvent,
 }
 
@@ -44,7 +45,19 @@ impl OutboundRecord {
             topic: topic.into(),
             partition: None,
             key: key.into(),
-            payload: message.encode_to_vec(),
+            payload: Some(message.encode_to_vec()),
+            event,
+        }
+    }
+
+    /// A record with no value for `key`: a compacted topic forgets the key (after keeping the
+    /// tombstone for the topic's `delete.retention.ms`, so readers behind see it too).
+    pub fn tombstone(topic: impl Into<String>, key: impl Into<Vec<u8>>, event: CloudEvent) -> Self {
+        Self {
+            topic: topic.into(),
+            partition: None,
+            key: key.into(),
+            payload: None,
             event,
         }
     }

@@ -7,6 +7,7 @@
 //! - [`envelope`]: protobuf payload with CloudEvents binary-mode headers and W3C trace context.
 //! - [`DeadLetters`]: poison records go to `<topic>.dlq` with their origin and the error.
 //! - [`admin::ensure_topics`]: creates the topics (and their dead-letter twins) when missing.
+//! - [`snapshot::read_to_end`]: a whole topic as it is now, for bounded readers.
 
 pub mod admin;
 mod consumer;
@@ -14,6 +15,7 @@ mod dead_letters;
 pub mod envelope;
 mod partition;
 mod producer;
+pub mod snapshot;
 
 use mentorstream_config::KafkaConfig;
 use rdkafka::ClientConfig;

@@ -92,8 +92,8 @@ impl Producer {
         let headers = record.headers();
         let mut future_record = FutureRecord::to(&record.topic)
             .key(&record.key)
-            .payload(&record.payload)
             .headers(headers);
+        future_record.payload = record.payload.as_ref();
         future_record.partition = record.partition;
         loop {
             let generation = self.shared.current();

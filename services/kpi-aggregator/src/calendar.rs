@@ -62,14 +62,35 @@ impl Bucket {
 
     /// The local days of the bucket (none for lifetime).
     pub fn days(self) -> Option<Vec<NaiveDate>> {
-        let first = self.first_day()?;
-        let last = match self {
-            Self::Day(day) => day,
-            Self::Week { .. } => first + Days::new(6),
-            Self::Month { .. } => first.checked_add_months(chrono::Months::new(1))? - Days::new(1),
-            Self::Lifetime => return None,
-        };
+        let (first, last) = (self.first_day()?, self.last_day()?);
         Some(first.iter_days().take_while(|day| *day <= last).collect())
+    }
+
+    /// The last local day of the bucket (none for lifetime).
+    pub fn last_day(self) -> Option<NaiveDate> {
+        let first = self.first_day()?;
+        match self {
+            Self::Day(day) => Some(day),
+            Self::Week { .. } => Some(first + Days::new(6)),
+            Self::Month { .. } => {
+                Some(first.checked_add_months(chrono::Months::new(1))? - Days::new(1))
+            }
+            Self::Lifetime => None,
+        }
+    }
+
+    /// Whether the KPI state has forgotten the bucket on the local day `today` (as
+    /// `Counters::prune` does): a day once it is `DAY_RETENTION` days old, a week or a month
+    /// once its last day is older than its retention; lifetime never.
+    pub fn expired(self, today: NaiveDate) -> bool {
+        let (Some(retention), Some(last)) = (self.retention(), self.last_day()) else {
+            return false;
+        };
+        let oldest = today - Days::new(retention.as_secs() / 86_400);
+        match self {
+            Self::Day(_) => last <= oldest,
+            _ => last < oldest,
+        }
     }
 
     /// The first local day of the bucket (none for lifetime).

@@ -11,6 +11,7 @@ mod api;
 pub mod calendar;
 pub mod consume;
 pub mod engine;
+pub mod expire;
 pub mod fold;
 pub mod metric;
 mod metrics;
@@ -110,13 +111,20 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
         config.kpi.sweep_interval,
         context.shutdown.token(),
     );
+    let tombstoning = expire::run(
+        config.kafka.clone(),
+        context.tenants.clone(),
+        config.kpi.tombstone_interval,
+        context.shutdown.token(),
+    );
     let server = KpiServiceServer::new(api)
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Zstd)
         .send_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Zstd);
     let serving = host_service(SERVICE, &context, listeners, server);
-    let (consumed, served, (), ()) = tokio::join!(consuming, serving, sweeping, publishing);
+    let (consumed, served, (), (), ()) =
+        tokio::join!(consuming, serving, sweeping, publishing, tombstoning);
     served?;
     consumed?;
     Ok(())

@@ -7,6 +7,8 @@
 //!   writes, dead letters.
 //! - `mentorstream_aggregator_freshness_seconds`: now − `as_of`, the age of the newest instant
 //!   every KPI answer includes (docs/spec.md §6, freshness), looked up every few seconds.
+//! - `mentorstream_aggregator_update_tombstones_total`: keys of `kpi.updates.v1` tombstoned
+//!   because their bucket expired (`expire`).
 
 use std::time::Duration;
 
@@ -29,4 +31,9 @@ pub fn batch(records: usize, dead_lettered: usize, elapsed: Duration) {
 /// The age of `as_of`.
 pub fn freshness(age: Duration) {
     metrics::gauge!("mentorstream_aggregator_freshness_seconds").set(age.as_secs_f64());
+}
+
+/// `keys` of the updates topic tombstoned.
+pub fn tombstoned(keys: u64) {
+    metrics::counter!("mentorstream_aggregator_update_tombstones_total").increment(keys);
 }

@@ -18,11 +18,12 @@ use mentorstream_kafka::{
     Producer,
 };
 use mentorstream_proto::kpi::v1::{KpiUpdate, Subject, SubjectKind, Window, WindowKind};
+use mentorstream_tenancy::Tenant;
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::Api;
-use crate::calendar::Bucket;
+use crate::calendar::{Bucket, Calendar};
 use crate::store::{Changed, OwnedSubject};
 
 /// Updates a watcher may fall behind by before it gets a fresh snapshot instead.
@@ -61,7 +62,7 @@ pub fn bucket_window(bucket: Bucket) -> Window {
 }
 
 /// The record key of an update: `tenant/kind/id/bucket` (kinds p, t, g, n).
-fn update_key(changed: &Changed) -> String {
+pub(crate) fn update_key(changed: &Changed) -> String {
     let (kind, id) = match &changed.subject {
         OwnedSubject::Partner(id) => ("p", id.as_str()),
         OwnedSubject::Team(id) => ("t", id.as_str()),
@@ -71,7 +72,7 @@ fn update_key(changed: &Changed) -> String {
     format!("{}/{kind}/{id}/{}", changed.tenant_id, changed.bucket)
 }
 
-fn parse_key(key: &str) -> Option<Changed> {
+pub(crate) fn parse_key(key: &str) -> Option<Changed> {
     let (rest, bucket) = key.rsplit_once('/')?;
     let (tenant_id, rest) = rest.split_once('/')?;
     let (kind, id) = rest.split_once('/')?;
@@ -294,24 +295,13 @@ async fn enqueue_update(
     topic: &str,
     changed: Changed,
 ) -> Result<(Changed, PendingDelivery), Changed> {
-    let update = match update(api, &changed).await {
-        Ok(update) => update,
+    let record = match update_record(api, topic, &changed).await {
+        Ok(record) => record,
         Err(status) => {
             tracing::warn!(%status, "cannot compute a KPI update");
             return Err(changed);
         }
     };
-    let record = OutboundRecord::protobuf(
-        topic,
-        update_key(&changed),
-        &update,
-        CloudEvent {
-            id: uuid::Uuid::new_v4().to_string(),
-            event_type: "mentorstream.kpi.v1.KpiUpdate".into(),
-            source: format!("/tenants/{}/kpi", changed.tenant_id),
-            time: chrono::Utc::now(),
-        },
-    );
     match producer.enqueue(&record).await {
         Ok(delivery) => Ok((changed, delivery)),
         Err(error) => {
@@ -321,14 +311,46 @@ async fn enqueue_update(
     }
 }
 
-/// The current scorecard of a changed key.
-async fn update(api: &Api, changed: &Changed) -> Result<KpiUpdate, tonic::Status> {
-    let namespace = api.current_namespace()?;
+/// The record of `changed`'s current numbers, or its tombstone when its bucket has already
+/// expired in the tenant's time zone (history imported from long ago): the KPI state has
+/// forgotten that bucket, so the topic must not keep it.
+async fn update_record(
+    api: &Api,
+    topic: &str,
+    changed: &Changed,
+) -> Result<OutboundRecord, tonic::Status> {
     let tenant = api.tenant_by_id(&changed.tenant_id).await?;
+    let today = Calendar::new(tenant.time_zone).local_day(chrono::Utc::now());
+    let key = update_key(changed);
+    if changed.bucket.expired(today) {
+        return Ok(OutboundRecord::tombstone(topic, key, update_event(changed)));
+    }
+    let update = update(api, &tenant, changed).await?;
+    Ok(OutboundRecord::protobuf(
+        topic,
+        key,
+        &update,
+        update_event(changed),
+    ))
+}
+
+/// The CloudEvents attributes of a record of `changed`'s key.
+pub(crate) fn update_event(changed: &Changed) -> CloudEvent {
+    CloudEvent {
+        id: uuid::Uuid::new_v4().to_string(),
+        event_type: "mentorstream.kpi.v1.KpiUpdate".into(),
+        source: format!("/tenants/{}/kpi", changed.tenant_id),
+        time: chrono::Utc::now(),
+    }
+}
+
+/// The current scorecard of a changed key.
+async fn update(api: &Api, tenant: &Tenant, changed: &Changed) -> Result<KpiUpdate, tonic::Status> {
+    let namespace = api.current_namespace()?;
     let scorecard = api
         .scorecard(
             &namespace,
-            &tenant,
+            tenant,
             proto_subject(&changed.subject),
             bucket_window(changed.bucket),
         )

@@ -117,7 +117,7 @@ async fn publish_due(
             topic: topic.to_owned(),
             partition: Some(tenant_partition(&row.tenant_id, partitions)),
             key: row.record_key.clone().into_bytes(),
-            payload: row.payload.clone(),
+            payload: Some(row.payload.clone()),
             event: CloudEvent {
                 id: row.event_id.clone(),
                 event_type: format!("mentorstream.mentorship.v1.{}", row.event_type),

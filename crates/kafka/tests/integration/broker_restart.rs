@@ -30,7 +30,7 @@ async fn acknowledged_records_survive_a_broker_crash() {
             topic: topic.clone(),
             partition: None,
             key: format!("key-{}", n % 4).into_bytes(),
-            payload: payload.clone().into_bytes(),
+            payload: Some(payload.clone().into_bytes()),
             event: CloudEvent {
                 id: payload.clone(),
                 event_type: "test".into(),

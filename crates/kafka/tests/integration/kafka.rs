@@ -140,7 +140,7 @@ async fn a_poison_record_goes_to_the_dead_letter_topic_and_the_stream_moves_on()
         .await
         .expect("sent");
     let mut poison = record(&topic, key, &ping("partner-1", "poison"));
-    poison.payload = vec![0xff, 0xff, 0xff, 0x01];
+    poison.payload = Some(vec![0xff, 0xff, 0xff, 0x01]);
     let poisoned_at = producer.send(&poison).await.expect("sent");
     producer
         .send(&record(&topic, key, &ping("partner-1", "good-2")))

@@ -408,4 +408,35 @@ mod tests {
             "lifetime is never pruned"
         );
     }
+
+    /// `Bucket::expired` (what the KPI updates topic tombstones) names exactly the buckets
+    /// pruning forgets, on every day around each retention.
+    #[test]
+    fn expired_buckets_are_the_pruned_ones() {
+        let first = day("2023-01-01");
+        let mut counters = Counters::default();
+        for offset in 0..1400 {
+            counters.add(LocalDay(first.0 + offset), Counter::Orders, 1);
+        }
+        let written: Vec<Bucket> = counters.buckets().map(|(bucket, _)| bucket).collect();
+        for offset in (90..110)
+            .chain(395..415)
+            .chain(1190..1240)
+            .chain(1380..1420)
+        {
+            let today = LocalDay(first.0 + offset);
+            let mut pruned = Counters::default();
+            for offset in 0..1400 {
+                pruned.add(LocalDay(first.0 + offset), Counter::Orders, 1);
+            }
+            pruned.prune(today);
+            let kept: Vec<Bucket> = pruned.buckets().map(|(bucket, _)| bucket).collect();
+            let live: Vec<Bucket> = written
+                .iter()
+                .copied()
+                .filter(|bucket| !bucket.expired(today.date()))
+                .collect();
+            assert_eq!(kept, live, "on {}", today.date());
+        }
+    }
 }

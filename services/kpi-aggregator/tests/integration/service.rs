@@ -3,6 +3,8 @@
 //! leaderboards, journeys and signals docs/spec.md §6 defines, read through KpiService and the
 //! signals topic; targets are managed through the API; a rebuild gives the same numbers.
 
+use std::collections::BTreeMap;
+
 use crate::scenario;
 
 use mentorstream_config::Config;
@@ -185,7 +187,162 @@ async fn per_tenant_updates_topics_carry_only_their_tenants_keys() {
         0,
         "nothing on the shared topic"
     );
+    let (kafka, tenants, acme) = (kafka.clone(), tenants.clone(), aggregator.tenant_id.clone());
     aggregator.stop().await;
+
+    // The sweep finds every tenant's topic: 100 days on, their days are tombstoned.
+    let kafka = &kafka;
+    let days = |topic: String| async move {
+        latest_keys(kafka, &topic)
+            .await
+            .into_iter()
+            .filter(|(key, live)| *live && key.ends_with("/d:2026-12-20"))
+            .count()
+    };
+    let topics = [&acme, &globex].map(|tenant| kafka.topics.kpi_updates_of(tenant));
+    let live_days = days(topics[0].clone()).await + days(topics[1].clone()).await;
+    assert!(live_days > 0);
+    let producer =
+        mentorstream_kafka::Producer::new(kafka, scenario::live::WAIT).expect("producer");
+    let later = chrono::DateTime::parse_from_rfc3339("2027-03-30T12:00:00Z").expect("time");
+    let swept =
+        mentorstream_kpi_aggregator::expire::sweep(kafka, &tenants, &producer, later.into())
+            .await
+            .expect("sweep");
+    assert_eq!(swept.tombstoned, live_days as u64);
+    let [acme_topic, globex_topic] = topics;
+    assert_eq!(days(acme_topic).await + days(globex_topic).await, 0);
+}
+
+/// Whether each key of the updates topic is live (its latest record carries numbers) or gone
+/// (its latest record is a tombstone).
+async fn latest_keys(
+    kafka: &mentorstream_config::KafkaConfig,
+    topic: &str,
+) -> BTreeMap<String, bool> {
+    use mentorstream_kafka::Message as _;
+    mentorstream_testkit::read_to_end(kafka, topic)
+        .await
+        .iter()
+        .map(|message| {
+            let key = String::from_utf8_lossy(message.key().expect("key")).into_owned();
+            (key, message.payload().is_some())
+        })
+        .collect()
+}
+
+/// Expired keys of the updates topic get tombstones. A bucket changed when it has already
+/// expired (history from long ago) is tombstoned by the publisher instead of published; each
+/// sweep, at a manual clock, tombstones exactly the live keys whose bucket its local day has
+/// expired (days 100 days on, weeks 400 days after their Sunday, months 1,200 days after their
+/// last day), once; lifetime keys stay.
+#[tokio::test]
+async fn expired_update_keys_get_tombstones() {
+    let aggregator = Aggregator::start(None).await;
+    let kafka = aggregator.context.config.kafka.clone();
+    let tenants = aggregator.context.tenants.clone();
+    let mut reader = Reader::connect(aggregator.addr, aggregator.api_key.clone()).await;
+    wait_until_serving(&mut reader).await;
+    let mut ancient = scenario::event("ancient", "ancient-1", "2026-01-01 12:00", scenario::ping());
+    ancient.tenant_id.clone_from(&aggregator.tenant_id);
+    produce(&kafka, &[scenario::Record::Activity(ancient)]).await;
+    let sentinels = produce_named_sentinels(&kafka, &aggregator.tenant_id, "recent").await;
+    wait_for(&mut reader, &sentinels).await;
+
+    let key = |kind: &str, id: &str, bucket: &str| {
+        format!("{}/{kind}/{id}/{bucket}", aggregator.tenant_id)
+    };
+    let (ancient_day, ancient_month) = (
+        key("p", "ancient", "d:2026-01-01"),
+        key("p", "ancient", "m:2026-01"),
+    );
+    let deadline = tokio::time::Instant::now() + scenario::live::WAIT;
+    let published = loop {
+        let keys = latest_keys(&kafka, &kafka.topics.kpi_updates).await;
+        let recent =
+            (0..kafka.partitions).map(|n| key("p", &format!("recent-{n}"), "d:2026-12-20"));
+        if [ancient_day.clone(), ancient_month.clone()]
+            .into_iter()
+            .chain(recent)
+            .all(|key| keys.contains_key(&key))
+        {
+            break keys;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the partners' keys were never published: {keys:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(
+        !published[&ancient_day],
+        "a day expired when it changed is a tombstone"
+    );
+    assert!(
+        published[&ancient_month],
+        "its month is not expired: it has numbers"
+    );
+    // Nothing publishes from here on: the sweeps alone change the topic.
+    aggregator.stop().await;
+
+    let producer =
+        mentorstream_kafka::Producer::new(&kafka, scenario::live::WAIT).expect("producer");
+    let date = |text: &str| chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").expect("date");
+    // Noon UTC is 15:00 in the tenant's Moscow: the same local day.
+    let noon = |day: chrono::NaiveDate| day.and_hms_opt(12, 0, 0).expect("noon").and_utc();
+    let days_after = |text: &str, days: u64| date(text) + chrono::Days::new(days);
+    let sweeps = [
+        // The ancient partner's week (2025-12-29 to 2026-01-04) is 400 days old on 2027-02-09.
+        (days_after("2026-12-20", 99), &["w:2026-W01"][..]),
+        (days_after("2026-12-20", 100), &["d:2026-12-20"][..]),
+        (days_after("2026-12-20", 100), &[][..]),
+        (days_after("2026-12-20", 400), &[][..]),
+        (days_after("2026-12-20", 401), &["w:2026-W51"][..]),
+        (days_after("2026-01-31", 1201), &["m:2026-01"][..]),
+        (days_after("2026-12-31", 1200), &[][..]),
+        (days_after("2026-12-31", 1201), &["m:2026-12"][..]),
+    ];
+    for (day, buckets) in sweeps {
+        let before = latest_keys(&kafka, &kafka.topics.kpi_updates).await;
+        let expected: Vec<&String> = before
+            .iter()
+            .filter(|(key, live)| {
+                **live
+                    && buckets
+                        .iter()
+                        .any(|bucket| key.ends_with(&format!("/{bucket}")))
+            })
+            .map(|(key, _)| key)
+            .collect();
+        assert_eq!(
+            expected.is_empty(),
+            buckets.is_empty(),
+            "on {day}: keys of {buckets:?} to expire: {before:?}"
+        );
+        let swept =
+            mentorstream_kpi_aggregator::expire::sweep(&kafka, &tenants, &producer, noon(day))
+                .await
+                .expect("sweep");
+        let after = latest_keys(&kafka, &kafka.topics.kpi_updates).await;
+        let gone: Vec<&String> = after
+            .iter()
+            .filter(|(key, live)| !**live && before.get(*key) == Some(&true))
+            .map(|(key, _)| key)
+            .collect();
+        assert_eq!(gone, expected, "tombstoned on {day}");
+        assert_eq!(swept.tombstoned, expected.len() as u64, "on {day}");
+        assert_eq!(after.len(), before.len(), "no new keys on {day}");
+    }
+    let live: Vec<String> = latest_keys(&kafka, &kafka.topics.kpi_updates)
+        .await
+        .into_iter()
+        .filter_map(|(key, live)| live.then_some(key))
+        .collect();
+    assert!(!live.is_empty());
+    assert!(
+        live.iter().all(|key| key.ends_with("/life")),
+        "only lifetime keys stay: {live:?}"
+    );
 }
 
 /// After a restart, a partition that delivers nothing new is still known to be read to its end

@@ -613,7 +613,7 @@ pub async fn produce(kafka: &KafkaConfig, records: &[Record]) {
 pub async fn produce_poison(kafka: &KafkaConfig, event: &ActivityEvent) {
     let producer = Producer::new(kafka, WAIT).expect("producer");
     let mut poison = outbound(&kafka.topics, &Record::Activity(event.clone()));
-    poison.payload = vec![0xff, 0xff, 0xff];
+    poison.payload = Some(vec![0xff, 0xff, 0xff]);
     producer.send(&poison).await.expect("produced");
 }
 

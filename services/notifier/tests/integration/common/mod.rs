@@ -286,7 +286,7 @@ impl Notifier {
                 time: Utc::now(),
             },
         );
-        record.payload = payload;
+        record.payload = Some(payload);
         self.producer.send(&record).await.expect("produced");
     }
 
