@@ -115,12 +115,12 @@ impl Connection {
             return Ok(Vec::new());
         }
         match &self.target {
-            Target::Single(connection) => {
+            Target::Single(_) => {
                 let mut pipeline = pipe();
                 for command in commands {
                     pipeline.add_command(command);
                 }
-                pipeline.query_async(&mut connection.clone()).await
+                pipeline.query_async(&mut self.clone()).await
             }
             Target::Cluster(_) => {
                 let calls = commands.iter().map(|command| {
@@ -142,9 +142,13 @@ impl LazyCluster {
     }
 }
 
+/// Every call is measured on `/metrics`: `mentorstream_redis_call_seconds{kind}` (a histogram;
+/// `kind` is `command` or `pipeline`, a script call being a command) and
+/// `mentorstream_redis_errors_total{kind}` (calls Redis did not answer: down, a timeout,
+/// the connection lost; not the error replies callers handle).
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, command: &'a Cmd) -> RedisFuture<'a, Value> {
-        match &mut self.target {
+        let call = match &mut self.target {
             Target::Single(connection) => connection.req_packed_command(command),
             Target::Cluster(cluster) => Box::pin(async move {
                 cluster
@@ -153,7 +157,8 @@ impl ConnectionLike for Connection {
                     .req_packed_command(command)
                     .await
             }),
-        }
+        };
+        timed("command", call)
     }
 
     fn req_packed_commands<'a>(
@@ -162,7 +167,7 @@ impl ConnectionLike for Connection {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match &mut self.target {
+        let call = match &mut self.target {
             Target::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
             Target::Cluster(cluster) => Box::pin(async move {
                 cluster
@@ -171,7 +176,8 @@ impl ConnectionLike for Connection {
                     .req_packed_commands(pipeline, offset, count)
                     .await
             }),
-        }
+        };
+        timed("pipeline", call)
     }
 
     fn get_db(&self) -> i64 {
@@ -180,6 +186,29 @@ impl ConnectionLike for Connection {
             Target::Cluster(_) => 0,
         }
     }
+}
+
+/// Whether Redis gave no answer (down, unreachable, too slow, the connection lost), rather
+/// than an answer the caller handles (an unknown script, a fenced write refused).
+fn unanswered(error: &RedisError) -> bool {
+    error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+}
+
+/// `call`, its duration and whether Redis failed to answer recorded under `kind`.
+fn timed<'a, T: Send + 'a>(kind: &'static str, call: RedisFuture<'a, T>) -> RedisFuture<'a, T> {
+    Box::pin(async move {
+        let started = std::time::Instant::now();
+        let result = call.await;
+        metrics::histogram!("mentorstream_redis_call_seconds", "kind" => kind)
+            .record(started.elapsed().as_secs_f64());
+        if result.as_ref().is_err_and(unanswered) {
+            metrics::counter!("mentorstream_redis_errors_total", "kind" => kind).increment(1);
+        }
+        result
+    })
 }
 
 /// Keys of one component under the configured prefix: `<prefix>:<component>:<rest>`.

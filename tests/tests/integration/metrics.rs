@@ -226,6 +226,23 @@ async fn every_service_reports_exact_counters_after_a_known_workload() {
     .await;
     assert_eq!(value(&kpi, records, &[("outcome", "dead_lettered")]), None);
     assert_eq!(value(&kpi, calls, &journey), Some(1.0));
+    // Its Redis calls are timed (how many depends on how the records were batched), and none
+    // went unanswered.
+    let timed = value(
+        &kpi,
+        "mentorstream_redis_call_seconds_count",
+        &[("kind", "command")],
+    );
+    assert!(
+        timed.is_some_and(|count| count >= 1.0),
+        "Redis calls: {timed:?}"
+    );
+    for kind in ["command", "pipeline"] {
+        assert_eq!(
+            value(&kpi, "mentorstream_redis_errors_total", &[("kind", kind)]),
+            None
+        );
+    }
 
     // The notifier: one delivery on the chat-bot, one preferences call.
     let attempts = "mentorstream_notifier_attempts_total";
