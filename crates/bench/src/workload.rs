@@ -112,6 +112,7 @@ fn enrol(
             display_name: String::new(),
             locale: "ru-RU".into(),
             time_zone: "Europe/Moscow".into(),
+            sealed_personal: Vec::new(),
         });
         let id = format!("enrol-{partner}");
         workload

@@ -88,7 +88,8 @@ pub enum AdminCommand {
     /// List tenants.
     ListTenants,
     /// Erase a partner's personal data from mentorship and the notifier (names, contacts,
-    /// free text); their numbers stay, under their pseudonymous id (docs/operations.md).
+    /// free text) and destroy the key that seals it on the activity topic; their numbers
+    /// stay, under their pseudonymous id (docs/operations.md).
     ErasePartner {
         /// Tenant id or name.
         #[arg(long)]
@@ -237,6 +238,11 @@ pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
             json,
         } => {
             let tenant = tenants.tenant(&tenant).await?;
+            // First the key that seals their personal fields on the activity topic: from here
+            // on no copy of those records can be read, whatever happens next.
+            let key_destroyed = tenants
+                .destroy_partner_data_key(&tenant.tenant_id, &partner)
+                .await?;
             let mentorship = sqlx::PgPool::connect(config.mentorship.database_url.expose_secret())
                 .await
                 .context("mentorship.database_url")?;
@@ -255,6 +261,7 @@ pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
             let erased = serde_json::json!({
                 "tenant_id": tenant.tenant_id,
                 "partner_id": partner,
+                "activity_topic": { "data_key_destroyed": key_destroyed },
                 "mentorship": in_mentorship,
                 "notifier": in_notifier,
             });

@@ -141,6 +141,7 @@ impl Activity {
                 display_name: display_name.clone(),
                 locale: locale.clone(),
                 time_zone: time_zone.clone(),
+                sealed_personal: Vec::new(),
             }),
             Payload::Order {
                 order_id,

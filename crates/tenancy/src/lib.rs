@@ -5,6 +5,7 @@
 //! [`Tenants::create_key`]; it is never stored or logged.
 
 mod channels;
+mod data_keys;
 mod frames;
 mod keys;
 mod lent;
@@ -26,6 +27,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
 pub use channels::{ChannelsError, TenantChannels};
+pub use data_keys::DataKey;
 pub use frames::{FrameAncestorsError, MAX_FRAME_ANCESTORS};
 pub use keys::{ApiKey, MalformedKey};
 pub use lent::{LENT_KEY_LIFETIME, ReadKeys};

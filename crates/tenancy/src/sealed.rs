@@ -78,20 +78,8 @@ impl Sealer {
     /// `plaintext` sealed with the first key, bound to `context` (tenant and field).
     pub fn seal(&self, plaintext: &str, context: &str) -> Result<String, SealError> {
         let (id, key) = self.keys.first().ok_or(SealError::Random)?;
-        let mut nonce = [0u8; NONCE_LEN];
-        self.random
-            .fill(&mut nonce)
-            .map_err(|_| SealError::Random)?;
-        let mut sealed = plaintext.as_bytes().to_vec();
-        key.seal_in_place_append_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(context.as_bytes()),
-            &mut sealed,
-        )
-        .map_err(|_| SealError::Random)?;
-        let mut stored = nonce.to_vec();
-        stored.extend_from_slice(&sealed);
-        Ok(format!("{PREFIX}{id}:{}", STANDARD.encode(stored)))
+        let sealed = seal_bytes(key, &self.random, plaintext.as_bytes(), context)?;
+        Ok(format!("{PREFIX}{id}:{}", STANDARD.encode(sealed)))
     }
 
     /// The plaintext of `stored` (a value stored in clear is returned as is).
@@ -124,16 +112,47 @@ pub fn open_with(
         .and_then(|sealer| sealer.keys.iter().find(|(known, _)| known == id))
         .map(|(_, key)| key)
         .ok_or_else(|| SealError::UnknownKey(id.to_owned()))?;
-    let mut bytes = STANDARD.decode(encoded).map_err(|_| SealError::Corrupt)?;
-    if bytes.len() < NONCE_LEN {
+    let bytes = STANDARD.decode(encoded).map_err(|_| SealError::Corrupt)?;
+    String::from_utf8(open_bytes(key, &bytes, context)?).map_err(|_| SealError::Corrupt)
+}
+
+/// `plaintext` sealed with `key` and a fresh nonce, bound to `context`: nonce ‖ ciphertext ‖ tag.
+pub(crate) fn seal_bytes(
+    key: &LessSafeKey,
+    random: &SystemRandom,
+    plaintext: &[u8],
+    context: &str,
+) -> Result<Vec<u8>, SealError> {
+    let mut nonce = [0u8; NONCE_LEN];
+    random.fill(&mut nonce).map_err(|_| SealError::Random)?;
+    let mut sealed = plaintext.to_vec();
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(context.as_bytes()),
+        &mut sealed,
+    )
+    .map_err(|_| SealError::Random)?;
+    let mut stored = nonce.to_vec();
+    stored.extend_from_slice(&sealed);
+    Ok(stored)
+}
+
+/// The plaintext of what [`seal_bytes`] sealed with `key` for `context`.
+pub(crate) fn open_bytes(
+    key: &LessSafeKey,
+    sealed: &[u8],
+    context: &str,
+) -> Result<Vec<u8>, SealError> {
+    if sealed.len() < NONCE_LEN {
         return Err(SealError::Corrupt);
     }
-    let mut sealed = bytes.split_off(NONCE_LEN);
-    let nonce = Nonce::try_assume_unique_for_key(&bytes).map_err(|_| SealError::Corrupt)?;
+    let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| SealError::Corrupt)?;
+    let mut ciphertext = ciphertext.to_vec();
     let plaintext = key
-        .open_in_place(nonce, Aad::from(context.as_bytes()), &mut sealed)
+        .open_in_place(nonce, Aad::from(context.as_bytes()), &mut ciphertext)
         .map_err(|_| SealError::Corrupt)?;
-    String::from_utf8(plaintext.to_vec()).map_err(|_| SealError::Corrupt)
+    Ok(plaintext.to_vec())
 }
 
 #[cfg(test)]

@@ -330,3 +330,96 @@ async fn channel_secrets_are_sealed_at_rest_and_rotate_to_a_new_key() {
         Err(TenancyError::Sealed(_))
     ));
 }
+
+/// A partner's data key is created once, shared by concurrent callers, opens what it sealed,
+/// and once destroyed is gone for good: no new key is ever made for the erased partner.
+#[tokio::test]
+async fn partner_data_keys_are_created_once_and_destroyed_for_good() {
+    let tenants = tenants().await;
+    let tenant = tenants
+        .create_tenant(new_tenant(&unique("acme"), "Europe/Moscow"))
+        .await
+        .expect("created")
+        .tenant_id;
+    assert!(
+        tenants
+            .find_partner_data_key(&tenant, "maria")
+            .await
+            .expect("read")
+            .is_none()
+    );
+    // Two requests enrolling the same partners at once get the same keys.
+    let (first, second) = tokio::join!(
+        tenants.partner_data_keys(&tenant, &["maria", "ivan"]),
+        tenants.partner_data_keys(&tenant, &["ivan", "maria", "olga"]),
+    );
+    let (first, second) = (first.expect("keys"), second.expect("keys"));
+    assert_eq!(first.len(), 2);
+    assert_eq!(second.len(), 3);
+    let sealed = first["maria"]
+        .seal(b"Maria", &tenant, "maria")
+        .expect("sealed");
+    assert_eq!(
+        second["maria"]
+            .open(&sealed, &tenant, "maria")
+            .expect("opened"),
+        b"Maria"
+    );
+    let found = tenants
+        .find_partner_data_key(&tenant, "maria")
+        .await
+        .expect("read")
+        .expect("a key");
+    assert_eq!(
+        found.open(&sealed, &tenant, "maria").expect("opened"),
+        b"Maria"
+    );
+
+    assert!(
+        tenants
+            .destroy_partner_data_key(&tenant, "maria")
+            .await
+            .expect("destroyed")
+    );
+    assert!(
+        !tenants
+            .destroy_partner_data_key(&tenant, "maria")
+            .await
+            .expect("gone")
+    );
+    assert!(
+        tenants
+            .find_partner_data_key(&tenant, "maria")
+            .await
+            .expect("read")
+            .is_none()
+    );
+    // No new key for an erased partner; a partner erased before they had one is marked too.
+    let later = tenants
+        .partner_data_keys(&tenant, &["maria", "petr"])
+        .await
+        .expect("keys");
+    assert!(!later.contains_key("maria"));
+    assert!(later.contains_key("petr"));
+    assert!(
+        !tenants
+            .destroy_partner_data_key(&tenant, "anna")
+            .await
+            .expect("marked")
+    );
+    assert!(
+        tenants
+            .partner_data_keys(&tenant, &["anna"])
+            .await
+            .expect("keys")
+            .is_empty()
+    );
+    // The others keep theirs.
+    assert!(
+        tenants
+            .find_partner_data_key(&tenant, "ivan")
+            .await
+            .expect("read")
+            .is_some()
+    );
+}

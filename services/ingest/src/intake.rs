@@ -6,6 +6,7 @@
 //! halves are separate so a stream can prepare the next batch while the broker acknowledges
 //! the previous one, without ever enqueueing out of order.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
@@ -13,9 +14,11 @@ use futures::future::join_all;
 use mentorstream_kafka::{
     CloudEvent, KafkaError, OutboundRecord, PendingDelivery, Producer, tenant_partition,
 };
-use mentorstream_proto::activity::v1::ActivityEvent;
+use mentorstream_proto::activity::v1::activity_event::Payload;
+use mentorstream_proto::activity::v1::{ActivityEvent, PartnerEnrolled, PersonalFields};
 use mentorstream_proto::common::v1::FieldViolation;
 use mentorstream_proto::ingest::v1::{EventResult, EventStatus, RejectionReason};
+use mentorstream_tenancy::{TenancyError, Tenants};
 use prost::Message as _;
 use tracing::Instrument as _;
 
@@ -45,6 +48,8 @@ pub enum Unavailable {
         event_source: String,
         source_event_id: String,
     },
+    #[error("cannot seal the personal fields of enrolments: {0}")]
+    DataKeys(#[from] mentorstream_tenancy::TenancyError),
 }
 
 impl Unavailable {
@@ -53,6 +58,7 @@ impl Unavailable {
             Self::Kafka { .. } => "kafka",
             Self::Dedup(_) => "redis",
             Self::Contended { .. } => "contended",
+            Self::DataKeys(_) => "control_database",
         }
     }
 }
@@ -112,6 +118,8 @@ impl Verdict {
 pub struct Intake {
     producer: Producer,
     dedup: Dedup,
+    /// Holds the partners' data keys, which seal the personal fields of enrolments.
+    tenants: Tenants,
     topic: String,
     /// The topic's partitions: a tenant's events go to the tenant's one.
     partitions: i32,
@@ -159,6 +167,7 @@ impl Intake {
     pub fn new(
         producer: Producer,
         dedup: Dedup,
+        tenants: Tenants,
         topic: String,
         partitions: i32,
         claim_wait: Duration,
@@ -166,6 +175,7 @@ impl Intake {
         Self {
             producer,
             dedup,
+            tenants,
             topic,
             partitions,
             claim_wait,
@@ -195,10 +205,14 @@ impl Intake {
                 Err(rejection) => verdicts.push(Some(Verdict::Rejected(rejection))),
             }
         }
-        let claimed = self
+        let mut claimed = self
             .claim_all(token, candidates, &mut verdicts)
             .instrument(tracing::debug_span!("claim"))
             .await?;
+        if let Err(error) = self.seal_personal(&mut claimed).await {
+            self.release(token, &claimed).await;
+            return Err(error.into());
+        }
         let publishing = self.enqueue_all(claimed).await;
         Ok(Prepared {
             verdicts,
@@ -308,6 +322,54 @@ impl Intake {
         // Events claimed after a wait go back to their place in the request.
         claimed.sort_by_key(|candidate| candidate.position);
         Ok(claimed)
+    }
+
+    /// Seals the personal fields of every enrolment with its partner's data key
+    /// (`PartnerEnrolled.sealed_personal`), so that erasing the partner can make them
+    /// unreadable on the topic that keeps every record; an erased partner's are dropped. One
+    /// round trip for the batch.
+    async fn seal_personal(&self, claimed: &mut [Candidate]) -> Result<(), TenancyError> {
+        // The enrolments to seal, by tenant (a batch has one tenant; a webhook's too).
+        let mut by_tenant: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (index, candidate) in claimed.iter().enumerate() {
+            if let Some(Payload::PartnerEnrolled(enrolled)) = &candidate.event.payload
+                && has_personal(enrolled)
+            {
+                by_tenant
+                    .entry(candidate.event.tenant_id.clone())
+                    .or_default()
+                    .push(index);
+            }
+        }
+        for (tenant_id, indexes) in by_tenant {
+            let mut partners: Vec<&str> = indexes
+                .iter()
+                .map(|index| claimed[*index].event.partner_id.as_str())
+                .collect();
+            partners.sort_unstable();
+            partners.dedup();
+            let keys = self
+                .tenants
+                .partner_data_keys(&tenant_id, &partners)
+                .await?;
+            for index in indexes {
+                let event = &mut claimed[index].event;
+                let Some(Payload::PartnerEnrolled(enrolled)) = &mut event.payload else {
+                    continue;
+                };
+                let personal = PersonalFields {
+                    display_name: std::mem::take(&mut enrolled.display_name),
+                    locale: std::mem::take(&mut enrolled.locale),
+                    time_zone: std::mem::take(&mut enrolled.time_zone),
+                };
+                // No key: the partner was erased, and nothing personal of theirs is kept.
+                if let Some(key) = keys.get(&event.partner_id) {
+                    enrolled.sealed_personal =
+                        key.seal(&personal.encode_to_vec(), &tenant_id, &event.partner_id)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Enqueues in request order; stops at the first failure.
@@ -455,4 +517,11 @@ fn conflict(path: &str) -> Rejection {
                 .into(),
         }],
     }
+}
+
+/// Whether an enrolment carries a personal field to seal.
+fn has_personal(enrolled: &PartnerEnrolled) -> bool {
+    !(enrolled.display_name.is_empty()
+        && enrolled.locale.is_empty()
+        && enrolled.time_zone.is_empty())
 }

@@ -70,6 +70,7 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
     let intake = Intake::new(
         producer.clone(),
         dedup,
+        context.tenants.clone(),
         topic,
         config.kafka.partitions,
         config.ingest.claim_wait,

@@ -244,6 +244,7 @@ pub fn unavailable_status(unavailable: &Unavailable) -> Status {
     let reason = match unavailable.cause() {
         "kafka" => "BROKER_UNAVAILABLE",
         "redis" => "DEDUP_STORE_UNAVAILABLE",
+        "control_database" => "CONTROL_DATABASE_UNAVAILABLE",
         _ => "CONTENDED",
     };
     mentorstream_grpc::retry_later(

@@ -228,6 +228,13 @@ impl<'a> Checker<'a> {
                 ),
             );
         }
+        if !enrolled.sealed_personal.is_empty() {
+            self.violation(
+                "partner_enrolled.sealed_personal",
+                "is set by Mentorstream, not by a client: send display_name, locale and \
+                 time_zone in the clear",
+            );
+        }
         if !enrolled.time_zone.is_empty() && enrolled.time_zone.parse::<chrono_tz::Tz>().is_err() {
             self.violation(
                 "partner_enrolled.time_zone",

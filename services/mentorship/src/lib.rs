@@ -190,7 +190,10 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
     )?;
     let dead_letters = DeadLetters::new(Producer::new(&config.kafka, DELIVERY_TIMEOUT)?);
     let following = async {
-        let mut model = partners::PartnerModel { pool: pool.clone() };
+        let mut model = partners::PartnerModel {
+            pool: pool.clone(),
+            tenants: context.tenants.clone(),
+        };
         let followed = run_consumer(
             &consumer,
             &dead_letters,

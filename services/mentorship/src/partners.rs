@@ -8,22 +8,62 @@
 use std::time::Duration;
 
 use mentorstream_kafka::{Consumer, HandleError, InboundRecord, RecordHandler};
-use mentorstream_proto::activity::v1::{ActivityEvent, activity_event::Payload};
+use mentorstream_proto::activity::v1::{ActivityEvent, PersonalFields, activity_event::Payload};
+use mentorstream_tenancy::Tenants;
+use prost::Message as _;
 use sqlx::PgPool;
 
 /// Applies activity records to the read model (with `mentorstream_kafka::run_consumer`).
 #[derive(Debug)]
 pub struct PartnerModel {
     pub pool: PgPool,
+    /// Holds the partners' data keys, which open the personal fields of enrolments.
+    pub tenants: Tenants,
 }
 
 impl RecordHandler for PartnerModel {
     async fn handle(&mut self, record: InboundRecord<'_>) -> Result<(), HandleError> {
-        let event: ActivityEvent = record
+        let mut event: ActivityEvent = record
             .decode()
             .map_err(|error| HandleError::Poison(error.to_string()))?;
+        open_personal(&self.tenants, &mut event).await?;
         apply(&self.pool, &event).await
     }
+}
+
+/// Puts back the personal fields ingest sealed in an enrolment, opened with the partner's data
+/// key; they stay empty once the key is gone (the partner was erased).
+async fn open_personal(tenants: &Tenants, event: &mut ActivityEvent) -> Result<(), HandleError> {
+    let ActivityEvent {
+        tenant_id,
+        partner_id,
+        payload: Some(Payload::PartnerEnrolled(enrolled)),
+        ..
+    } = event
+    else {
+        return Ok(());
+    };
+    if enrolled.sealed_personal.is_empty() {
+        return Ok(());
+    }
+    let key = tenants
+        .find_partner_data_key(tenant_id, partner_id)
+        .await
+        .map_err(|error| HandleError::Transient(error.to_string()))?;
+    let Some(key) = key else {
+        return Ok(());
+    };
+    let personal = key
+        .open(&enrolled.sealed_personal, tenant_id, partner_id)
+        .map_err(|error| error.to_string())
+        .and_then(|opened| {
+            PersonalFields::decode(opened.as_slice()).map_err(|error| error.to_string())
+        })
+        .map_err(|error| HandleError::Poison(format!("sealed personal fields: {error}")))?;
+    enrolled.display_name = personal.display_name;
+    enrolled.locale = personal.locale;
+    enrolled.time_zone = personal.time_zone;
+    Ok(())
 }
 
 /// `(occurred_at micros, source, source_event_id)` as one sortable string, like the

@@ -1,6 +1,8 @@
-//! `mentorstream admin erase-partner`: afterwards no API (gRPC or HTTP/JSON), no Redis value and
-//! no row of mentorship's or the notifier's database holds the partner's name or contacts, a
-//! redelivered enrolment writes nothing back, and the tenant's totals are what they were.
+//! `mentorstream admin erase-partner`: afterwards no API (gRPC or HTTP/JSON), no Redis value,
+//! no row of mentorship's, the notifier's or the control database and no record of the
+//! activity topic shows the partner's name or contacts (the topic's copy was sealed with a key
+//! that is now destroyed), a redelivered enrolment writes nothing back, and the tenant's
+//! totals are what they were.
 
 use chrono::Utc;
 use mentorstream_config::ExposeSecret as _;
@@ -33,6 +35,7 @@ fn enrolment(id: &str) -> ActivityEvent {
             display_name: "Erin Secretname".into(),
             locale: "en-US".into(),
             time_zone: "Europe/Berlin".into(),
+            ..PartnerEnrolled::default()
         })),
         ..ActivityEvent::default()
     }
@@ -114,6 +117,34 @@ async fn redis_values_with_personal_data(system: &System) -> Vec<String> {
     found
 }
 
+/// Erin's enrolments on the activity topic, which keeps every record: (source_event_id,
+/// sealed personal fields), and whether any record of hers shows a personal string.
+async fn enrolments_on_the_activity_topic(system: &System) -> (Vec<(String, Vec<u8>)>, bool) {
+    use mentorstream_kafka::Message as _;
+    use prost::Message as _;
+    let key = format!("{}/erin", system.tenant_id);
+    let mut enrolments = Vec::new();
+    let mut readable = false;
+    for record in mentorstream_testkit::read_to_end(
+        &system.config.kafka,
+        &system.config.kafka.topics.activity,
+    )
+    .await
+    {
+        if record.key() != Some(key.as_bytes()) {
+            continue;
+        }
+        let payload = record.payload().expect("a value");
+        let text = String::from_utf8_lossy(payload);
+        readable |= PERSONAL.iter().any(|personal| text.contains(personal));
+        let event = ActivityEvent::decode(payload).expect("an activity event");
+        if let Some(Payload::PartnerEnrolled(enrolled)) = event.payload {
+            enrolments.push((event.source_event_id, enrolled.sealed_personal));
+        }
+    }
+    (enrolments, readable)
+}
+
 #[tokio::test]
 async fn an_erased_partner_leaves_no_personal_data_and_every_total_stands() {
     let mut system = System::start(false).await;
@@ -177,10 +208,24 @@ async fn an_erased_partner_leaves_no_personal_data_and_every_total_stands() {
     ]);
     assert_eq!(erased["mentorship"]["partner"], 1, "{erased}");
     assert_eq!(erased["notifier"]["preferences"], 1, "{erased}");
+    assert_eq!(
+        erased["activity_topic"]["data_key_destroyed"], true,
+        "{erased}"
+    );
 
     // A redelivered (or replayed) enrolment writes nothing back.
     clients.ingest(vec![enrolment("enrol-erin-again")]).await;
     clients.wait_as_of(Utc::now()).await;
+
+    // The activity topic keeps every record; Erin's name was sealed with her key, which is
+    // gone, and nothing personal of the enrolment sent after the erasure was kept at all.
+    let (enrolments, readable) = enrolments_on_the_activity_topic(&system).await;
+    assert!(!readable, "a record of Erin's shows her personal data");
+    let sealed: Vec<(&str, bool)> = enrolments
+        .iter()
+        .map(|(id, sealed)| (id.as_str(), sealed.is_empty()))
+        .collect();
+    assert_eq!(sealed, [("enrol-erin", false), ("enrol-erin-again", true)]);
 
     // The APIs: mentorship's partner, the notifier's preferences and notifications.
     let partner = clients

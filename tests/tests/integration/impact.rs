@@ -373,6 +373,7 @@ fn enrolment(partner: &str, sponsor: &str, at: DateTime<Utc>) -> ActivityEvent {
             display_name: partner.to_uppercase(),
             locale: "en-US".into(),
             time_zone: "Europe/Moscow".into(),
+            ..PartnerEnrolled::default()
         })),
         ..ActivityEvent::default()
     }

@@ -261,6 +261,7 @@ fn enrolment_fields_are_checked() {
             display_name: "Анна".into(),
             locale: locale.into(),
             time_zone: time_zone.into(),
+            sealed_personal: Vec::new(),
         }))
     };
     assert!(validate(enrolled("", "", ""), TENANT, window(), "e").is_ok());
@@ -289,6 +290,19 @@ fn enrolment_fields_are_checked() {
                 "must be an IANA time zone such as Europe/Moscow, got `Mars/Olympus`"
             ),
         ]
+    );
+    // Sealed fields come from ingest itself, never from a client.
+    let mut sealed = enrolled("", "", "");
+    if let Some(Payload::PartnerEnrolled(enrolled)) = &mut sealed.payload {
+        enrolled.sealed_personal = vec![1, 2, 3];
+    }
+    assert_eq!(
+        rejected(sealed).1,
+        [violation(
+            "partner_enrolled.sealed_personal",
+            "is set by Mentorstream, not by a client: send display_name, locale and time_zone \
+             in the clear"
+        )]
     );
 }
 
@@ -505,6 +519,7 @@ fn any_payload() -> impl Strategy<Value = Option<Payload>> {
                     display_name,
                     locale,
                     time_zone,
+                    sealed_personal: Vec::new(),
                 })
             }
         ),

@@ -9,7 +9,8 @@ use mentorstream_config::{Config, KafkaConfig};
 use mentorstream_ingest::dedup::{ClaimToken, Dedup, Fingerprint};
 use mentorstream_kafka::{InboundRecord, Message as _};
 use mentorstream_proto::activity::v1::{
-    ActivityEvent, ActivityPing, OrderPlaced, PartnerEnrolled, PingKind, activity_event::Payload,
+    ActivityEvent, ActivityPing, OrderPlaced, PartnerEnrolled, PersonalFields, PingKind,
+    activity_event::Payload,
 };
 use mentorstream_proto::common::v1::{Decimal, FieldViolation, Money};
 use mentorstream_proto::ingest::v1::ingest_service_client::IngestServiceClient;
@@ -158,6 +159,7 @@ fn enrolment(id: &str, partner: &str, sponsor: &str) -> ActivityEvent {
             display_name: "Мария".into(),
             locale: "ru-RU".into(),
             time_zone: "Asia/Novosibirsk".into(),
+            ..PartnerEnrolled::default()
         })),
         ..ActivityEvent::default()
     }
@@ -423,6 +425,41 @@ async fn a_mixed_batch_gets_exact_verdicts_and_the_topic_holds_the_accepted_even
     assert_eq!(
         placed.volume.as_ref().map(|volume| volume.value.as_str()),
         Some("10.50")
+    );
+    // The enrolment's personal fields travel sealed with the partner's data key.
+    let enrolled = acme_records
+        .iter()
+        .find(|record| record.event.source_event_id == "enrol-9")
+        .expect("enrolment");
+    let Some(Payload::PartnerEnrolled(enrolled)) = &enrolled.event.payload else {
+        panic!("an enrolment");
+    };
+    assert_eq!(
+        (
+            enrolled.sponsor_id.as_str(),
+            enrolled.display_name.as_str(),
+            enrolled.locale.as_str(),
+            enrolled.time_zone.as_str()
+        ),
+        ("p-1", "", "", "")
+    );
+    let key = ingest
+        .context
+        .tenants
+        .find_partner_data_key(acme, "p-9")
+        .await
+        .expect("control database")
+        .expect("p-9's key");
+    let opened = key
+        .open(&enrolled.sealed_personal, acme, "p-9")
+        .expect("opens with p-9's key");
+    assert_eq!(
+        PersonalFields::decode(opened.as_slice()).expect("personal fields"),
+        PersonalFields {
+            display_name: "Мария".into(),
+            locale: "ru-RU".into(),
+            time_zone: "Asia/Novosibirsk".into(),
+        }
     );
 
     // nextest runs each test in its own process, so these counters are this test's alone.

@@ -81,6 +81,7 @@ async fn enrol(
                 display_name: partner.to_uppercase(),
                 locale: locale.into(),
                 time_zone: "Europe/Moscow".into(),
+                ..PartnerEnrolled::default()
             }),
         )
         .await;

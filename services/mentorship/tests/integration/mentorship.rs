@@ -535,6 +535,7 @@ async fn partners_are_looked_up_with_their_upline_downline_and_mentor() {
             display_name: "D".into(),
             locale: "en".into(),
             time_zone: "UTC".into(),
+            ..PartnerEnrolled::default()
         })
     };
     service

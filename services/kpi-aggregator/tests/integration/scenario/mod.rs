@@ -229,6 +229,7 @@ pub fn enrolment(sponsor: &str) -> Payload {
         display_name: String::new(),
         locale: "ru-RU".into(),
         time_zone: "Europe/Moscow".into(),
+        sealed_personal: Vec::new(),
     })
 }
 

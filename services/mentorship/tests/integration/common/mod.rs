@@ -225,6 +225,7 @@ impl Service {
                 display_name: partner.to_uppercase(),
                 locale: "ru-RU".into(),
                 time_zone: "Europe/Moscow".into(),
+                ..PartnerEnrolled::default()
             }),
         )
         .await;
