@@ -144,7 +144,7 @@ impl LazyCluster {
 
 /// Every call is measured on `/metrics`: `mentorstream_redis_call_seconds{kind}` (a histogram;
 /// `kind` is `command` or `pipeline`, a script call being a command) and
-/// `mentorstream_redis_errors_total{kind}` (calls Redis did not answer: down, a timeout,
+/// `mentorstream_redis_unanswered_total{kind}` (calls Redis did not answer: down, a timeout,
 /// the connection lost; not the error replies callers handle).
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, command: &'a Cmd) -> RedisFuture<'a, Value> {
@@ -188,13 +188,23 @@ impl ConnectionLike for Connection {
     }
 }
 
-/// Whether Redis gave no answer (down, unreachable, too slow, the connection lost), rather
+/// Whether Redis gave no answer (down, unreachable, too slow, the connection lost, a cluster
+/// without a node for the slot), rather
 /// than an answer the caller handles (an unknown script, a fenced write refused).
 fn unanswered(error: &RedisError) -> bool {
     error.is_io_error()
         || error.is_timeout()
         || error.is_connection_dropped()
         || error.is_connection_refusal()
+        || matches!(
+            error.kind(),
+            ErrorKind::ClusterConnectionNotFound
+                | ErrorKind::Server(
+                    ServerErrorKind::ClusterDown
+                        | ServerErrorKind::MasterDown
+                        | ServerErrorKind::TryAgain
+                )
+        )
 }
 
 /// `call`, its duration and whether Redis failed to answer recorded under `kind`.
@@ -205,7 +215,7 @@ fn timed<'a, T: Send + 'a>(kind: &'static str, call: RedisFuture<'a, T>) -> Redi
         metrics::histogram!("mentorstream_redis_call_seconds", "kind" => kind)
             .record(started.elapsed().as_secs_f64());
         if result.as_ref().is_err_and(unanswered) {
-            metrics::counter!("mentorstream_redis_errors_total", "kind" => kind).increment(1);
+            metrics::counter!("mentorstream_redis_unanswered_total", "kind" => kind).increment(1);
         }
         result
     })

@@ -80,6 +80,12 @@ impl Tenants {
         tenant_id: &str,
         partner_ids: &[&str],
     ) -> Result<HashMap<String, DataKey>, TenancyError> {
+        // In one order, so that two batches enrolling the same partners wait for each other
+        // instead of deadlocking.
+        let mut partner_ids = partner_ids.to_vec();
+        partner_ids.sort_unstable();
+        partner_ids.dedup();
+        let partner_ids = partner_ids.as_slice();
         let random = SystemRandom::new();
         let mut fresh = Vec::with_capacity(partner_ids.len());
         for _ in partner_ids {
@@ -152,24 +158,24 @@ impl Tenants {
         tenant_id: &str,
         partner_id: &str,
     ) -> Result<bool, TenancyError> {
-        let destroyed = sqlx::query(
-            "UPDATE partner_data_keys SET data_key = NULL, erased_at = now() \
-             WHERE tenant_id = $1 AND partner_id = $2 AND data_key IS NOT NULL",
+        // One statement: an enrolment creating the first key meanwhile either commits before
+        // it (and its key is destroyed here: the upsert acts on the latest row) or finds the
+        // marker and makes none. `before` reads the statement's snapshot, as it was.
+        let (destroyed,): (bool,) = sqlx::query_as(
+            "WITH before AS ( \
+                 SELECT data_key IS NOT NULL AS had_key FROM partner_data_keys \
+                 WHERE tenant_id = $1 AND partner_id = $2) \
+             INSERT INTO partner_data_keys (tenant_id, partner_id, data_key, erased_at) \
+             VALUES ($1, $2, NULL, now()) \
+             ON CONFLICT (tenant_id, partner_id) DO UPDATE SET data_key = NULL, \
+                 erased_at = COALESCE(partner_data_keys.erased_at, now()) \
+             RETURNING COALESCE((SELECT had_key FROM before), false)",
         )
         .bind(tenant_id)
         .bind(partner_id)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        sqlx::query(
-            "INSERT INTO partner_data_keys (tenant_id, partner_id, data_key, erased_at) \
-             VALUES ($1, $2, NULL, now()) ON CONFLICT (tenant_id, partner_id) DO NOTHING",
-        )
-        .bind(tenant_id)
-        .bind(partner_id)
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await?;
-        Ok(destroyed > 0)
+        Ok(destroyed)
     }
 }
 

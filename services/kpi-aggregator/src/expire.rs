@@ -2,15 +2,16 @@
 //!
 //! A key of `kpi.updates.v1` names a bucket (`d:2026-11-26`, `w:2026-W48`, `m:2026-11`,
 //! `life`). Once the bucket is past its retention the KPI state has forgotten it
-//! ([`Bucket::expired`]) and no window reads it, so the compacted topic forgets it too: every
+//! when it next writes the record ([`Bucket::expired`]) and no window of the spec reaches that
+//! far back, so the compacted topic forgets it too: every
 //! `kpi.tombstone_interval` [`run`] reads the updates topics from their start, finds the keys
 //! whose latest record is an update of a bucket expired in its tenant's time zone, and
 //! publishes a tombstone (a null value) for each. Keys that change again are published by the
 //! updates publisher, which tombstones a bucket already expired when it changes (history
 //! imported from long ago) instead of publishing its numbers.
 //!
-//! Every replica sweeps; a key tombstoned twice is harmless, and one already tombstoned is
-//! not tombstoned again.
+//! Every replica sweeps (each reads the whole topic once per interval); a key tombstoned
+//! twice is harmless, and one already tombstoned is not tombstoned again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,6 +28,8 @@ use crate::calendar::Calendar;
 use crate::store::Changed;
 use crate::updates::{UPDATE_TIMEOUT, parse_key, update_event, update_key};
 
+/// How long after start the first sweep runs.
+const FIRST_SWEEP: Duration = Duration::from_secs(60);
 /// Tombstones enqueued before their acknowledgements are awaited.
 const CHUNK: usize = 4096;
 /// The furthest ahead of UTC a local day can be (UTC+14, Kiribati).
@@ -41,8 +44,9 @@ pub struct Swept {
     pub tombstoned: u64,
 }
 
-/// Every `interval` until shutdown (the first one `interval` after start): a sweep at the
-/// current time.
+/// A sweep at the current time a minute after start (pods restarted more often than every
+/// `interval` still sweep), then every `interval` until shutdown; a sweep that takes longer
+/// than `interval` (a partition without a leader) is given up and tried at the next round.
 pub async fn run(
     kafka: KafkaConfig,
     tenants: Tenants,
@@ -56,7 +60,8 @@ pub async fn run(
             return;
         }
     };
-    let mut rounds = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    let first = tokio::time::Instant::now() + FIRST_SWEEP.min(interval);
+    let mut rounds = tokio::time::interval_at(first, interval);
     rounds.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -65,9 +70,10 @@ pub async fn run(
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
-            swept = sweep(&kafka, &tenants, &producer, Utc::now()) => match swept {
-                Ok(swept) => tracing::info!(read = swept.read, tombstoned = swept.tombstoned, "expired KPI update keys tombstoned"),
-                Err(error) => tracing::warn!(%error, "cannot tombstone expired KPI update keys; next round tries again"),
+            swept = tokio::time::timeout(interval, sweep(&kafka, &tenants, &producer, Utc::now())) => match swept {
+                Ok(Ok(swept)) => tracing::info!(read = swept.read, tombstoned = swept.tombstoned, "expired KPI update keys tombstoned"),
+                Ok(Err(error)) => tracing::warn!(%error, "cannot tombstone expired KPI update keys; next round tries again"),
+                Err(_) => tracing::warn!(?interval, "tombstoning expired KPI update keys took too long; next round tries again"),
             },
         }
     }

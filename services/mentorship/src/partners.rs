@@ -53,13 +53,21 @@ async fn open_personal(tenants: &Tenants, event: &mut ActivityEvent) -> Result<(
     let Some(key) = key else {
         return Ok(());
     };
-    let personal = key
+    let opened = key
         .open(&enrolled.sealed_personal, tenant_id, partner_id)
         .map_err(|error| error.to_string())
         .and_then(|opened| {
             PersonalFields::decode(opened.as_slice()).map_err(|error| error.to_string())
-        })
-        .map_err(|error| HandleError::Poison(format!("sealed personal fields: {error}")))?;
+        });
+    // Fields that cannot be opened (a key restored from another backup) are as good as
+    // shredded: the enrolment itself — sponsor, date — still counts.
+    let personal = match opened {
+        Ok(personal) => personal,
+        Err(error) => {
+            tracing::warn!(%error, %tenant_id, %partner_id, "cannot open an enrolment's personal fields; kept empty");
+            return Ok(());
+        }
+    };
     enrolled.display_name = personal.display_name;
     enrolled.locale = personal.locale;
     enrolled.time_zone = personal.time_zone;

@@ -239,7 +239,11 @@ async fn every_service_reports_exact_counters_after_a_known_workload() {
     );
     for kind in ["command", "pipeline"] {
         assert_eq!(
-            value(&kpi, "mentorstream_redis_errors_total", &[("kind", kind)]),
+            value(
+                &kpi,
+                "mentorstream_redis_unanswered_total",
+                &[("kind", kind)]
+            ),
             None
         );
     }

@@ -52,7 +52,10 @@ async fn commands_and_pipelines_are_counted_by_kind() {
         sample("command", "mentorstream_redis_call_seconds_count"),
         Some(4.0)
     );
-    assert_eq!(sample("command", "mentorstream_redis_errors_total"), None);
+    assert_eq!(
+        sample("command", "mentorstream_redis_unanswered_total"),
+        None
+    );
 }
 
 /// A Redis that accepts connections and never answers: the call fails within the response
@@ -78,7 +81,7 @@ async fn a_call_redis_does_not_answer_is_an_error() {
     let error = answer.expect_err("no answer");
     eprintln!("{error}");
     assert_eq!(
-        sample("command", "mentorstream_redis_errors_total"),
+        sample("command", "mentorstream_redis_unanswered_total"),
         Some(1.0)
     );
     assert_eq!(

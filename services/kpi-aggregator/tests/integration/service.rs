@@ -200,8 +200,8 @@ async fn per_tenant_updates_topics_carry_only_their_tenants_keys() {
             .count()
     };
     let topics = [&acme, &globex].map(|tenant| kafka.topics.kpi_updates_of(tenant));
+    // (The sentinels' day, 2026-12-20, is live until the real clock passes 2027-03-30.)
     let live_days = days(topics[0].clone()).await + days(topics[1].clone()).await;
-    assert!(live_days > 0);
     let producer =
         mentorstream_kafka::Producer::new(kafka, scenario::live::WAIT).expect("producer");
     let later = chrono::DateTime::parse_from_rfc3339("2027-03-30T12:00:00Z").expect("time");
@@ -243,24 +243,58 @@ async fn expired_update_keys_get_tombstones() {
     let tenants = aggregator.context.tenants.clone();
     let mut reader = Reader::connect(aggregator.addr, aggregator.api_key.clone()).await;
     wait_until_serving(&mut reader).await;
-    let mut ancient = scenario::event("ancient", "ancient-1", "2026-01-01 12:00", scenario::ping());
-    ancient.tenant_id.clone_from(&aggregator.tenant_id);
-    produce(&kafka, &[scenario::Record::Activity(ancient)]).await;
-    let sentinels = produce_named_sentinels(&kafka, &aggregator.tenant_id, "recent").await;
+    // Dated from today, so that what the publisher (on the real clock) finds expired stays
+    // the same whenever the test runs: the ancient partner's day, and nothing else.
+    let now =
+        chrono::Utc::now().with_timezone(&chrono_tz::Europe::Moscow) - chrono::Duration::minutes(1);
+    let recent = now.date_naive();
+    let ancient = recent - chrono::Days::new(340);
+    let mut events = vec![scenario::event(
+        "ancient",
+        "ancient-1",
+        &format!("{ancient} 12:00"),
+        scenario::ping(),
+    )];
+    for n in 0..kafka.partitions {
+        let partner = format!("recent-{n}");
+        events.push(scenario::event(
+            &partner,
+            &partner,
+            &now.format("%Y-%m-%d %H:%M").to_string(),
+            scenario::ping(),
+        ));
+    }
+    let mut sentinels = scenario::Events::default();
+    for event in &mut events {
+        event.tenant_id.clone_from(&aggregator.tenant_id);
+        sentinels.activity.push(event.clone());
+    }
+    let records: Vec<scenario::Record> =
+        events.into_iter().map(scenario::Record::Activity).collect();
+    produce(&kafka, &records).await;
     wait_for(&mut reader, &sentinels).await;
 
+    let day = |date: chrono::NaiveDate| format!("d:{date}");
+    let week = |date: chrono::NaiveDate| {
+        use chrono::Datelike as _;
+        format!(
+            "w:{}-W{:02}",
+            date.iso_week().year(),
+            date.iso_week().week()
+        )
+    };
+    let month = |date: chrono::NaiveDate| date.format("m:%Y-%m").to_string();
     let key = |kind: &str, id: &str, bucket: &str| {
         format!("{}/{kind}/{id}/{bucket}", aggregator.tenant_id)
     };
     let (ancient_day, ancient_month) = (
-        key("p", "ancient", "d:2026-01-01"),
-        key("p", "ancient", "m:2026-01"),
+        key("p", "ancient", &day(ancient)),
+        key("p", "ancient", &month(ancient)),
     );
     let deadline = tokio::time::Instant::now() + scenario::live::WAIT;
     let published = loop {
         let keys = latest_keys(&kafka, &kafka.topics.kpi_updates).await;
-        let recent =
-            (0..kafka.partitions).map(|n| key("p", &format!("recent-{n}"), "d:2026-12-20"));
+        let recent = (0..kafka.partitions).map(|n| key("p", &format!("recent-{n}"), &day(recent)));
         if [ancient_day.clone(), ancient_month.clone()]
             .into_iter()
             .chain(recent)
@@ -287,20 +321,29 @@ async fn expired_update_keys_get_tombstones() {
 
     let producer =
         mentorstream_kafka::Producer::new(&kafka, scenario::live::WAIT).expect("producer");
-    let date = |text: &str| chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").expect("date");
     // Noon UTC is 15:00 in the tenant's Moscow: the same local day.
     let noon = |day: chrono::NaiveDate| day.and_hms_opt(12, 0, 0).expect("noon").and_utc();
-    let days_after = |text: &str, days: u64| date(text) + chrono::Days::new(days);
+    let after = |date: chrono::NaiveDate, days: u64| date + chrono::Days::new(days);
+    let last_of_week = |date: chrono::NaiveDate| {
+        use chrono::Datelike as _;
+        date + chrono::Days::new(u64::from(6 - date.weekday().num_days_from_monday()))
+    };
+    let last_of_month = |date: chrono::NaiveDate| {
+        use chrono::Datelike as _;
+        let first = date.with_day(1).expect("first");
+        first + chrono::Months::new(1) - chrono::Days::new(1)
+    };
+    // A day expires 100 days on, a week or month once its last day is more than 400 or 1,200
+    // days old. The ancient week (340 days ago) ends well before 301 days ago.
     let sweeps = [
-        // The ancient partner's week (2025-12-29 to 2026-01-04) is 400 days old on 2027-02-09.
-        (days_after("2026-12-20", 99), &["w:2026-W01"][..]),
-        (days_after("2026-12-20", 100), &["d:2026-12-20"][..]),
-        (days_after("2026-12-20", 100), &[][..]),
-        (days_after("2026-12-20", 400), &[][..]),
-        (days_after("2026-12-20", 401), &["w:2026-W51"][..]),
-        (days_after("2026-01-31", 1201), &["m:2026-01"][..]),
-        (days_after("2026-12-31", 1200), &[][..]),
-        (days_after("2026-12-31", 1201), &["m:2026-12"][..]),
+        (after(recent, 99), vec![week(ancient)]),
+        (after(recent, 100), vec![day(recent)]),
+        (after(recent, 100), vec![]),
+        (after(last_of_week(recent), 400), vec![]),
+        (after(last_of_week(recent), 401), vec![week(recent)]),
+        (after(last_of_month(ancient), 1201), vec![month(ancient)]),
+        (after(last_of_month(recent), 1200), vec![]),
+        (after(last_of_month(recent), 1201), vec![month(recent)]),
     ];
     for (day, buckets) in sweeps {
         let before = latest_keys(&kafka, &kafka.topics.kpi_updates).await;
