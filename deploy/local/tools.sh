@@ -7,8 +7,9 @@
 # document and property-based run; promtool (Debian's prometheus) checks the alert rules;
 # cargo-nextest runs the tests (built from crates.io once, into cargo's bin directory); the
 # browser end-to-end tests drive Debian's chromium (with fonts-dejavu-core) through the pinned
-# npm playwright-core in tests/browser (npm ci into tests/browser/node_modules; never a
-# Playwright-downloaded browser). Prints the bin directory to put on PATH.
+# npm playwright-core in tests/browser, and check accessibility with its pinned axe-core (npm ci
+# into tests/browser/node_modules; never a Playwright-downloaded browser). Prints the bin
+# directory to put on PATH.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -39,9 +40,9 @@ if ! command -v chromium >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
 fi
 BROWSER="$ROOT/tests/browser"
-if [[ ! -d $BROWSER/node_modules/playwright-core || $BROWSER/package-lock.json -nt $BROWSER/node_modules/.package-lock.json ]]; then
+if [[ ! -d $BROWSER/node_modules/playwright-core || ! -d $BROWSER/node_modules/axe-core || $BROWSER/package-lock.json -nt $BROWSER/node_modules/.package-lock.json ]]; then
   command -v npm >/dev/null || { echo "[tools] npm is missing (needed for tests/browser): apt-get install npm" >&2; exit 1; }
-  echo "[tools] installing tests/browser's npm packages (playwright-core)" >&2
+  echo "[tools] installing tests/browser's npm packages (playwright-core, axe-core)" >&2
   npm ci --prefix "$BROWSER" --no-audit --no-fund --loglevel=error >&2
 fi
 if ! cargo nextest --version 2>/dev/null | grep -q "cargo-nextest $NEXTEST_VERSION"; then

@@ -23,12 +23,20 @@
 //   {"cmd":"responses"}  -> {"ok":true,"responses":[{"url","status"}...]} since open
 //   {"cmd":"screenshot","path":"/abs/file.png","fullPage":true}  -> {"ok":true}
 //   {"cmd":"console"}    -> {"ok":true,"messages":[{"type","text"}...]} console + page errors
+//   {"cmd":"axe"}        runs axe-core (pinned in package-lock.json) on the open page against
+//       WCAG 2.1 A and AA -> {"ok":true,"violations":[{"id","impact","help","nodes":[CSS...]}]}
 //   {"cmd":"close"}      -> closes the browser, answers {"ok":true}, exits 0
 // On stdin EOF the browser is closed and the process exits 0.
 // MENTORSTREAM_CHROMIUM overrides the browser binary (default /usr/bin/chromium).
 import { createInterface } from 'node:readline';
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { chromium } from 'playwright-core';
+
+// axe-core's source, evaluated in the page over CDP (the pages' CSP does not apply there).
+const AXE_SOURCE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+const AXE_TAGS = ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'];
 
 const READY_TIMEOUT_MS = 20_000;
 const COMMAND_DEADLINE_MS = 60_000; // plus the command's own timeoutMs, if any
@@ -149,6 +157,18 @@ const handlers = {
   },
 
   async responses() { needPage(); return { responses: [...responses] }; },
+
+  async axe() {
+    const p = needPage();
+    await p.evaluate(AXE_SOURCE);
+    const result = await p.evaluate((tags) =>
+      window.axe.run(document, { runOnly: { type: 'tag', values: tags } }), AXE_TAGS);
+    const violations = result.violations.map((v) => ({
+      id: v.id, impact: v.impact, help: v.help,
+      nodes: v.nodes.slice(0, 5).map((n) => n.target.join(' ')),
+    }));
+    return { violations };
+  },
 
   async screenshot({ path, fullPage = false }) {
     if (!path) throw new Fail('screenshot needs "path"');

@@ -11,6 +11,10 @@
 //   [data-need="menteeId:REASON"]                         "who needs me today" items
 //   [data-leaderboard=METRIC] [data-partner=id][data-value]  leaderboard rows, in rank order
 //   [data-first-sale=label|"none"][data-count]            first-sale buckets (hidden table rows)
+//   [data-goal="partnerId/goalId"]  a goal; its progress is [data-live="GOAL:partnerId/goalId|PROGRESS"]
+//   [data-session=STATE][data-invited][data-attended]     this week's sessions (mentor page)
+//   [data-feedback=menteeId][data-rating]                 feedback received (mentor page)
+//   [data-hidden-mentees=N]          a group whose numbers the viewer may not see (mentor page)
 
 const PAGES = ['partner', 'mentor', 'team'];
 const LANGS = ['ru', 'en'];
@@ -35,8 +39,8 @@ const STRINGS = {
     mentorSelf: 'Моя группа', mentorSelfMany: 'Мои группы', mentorOther: 'Группы наставника',
     team: 'Команда', numbers: 'Показатели', week: 'Неделя', month: 'Месяц', lifetime: 'За всё время',
     since: 'с {date}', allNumbers: 'Все показатели', asOf: 'на {time}', noData: 'нет данных',
-    previous: 'было {value}', change: 'изменение', pp: 'п.\u00a0п.',
-    ofCount: '{a} из {b}', updated: 'Обновлено',
+    previous: 'было {value}', previousWEEK: 'вся прошлая неделя: {value}', previousMONTH: 'весь прошлый месяц: {value}', change: 'изменение', pp: 'п.\u00a0п.',
+    ofCount: '{a} из {b}', of: 'из', updated: 'Обновлено',
     rank: 'Ранг', enrolled: 'В бизнесе с {date}', pageDate: 'Дата: {date}',
     goals: 'Цели', noGoals: 'Целей пока нет.', due: 'до {date}',
     goalStatus: { IN_PROGRESS: 'В процессе', ACHIEVED: 'Достигнута', MISSED: 'Не достигнута' },
@@ -56,6 +60,7 @@ const STRINGS = {
     mentees: 'Участники', menteesCaption: 'Участники группы «{group}»: показатели за неделю и цели',
     mentee: 'Участник', lastActive: 'Активность', quiet: 'Тишина {days}', never: 'ещё не было',
     noMentees: 'В группе пока никого нет.', noGroups: 'Групп пока нет.',
+    hiddenMentees: 'Показатели группы скрыты: в ней есть партнёры не из вашей команды (скрыто: {n}).',
     sessionsWeek: 'Встречи этой недели', done: 'Проведены', missed: 'Пропущены', upcoming: 'Предстоят',
     cancelled: 'Отменены', none: 'Нет.', attended: 'Пришли: {a} из {b}', invited: 'Приглашено: {n}',
     feedback: 'Последние отзывы', noFeedback: 'Отзывов пока нет.', rating: 'Оценка {r} из 5',
@@ -102,8 +107,8 @@ const STRINGS = {
     mentorSelf: 'My group', mentorSelfMany: 'My groups', mentorOther: 'Mentor’s groups',
     team: 'Team', numbers: 'Numbers', week: 'Week', month: 'Month', lifetime: 'All time',
     since: 'since {date}', allNumbers: 'All numbers', asOf: 'as of {time}', noData: 'no data',
-    previous: 'was {value}', change: 'change', pp: 'pp',
-    ofCount: '{a} of {b}', updated: 'Updated',
+    previous: 'was {value}', previousWEEK: 'all of last week: {value}', previousMONTH: 'all of last month: {value}', change: 'change', pp: 'pp',
+    ofCount: '{a} of {b}', of: 'of', updated: 'Updated',
     rank: 'Rank', enrolled: 'Joined {date}', pageDate: 'Date: {date}',
     goals: 'Goals', noGoals: 'No goals yet.', due: 'due {date}',
     goalStatus: { IN_PROGRESS: 'In progress', ACHIEVED: 'Achieved', MISSED: 'Missed' },
@@ -123,6 +128,7 @@ const STRINGS = {
     mentees: 'Mentees', menteesCaption: 'Mentees of “{group}”: this week’s numbers and goals',
     mentee: 'Mentee', lastActive: 'Activity', quiet: 'Quiet {days}', never: 'not yet',
     noMentees: 'Nobody in this group yet.', noGroups: 'No groups yet.',
+    hiddenMentees: 'The group’s numbers are hidden: it includes partners outside your team (hidden: {n}).',
     sessionsWeek: 'This week’s sessions', done: 'Done', missed: 'Missed', upcoming: 'Upcoming',
     cancelled: 'Cancelled', none: 'None.', attended: '{a} of {b} attended', invited: '{n} invited',
     feedback: 'Recent feedback', noFeedback: 'No feedback yet.', rating: 'Rated {r} of 5',
@@ -452,17 +458,22 @@ function renderTile(cardKeyText, metric, mv, previous, compact) {
   const value = rawValue(mv);
   const dd = h('dd', {}, liveNumber(key, metric, value),
     h('span', { class: 'tile-note', 'data-note-for': key, text: fractionNote(metric, mv) }));
-  if (previous && !compact) dd.append(compareLine(key, metric, previous, value));
+  if (previous && !compact && !STATE_METRICS.has(metric)) dd.append(compareLine(key, metric, previous, value));
   return h('div', { class: compact ? 'tile tile-compact' : 'tile' }, h('dt', { text: metricName(metric) }), dd);
 }
 
+// Counts of now, whatever the window: nothing to compare with a previous period.
+const STATE_METRICS = new Set(['PARTNERS', 'TEAM_DEPTH', 'GROUP_SIZE']);
+
+// The previous whole period's value (the current one is still running) and the change.
 function compareLine(key, metric, previous, value) {
   const prev = rawValue(previous.mv);
   const prevKey = `${cardKey(previous.card)}|${metric}`;
+  const label = STRINGS[ctx.lang][`previous${previous.card.window}`] ? `previous${previous.card.window}` : 'previous';
   const delta = h('span', { class: 'delta', 'data-delta-for': key, 'data-base': prev ?? '' });
   setDelta(delta, metric, value);
   return h('span', { class: 'compare' },
-    h('span', { 'data-previous': prevKey, 'data-value': prev ?? '', text: t('previous', { value: formatMetric(metric, prev) }) }),
+    h('span', { 'data-previous': prevKey, 'data-value': prev ?? '', text: t(label, { value: formatMetric(metric, prev) }) }),
     ' ', h('span', { class: 'visually-hidden', text: `${t('change')}: ` }), delta);
 }
 
@@ -482,27 +493,31 @@ function setDelta(el, metric, value) {
 // ---------------------------------------------------------------------------------------------
 // Goals, sessions, lists shared by pages.
 
-function goalProgress(goal, compact) {
+// A goal of `partnerId`'s plan; `[data-goal]` is replaced whole when a `goals` event comes.
+function goalProgress(partnerId, goal, compact) {
   // ratio is for the bar (a number, or a decimal string); the figures come from the strings.
   const ratio = goal.ratio == null ? null : Math.min(1, Math.max(0, Number(goal.ratio) || 0));
   const id = uid('goal');
+  const goalKey = `${partnerId}/${goal.goalId}`;
   const title = goal.description || metricName(goal.metric);
   const bar = h('progress', { max: '1', value: String(ratio ?? 0), 'aria-labelledby': id });
   const percent = ratio == null ? '' : formatDecimal(String(Math.round(ratio * 100))) + NUMBER_STYLE[ctx.lang].percent;
   const status = enumTail(goal.status, 'GOAL_STATUS_');
   const tone = { ACHIEVED: 'good', MISSED: 'bad' }[status] ?? 'neutral';
-  const amounts = t('ofCount', { a: formatMetric(goal.metric, rawValue(goal.progress)), b: formatMetric(goal.metric, rawValue(goal.target)) });
+  const progress = liveNumber(`GOAL:${goalKey}|PROGRESS`, goal.metric, rawValue(goal.progress));
+  const amounts = [progress, ` ${t('of')} ${formatMetric(goal.metric, rawValue(goal.target))}`];
+  const item = { class: compact ? 'goal goal-compact' : 'goal', 'data-goal': goalKey };
   if (compact) {
-    return h('li', { class: 'goal goal-compact' },
+    return h('li', item,
       h('span', { id, class: 'goal-title', text: title }), bar,
-      h('span', { class: 'goal-figures', text: [amounts, percent].filter(Boolean).join(' · ') }));
+      h('span', { class: 'goal-figures' }, amounts, percent && ` · ${percent}`));
   }
-  return h('li', { class: 'goal' },
+  return h('li', item,
     h('div', { class: 'goal-head' }, h('span', { id, class: 'goal-title', text: title }),
       STRINGS[ctx.lang].goalStatus[status] && badge(t(`goalStatus.${status}`), tone)),
     bar,
     h('p', { class: 'goal-figures' },
-      h('span', { text: `${metricName(goal.metric)}: ${amounts}` }), h('span', { text: percent }),
+      h('span', {}, `${metricName(goal.metric)}: `, amounts), h('span', { text: percent }),
       goal.dueAt && h('span', { text: t('due', { date: formatDay(localDay(goal.dueAt)) }) })));
 }
 
@@ -519,7 +534,7 @@ function sessionItem(session, groupNames) {
   if (stateName === 'COMPLETED' && invited != null) note = t('attended', { a: attended ?? 0, b: invited });
   else if (invited != null) note = t('invited', { n: invited });
   const group = groupNames?.size > 1 ? groupNames.get(session.groupId) : '';
-  return h('li', { class: 'session' },
+  return h('li', { class: 'session', 'data-session': stateName, 'data-invited': invited, 'data-attended': attended },
     timeRange(session.startsAt, session.endsAt),
     h('span', { class: 'session-topic', text: session.topic || '—' }),
     h('span', { class: 'session-meta', text: [group, note].filter(Boolean).join(' · ') }));
@@ -545,7 +560,7 @@ function renderPartner(data) {
       renderCard(data.lifetime, { title: t('lifetime'), primary: ['SALES_VOLUME', 'RECRUITS', 'ORDERS', 'RANK_ADVANCEMENTS'] }))),
     h('div', { class: 'columns' },
       section(t('goals'), '', data.goals?.length
-        ? h('ul', { class: 'goals' }, data.goals.map((g) => goalProgress(g, false))) : empty(t('noGoals'))),
+        ? h('ul', { class: 'goals' }, data.goals.map((g) => goalProgress(data.partner?.id ?? ctx.subject, g, false))) : empty(t('noGoals'))),
       section(t('nextSessions'), '', data.nextSessions?.length
         ? h('ul', { class: 'sessions' }, data.nextSessions.map((s) => sessionItem(s))) : empty(t('noSessions')))),
     h('div', { class: 'columns' },
@@ -651,6 +666,8 @@ function renderGroup(group) {
   const tableId = uid('mentees');
   const part = section(group.name || group.groupId, 'panel-group',
     meta,
+    group.hiddenMentees > 0 && h('p', { class: 'empty', 'data-hidden-mentees': String(group.hiddenMentees),
+      text: t('hiddenMentees', { n: group.hiddenMentees }) }),
     h('div', { class: 'cards' },
       renderCard(group.week, { title: t('week'), primary: GROUP_WEEK }),
       renderCard(group.lifetime, { title: t('lifetime'), primary: GROUP_LIFETIME })),
@@ -676,16 +693,18 @@ function renderMenteeTable(group, labelId) {
     const activity = m.quiet
       ? badge(m.quietDays != null ? t('quiet', { days: countOf(m.quietDays, 'days') }) : t('reason.QUIET_NODAYS'), 'warn')
       : h('span', { text: m.lastActive ? formatDay(localDay(m.lastActive)) : t('never') });
+    // data-label: on a phone each row is a block and every cell names its column.
     return h('tr', { class: m.quiet ? 'row-quiet' : null },
       h('th', { scope: 'row' }, pageLink('partner', m.id, m.displayName || m.id)),
-      h('td', {}, activity),
-      columns.map((c) => h('td', { class: 'num-col' }, liveNumber(`${key}|${c}`, c, rawValue(values[c])))),
-      h('td', { class: 'goals-cell' }, m.goals?.length
-        ? h('ul', { class: 'goals goals-compact' }, m.goals.map((g) => goalProgress(g, true))) : '—'),
+      h('td', { 'data-label': t('lastActive') }, activity),
+      columns.map((c) => h('td', { class: 'num-col', 'data-label': metricName(c) }, liveNumber(`${key}|${c}`, c, rawValue(values[c])))),
+      h('td', { class: 'goals-cell', 'data-label': t('goals') }, m.goals?.length
+        ? h('ul', { class: 'goals goals-compact' }, m.goals.map((g) => goalProgress(m.id, g, true))) : '—'),
       // The column says "Updated": the cell shows the time alone.
-      h('td', { class: 'as-of-cell' }, h('time', { 'data-as-of': key, 'data-short': '', datetime: m.week?.asOf ?? '', text: asOfText(m.week?.asOf, true) })));
+      h('td', { class: 'as-of-cell', 'data-label': t('updated') }, h('time', { 'data-as-of': key, 'data-short': '', datetime: m.week?.asOf ?? '', text: asOfText(m.week?.asOf, true) })));
   });
-  return h('div', { class: 'table-wrap', role: 'region', 'aria-labelledby': labelId },
+  // Focusable: a keyboard can scroll the table where it is wider than the screen.
+  return h('div', { class: 'table-wrap', role: 'region', tabindex: '0', 'aria-labelledby': labelId },
     h('table', { class: 'mentees' },
       h('caption', { class: 'visually-hidden', text: t('menteesCaption', { group: group.name || group.groupId }) }),
       h('thead', {}, head), h('tbody', {}, rows)));
@@ -708,7 +727,7 @@ function renderFeedback(items) {
   if (!items.length) return empty(t('noFeedback'));
   return h('ul', { class: 'feedback' }, items.map((f) => {
     const rating = Math.max(0, Math.min(5, Number(f.rating) || 0));
-    return h('li', { class: 'feedback-item' },
+    return h('li', { class: 'feedback-item', 'data-feedback': f.menteeId, 'data-rating': rating },
       h('p', { class: 'feedback-head' },
         h('span', { class: 'stars', 'aria-hidden': 'true', text: '★'.repeat(rating) + '☆'.repeat(5 - rating) }),
         h('span', { class: 'visually-hidden', text: `${t('rating', { r: rating })}. ` }),
@@ -959,6 +978,21 @@ function applyCard(card) {
   }
 }
 
+// A partner's goals as they are now: each shown goal is drawn again, its progress flashed
+// when it moved.
+function applyGoals(partnerId, goals) {
+  for (const goal of goals) {
+    const goalKey = `${partnerId}/${goal.goalId}`;
+    for (const old of document.querySelectorAll(`[data-goal="${CSS.escape(goalKey)}"]`)) {
+      const before = old.querySelector('[data-live]')?.dataset.value;
+      const fresh = goalProgress(partnerId, goal, old.classList.contains('goal-compact'));
+      old.replaceWith(fresh);
+      const number = fresh.querySelector('[data-live]');
+      if (number && number.dataset.value !== before) flash(number);
+    }
+  }
+}
+
 const flashTimers = new WeakMap();
 
 // A short highlight of a changed number; the CSS makes it static under reduced motion.
@@ -989,6 +1023,11 @@ function openLive() {
     let card;
     try { card = JSON.parse(event.data); } catch { return; }
     if (card?.subject) applyCard(card);
+  });
+  source.addEventListener('goals', (event) => {
+    let body;
+    try { body = JSON.parse(event.data); } catch { return; }
+    if (body?.partnerId && Array.isArray(body.goals)) applyGoals(body.partnerId, body.goals);
   });
   source.addEventListener('gone', (event) => {
     let body = {};

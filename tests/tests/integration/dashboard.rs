@@ -19,19 +19,21 @@ use mentorstream_e2e::{Service, System, WAIT};
 use mentorstream_proto::activity::v1::activity_event::Payload;
 use mentorstream_proto::activity::v1::{ActivityEvent, OrderPlaced, PartnerEnrolled};
 use mentorstream_proto::common::v1::{Decimal, Money};
+use mentorstream_proto::kpi::v1::Metric;
 use mentorstream_proto::mentorship::v1::dashboard_service_client::DashboardServiceClient;
 use mentorstream_proto::mentorship::v1::{
     AssignMenteeRequest, CompleteSessionRequest, CreateDashboardLinkRequest,
-    CreateDashboardLinkResponse, CreateGroupRequest, DashboardRole, ScheduleSessionRequest,
-    SubmitFeedbackRequest,
+    CreateDashboardLinkResponse, CreateGroupRequest, CreatePlanRequest, DashboardRole,
+    GetPlanRequest, ScheduleSessionRequest, SetGoalRequest, SubmitFeedbackRequest,
 };
 use serde_json::{Value, json};
 use tonic::Code;
 
 use crate::truth::{Clients, timestamp};
 
-/// Who is in the seeded company: (id, display name, sponsor). `yuri` leads another team.
-const PEOPLE: [(&str, &str, &str); 8] = [
+/// Who is in the seeded company: (id, display name, sponsor). `yuri` leads another team;
+/// `olga` of his team is a mentee of `denis` of the leader's.
+const PEOPLE: [(&str, &str, &str); 9] = [
     ("leader", "Larisa Leader", ""),
     ("mentor", "Marat Mentor", "leader"),
     ("anna", "Anna Newcomer", "mentor"),
@@ -40,6 +42,7 @@ const PEOPLE: [(&str, &str, &str); 8] = [
     ("denis", "Denis Direct", "leader"),
     ("yuri", "Yuri Otherteam", ""),
     ("zoya", "Zoya Otherteam", "yuri"),
+    ("olga", "Olga Otherteam", "yuri"),
 ];
 const MENTEES: [&str; 3] = ["anna", "boris", "clara"];
 /// The orders: (partner, volume in hundredths).
@@ -55,7 +58,9 @@ const ORDERS: [(&str, i64); 7] = [
 /// Who attended the one session, and the ratings they gave.
 const RATINGS: [(&str, u32); 2] = [("anna", 5), ("boris", 4)];
 /// What no answer to the mentor's or leader's link may contain: the other team.
-const OTHER_TEAM: [&str; 5] = ["yuri", "Yuri", "zoya", "Zoya", "999.99"];
+const OTHER_TEAM: [&str; 7] = ["yuri", "Yuri", "zoya", "Zoya", "olga", "Olga", "999.99"];
+/// Anna's development-plan goal: this much sales volume within 30 days from today.
+const ANNA_GOAL_TARGET: &str = "500.00";
 
 fn moscow() -> chrono_tz::Tz {
     chrono_tz::Europe::Moscow
@@ -216,8 +221,15 @@ fn expected() -> Expected {
     }
 }
 
-/// Enrolments, two groups, one rated session and the orders, all today.
-async fn seed(clients: &mut Clients<'_>, timeline: &Timeline) -> String {
+/// What the seed created that the pages name.
+struct Seeded {
+    group_id: String,
+    anna_goal: String,
+}
+
+/// Enrolments, three groups, one rated session, a goal for Anna and the orders, all today;
+/// returns once the KPI service counts every order and Anna's goal.
+async fn seed(clients: &mut Clients<'_>, timeline: &Timeline) -> Seeded {
     let system = clients.system;
     let enrolments = PEOPLE
         .iter()
@@ -238,6 +250,8 @@ async fn seed(clients: &mut Clients<'_>, timeline: &Timeline) -> String {
     let program_id = clients.pilot_program("Dashboards").await;
     let group_id = group(clients, &program_id, "mentor", &MENTEES, timeline).await;
     group(clients, &program_id, "yuri", &["zoya"], timeline).await;
+    group(clients, &program_id, "denis", &["olga"], timeline).await;
+    let anna_goal = goal(clients, "anna", timeline).await;
     let mut mentorship = clients.mentorship.clone();
     let session = mentorship
         .schedule_session(system.request(ScheduleSessionRequest {
@@ -287,7 +301,86 @@ async fn seed(clients: &mut Clients<'_>, timeline: &Timeline) -> String {
         .collect();
     let accepted = clients.ingest(orders).await;
     clients.wait_as_of(accepted).await;
-    group_id
+    let anna = money(volume_of(&["anna"]));
+    wait_goal_progress(clients, "anna", &anna_goal, &anna).await;
+    Seeded {
+        group_id,
+        anna_goal,
+    }
+}
+
+/// A plan for `mentee` with one goal: `ANNA_GOAL_TARGET` of sales volume from today's start
+/// for 30 days.
+async fn goal(clients: &mut Clients<'_>, mentee: &str, timeline: &Timeline) -> String {
+    let system = clients.system;
+    let mentorship = clients.mentorship.clone();
+    let (plan, _) = Clients::until_known(|| {
+        let mut mentorship = mentorship.clone();
+        let request = system.request(CreatePlanRequest {
+            request_id: format!("plan-{mentee}"),
+            mentee_id: mentee.into(),
+        });
+        async move { mentorship.create_plan(request).await }
+    })
+    .await;
+    let plan_id = plan.plan.expect("plan").plan_id;
+    let mut mentorship = clients.mentorship.clone();
+    mentorship
+        .set_goal(system.request(SetGoalRequest {
+            request_id: format!("goal-{mentee}"),
+            plan_id,
+            metric: Metric::SalesVolume.into(),
+            target: Some(Decimal {
+                value: ANNA_GOAL_TARGET.into(),
+            }),
+            starts_at: timestamp(timeline.day_start),
+            due_at: timestamp(timeline.day_start + chrono::Duration::days(30)),
+            description: "First 500 in sales".into(),
+        }))
+        .await
+        .expect("goal set")
+        .into_inner()
+        .goal
+        .expect("goal")
+        .goal_id
+}
+
+/// Waits until mentorship's GetPlan shows `progress` for the goal (the KPI service has
+/// counted the goal and the orders).
+async fn wait_goal_progress(
+    clients: &mut Clients<'_>,
+    mentee: &str,
+    goal_id: &str,
+    progress: &str,
+) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let plan = clients
+            .mentorship
+            .get_plan(clients.system.request(GetPlanRequest {
+                plan_id: String::new(),
+                mentee_id: mentee.into(),
+            }))
+            .await
+            .expect("plan")
+            .into_inner()
+            .plan
+            .expect("plan");
+        let shown = plan
+            .goals
+            .iter()
+            .find(|goal| goal.goal_id == goal_id)
+            .and_then(|goal| goal.progress.as_ref())
+            .map(|progress| progress.value.clone());
+        if shown.as_deref() == Some(progress) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "goal {goal_id} of {mentee}: progress {shown:?}, expected {progress}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn group(
@@ -383,7 +476,10 @@ async fn dashboards_show_exact_live_numbers_only_to_whom_the_link_allows() {
     let mut system = System::start(false).await;
     let mut clients = Clients::connect(&system).await;
     let timeline = Timeline::today();
-    let group_id = seed(&mut clients, &timeline).await;
+    let Seeded {
+        group_id,
+        anna_goal,
+    } = seed(&mut clients, &timeline).await;
     let expected = expected();
     let date = timeline.date();
 
@@ -394,6 +490,7 @@ async fn dashboards_show_exact_live_numbers_only_to_whom_the_link_allows() {
     assert_link_requests_are_checked(&system).await;
     assert_expired_and_tampered_links_are_refused(&system, &mentor).await;
     assert_frame_ancestors_follow_the_tenant(&system, &mentor).await;
+    assert_a_leader_sees_only_their_team(&system, &leader).await;
 
     let mut browser = Browser::launch();
     let dated = |url: &str, lang: &str| format!("{url}&date={date}&lang={lang}");
@@ -422,6 +519,7 @@ async fn dashboards_show_exact_live_numbers_only_to_whom_the_link_allows() {
     );
     assert_team_charts(&mut browser, &expected).await;
     assert_clean_console(&mut browser).await;
+    assert_accessible(&mut browser, "the leader's page").await;
 
     // The mentor's page, exactly.
     let page = browser
@@ -448,20 +546,40 @@ async fn dashboards_show_exact_live_numbers_only_to_whom_the_link_allows() {
             assert_eq!(shown, volume, "{key}");
         }
     }
-    let needs = browser
-        .run(json!({"cmd": "attrs", "selector": "[data-need]"}))
-        .await;
-    let needs: Vec<&str> = needs["elements"]
-        .as_array()
-        .expect("a list")
-        .iter()
-        .filter_map(|element| element["data-need"].as_str())
-        .collect();
-    assert!(needs.contains(&"clara:MISSED_SESSION"), "{needs:?}");
-    assert!(
-        !needs.iter().any(|need| need.starts_with("anna:QUIET")),
-        "{needs:?}"
+    let anna_goal_key = format!("GOAL:anna/{anna_goal}|PROGRESS");
+    assert_eq!(live(&values, &anna_goal_key), money(volume_of(&["anna"])));
+    // Clara did not attend the completed session; Boris and Clara have no plan; nobody has
+    // gone quiet (everyone enrolled today).
+    assert_eq!(
+        attrs(&mut browser, "[data-need]", &["data-need"]).await,
+        [
+            ["clara:MISSED_SESSION"],
+            ["boris:NO_PLAN"],
+            ["clara:NO_PLAN"]
+        ]
     );
+    assert_eq!(
+        attrs(
+            &mut browser,
+            "[data-session]",
+            &["data-session", "data-invited", "data-attended"]
+        )
+        .await,
+        [["COMPLETED", "3", "2"]]
+    );
+    assert_accessible(&mut browser, "the mentor's page").await;
+    let mut feedback = attrs(
+        &mut browser,
+        "[data-feedback]",
+        &["data-feedback", "data-rating"],
+    )
+    .await;
+    feedback.sort();
+    let rated: Vec<Vec<String>> = RATINGS
+        .iter()
+        .map(|(mentee, rating)| vec![(*mentee).to_owned(), rating.to_string()])
+        .collect();
+    assert_eq!(feedback, rated);
     assert_clean_console(&mut browser).await;
 
     // Live: an order while the page is open moves the group's and the mentee's numbers.
@@ -488,11 +606,37 @@ async fn dashboards_show_exact_live_numbers_only_to_whom_the_link_allows() {
                      "equal": money(volume_of(&["anna"]) + 1_000), "timeoutMs": WAIT.as_millis()}),
         )
         .await;
+    let goal_moved = browser
+        .run(json!({"cmd": "waitValue", "key": anna_goal_key,
+                     "equal": money(volume_of(&["anna"]) + 1_000), "timeoutMs": WAIT.as_millis()}))
+        .await;
+    assert_eq!(goal_moved["reloaded"], false, "{goal_moved}");
     let as_of = browser.values().await;
-    assert!(
-        as_of["asOf"][format!("GROUP:{group_id}|WEEK")]["datetime"].is_string(),
-        "every card shows its as_of: {as_of}"
-    );
+    for card in [
+        format!("GROUP:{group_id}|WEEK"),
+        "PARTNER:anna|WEEK".to_owned(),
+    ] {
+        let shown = as_of["asOf"][&card]["datetime"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            DateTime::parse_from_rfc3339(shown).is_ok(),
+            "{card} shows its as_of: {as_of}"
+        );
+    }
+
+    // Anna's own page: her week and her goal, live numbers included.
+    let own = browser
+        .open(&dated(&anna.partner_url, "ru"), 390, "ru-RU")
+        .await;
+    assert_eq!(own["status"], 200, "{own}");
+    let values = browser.values().await;
+    let anna_now = money(volume_of(&["anna"]) + 1_000);
+    assert_eq!(live(&values, "PARTNER:anna|WEEK|SALES_VOLUME"), anna_now);
+    assert_eq!(live(&values, "PARTNER:anna|MONTH|SALES_VOLUME"), anna_now);
+    assert_eq!(live(&values, &anna_goal_key), anna_now);
+    assert_clean_console(&mut browser).await;
+    assert_accessible(&mut browser, "Anna's page on a phone, in Russian").await;
 
     // A refused page in the browser: 403 with nothing of the other team.
     let refused = browser
@@ -567,6 +711,59 @@ async fn assert_team_charts(browser: &mut Browser, expected: &Expected) {
     );
 }
 
+/// The named attributes of every element matching `selector`, in document order.
+async fn attrs(browser: &mut Browser, selector: &str, names: &[&str]) -> Vec<Vec<String>> {
+    let found = browser
+        .run(json!({"cmd": "attrs", "selector": selector}))
+        .await;
+    found["elements"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|element| {
+            names
+                .iter()
+                .map(|name| element[*name].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+/// The leader may open Denis's mentor page (Denis is in the team) but sees nothing of Olga,
+/// his mentee from Yuri's team: not her row, not her feedback, not the group's numbers
+/// that count her.
+async fn assert_a_leader_sees_only_their_team(
+    system: &System,
+    leader: &CreateDashboardLinkResponse,
+) {
+    let token = token_of(&leader.partner_url);
+    let (status, body) = get(system, "/dashboard/api/mentor/denis", Some(token)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        OTHER_TEAM.iter().all(|marker| !body.contains(marker)),
+        "{body}"
+    );
+    let page: Value = serde_json::from_str(&body).expect("JSON");
+    let group = &page["groups"][0];
+    assert_eq!(
+        (
+            &group["hiddenMentees"],
+            &group["mentees"],
+            &group["week"],
+            &group["lifetime"]
+        ),
+        (&json!(1), &json!([]), &Value::Null, &Value::Null),
+        "{page}"
+    );
+    assert_eq!(page["groups"].as_array().map(Vec::len), Some(1), "{page}");
+}
+
+/// axe-core finds nothing against WCAG 2.1 A and AA on the open page.
+async fn assert_accessible(browser: &mut Browser, page: &str) {
+    let checked = browser.run(json!({"cmd": "axe"})).await;
+    assert_eq!(checked["violations"], json!([]), "{page}: {checked:#}");
+}
+
 async fn assert_clean_console(browser: &mut Browser) {
     let console = browser.run(json!({"cmd": "console"})).await;
     let errors: Vec<&Value> = console["messages"]
@@ -584,7 +781,7 @@ async fn assert_links_are_refused_what_they_may_not_see(
     leader: &CreateDashboardLinkResponse,
     anna: &CreateDashboardLinkResponse,
 ) {
-    let cases: [(&CreateDashboardLinkResponse, &str, u16); 17] = [
+    let cases: [(&CreateDashboardLinkResponse, &str, u16); 19] = [
         (mentor, "team/yuri", 403),
         (mentor, "mentor/yuri", 403),
         (mentor, "partner/zoya", 403),
@@ -599,6 +796,8 @@ async fn assert_links_are_refused_what_they_may_not_see(
         (leader, "team/mentor", 200),
         (leader, "mentor/mentor", 200),
         (leader, "partner/clara", 200),
+        (leader, "partner/olga", 403),
+        (leader, "mentor/denis", 200),
         (anna, "partner/boris", 403),
         (anna, "mentor/anna", 403),
         (anna, "partner/anna", 200),
@@ -615,14 +814,14 @@ async fn assert_links_are_refused_what_they_may_not_see(
         if status == 403 {
             let refusal: Value = serde_json::from_str(&data.1).expect("JSON");
             assert_eq!(refusal["code"], "DASHBOARD_FORBIDDEN", "{path}");
-            let (live, _) = get(
+            let live = get(
                 system,
                 &format!("/dashboard/api/live/{path}?token={token}"),
                 None,
             )
             .await;
-            assert_eq!(live, 403, "{path}");
-            for body in [&page.1, &data.1] {
+            assert_eq!(live.0, 403, "{path}");
+            for body in [&page.1, &data.1, &live.1] {
                 assert!(
                     OTHER_TEAM.iter().all(|marker| !body.contains(marker)),
                     "{path}: {body}"
@@ -710,9 +909,21 @@ async fn assert_expired_and_tampered_links_are_refused(
         )
         .await;
         let data = get(system, "/dashboard/api/mentor/mentor", Some(token)).await;
-        assert_eq!((page.0, data.0), (401, 401), "{code}: {page:?} {data:?}");
-        let refusal: Value = serde_json::from_str(&data.1).expect("JSON");
-        assert_eq!(refusal["code"], code);
+        let live = get(
+            system,
+            &format!("/dashboard/api/live/mentor/mentor?token={token}"),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (page.0, data.0, live.0),
+            (401, 401, 401),
+            "{code}: {page:?} {data:?} {live:?}"
+        );
+        for answer in [&data.1, &live.1] {
+            let refusal: Value = serde_json::from_str(answer).expect("JSON");
+            assert_eq!(refusal["code"], code);
+        }
         assert!(page.1.contains(code), "{}", page.1);
     }
 }
@@ -805,7 +1016,7 @@ async fn thirty_orders_in_a_row_reach_the_open_page_without_a_reload() {
     let mut system = System::start(false).await;
     let mut clients = Clients::connect(&system).await;
     let timeline = Timeline::today();
-    let group_id = seed(&mut clients, &timeline).await;
+    let group_id = seed(&mut clients, &timeline).await.group_id;
     let mentor = link(&system, "mentor", DashboardRole::Mentor).await;
     let mut browser = Browser::launch();
     let url = format!("{}&date={}", mentor.mentor_url, timeline.date());

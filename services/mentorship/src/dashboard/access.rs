@@ -156,7 +156,7 @@ async fn mentors(pool: &PgPool, claims: &LinkClaims, mentee: &str) -> Result<boo
 }
 
 /// Whether `partner` is below the link's partner in the sponsor tree.
-async fn in_team(pool: &PgPool, claims: &LinkClaims, partner: &str) -> Result<bool, Refusal> {
+pub async fn in_team(pool: &PgPool, claims: &LinkClaims, partner: &str) -> Result<bool, Refusal> {
     sqlx::query_scalar(
         "WITH RECURSIVE up (partner_id, sponsor_id, depth) AS ( \
              SELECT partner_id, sponsor_id, 0 FROM partners \

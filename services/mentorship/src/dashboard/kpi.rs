@@ -73,8 +73,10 @@ pub struct SubjectRef {
 }
 
 impl SubjectRef {
+    pub const PARTNER: &'static str = "PARTNER";
+
     pub fn partner(id: &str) -> Self {
-        Self::new("PARTNER", id)
+        Self::new(Self::PARTNER, id)
     }
     pub fn group(id: &str) -> Self {
         Self::new("GROUP", id)
@@ -105,7 +107,7 @@ impl SubjectRef {
 
     fn of(subject: &Subject) -> Option<Self> {
         let kind = match SubjectKind::try_from(subject.kind).ok()? {
-            SubjectKind::Partner => "PARTNER",
+            SubjectKind::Partner => Self::PARTNER,
             SubjectKind::Group => "GROUP",
             SubjectKind::Team => "TEAM",
             _ => return None,
@@ -384,7 +386,8 @@ impl KpiReader {
     }
 
     /// Updates of `subjects` in the week, month and lifetime of `date`, the KPI service's
-    /// limit of subjects per call respected; subjects it does not know yet are left out.
+    /// limit of subjects per call respected; subjects it does not know yet are left out. With
+    /// none left, a stream that never yields.
     pub async fn watch(
         &self,
         tenant_id: &str,
@@ -406,6 +409,11 @@ impl KpiReader {
                 }
                 Err(status) => return Err(status),
             }
+        }
+        if streams.is_empty() {
+            // Nothing to follow (yet): the stream stays open until it is checked again,
+            // instead of ending at once and making the browser reconnect in a loop.
+            return Ok(futures::stream::pending().boxed());
         }
         Ok(futures::stream::select_all(streams).boxed())
     }

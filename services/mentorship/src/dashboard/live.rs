@@ -1,6 +1,7 @@
 //! `GET /dashboard/api/live/{page}/{subject}?token=`: the page's numbers as they change, as
 //! server-sent events, from the KPI service's WatchKpis. Each `card` event is one subject's
-//! numbers in the page's current week, month or lifetime. When the link expires the stream
+//! numbers in the page's current week, month or lifetime; a `goals` event a partner's goals
+//! with their progress, after a change of that partner's numbers. When the link expires the stream
 //! says `gone` and ends; after [`RECHECK_AFTER`], on shutdown or when the KPI stream ends it
 //! just ends, and the browser reconnects — checked again, so a mentee moved to another group
 //! or a partner moved out of a team stops streaming within minutes.
@@ -15,9 +16,15 @@ use chrono::{NaiveDate, Utc};
 use futures::{Stream, StreamExt as _};
 use http::HeaderMap;
 
-use super::access::{Refusal, unavailable};
-use super::kpi::{Card, Span};
-use super::{Dashboard, PageQuery, refusal_json, views};
+use std::sync::Arc;
+
+use mentorstream_proto::kpi::v1::WatchKpisResponse;
+use serde::Serialize;
+use tonic::Status;
+
+use super::access::{Page, Refusal, unavailable};
+use super::kpi::{Card, KpiReader, Span, SubjectRef};
+use super::{Admitted, Dashboard, PageQuery, refusal_json, views};
 
 /// How long one stream lives before the browser must reconnect and be checked again.
 pub const RECHECK_AFTER: Duration = Duration::from_secs(600);
@@ -37,31 +44,100 @@ pub async fn stream(
             .watch(ask.tenant(), &subjects, admitted.date)
             .await
             .map_err(unavailable)?;
-        Ok::<_, Refusal>((updates, admitted.date, admitted.claims.expires_at))
+        let expires_at = admitted.claims.expires_at;
+        let watch = Arc::new(Watch {
+            dashboard: dashboard.clone(),
+            reader,
+            admitted,
+            subjects,
+        });
+        Ok::<_, Refusal>((updates, watch, expires_at))
     };
     match opened.await {
-        Ok((updates, date, expires_at)) => {
-            let cards = updates.filter_map(move |update| {
-                std::future::ready(match update {
-                    Ok(answer) => answer
-                        .update
-                        .as_ref()
-                        .and_then(Card::of_update)
-                        .filter(|card| current(card, date))
-                        .and_then(|card| Event::default().event("card").json_data(card).ok()),
-                    Err(status) => {
-                        tracing::debug!(%status, "KPI watch ended");
-                        None
-                    }
+        Ok((updates, watch, expires_at)) => {
+            let events = updates
+                .then(move |update| {
+                    let watch = Arc::clone(&watch);
+                    async move { watch.events(update).await }
                 })
-            });
-            let events = until_expiry(cards, expires_at, dashboard.shutdown.clone());
+                .flat_map(futures::stream::iter);
+            let events = until_expiry(events, expires_at, dashboard.shutdown.clone());
             Sse::new(events)
                 .keep_alive(KeepAlive::default())
                 .into_response()
         }
         Err(refusal) => refusal_json(&refusal),
     }
+}
+
+/// One open stream: whom it is for and what it follows.
+struct Watch {
+    dashboard: Dashboard,
+    reader: KpiReader,
+    admitted: Admitted,
+    subjects: Vec<SubjectRef>,
+}
+
+impl Watch {
+    /// The events one KPI update makes: a `card` when it is about one of the followed
+    /// subjects in one of the page's windows, then, on a partner page or a mentor page, a
+    /// partner's changed numbers also move their goals: `goals` with every goal's progress.
+    async fn events(&self, update: Result<WatchKpisResponse, Status>) -> Vec<Event> {
+        let card = match update {
+            Ok(answer) => answer.update.as_ref().and_then(Card::of_update),
+            Err(status) => {
+                tracing::debug!(%status, "KPI watch ended");
+                None
+            }
+        };
+        let Some(card) = card
+            .filter(|card| current(card, self.admitted.date))
+            .filter(|card| self.subjects.contains(&card.subject))
+        else {
+            return Vec::new();
+        };
+        let mut events: Vec<Event> = Event::default()
+            .event("card")
+            .json_data(&card)
+            .ok()
+            .into_iter()
+            .collect();
+        if self.moves_goals(&card) {
+            events.extend(self.goals(&card.subject.id).await);
+        }
+        events
+    }
+
+    /// Every change of a partner's numbers changes their lifetime card once: goals are read
+    /// again on that one, and only where the page shows goals.
+    fn moves_goals(&self, card: &Card) -> bool {
+        card.window == Span::Lifetime
+            && card.subject.kind == SubjectRef::PARTNER
+            && matches!(self.admitted.page, Page::Partner | Page::Mentor)
+    }
+
+    async fn goals(&self, partner_id: &str) -> Option<Event> {
+        let ask = self.dashboard.ask(&self.reader, &self.admitted);
+        match views::goals(ask, partner_id).await {
+            Ok(goals) if goals.is_empty() => None,
+            Ok(goals) => Event::default()
+                .event("goals")
+                .json_data(GoalsEvent { partner_id, goals })
+                .ok(),
+            Err(refusal) => {
+                tracing::debug!(code = refusal.code(), "goals not read again");
+                None
+            }
+        }
+    }
+}
+
+/// The data of a `goals` event.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GoalsEvent<'a> {
+    partner_id: &'a str,
+    goals: Vec<views::GoalView>,
 }
 
 /// Whether a card is about the page's week, month or lifetime.
@@ -103,7 +179,6 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::dashboard::kpi::SubjectRef;
 
     fn card(window: Span, from: Option<&str>) -> Card {
         Card {

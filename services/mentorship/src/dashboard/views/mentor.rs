@@ -8,14 +8,16 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use serde::Serialize;
 
 use super::{Ask, GoalView, Header, Person, active_days, goals, person};
-use crate::dashboard::access::{Page, Refusal, unavailable};
+use crate::dashboard::access::{Page, Refusal, in_team, unavailable};
 use crate::dashboard::kpi::{Card, Span, SubjectRef};
 use crate::dashboard::stats::quiet_days;
 
 /// How far back a mentee's last activity is looked for.
 const QUIET_LOOKBACK_DAYS: u64 = 60;
 /// Most feedback entries shown.
-const RECENT_FEEDBACK: i64 = 10;
+const RECENT_FEEDBACK: usize = 10;
+/// Most feedback entries looked at for them (a leader's view skips other teams' entries).
+const FEEDBACK_SCAN: i64 = 200;
 /// Mentees read from the KPI service at once.
 const CONCURRENCY: usize = 8;
 
@@ -39,9 +41,12 @@ struct GroupView {
     program_name: String,
     program_kind: String,
     capacity: i32,
-    week: Card,
-    lifetime: Card,
+    /// The group's numbers; `None` when they include partners the viewer may not see.
+    week: Option<Card>,
+    lifetime: Option<Card>,
     mentees: Vec<MenteeView>,
+    /// Current mentees left out: a leader sees only the mentees in their own team.
+    hidden_mentees: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -113,7 +118,7 @@ struct GroupRow {
 pub async fn view(ask: Ask<'_>, mentor_id: &str) -> Result<MentorView, Refusal> {
     let mut groups = Vec::new();
     for row in group_rows(ask, mentor_id).await? {
-        groups.push(group(ask, row).await?);
+        groups.push(group(ask, mentor_id, row).await?);
     }
     let missed = missed_this_week(ask, mentor_id).await?;
     Ok(MentorView {
@@ -126,16 +131,45 @@ pub async fn view(ask: Ask<'_>, mentor_id: &str) -> Result<MentorView, Refusal> 
     })
 }
 
-/// The mentor's groups and their current mentees, as the live stream follows them.
+/// The mentor's groups and their current mentees, as the live stream follows them: only
+/// what the viewer may see (a group's numbers only when the viewer may see all its mentees).
 pub async fn live_subjects(ask: Ask<'_>, mentor_id: &str) -> Result<Vec<SubjectRef>, Refusal> {
     let mut subjects = Vec::new();
     for row in group_rows(ask, mentor_id).await? {
-        subjects.push(SubjectRef::group(&row.group_id));
-        for mentee in mentees(ask, &row.group_id).await? {
-            subjects.push(SubjectRef::partner(&mentee.id));
+        let (shown, hidden) = visible_mentees(ask, mentor_id, &row.group_id).await?;
+        if hidden == 0 {
+            subjects.push(SubjectRef::group(&row.group_id));
         }
+        subjects.extend(shown.iter().map(|mentee| SubjectRef::partner(&mentee.id)));
     }
     Ok(subjects)
+}
+
+/// Whether the viewer may see `partner` on `mentor_id`'s page: the mentor sees all their
+/// mentees; a leader looking at a mentor of their team sees only partners of that team.
+async fn sees(ask: Ask<'_>, mentor_id: &str, partner: &str) -> Result<bool, Refusal> {
+    if ask.claims.partner_id == mentor_id || ask.claims.partner_id == partner {
+        return Ok(true);
+    }
+    in_team(ask.pool, ask.claims, partner).await
+}
+
+/// The group's current mentees the viewer may see, and how many they may not.
+async fn visible_mentees(
+    ask: Ask<'_>,
+    mentor_id: &str,
+    group_id: &str,
+) -> Result<(Vec<Person>, usize), Refusal> {
+    let mut shown = Vec::new();
+    let mut hidden = 0;
+    for mentee in mentees(ask, group_id).await? {
+        if sees(ask, mentor_id, &mentee.id).await? {
+            shown.push(mentee);
+        } else {
+            hidden += 1;
+        }
+    }
+    Ok((shown, hidden))
 }
 
 async fn group_rows(ask: Ask<'_>, mentor_id: &str) -> Result<Vec<GroupRow>, Refusal> {
@@ -172,15 +206,21 @@ async fn mentees(ask: Ask<'_>, group_id: &str) -> Result<Vec<Person>, Refusal> {
         .collect())
 }
 
-async fn group(ask: Ask<'_>, row: GroupRow) -> Result<GroupView, Refusal> {
+async fn group(ask: Ask<'_>, mentor_id: &str, row: GroupRow) -> Result<GroupView, Refusal> {
     let subject = SubjectRef::group(&row.group_id);
-    let (week, lifetime) = tokio::try_join!(
-        ask.kpi.card(ask.tenant(), &subject, Span::Week, ask.date),
-        ask.kpi
-            .card(ask.tenant(), &subject, Span::Lifetime, ask.date)
-    )
-    .map_err(unavailable)?;
-    let mentees = futures::stream::iter(mentees(ask, &row.group_id).await?)
+    let (shown, hidden_mentees) = visible_mentees(ask, mentor_id, &row.group_id).await?;
+    let (week, lifetime) = if hidden_mentees == 0 {
+        let (week, lifetime) = tokio::try_join!(
+            ask.kpi.card(ask.tenant(), &subject, Span::Week, ask.date),
+            ask.kpi
+                .card(ask.tenant(), &subject, Span::Lifetime, ask.date)
+        )
+        .map_err(unavailable)?;
+        (Some(week), Some(lifetime))
+    } else {
+        (None, None)
+    };
+    let mentees = futures::stream::iter(shown)
         .map(|mentee| self::mentee(ask, mentee))
         .buffered(CONCURRENCY)
         .try_collect()
@@ -194,6 +234,7 @@ async fn group(ask: Ask<'_>, row: GroupRow) -> Result<GroupView, Refusal> {
         week,
         lifetime,
         mentees,
+        hidden_mentees,
     })
 }
 
@@ -269,8 +310,9 @@ async fn missed_this_week(ask: Ask<'_>, mentor_id: &str) -> Result<HashMap<Strin
     Ok(rows.into_iter().collect())
 }
 
+/// The mentor's latest feedback from partners the viewer may see.
 async fn feedback(ask: Ask<'_>, mentor_id: &str) -> Result<Vec<FeedbackRow>, Refusal> {
-    sqlx::query_as(
+    let rows: Vec<FeedbackRow> = sqlx::query_as(
         "SELECT f.session_id, f.mentee_id, coalesce(p.display_name, '') AS mentee_name, \
                 f.rating, f.comment, f.submitted_at \
          FROM feedback f LEFT JOIN partners p \
@@ -280,10 +322,20 @@ async fn feedback(ask: Ask<'_>, mentor_id: &str) -> Result<Vec<FeedbackRow>, Ref
     )
     .bind(ask.tenant())
     .bind(mentor_id)
-    .bind(RECENT_FEEDBACK)
+    .bind(FEEDBACK_SCAN)
     .fetch_all(ask.pool)
     .await
-    .map_err(unavailable)
+    .map_err(unavailable)?;
+    let mut shown = Vec::new();
+    for row in rows {
+        if shown.len() == RECENT_FEEDBACK {
+            break;
+        }
+        if sees(ask, mentor_id, &row.mentee_id).await? {
+            shown.push(row);
+        }
+    }
+    Ok(shown)
 }
 
 /// Who needs the mentor today, most urgent reason first: gone quiet, missed a session this
