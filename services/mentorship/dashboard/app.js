@@ -54,7 +54,7 @@ const STRINGS = {
     needsYou: 'Кому я нужен сегодня', needsNone: 'Сегодня всё спокойно: никто не ждёт вашего внимания.',
     reason: {
       QUIET: 'Нет активности {days}', QUIET_NODAYS: 'Давно не проявлялся',
-      MISSED_SESSION: 'Пропущена встреча', MISSED_MANY: 'Пропущено встреч: {n}', GOAL_BEHIND: 'Отстаёт от цели', NO_PLAN: 'Нет плана развития',
+      MISSED_SESSION: 'Пропуск встречи', MISSED_MANY: 'Пропусков встреч: {n}', GOAL_BEHIND: 'Отстаёт от цели', NO_PLAN: 'Нет плана развития',
     },
     places: '{a} из {b} мест', programKind: { PILOT: 'Пилот', STANDARD: 'Стандарт' },
     mentees: 'Участники', menteesCaption: 'Участники группы «{group}»: показатели за неделю и цели',
@@ -67,7 +67,7 @@ const STRINGS = {
     teamSize: 'В команде: {n}', truncated: 'Команда большая: распределение и удержание посчитаны по первым {n}.', leaders: 'Лидеры месяца', noLeaders: 'Пока без результатов.',
     dynamics: 'Динамика за 30 дней', firstSaleTitle: 'Время до первой продажи',
     withoutSale: 'Без продаж: {n}', median: 'Медиана: {days}', partnersTotal: 'Всего партнёров: {n}',
-    retention: 'Удержание по неделям', perDay: '{metric} по дням, {from} — {to}: всего {total}, максимум {max} ({date}).',
+    retention: 'Удержание по неделям', retentionNone: 'Пока никто в команде не прошёл полной недели после старта.', perDay: '{metric} по дням, {from} — {to}: всего {total}, максимум {max} ({date}).',
     firstSaleSummary: 'Дней до первой продажи, партнёров в интервале: {list}.',
     retentionSummary: 'Доля активных партнёров по неделям после старта: {list}.',
     weekN: 'Неделя {n}', weekShort: 'Нед. {n}', date: 'Дата', value: 'Значение', interval: 'Дней до продажи',
@@ -122,7 +122,7 @@ const STRINGS = {
     needsYou: 'Who needs me today', needsNone: 'All quiet today: nobody is waiting on you.',
     reason: {
       QUIET: 'Quiet for {days}', QUIET_NODAYS: 'Quiet for a while',
-      MISSED_SESSION: 'Missed a session', MISSED_MANY: 'Missed {n} sessions', GOAL_BEHIND: 'Behind on a goal', NO_PLAN: 'No development plan',
+      MISSED_SESSION: 'Absent from a session', MISSED_MANY: 'Absent from {n} sessions', GOAL_BEHIND: 'Behind on a goal', NO_PLAN: 'No development plan',
     },
     places: '{a} of {b} places', programKind: { PILOT: 'Pilot', STANDARD: 'Standard' },
     mentees: 'Mentees', menteesCaption: 'Mentees of “{group}”: this week’s numbers and goals',
@@ -135,7 +135,7 @@ const STRINGS = {
     teamSize: 'Team size: {n}', truncated: 'A large team: the distribution and retention cover the first {n} only.', leaders: 'Leaders this month', noLeaders: 'No results yet.',
     dynamics: 'Last 30 days', firstSaleTitle: 'Time to first sale',
     withoutSale: 'No sale yet: {n}', median: 'Median: {days}', partnersTotal: 'Partners: {n}',
-    retention: 'Retention by week', perDay: '{metric} per day, {from} to {to}: total {total}, peak {max} ({date}).',
+    retention: 'Retention by week', retentionNone: 'Nobody in the team has been here a whole week after joining yet.', perDay: '{metric} per day, {from} to {to}: total {total}, peak {max} ({date}).',
     firstSaleSummary: 'Days to first sale, partners per interval: {list}.',
     retentionSummary: 'Share of partners active by week since joining: {list}.',
     weekN: 'Week {n}', weekShort: 'Wk {n}', date: 'Date', value: 'Value', interval: 'Days to sale',
@@ -884,6 +884,7 @@ function seriesFigure(series) {
 function retentionFigure(retention) {
   const points = retention?.points ?? [];
   if (!points.length) return empty(t('noData'));
+  if (!points.some((p) => Number(p.eligible) > 0)) return empty(t('retentionNone'));
   // Weeks after enrolment count from 0 in the data; people count them from 1.
   const first = points.some((p) => Number(p.week) === 0) ? 1 : 0;
   const weekLabel = (w, short) => (/^\d+$/.test(String(w)) ? t(short ? 'weekShort' : 'weekN', { n: Number(w) + first }) : String(w));
