@@ -4,7 +4,8 @@
 // Hooks other code relies on:
 //   <html data-ready="true">          after the first full render ("error" when an error is shown)
 //   [data-live="KIND:id|WINDOW|METRIC"] + [data-value]   every number taken from a card
-//   time[data-as-of="KIND:id|WINDOW"][datetime]           every card's asOf
+//   time[data-as-of="KIND:id|WINDOW"][datetime]           every card's asOf; also
+//       LEADERBOARD:METRIC|MONTH, SERIES:METRIC|DAY, JOURNEY:partnerId (not live: on load)
 //   [data-previous="KIND:id|WINDOW|METRIC"] + [data-value] previous-period numbers (team page;
 //                                     not live: the stream only carries the current periods)
 //   html[data-error="CODE"], html[data-gone="CODE"]       a load error; the link expired while open
@@ -595,7 +596,7 @@ function renderJourney(journey, partner) {
     h('span', { class: 'step-label', text: s.label }),
     h('time', { datetime: s.at, text: formatDay(localDay(s.at), true) }),
     Number(s.note) > 0 && h('span', { class: 'step-note', text: t('afterDays', { days: countOf(s.note, 'days') }) }))));
-  return [stats, timeline];
+  return [stats, timeline, asOfElement(`JOURNEY:${partner.id}`, journey.asOf)];
 }
 
 function renderActivity(activity) {
@@ -770,7 +771,8 @@ function renderLeaderboards(boards) {
         h('span', { class: 'rank', text: String(e.rank) }),
         pageLink('partner', e.partnerId, e.displayName || e.partnerId),
         h('span', { class: 'board-value', text: formatMetric(board.metric, rawValue(e.value)) }))))
-        : empty(t('noLeaders')));
+        : empty(t('noLeaders')),
+      asOfElement(`LEADERBOARD:${board.metric}|${board.window ?? 'MONTH'}`, board.asOf));
   }));
 }
 
@@ -877,8 +879,10 @@ function seriesFigure(series) {
   const integer = points.every((p) => p.raw == null || !String(p.raw).includes('.'));
   const chartPoints = points.map((p) => ({ label: formatDay(p.date), y: p.raw == null ? null : Number(p.raw), text: formatMetric(metric, p.raw) }));
   const table = dataTable(summary, [t('date'), metricName(metric)], points.map((p) => [formatDay(p.date), formatMetric(metric, p.raw)]));
-  return chartFigure(metricName(metric), summary,
+  const figure = chartFigure(metricName(metric), summary,
     (w) => drawLineChart(w, { points: chartPoints, integer, tick: (v) => formatDecimal(String(v)) }), table);
+  figure.append(asOfElement(`SERIES:${metric}|DAY`, series.asOf));
+  return figure;
 }
 
 function retentionFigure(retention) {

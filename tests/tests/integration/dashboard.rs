@@ -518,6 +518,16 @@ async fn dashboards_show_exact_live_numbers_only_to_whom_the_link_allows() {
         expected.team_recruits
     );
     assert_team_charts(&mut browser, &expected).await;
+    assert_as_of(
+        &values,
+        &[
+            "TEAM:leader|WEEK",
+            "LEADERBOARD:SALES_VOLUME|MONTH",
+            "LEADERBOARD:RECRUITS|MONTH",
+            "SERIES:SALES_VOLUME|DAY",
+            "SERIES:ACTIVE_DAYS|DAY",
+        ],
+    );
     assert_clean_console(&mut browser).await;
     assert_accessible(&mut browser, "the leader's page").await;
 
@@ -612,18 +622,10 @@ async fn dashboards_show_exact_live_numbers_only_to_whom_the_link_allows() {
         .await;
     assert_eq!(goal_moved["reloaded"], false, "{goal_moved}");
     let as_of = browser.values().await;
-    for card in [
-        format!("GROUP:{group_id}|WEEK"),
-        "PARTNER:anna|WEEK".to_owned(),
-    ] {
-        let shown = as_of["asOf"][&card]["datetime"]
-            .as_str()
-            .unwrap_or_default();
-        assert!(
-            DateTime::parse_from_rfc3339(shown).is_ok(),
-            "{card} shows its as_of: {as_of}"
-        );
-    }
+    assert_as_of(
+        &as_of,
+        &[&format!("GROUP:{group_id}|WEEK"), "PARTNER:anna|WEEK"],
+    );
 
     // Anna's own page: her week and her goal, live numbers included.
     let own = browser
@@ -635,6 +637,7 @@ async fn dashboards_show_exact_live_numbers_only_to_whom_the_link_allows() {
     assert_eq!(live(&values, "PARTNER:anna|WEEK|SALES_VOLUME"), anna_now);
     assert_eq!(live(&values, "PARTNER:anna|MONTH|SALES_VOLUME"), anna_now);
     assert_eq!(live(&values, &anna_goal_key), anna_now);
+    assert_as_of(&values, &["PARTNER:anna|WEEK", "JOURNEY:anna"]);
     assert_clean_console(&mut browser).await;
     assert_accessible(&mut browser, "Anna's page on a phone, in Russian").await;
 
@@ -709,6 +712,17 @@ async fn assert_team_charts(browser: &mut Browser, expected: &Expected) {
         Some(&expected.not_sold.to_string()),
         "{counts:?}"
     );
+}
+
+/// Each of `keys` shows the time its numbers count up to.
+fn assert_as_of(values: &Value, keys: &[&str]) {
+    for key in keys {
+        let shown = values["asOf"][key]["datetime"].as_str().unwrap_or_default();
+        assert!(
+            DateTime::parse_from_rfc3339(shown).is_ok(),
+            "{key} shows its as_of: {values}"
+        );
+    }
 }
 
 /// The named attributes of every element matching `selector`, in document order.

@@ -166,6 +166,13 @@ pub fn metric_name(metric: i32) -> Option<&'static str> {
         .and_then(|metric| metric.as_str_name().strip_prefix("METRIC_"))
 }
 
+/// An answer of the KPI service with the time up to which it counts every accepted event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dated<T> {
+    pub value: T,
+    pub as_of: Option<String>,
+}
+
 /// One subject's numbers in one window.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -290,6 +297,19 @@ impl KpiReader {
         from: NaiveDate,
         to: NaiveDate,
     ) -> Result<Vec<Point>, Status> {
+        let dated = self.dated_daily(tenant_id, subject, metric, from, to);
+        Ok(dated.await?.value)
+    }
+
+    /// [`Self::daily`] with the answer's `as_of`.
+    pub async fn dated_daily(
+        &self,
+        tenant_id: &str,
+        subject: &SubjectRef,
+        metric: Metric,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Dated<Vec<Point>>, Status> {
         let request = GetSeriesRequest {
             subject: Some(subject.proto()),
             metric: metric.into(),
@@ -304,16 +324,20 @@ impl KpiReader {
             .get_series(request)
             .await
             .map(tonic::Response::into_inner);
-        Ok(or_empty(answer, Default::default)?
-            .points
-            .iter()
-            .filter_map(|point| {
-                Some(Point {
-                    date: point.bucket_start.as_ref()?.to_naive()?,
-                    value: Value::of_metric(point.value.as_ref()?)?,
+        let answer = or_empty(answer, Default::default)?;
+        Ok(Dated {
+            value: answer
+                .points
+                .iter()
+                .filter_map(|point| {
+                    Some(Point {
+                        date: point.bucket_start.as_ref()?.to_naive()?,
+                        value: Value::of_metric(point.value.as_ref()?)?,
+                    })
                 })
-            })
-            .collect())
+                .collect(),
+            as_of: answer.as_of.as_ref().map(rfc3339),
+        })
     }
 
     /// The first `size` partners of `team_root`'s team by `metric` in the month of `date`.
@@ -324,7 +348,7 @@ impl KpiReader {
         metric: Metric,
         date: NaiveDate,
         size: u32,
-    ) -> Result<Vec<LeaderboardEntry>, Status> {
+    ) -> Result<Dated<Vec<LeaderboardEntry>>, Status> {
         let request = GetLeaderboardRequest {
             entry_kind: SubjectKind::Partner.into(),
             metric: metric.into(),
@@ -342,8 +366,12 @@ impl KpiReader {
             .clone()
             .get_leaderboard(request)
             .await
-            .map(|answer| answer.into_inner().entries);
-        or_empty(answer, Vec::new)
+            .map(tonic::Response::into_inner);
+        let answer = or_empty(answer, Default::default)?;
+        Ok(Dated {
+            as_of: answer.as_of.as_ref().map(rfc3339),
+            value: answer.entries,
+        })
     }
 
     /// The partner's journey; None before the aggregator has seen them.

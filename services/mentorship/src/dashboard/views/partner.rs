@@ -62,6 +62,7 @@ struct Journey {
     first_sale_at: Option<String>,
     days_to_first_sale: Option<i64>,
     ranks: Vec<Rank>,
+    as_of: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -169,6 +170,7 @@ async fn journey(ask: Ask<'_>, partner_id: &str) -> Result<Option<Journey>, Refu
                 days_to_rank: rank.days_to_rank,
             })
             .collect(),
+        as_of: at(&journey.as_of),
     }))
 }
 

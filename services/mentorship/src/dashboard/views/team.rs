@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{Ask, Header, Person, active_days, names, person};
 use crate::dashboard::access::{MAX_DEPTH, Page, Refusal, unavailable};
-use crate::dashboard::kpi::{Card, Point, Span, SubjectRef, Value, metric_name};
+use crate::dashboard::kpi::{Card, Dated, Point, Span, SubjectRef, Value, metric_name};
 use crate::dashboard::stats::{self, FirstSale, RETENTION_WEEKS, RetentionPoint};
 
 /// Most partners whose journeys make the distribution and the curve; a larger team shows the
@@ -42,10 +42,12 @@ pub struct TeamView {
 }
 
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Leaderboard {
     metric: &'static str,
     window: Span,
     entries: Vec<Entry>,
+    as_of: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -58,9 +60,11 @@ struct Entry {
 }
 
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Series {
     metric: &'static str,
     points: Vec<Point>,
+    as_of: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -201,7 +205,10 @@ async fn journey(ask: Ask<'_>, member: Member) -> Result<MemberJourney, Refusal>
 async fn leaderboards(ask: Ask<'_>, root_id: &str) -> Result<Vec<Leaderboard>, Refusal> {
     let mut boards = Vec::new();
     for metric in LEADERBOARDS {
-        let entries = ask
+        let Dated {
+            value: entries,
+            as_of,
+        } = ask
             .kpi
             .leaderboard(ask.tenant(), root_id, metric, ask.date, LEADERBOARD_SIZE)
             .await
@@ -230,6 +237,7 @@ async fn leaderboards(ask: Ask<'_>, root_id: &str) -> Result<Vec<Leaderboard>, R
                     }
                 })
                 .collect(),
+            as_of,
         });
     }
     Ok(boards)
@@ -242,14 +250,15 @@ async fn series(ask: Ask<'_>, subject: &SubjectRef) -> Result<Vec<Series>, Refus
         .unwrap_or(ask.date);
     let mut all = Vec::new();
     for metric in SERIES {
-        let points = ask
+        let Dated { value, as_of } = ask
             .kpi
-            .daily(ask.tenant(), subject, metric, from, ask.date)
+            .dated_daily(ask.tenant(), subject, metric, from, ask.date)
             .await
             .map_err(unavailable)?;
         all.push(Series {
             metric: metric_name(metric.into()).unwrap_or_default(),
-            points,
+            points: value,
+            as_of,
         });
     }
     Ok(all)
