@@ -28,6 +28,10 @@ use crate::validate::{Rejection, Window, validate};
 
 /// CloudEvents `type` of the records on the activity topic.
 pub const EVENT_TYPE: &str = "mentorstream.activity.v1.ActivityEvent";
+/// How long sealing a batch's enrolments may wait for the control database: well inside the
+/// claims' lease, so a stalled database answers UNAVAILABLE before another request could take
+/// the events over.
+const SEAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// First and longest pause while another request holds an event's claim.
 const CONTENDED_BACKOFF: (Duration, Duration) =
     (Duration::from_millis(10), Duration::from_millis(200));
@@ -50,6 +54,11 @@ pub enum Unavailable {
     },
     #[error("cannot seal the personal fields of enrolments: {0}")]
     DataKeys(#[from] mentorstream_tenancy::TenancyError),
+    #[error(
+        "cannot seal the personal fields of enrolments: the control database did not answer \
+         within {0:?}"
+    )]
+    DataKeysTimeout(Duration),
 }
 
 impl Unavailable {
@@ -58,7 +67,7 @@ impl Unavailable {
             Self::Kafka { .. } => "kafka",
             Self::Dedup(_) => "redis",
             Self::Contended { .. } => "contended",
-            Self::DataKeys(_) => "control_database",
+            Self::DataKeys(_) | Self::DataKeysTimeout(_) => "control_database",
         }
     }
 }
@@ -209,9 +218,15 @@ impl Intake {
             .claim_all(token, candidates, &mut verdicts)
             .instrument(tracing::debug_span!("claim"))
             .await?;
-        if let Err(error) = self.seal_personal(&mut claimed).await {
+        let sealed =
+            match tokio::time::timeout(SEAL_TIMEOUT, self.seal_personal(&mut claimed)).await {
+                Ok(sealed) => sealed.map_err(Unavailable::from),
+                Err(_) => Err(Unavailable::DataKeysTimeout(SEAL_TIMEOUT)),
+            };
+        // The claimed events (half sealed, perhaps) are dropped; a retry starts over.
+        if let Err(error) = sealed {
             self.release(token, &claimed).await;
-            return Err(error.into());
+            return Err(error);
         }
         let publishing = self.enqueue_all(claimed).await;
         Ok(Prepared {
