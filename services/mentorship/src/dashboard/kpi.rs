@@ -288,21 +288,9 @@ impl KpiReader {
         })
     }
 
-    /// Daily values of `metric` from `from` to `to`, every day present.
+    /// Daily values of `metric` from `from` to `to`, every day present, with the answer's
+    /// `as_of`.
     pub async fn daily(
-        &self,
-        tenant_id: &str,
-        subject: &SubjectRef,
-        metric: Metric,
-        from: NaiveDate,
-        to: NaiveDate,
-    ) -> Result<Vec<Point>, Status> {
-        let dated = self.dated_daily(tenant_id, subject, metric, from, to);
-        Ok(dated.await?.value)
-    }
-
-    /// [`Self::daily`] with the answer's `as_of`.
-    pub async fn dated_daily(
         &self,
         tenant_id: &str,
         subject: &SubjectRef,

@@ -183,7 +183,11 @@ async fn measure_one(
     let (first, today) = span(mentee.enrolled_at, zone, at);
     let last = first + TimeDelta::days(i64::from(today.min(HORIZON_DAYS)));
     let subject = SubjectRef::partner(&mentee.partner_id);
-    let series = |metric| reader.daily(tenant_id, &subject, metric, first, last);
+    let subject = &subject;
+    let series = |metric| async move {
+        let dated = reader.daily(tenant_id, subject, metric, first, last);
+        Ok::<_, Status>(dated.await?.value)
+    };
     let (journey, sales, recruits, active, modules) = tokio::try_join!(
         reader.journey(tenant_id, &mentee.partner_id),
         series(Metric::SalesVolume),

@@ -242,6 +242,7 @@ pub async fn active_days(
         .await
         .map_err(unavailable)?;
     Ok(points
+        .value
         .into_iter()
         .filter(|point| point.value.number > 0.0)
         .map(|point| point.date)

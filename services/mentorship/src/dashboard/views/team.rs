@@ -252,7 +252,7 @@ async fn series(ask: Ask<'_>, subject: &SubjectRef) -> Result<Vec<Series>, Refus
     for metric in SERIES {
         let Dated { value, as_of } = ask
             .kpi
-            .dated_daily(ask.tenant(), subject, metric, from, ask.date)
+            .daily(ask.tenant(), subject, metric, from, ask.date)
             .await
             .map_err(unavailable)?;
         all.push(Series {
