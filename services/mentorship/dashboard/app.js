@@ -659,7 +659,8 @@ function renderNeedsYou(items) {
 
 function renderGroup(group) {
   const kind = enumTail(group.programKind, 'PROGRAM_KIND_');
-  const size = rawValue(cardValues(group.lifetime).GROUP_SIZE ?? cardValues(group.week).GROUP_SIZE) ?? String(group.mentees?.length ?? 0);
+  const size = rawValue(cardValues(group.lifetime).GROUP_SIZE ?? cardValues(group.week).GROUP_SIZE)
+    ?? String((group.mentees?.length ?? 0) + (group.hiddenMentees ?? 0));
   const meta = h('p', { class: 'group-meta' },
     group.programName && h('span', { text: group.programName }),
     kind && STRINGS[ctx.lang].programKind[kind] && badge(t(`programKind.${kind}`), kind === 'PILOT' ? 'accent' : 'neutral'),
@@ -673,7 +674,7 @@ function renderGroup(group) {
       renderCard(group.week, { title: t('week'), primary: GROUP_WEEK }),
       renderCard(group.lifetime, { title: t('lifetime'), primary: GROUP_LIFETIME })),
     h('h3', { id: tableId, text: t('mentees') }),
-    group.mentees?.length ? renderMenteeTable(group, tableId) : empty(t('noMentees')));
+    group.mentees?.length ? renderMenteeTable(group, tableId) : !(group.hiddenMentees > 0) && empty(t('noMentees')));
   // Every group has a "Week" card: name the regions after the group too, so they differ.
   const groupHeading = part.querySelector('h2').id;
   for (const region of part.querySelectorAll('.card, .table-wrap')) {

@@ -46,7 +46,7 @@ const PEOPLE: [(&str, &str, &str); 9] = [
 ];
 const MENTEES: [&str; 3] = ["anna", "boris", "clara"];
 /// The orders: (partner, volume in hundredths).
-const ORDERS: [(&str, i64); 7] = [
+const ORDERS: [(&str, i64); 8] = [
     ("anna", 10_050),
     ("anna", 2_000),
     ("boris", 3_525),
@@ -54,11 +54,16 @@ const ORDERS: [(&str, i64); 7] = [
     ("leader", 500),
     ("yuri", 99_999),
     ("zoya", 777),
+    ("olga", 4_242),
 ];
-/// Who attended the one session, and the ratings they gave.
+/// Who attended the mentor's session, and the ratings they gave.
 const RATINGS: [(&str, u32); 2] = [("anna", 5), ("boris", 4)];
+/// Who attended Denis's session (of his group with Olga from Yuri's team), and her rating.
+const DENIS_RATINGS: [(&str, u32); 1] = [("olga", 3)];
 /// What no answer to the mentor's or leader's link may contain: the other team.
-const OTHER_TEAM: [&str; 7] = ["yuri", "Yuri", "zoya", "Zoya", "olga", "Olga", "999.99"];
+const OTHER_TEAM: [&str; 8] = [
+    "yuri", "Yuri", "zoya", "Zoya", "olga", "Olga", "999.99", "42.42",
+];
 /// Anna's development-plan goal: this much sales volume within 30 days from today.
 const ANNA_GOAL_TARGET: &str = "500.00";
 
@@ -227,10 +232,9 @@ struct Seeded {
     anna_goal: String,
 }
 
-/// Enrolments, three groups, one rated session, a goal for Anna and the orders, all today;
+/// Enrolments, three groups, two rated sessions, a goal for Anna and the orders, all today;
 /// returns once the KPI service counts every order and Anna's goal.
 async fn seed(clients: &mut Clients<'_>, timeline: &Timeline) -> Seeded {
-    let system = clients.system;
     let enrolments = PEOPLE
         .iter()
         .map(|(id, name, sponsor)| {
@@ -250,48 +254,10 @@ async fn seed(clients: &mut Clients<'_>, timeline: &Timeline) -> Seeded {
     let program_id = clients.pilot_program("Dashboards").await;
     let group_id = group(clients, &program_id, "mentor", &MENTEES, timeline).await;
     group(clients, &program_id, "yuri", &["zoya"], timeline).await;
-    group(clients, &program_id, "denis", &["olga"], timeline).await;
+    let denis_group = group(clients, &program_id, "denis", &["olga"], timeline).await;
     let anna_goal = goal(clients, "anna", timeline).await;
-    let mut mentorship = clients.mentorship.clone();
-    let session = mentorship
-        .schedule_session(system.request(ScheduleSessionRequest {
-            request_id: "dashboard-session".into(),
-            group_id: group_id.clone(),
-            mentee_ids: vec![],
-            starts_at: timestamp(timeline.at(3)),
-            duration: None,
-            topic: "First customers".into(),
-            module_id: String::new(),
-            occurred_at: timestamp(timeline.at(2)),
-        }))
-        .await
-        .expect("scheduled")
-        .into_inner()
-        .session
-        .expect("session");
-    mentorship
-        .complete_session(system.request(CompleteSessionRequest {
-            request_id: "dashboard-complete".into(),
-            session_id: session.session_id.clone(),
-            attendee_ids: RATINGS.iter().map(|(mentee, _)| (*mentee).into()).collect(),
-            notes: String::new(),
-            occurred_at: timestamp(timeline.at(4)),
-        }))
-        .await
-        .expect("completed");
-    for (mentee, rating) in RATINGS {
-        mentorship
-            .submit_feedback(system.request(SubmitFeedbackRequest {
-                request_id: format!("dashboard-feedback-{mentee}"),
-                session_id: session.session_id.clone(),
-                mentee_id: mentee.into(),
-                rating,
-                comment: String::new(),
-                occurred_at: timestamp(timeline.at(5)),
-            }))
-            .await
-            .expect("feedback");
-    }
+    rated_session(clients, &group_id, "mentor", &RATINGS, timeline).await;
+    rated_session(clients, &denis_group, "denis", &DENIS_RATINGS, timeline).await;
     let orders = ORDERS
         .iter()
         .enumerate()
@@ -306,6 +272,57 @@ async fn seed(clients: &mut Clients<'_>, timeline: &Timeline) -> Seeded {
     Seeded {
         group_id,
         anna_goal,
+    }
+}
+
+/// A session of the whole group, completed with `ratings`' mentees attending, each rating it.
+async fn rated_session(
+    clients: &mut Clients<'_>,
+    group_id: &str,
+    tag: &str,
+    ratings: &[(&str, u32)],
+    timeline: &Timeline,
+) {
+    let system = clients.system;
+    let mut mentorship = clients.mentorship.clone();
+    let session = mentorship
+        .schedule_session(system.request(ScheduleSessionRequest {
+            request_id: format!("dashboard-session-{tag}"),
+            group_id: group_id.into(),
+            mentee_ids: vec![],
+            starts_at: timestamp(timeline.at(3)),
+            duration: None,
+            topic: "First customers".into(),
+            module_id: String::new(),
+            occurred_at: timestamp(timeline.at(2)),
+        }))
+        .await
+        .expect("scheduled")
+        .into_inner()
+        .session
+        .expect("session");
+    mentorship
+        .complete_session(system.request(CompleteSessionRequest {
+            request_id: format!("dashboard-complete-{tag}"),
+            session_id: session.session_id.clone(),
+            attendee_ids: ratings.iter().map(|(mentee, _)| (*mentee).into()).collect(),
+            notes: String::new(),
+            occurred_at: timestamp(timeline.at(4)),
+        }))
+        .await
+        .expect("completed");
+    for (mentee, rating) in ratings {
+        mentorship
+            .submit_feedback(system.request(SubmitFeedbackRequest {
+                request_id: format!("dashboard-feedback-{mentee}"),
+                session_id: session.session_id.clone(),
+                mentee_id: (*mentee).into(),
+                rating: *rating,
+                comment: String::new(),
+                occurred_at: timestamp(timeline.at(5)),
+            }))
+            .await
+            .expect("feedback");
     }
 }
 
@@ -640,6 +657,11 @@ async fn dashboards_show_exact_live_numbers_only_to_whom_the_link_allows() {
     assert_as_of(&values, &["PARTNER:anna|WEEK", "JOURNEY:anna"]);
     assert_clean_console(&mut browser).await;
     assert_accessible(&mut browser, "Anna's page on a phone, in Russian").await;
+    let phone = browser
+        .open(&dated(&mentor.mentor_url, "ru"), 390, "ru-RU")
+        .await;
+    assert_eq!(phone["status"], 200, "{phone}");
+    assert_accessible(&mut browser, "the mentor's page on a phone, in Russian").await;
 
     // A refused page in the browser: 403 with nothing of the other team.
     let refused = browser
@@ -770,6 +792,19 @@ async fn assert_a_leader_sees_only_their_team(
         "{page}"
     );
     assert_eq!(page["groups"].as_array().map(Vec::len), Some(1), "{page}");
+    // Denis's session is his own; who of Olga's team was invited or came is not.
+    let sessions: Vec<(&Value, &Value, &Value)> = page["sessions"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|session| (&session["state"], &session["invited"], &session["attended"]))
+        .collect();
+    assert_eq!(
+        sessions,
+        [(&json!("completed"), &json!(0), &json!(0))],
+        "{page}"
+    );
+    assert_eq!(page["feedback"], json!([]), "{page}");
 }
 
 /// axe-core finds nothing against WCAG 2.1 A and AA on the open page.

@@ -2,6 +2,8 @@
 //! asks for against the link's partner and role. A refusal never says whether the partner
 //! named in the path exists.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use mentorstream_actions::dashboard::{LinkClaims, Role};
 use mentorstream_actions::{Signer, TokenError};
@@ -156,24 +158,39 @@ async fn mentors(pool: &PgPool, claims: &LinkClaims, mentee: &str) -> Result<boo
 }
 
 /// Whether `partner` is below the link's partner in the sponsor tree.
-pub async fn in_team(pool: &PgPool, claims: &LinkClaims, partner: &str) -> Result<bool, Refusal> {
-    sqlx::query_scalar(
-        "WITH RECURSIVE up (partner_id, sponsor_id, depth) AS ( \
-             SELECT partner_id, sponsor_id, 0 FROM partners \
-             WHERE tenant_id = $1 AND partner_id = $2 \
+async fn in_team(pool: &PgPool, claims: &LinkClaims, partner: &str) -> Result<bool, Refusal> {
+    let below = in_team_of(pool, claims, &[partner.to_owned()]).await?;
+    Ok(below.contains(partner))
+}
+
+/// Those of `partners` below the link's partner in the sponsor tree, in one query: each
+/// partner's sponsor chain is walked up until it reaches the link's partner.
+pub async fn in_team_of(
+    pool: &PgPool,
+    claims: &LinkClaims,
+    partners: &[String],
+) -> Result<HashSet<String>, Refusal> {
+    if partners.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let below: Vec<String> = sqlx::query_scalar(
+        "WITH RECURSIVE up (origin, partner_id, sponsor_id, depth) AS ( \
+             SELECT partner_id, partner_id, sponsor_id, 0 FROM partners \
+             WHERE tenant_id = $1 AND partner_id = ANY($2) \
            UNION ALL \
-             SELECT s.partner_id, s.sponsor_id, up.depth + 1 \
+             SELECT up.origin, s.partner_id, s.sponsor_id, up.depth + 1 \
              FROM partners s JOIN up ON s.tenant_id = $1 AND s.partner_id = up.sponsor_id \
-             WHERE up.sponsor_id <> '' AND up.depth < $4) \
-         SELECT EXISTS (SELECT 1 FROM up WHERE depth > 0 AND partner_id = $3)",
+             WHERE up.sponsor_id <> '' AND up.depth < $4 AND up.partner_id <> $3) \
+         SELECT DISTINCT origin FROM up WHERE depth > 0 AND partner_id = $3",
     )
     .bind(&claims.tenant_id)
-    .bind(partner)
+    .bind(partners)
     .bind(&claims.partner_id)
     .bind(MAX_DEPTH)
-    .fetch_one(pool)
+    .fetch_all(pool)
     .await
-    .map_err(unavailable)
+    .map_err(unavailable)?;
+    Ok(below.into_iter().collect())
 }
 
 pub fn unavailable(error: impl std::fmt::Display) -> Refusal {

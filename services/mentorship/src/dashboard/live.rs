@@ -45,11 +45,21 @@ pub async fn stream(
             .await
             .map_err(unavailable)?;
         let expires_at = admitted.claims.expires_at;
+        let partners: Vec<String> = subjects
+            .iter()
+            .filter(|subject| subject.kind == SubjectRef::PARTNER)
+            .map(|subject| subject.id.clone())
+            .collect();
+        let with_goals = match admitted.page {
+            Page::Partner | Page::Mentor => views::with_goals(ask, &partners).await?,
+            Page::Team => Vec::new(),
+        };
         let watch = Arc::new(Watch {
             dashboard: dashboard.clone(),
             reader,
             admitted,
             subjects,
+            with_goals,
         });
         Ok::<_, Refusal>((updates, watch, expires_at))
     };
@@ -76,6 +86,8 @@ struct Watch {
     reader: KpiReader,
     admitted: Admitted,
     subjects: Vec<SubjectRef>,
+    /// The followed partners whose goals the page shows (it drew them when it loaded).
+    with_goals: Vec<String>,
 }
 
 impl Watch {
@@ -109,16 +121,16 @@ impl Watch {
     }
 
     /// Every change of a partner's numbers changes their lifetime card once: goals are read
-    /// again on that one, and only where the page shows goals.
+    /// again on that one, for partners whose goals the page shows.
     fn moves_goals(&self, card: &Card) -> bool {
         card.window == Span::Lifetime
             && card.subject.kind == SubjectRef::PARTNER
-            && matches!(self.admitted.page, Page::Partner | Page::Mentor)
+            && self.with_goals.contains(&card.subject.id)
     }
 
     async fn goals(&self, partner_id: &str) -> Option<Event> {
         let ask = self.dashboard.ask(&self.reader, &self.admitted);
-        match views::goals(ask, partner_id).await {
+        match views::live_goals(ask, partner_id).await {
             Ok(goals) if goals.is_empty() => None,
             Ok(goals) => Event::default()
                 .event("goals")

@@ -8,16 +8,14 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use serde::Serialize;
 
 use super::{Ask, GoalView, Header, Person, active_days, goals, person};
-use crate::dashboard::access::{Page, Refusal, in_team, unavailable};
+use crate::dashboard::access::{Page, Refusal, in_team_of, unavailable};
 use crate::dashboard::kpi::{Card, Span, SubjectRef};
 use crate::dashboard::stats::quiet_days;
 
 /// How far back a mentee's last activity is looked for.
 const QUIET_LOOKBACK_DAYS: u64 = 60;
 /// Most feedback entries shown.
-const RECENT_FEEDBACK: usize = 10;
-/// Most feedback entries looked at for them (a leader's view skips other teams' entries).
-const FEEDBACK_SCAN: i64 = 200;
+const RECENT_FEEDBACK: i64 = 10;
 /// Mentees read from the KPI service at once.
 const CONCURRENCY: usize = 8;
 
@@ -116,9 +114,10 @@ struct GroupRow {
 }
 
 pub async fn view(ask: Ask<'_>, mentor_id: &str) -> Result<MentorView, Refusal> {
+    let audience = Audience::of(ask, mentor_id).await?;
     let mut groups = Vec::new();
     for row in group_rows(ask, mentor_id).await? {
-        groups.push(group(ask, mentor_id, row).await?);
+        groups.push(group(ask, &audience, row).await?);
     }
     let missed = missed_this_week(ask, mentor_id).await?;
     Ok(MentorView {
@@ -126,17 +125,18 @@ pub async fn view(ask: Ask<'_>, mentor_id: &str) -> Result<MentorView, Refusal> 
         mentor: person(ask, mentor_id).await?,
         needs_you: needs(&groups, &missed, ask),
         groups,
-        sessions: sessions_this_week(ask, mentor_id).await?,
-        feedback: feedback(ask, mentor_id).await?,
+        sessions: sessions_this_week(ask, &audience, mentor_id).await?,
+        feedback: feedback(ask, &audience, mentor_id).await?,
     })
 }
 
 /// The mentor's groups and their current mentees, as the live stream follows them: only
 /// what the viewer may see (a group's numbers only when the viewer may see all its mentees).
 pub async fn live_subjects(ask: Ask<'_>, mentor_id: &str) -> Result<Vec<SubjectRef>, Refusal> {
+    let audience = Audience::of(ask, mentor_id).await?;
     let mut subjects = Vec::new();
     for row in group_rows(ask, mentor_id).await? {
-        let (shown, hidden) = visible_mentees(ask, mentor_id, &row.group_id).await?;
+        let (shown, hidden) = audience.split(mentees(ask, &row.group_id).await?);
         if hidden == 0 {
             subjects.push(SubjectRef::group(&row.group_id));
         }
@@ -145,31 +145,65 @@ pub async fn live_subjects(ask: Ask<'_>, mentor_id: &str) -> Result<Vec<SubjectR
     Ok(subjects)
 }
 
-/// Whether the viewer may see `partner` on `mentor_id`'s page: the mentor sees all their
-/// mentees; a leader looking at a mentor of their team sees only partners of that team.
-async fn sees(ask: Ask<'_>, mentor_id: &str, partner: &str) -> Result<bool, Refusal> {
-    if ask.claims.partner_id == mentor_id || ask.claims.partner_id == partner {
-        return Ok(true);
-    }
-    in_team(ask.pool, ask.claims, partner).await
+/// Whom the viewer may see on a mentor's page: the mentor sees all their mentees; a leader
+/// looking at a mentor of their team sees only partners of that team (and themselves).
+enum Audience {
+    Everyone,
+    Only(Vec<String>),
 }
 
-/// The group's current mentees the viewer may see, and how many they may not.
-async fn visible_mentees(
-    ask: Ask<'_>,
-    mentor_id: &str,
-    group_id: &str,
-) -> Result<(Vec<Person>, usize), Refusal> {
-    let mut shown = Vec::new();
-    let mut hidden = 0;
-    for mentee in mentees(ask, group_id).await? {
-        if sees(ask, mentor_id, &mentee.id).await? {
-            shown.push(mentee);
-        } else {
-            hidden += 1;
+impl Audience {
+    /// One query for every partner the page could name: current mentees, those in the
+    /// mentor's sessions and those who rated them.
+    async fn of(ask: Ask<'_>, mentor_id: &str) -> Result<Self, Refusal> {
+        let viewer = &ask.claims.partner_id;
+        if viewer == mentor_id {
+            return Ok(Self::Everyone);
+        }
+        let named: Vec<String> = sqlx::query_scalar(
+            "SELECT a.mentee_id FROM assignments a JOIN groups g \
+               ON g.tenant_id = a.tenant_id AND g.group_id = a.group_id \
+             WHERE a.tenant_id = $1 AND g.mentor_id = $2 AND a.ended_at IS NULL \
+             UNION SELECT m.mentee_id FROM sessions s JOIN session_mentees m \
+               ON m.tenant_id = s.tenant_id AND m.session_id = s.session_id \
+             WHERE s.tenant_id = $1 AND s.mentor_id = $2 \
+             UNION SELECT f.mentee_id FROM feedback f WHERE f.tenant_id = $1 AND f.mentor_id = $2",
+        )
+        .bind(ask.tenant())
+        .bind(mentor_id)
+        .fetch_all(ask.pool)
+        .await
+        .map_err(unavailable)?;
+        let mut visible: Vec<String> = in_team_of(ask.pool, ask.claims, &named)
+            .await?
+            .into_iter()
+            .collect();
+        visible.push(viewer.clone());
+        Ok(Self::Only(visible))
+    }
+
+    fn sees(&self, partner: &str) -> bool {
+        match self {
+            Self::Everyone => true,
+            Self::Only(visible) => visible.iter().any(|id| id == partner),
         }
     }
-    Ok((shown, hidden))
+
+    /// The partners a query may name (`NULL`: anyone).
+    fn filter(&self) -> Option<&[String]> {
+        match self {
+            Self::Everyone => None,
+            Self::Only(visible) => Some(visible),
+        }
+    }
+
+    /// `mentees` the viewer may see, and how many they may not.
+    fn split(&self, mentees: Vec<Person>) -> (Vec<Person>, usize) {
+        let total = mentees.len();
+        let shown: Vec<Person> = mentees.into_iter().filter(|m| self.sees(&m.id)).collect();
+        let hidden = total - shown.len();
+        (shown, hidden)
+    }
 }
 
 async fn group_rows(ask: Ask<'_>, mentor_id: &str) -> Result<Vec<GroupRow>, Refusal> {
@@ -206,9 +240,9 @@ async fn mentees(ask: Ask<'_>, group_id: &str) -> Result<Vec<Person>, Refusal> {
         .collect())
 }
 
-async fn group(ask: Ask<'_>, mentor_id: &str, row: GroupRow) -> Result<GroupView, Refusal> {
+async fn group(ask: Ask<'_>, audience: &Audience, row: GroupRow) -> Result<GroupView, Refusal> {
     let subject = SubjectRef::group(&row.group_id);
-    let (shown, hidden_mentees) = visible_mentees(ask, mentor_id, &row.group_id).await?;
+    let (shown, hidden_mentees) = audience.split(mentees(ask, &row.group_id).await?);
     let (week, lifetime) = if hidden_mentees == 0 {
         let (week, lifetime) = tokio::try_join!(
             ask.kpi.card(ask.tenant(), &subject, Span::Week, ask.date),
@@ -269,11 +303,19 @@ fn this_week(ask: Ask<'_>) -> (DateTime<Utc>, DateTime<Utc>) {
     (ask.start_of(monday), ask.start_of(next))
 }
 
-async fn sessions_this_week(ask: Ask<'_>, mentor_id: &str) -> Result<Vec<SessionRow>, Refusal> {
+/// This week's sessions; invited and attended count only partners the viewer may see.
+async fn sessions_this_week(
+    ask: Ask<'_>,
+    audience: &Audience,
+    mentor_id: &str,
+) -> Result<Vec<SessionRow>, Refusal> {
     let (from, to) = this_week(ask);
     sqlx::query_as(
         "SELECT s.session_id, s.group_id, s.starts_at, s.ends_at, s.topic, s.state, \
-                count(m.mentee_id) AS invited, count(*) FILTER (WHERE m.attended) AS attended \
+                count(m.mentee_id) FILTER (WHERE $5::text[] IS NULL OR m.mentee_id = ANY($5)) \
+                  AS invited, \
+                count(*) FILTER (WHERE m.attended AND ($5::text[] IS NULL \
+                                                      OR m.mentee_id = ANY($5))) AS attended \
          FROM sessions s LEFT JOIN session_mentees m \
            ON m.tenant_id = s.tenant_id AND m.session_id = s.session_id \
          WHERE s.tenant_id = $1 AND s.mentor_id = $2 AND s.starts_at >= $3 AND s.starts_at < $4 \
@@ -284,6 +326,7 @@ async fn sessions_this_week(ask: Ask<'_>, mentor_id: &str) -> Result<Vec<Session
     .bind(mentor_id)
     .bind(from)
     .bind(to)
+    .bind(audience.filter())
     .fetch_all(ask.pool)
     .await
     .map_err(unavailable)
@@ -311,31 +354,27 @@ async fn missed_this_week(ask: Ask<'_>, mentor_id: &str) -> Result<HashMap<Strin
 }
 
 /// The mentor's latest feedback from partners the viewer may see.
-async fn feedback(ask: Ask<'_>, mentor_id: &str) -> Result<Vec<FeedbackRow>, Refusal> {
-    let rows: Vec<FeedbackRow> = sqlx::query_as(
+async fn feedback(
+    ask: Ask<'_>,
+    audience: &Audience,
+    mentor_id: &str,
+) -> Result<Vec<FeedbackRow>, Refusal> {
+    sqlx::query_as(
         "SELECT f.session_id, f.mentee_id, coalesce(p.display_name, '') AS mentee_name, \
                 f.rating, f.comment, f.submitted_at \
          FROM feedback f LEFT JOIN partners p \
            ON p.tenant_id = f.tenant_id AND p.partner_id = f.mentee_id \
          WHERE f.tenant_id = $1 AND f.mentor_id = $2 \
+           AND ($4::text[] IS NULL OR f.mentee_id = ANY($4)) \
          ORDER BY f.submitted_at DESC, f.session_id, f.mentee_id LIMIT $3",
     )
     .bind(ask.tenant())
     .bind(mentor_id)
-    .bind(FEEDBACK_SCAN)
+    .bind(RECENT_FEEDBACK)
+    .bind(audience.filter())
     .fetch_all(ask.pool)
     .await
-    .map_err(unavailable)?;
-    let mut shown = Vec::new();
-    for row in rows {
-        if shown.len() == RECENT_FEEDBACK {
-            break;
-        }
-        if sees(ask, mentor_id, &row.mentee_id).await? {
-            shown.push(row);
-        }
-    }
-    Ok(shown)
+    .map_err(unavailable)
 }
 
 /// Who needs the mentor today, most urgent reason first: gone quiet, missed a session this

@@ -164,8 +164,26 @@ struct GoalRow {
     progress: Option<String>,
 }
 
-/// The mentee's development-plan goals with live progress.
+/// The mentee's development-plan goals with live progress; while the KPI service cannot
+/// answer, with the progress its last signal reported.
 pub async fn goals(ask: Ask<'_>, mentee: &str) -> Result<Vec<GoalView>, Refusal> {
+    goals_from(ask, mentee, Progress::OrLastSignal).await
+}
+
+/// The mentee's goals with the KPI service's progress, or the reason it could not answer:
+/// the live stream sends nothing rather than an older value.
+pub async fn live_goals(ask: Ask<'_>, mentee: &str) -> Result<Vec<GoalView>, Refusal> {
+    goals_from(ask, mentee, Progress::Live).await
+}
+
+/// Where a goal's progress may come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Progress {
+    Live,
+    OrLastSignal,
+}
+
+async fn goals_from(ask: Ask<'_>, mentee: &str, from: Progress) -> Result<Vec<GoalView>, Refusal> {
     let rows: Vec<GoalRow> = sqlx::query_as(
         "SELECT g.goal_id, g.metric, g.description, g.target, g.starts_at, g.due_at, g.status, \
                 g.progress \
@@ -189,11 +207,15 @@ pub async fn goals(ask: Ask<'_>, mentee: &str) -> Result<Vec<GoalView>, Refusal>
                 goal_ids: rows.iter().map(|row| row.goal_id.clone()).collect(),
             },
         )
-        .await
-        .unwrap_or_else(|status| {
+        .await;
+    let live = match (live, from) {
+        (Ok(live), _) => live,
+        (Err(status), Progress::Live) => return Err(unavailable(status)),
+        (Err(status), Progress::OrLastSignal) => {
             tracing::debug!(%status, "no live goal progress; showing the signals' value");
             HashMap::new()
-        });
+        }
+    };
     Ok(rows
         .into_iter()
         .map(|row| {
@@ -216,6 +238,20 @@ pub async fn goals(ask: Ask<'_>, mentee: &str) -> Result<Vec<GoalView>, Refusal>
             }
         })
         .collect())
+}
+
+/// Those of `partners` with a development-plan goal.
+pub async fn with_goals(ask: Ask<'_>, partners: &[String]) -> Result<Vec<String>, Refusal> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT p.mentee_id FROM plans p JOIN goals g \
+           ON g.tenant_id = p.tenant_id AND g.plan_id = p.plan_id \
+         WHERE p.tenant_id = $1 AND p.mentee_id = ANY($2)",
+    )
+    .bind(ask.tenant())
+    .bind(partners)
+    .fetch_all(ask.pool)
+    .await
+    .map_err(unavailable)
 }
 
 /// `progress / target` for a bar, between 0 and 1.
