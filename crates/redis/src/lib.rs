@@ -107,6 +107,27 @@ pub fn connect(config: &RedisConfig) -> Result<Connection, ConnectError> {
 }
 
 impl Connection {
+    /// Takes the lease `key` for `ttl` unless someone holds it (`SET key holder NX PX`):
+    /// replicas that share a periodic job each ask every round, and only the one that gets the
+    /// lease does the round. A holder that dies frees it when `ttl` runs out.
+    pub async fn take_lease(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, RedisError> {
+        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let taken: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(holder)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis)
+            .query_async(&mut self.clone())
+            .await?;
+        Ok(taken.is_some())
+    }
+
     /// Runs `commands`, each of which touches one hash slot, and answers in their order: one
     /// pipeline on a single Redis; on a cluster every command goes to its slot's node, all at
     /// once. Fails with the first error.

@@ -10,8 +10,9 @@
 //! updates publisher, which tombstones a bucket already expired when it changes (history
 //! imported from long ago) instead of publishing its numbers.
 //!
-//! Every replica sweeps (each reads the whole topic once per interval); a key tombstoned
-//! twice is harmless, and one already tombstoned is not tombstoned again.
+//! One replica sweeps each round: the one that takes the round's lease in Redis
+//! ([`Sweeper`]); the others skip it. Should two ever sweep (a lease outlived by a slow sweep),
+//! a key tombstoned twice is harmless, and one already tombstoned is not tombstoned again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use mentorstream_config::KafkaConfig;
 use mentorstream_kafka::snapshot::{read_to_end, topic_names};
 use mentorstream_kafka::{KafkaError, Message as _, OutboundRecord, Producer};
+use mentorstream_redis::{Connection, KeySpace};
 use mentorstream_tenancy::Tenants;
 use tokio_util::sync::CancellationToken;
 
@@ -44,12 +46,54 @@ pub struct Swept {
     pub tombstoned: u64,
 }
 
+/// Who sweeps: the replica that takes the round's lease.
+#[derive(Debug, Clone)]
+pub struct Sweeper {
+    pub connection: Connection,
+    /// The lease's key, shared by every replica of the deployment.
+    pub lease: String,
+    /// This replica, as the lease names its holder.
+    pub holder: String,
+}
+
+impl Sweeper {
+    /// The sweeper of this process: the lease under the configured key prefix, the holder
+    /// named by the host (the pod) and a fresh id.
+    pub fn new(connection: Connection, key_prefix: &str) -> Self {
+        let host = std::env::var("HOSTNAME").unwrap_or_default();
+        Self {
+            connection,
+            lease: KeySpace::new(key_prefix, "kpi").key(&["tombstone-sweep"]),
+            holder: format!("{host}/{}", uuid::Uuid::now_v7()),
+        }
+    }
+
+    /// Whether this replica sweeps the round: it took the lease, for a little less than the
+    /// interval so that the next round's lease is free when any replica asks for it.
+    pub async fn takes_round(&self, interval: Duration) -> bool {
+        let ttl = interval.mul_f64(0.9);
+        match self
+            .connection
+            .take_lease(&self.lease, &self.holder, ttl)
+            .await
+        {
+            Ok(taken) => taken,
+            Err(error) => {
+                tracing::warn!(%error, "cannot ask for the tombstone sweep's lease; this round is skipped");
+                false
+            }
+        }
+    }
+}
+
 /// A sweep at the current time a minute after start (pods restarted more often than every
-/// `interval` still sweep), then every `interval` until shutdown; a sweep that takes longer
-/// than `interval` (a partition without a leader) is given up and tried at the next round.
+/// `interval` still sweep), then every `interval` until shutdown, each by the replica that
+/// takes the round's lease; a sweep that takes longer than `interval` (a partition without a
+/// leader) is given up and tried at the next round.
 pub async fn run(
     kafka: KafkaConfig,
     tenants: Tenants,
+    sweeper: Sweeper,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
@@ -67,6 +111,10 @@ pub async fn run(
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = rounds.tick() => {}
+        }
+        if !sweeper.takes_round(interval).await {
+            tracing::debug!("another replica sweeps this round");
+            continue;
         }
         tokio::select! {
             () = shutdown.cancelled() => return,

@@ -114,6 +114,7 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
     let tombstoning = expire::run(
         config.kafka.clone(),
         context.tenants.clone(),
+        expire::Sweeper::new(pipeline.connection.clone(), &config.redis.key_prefix),
         config.kpi.tombstone_interval,
         context.shutdown.token(),
     );

@@ -3,7 +3,9 @@
 //! so the process-wide counters start at zero.
 
 use mentorstream_config::Config;
-use mentorstream_redis::{Connection, Value, cmd, connect};
+use mentorstream_redis::{Value, cmd, connect};
+
+use crate::local_redis;
 
 /// The value of the sample `name{kind="<kind>"}` in the exposition, if any.
 fn sample(kind: &str, name: &str) -> Option<f64> {
@@ -12,11 +14,6 @@ fn sample(kind: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|line| line.strip_prefix(&prefix))
         .map(|value| value.parse().expect("a number"))
-}
-
-fn local_redis() -> Connection {
-    let config = Config::load(None).expect("defaults");
-    connect(&config.redis).expect("connection")
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use crate::scenario;
 
 use mentorstream_config::Config;
+use mentorstream_kpi_aggregator::expire::Sweeper;
 use mentorstream_kpi_aggregator::signal::signal_id;
 use mentorstream_proto::kpi::v1::{SubjectKind, WindowKind};
 use mentorstream_runtime::{Context, Listeners};
@@ -386,6 +387,32 @@ async fn expired_update_keys_get_tombstones() {
         live.iter().all(|key| key.ends_with("/life")),
         "only lifetime keys stay: {live:?}"
     );
+}
+
+/// Of the replicas sharing a key prefix one sweeps each round: the first to ask takes the
+/// round's lease, the others skip the round; replicas of another deployment (another prefix)
+/// have their own.
+#[tokio::test]
+async fn one_replica_of_a_deployment_sweeps_a_round() {
+    let config = Config::load(None).expect("defaults");
+    let connection = mentorstream_redis::connect(&config.redis).expect("connection");
+    let prefix = unique("ms-test");
+    let replicas = [(); 3].map(|()| Sweeper::new(connection.clone(), &prefix));
+    let interval = std::time::Duration::from_secs(3600);
+    let mut sweeping = Vec::new();
+    for replica in &replicas {
+        sweeping.push(replica.takes_round(interval).await);
+    }
+    assert_eq!(sweeping, [true, false, false]);
+    let other = Sweeper::new(connection.clone(), &unique("ms-test"));
+    assert!(other.takes_round(interval).await);
+    for lease in [&replicas[0].lease, &other.lease] {
+        let _: i64 = mentorstream_redis::cmd("DEL")
+            .arg(lease)
+            .query_async(&mut connection.clone())
+            .await
+            .expect("DEL");
+    }
 }
 
 /// After a restart, a partition that delivers nothing new is still known to be read to its end
