@@ -284,6 +284,7 @@ pub async fn run(context: Context, listeners: Listeners) -> Result<(), ServiceEr
         signer: signer.clone(),
         kpi: api.kpi.clone(),
         keys: keys.clone(),
+        streams: Arc::default(),
         shutdown: context.shutdown.token(),
     });
     if !(dashboard::link::MIN_VALID_FOR..=dashboard::link::MAX_VALID_FOR)

@@ -508,6 +508,7 @@ async fn dashboards_show_exact_live_numbers_only_to_whom_the_link_allows() {
     assert_expired_and_tampered_links_are_refused(&system, &mentor).await;
     assert_frame_ancestors_follow_the_tenant(&system, &mentor).await;
     assert_a_leader_sees_only_their_team(&system, &leader).await;
+    assert_live_streams_are_bounded(&system).await;
 
     let mut browser = Browser::launch();
     let dated = |url: &str, lang: &str| format!("{url}&date={date}&lang={lang}");
@@ -734,6 +735,36 @@ async fn assert_team_charts(browser: &mut Browser, expected: &Expected) {
         Some(&expected.not_sold.to_string()),
         "{counts:?}"
     );
+}
+
+/// A link's partner has at most 8 live streams open at once (a leaked link cannot hold a
+/// thousand KPI watches); another partner's are counted apart.
+async fn assert_live_streams_are_bounded(system: &System) {
+    let boris = link(system, "boris", DashboardRole::Partner).await;
+    let url = |link: &CreateDashboardLinkResponse, partner: &str| {
+        format!(
+            "{}/dashboard/api/live/partner/{partner}?token={}",
+            base(system),
+            token_of(&link.partner_url)
+        )
+    };
+    let mut open = Vec::new();
+    for _ in 0..8 {
+        let stream = reqwest::get(url(&boris, "boris")).await.expect("a stream");
+        assert_eq!(stream.status().as_u16(), 200);
+        open.push(stream);
+    }
+    let refused = reqwest::get(url(&boris, "boris")).await.expect("an answer");
+    assert_eq!(refused.status().as_u16(), 429);
+    let body: Value = refused.json().await.expect("JSON");
+    assert_eq!(
+        body,
+        json!({"code": "DASHBOARD_TOO_MANY_STREAMS",
+               "message": "this link's partner has 8 live pages open already: close one to open another"})
+    );
+    let anna = link(system, "anna", DashboardRole::Partner).await;
+    let other = reqwest::get(url(&anna, "anna")).await.expect("a stream");
+    assert_eq!(other.status().as_u16(), 200);
 }
 
 /// Each of `keys` shows the time its numbers count up to.

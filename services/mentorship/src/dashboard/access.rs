@@ -58,6 +58,8 @@ pub enum Refusal {
     NotConfigured,
     #[error("the dashboard's data cannot be read right now; retry")]
     Unavailable,
+    #[error("this link's partner has {0} live pages open already: close one to open another")]
+    TooManyStreams(usize),
 }
 
 impl Refusal {
@@ -68,6 +70,7 @@ impl Refusal {
             Self::UnknownPage => http::StatusCode::NOT_FOUND,
             Self::BadDate(_) => http::StatusCode::BAD_REQUEST,
             Self::NotConfigured | Self::Unavailable => http::StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyStreams(_) => http::StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -81,6 +84,7 @@ impl Refusal {
             Self::BadDate(_) => "DASHBOARD_DATE_INVALID",
             Self::NotConfigured => "DASHBOARDS_NOT_CONFIGURED",
             Self::Unavailable => "DASHBOARD_UNAVAILABLE",
+            Self::TooManyStreams(_) => "DASHBOARD_TOO_MANY_STREAMS",
         }
     }
 

@@ -28,6 +28,57 @@ use super::{Admitted, Dashboard, PageQuery, refusal_json, views};
 
 /// How long one stream lives before the browser must reconnect and be checked again.
 pub const RECHECK_AFTER: Duration = Duration::from_secs(600);
+/// Live streams one link partner may have open at once on one replica: a person's tabs and
+/// devices, not a leaked link's thousands (each stream holds a KPI watch).
+pub const MAX_STREAMS_PER_PARTNER: usize = 8;
+
+/// The live streams open on this replica, by (tenant, link partner).
+#[derive(Debug, Default)]
+pub struct Streams {
+    open: std::sync::Mutex<std::collections::HashMap<(String, String), usize>>,
+}
+
+impl Streams {
+    /// A place for one more stream of `partner_id`, held until the slot is dropped.
+    fn take(self: &Arc<Self>, tenant_id: &str, partner_id: &str) -> Result<Slot, Refusal> {
+        let key = (tenant_id.to_owned(), partner_id.to_owned());
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = open.entry(key.clone()).or_default();
+        if *count >= MAX_STREAMS_PER_PARTNER {
+            return Err(Refusal::TooManyStreams(*count));
+        }
+        *count += 1;
+        Ok(Slot {
+            streams: Arc::clone(self),
+            key,
+        })
+    }
+}
+
+/// One open stream's place in [`Streams`].
+struct Slot {
+    streams: Arc<Streams>,
+    key: (String, String),
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self
+            .streams
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
 
 pub async fn stream(
     State(dashboard): State<Dashboard>,
@@ -37,6 +88,9 @@ pub async fn stream(
 ) -> Response {
     let opened = async {
         let admitted = dashboard.admit(&page, &subject, &headers, &query).await?;
+        let slot = dashboard
+            .streams
+            .take(&admitted.claims.tenant_id, &admitted.claims.partner_id)?;
         let reader = dashboard.reader();
         let ask = dashboard.ask(&reader, &admitted);
         let subjects = views::live_subjects(ask, admitted.page, &subject).await?;
@@ -60,6 +114,7 @@ pub async fn stream(
             admitted,
             subjects,
             with_goals,
+            _slot: slot,
         });
         Ok::<_, Refusal>((updates, watch, expires_at))
     };
@@ -88,6 +143,8 @@ struct Watch {
     subjects: Vec<SubjectRef>,
     /// The followed partners whose goals the page shows (it drew them when it loaded).
     with_goals: Vec<String>,
+    /// Freed when the stream ends.
+    _slot: Slot,
 }
 
 impl Watch {
@@ -200,6 +257,26 @@ mod tests {
             values: BTreeMap::new(),
             as_of: None,
         }
+    }
+
+    #[test]
+    fn a_partner_has_at_most_so_many_streams_open_at_once() {
+        let streams = Arc::new(Streams::default());
+        let mut anna: Vec<Slot> = (0..MAX_STREAMS_PER_PARTNER)
+            .map(|_| streams.take("t1", "anna").expect("a place"))
+            .collect();
+        assert_eq!(
+            streams.take("t1", "anna").err(),
+            Some(Refusal::TooManyStreams(MAX_STREAMS_PER_PARTNER))
+        );
+        // Another partner, or the same id in another tenant, is counted apart.
+        let boris = streams.take("t1", "boris").expect("a place");
+        let other = streams.take("t2", "anna").expect("a place");
+        anna.pop();
+        anna.push(streams.take("t1", "anna").expect("a place freed"));
+        drop((anna, boris, other));
+        let open = streams.open.lock().expect("not poisoned");
+        assert!(open.is_empty(), "{open:?}");
     }
 
     #[test]

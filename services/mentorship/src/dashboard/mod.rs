@@ -9,7 +9,7 @@ mod access;
 mod assets;
 pub mod kpi;
 pub mod link;
-mod live;
+pub mod live;
 mod stats;
 mod views;
 
@@ -40,6 +40,8 @@ pub struct Dashboard {
     pub kpi: KpiServiceClient<Channel>,
     /// The tenants' read keys for the KPI service.
     pub keys: Arc<ReadKeys>,
+    /// The live streams open here, per link partner.
+    pub streams: Arc<live::Streams>,
     /// Ends the live streams.
     pub shutdown: CancellationToken,
 }
