@@ -22,9 +22,9 @@ use mentorstream_proto::common::v1::{Decimal, Money};
 use mentorstream_proto::kpi::v1::Metric;
 use mentorstream_proto::mentorship::v1::dashboard_service_client::DashboardServiceClient;
 use mentorstream_proto::mentorship::v1::{
-    AssignMenteeRequest, CompleteSessionRequest, CreateDashboardLinkRequest,
-    CreateDashboardLinkResponse, CreateGroupRequest, CreatePlanRequest, DashboardRole,
-    GetPlanRequest, ScheduleSessionRequest, SetGoalRequest, SubmitFeedbackRequest,
+    CompleteSessionRequest, CreateDashboardLinkRequest, CreateDashboardLinkResponse,
+    CreatePlanRequest, DashboardRole, GetPlanRequest, ScheduleSessionRequest, SetGoalRequest,
+    SubmitFeedbackRequest,
 };
 use serde_json::{Value, json};
 use tonic::Code;
@@ -252,9 +252,10 @@ async fn seed(clients: &mut Clients<'_>, timeline: &Timeline) -> Seeded {
         .collect();
     clients.ingest(enrolments).await;
     let program_id = clients.pilot_program("Dashboards").await;
-    let group_id = group(clients, &program_id, "mentor", &MENTEES, timeline).await;
-    group(clients, &program_id, "yuri", &["zoya"], timeline).await;
-    let denis_group = group(clients, &program_id, "denis", &["olga"], timeline).await;
+    let at = timestamp(timeline.at(2));
+    let group_id = clients.group_at(&program_id, "mentor", &MENTEES, at).await;
+    clients.group_at(&program_id, "yuri", &["zoya"], at).await;
+    let denis_group = clients.group_at(&program_id, "denis", &["olga"], at).await;
     let anna_goal = goal(clients, "anna", timeline).await;
     rated_session(clients, &group_id, "mentor", &RATINGS, timeline).await;
     rated_session(clients, &denis_group, "denis", &DENIS_RATINGS, timeline).await;
@@ -398,45 +399,6 @@ async fn wait_goal_progress(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-async fn group(
-    clients: &mut Clients<'_>,
-    program_id: &str,
-    mentor: &str,
-    mentees: &[&str],
-    timeline: &Timeline,
-) -> String {
-    let system = clients.system;
-    let mentorship = clients.mentorship.clone();
-    let (group, _) = Clients::until_known(|| {
-        let mut mentorship = mentorship.clone();
-        let request = system.request(CreateGroupRequest {
-            request_id: format!("group-{mentor}"),
-            program_id: program_id.into(),
-            mentor_id: mentor.into(),
-            name: format!("{mentor}'s group"),
-            capacity: 0,
-            occurred_at: timestamp(timeline.at(2)),
-        });
-        async move { mentorship.create_group(request).await }
-    })
-    .await;
-    let group_id = group.group.expect("group").group_id;
-    for mentee in mentees {
-        Clients::until_known(|| {
-            let mut mentorship = mentorship.clone();
-            let request = system.request(AssignMenteeRequest {
-                request_id: format!("assign-{mentee}"),
-                group_id: group_id.clone(),
-                mentee_id: (*mentee).into(),
-                occurred_at: timestamp(timeline.at(2)),
-            });
-            async move { mentorship.assign_mentee(request).await }
-        })
-        .await;
-    }
-    group_id
 }
 
 /// A link for `partner` in `role`, once mentorship knows the partner.

@@ -215,8 +215,6 @@ impl<'s> Clients<'s> {
         (orders, volume)
     }
 
-    /// Calls `call` until it succeeds; the only refusal allowed meanwhile is the retryable
-    /// one for a partner the read model does not know yet. The retryable refusals seen.
     /// A group of `program_id` led by `mentor` with `mentees` assigned now, each call retried
     /// while mentorship's read model has not caught up with the enrolments: the group's id.
     pub(crate) async fn group_of(
@@ -224,6 +222,17 @@ impl<'s> Clients<'s> {
         program_id: &str,
         mentor: &str,
         mentees: &[&str],
+    ) -> String {
+        self.group_at(program_id, mentor, mentees, None).await
+    }
+
+    /// [`Self::group_of`], created and assigned at `at` (`None`: now).
+    pub(crate) async fn group_at(
+        &self,
+        program_id: &str,
+        mentor: &str,
+        mentees: &[&str],
+        at: Option<prost_types::Timestamp>,
     ) -> String {
         let system = self.system;
         let mentorship = self.mentorship.clone();
@@ -235,7 +244,7 @@ impl<'s> Clients<'s> {
                 mentor_id: mentor.to_owned(),
                 name: format!("{mentor}'s group"),
                 capacity: 0,
-                occurred_at: None,
+                occurred_at: at,
             });
             async move { mentorship.create_group(request).await }
         })
@@ -248,7 +257,7 @@ impl<'s> Clients<'s> {
                     request_id: format!("assign-{mentee}-to-{mentor}"),
                     group_id: group_id.clone(),
                     mentee_id: (*mentee).to_owned(),
-                    occurred_at: None,
+                    occurred_at: at,
                 });
                 async move { mentorship.assign_mentee(request).await }
             })
@@ -257,6 +266,8 @@ impl<'s> Clients<'s> {
         group_id
     }
 
+    /// Calls `call` until it succeeds; the only refusal allowed meanwhile is the retryable
+    /// one for a partner the read model does not know yet. The retryable refusals seen.
     pub(crate) async fn until_known<T, F, Fut>(mut call: F) -> (T, usize)
     where
         F: FnMut() -> Fut,
