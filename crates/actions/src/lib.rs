@@ -169,6 +169,18 @@ impl Signer {
     /// The claims of `token` if this system issued it unchanged and it has not expired at
     /// `now`. (Whether it was used is for the redeeming service to know.)
     pub fn verify<C: TokenKind>(&self, token: &str, now: DateTime<Utc>) -> Result<C, TokenError> {
+        let claims: C = self.open(token)?;
+        let expires_at =
+            DateTime::from_timestamp(claims.expires_at(), 0).ok_or(TokenError::Malformed)?;
+        if now >= expires_at {
+            return Err(TokenError::Expired(expires_at));
+        }
+        Ok(claims)
+    }
+
+    /// The claims of `token` if this system issued it unchanged, expired or not: whom an
+    /// expired token was for (its tenant's settings for the refusal), never a permission.
+    pub fn open<C: TokenKind>(&self, token: &str) -> Result<C, TokenError> {
         let (signed, signature) = token.trim().rsplit_once('.').ok_or(TokenError::Malformed)?;
         let encoded = signed
             .strip_prefix(C::VERSION)
@@ -186,11 +198,6 @@ impl Signer {
         self.mac(C::KEY_CONTEXT, claims.tenant_id(), signed)
             .verify_slice(&signature)
             .map_err(|_| TokenError::Forged)?;
-        let expires_at =
-            DateTime::from_timestamp(claims.expires_at(), 0).ok_or(TokenError::Malformed)?;
-        if now >= expires_at {
-            return Err(TokenError::Expired(expires_at));
-        }
         Ok(claims)
     }
 

@@ -995,6 +995,50 @@ async fn assert_frame_ancestors_follow_the_tenant(
             .await
             .ends_with("frame-ancestors https://office.acme.example")
     );
+    // A refusal of a genuine link (expired, or for a page it does not open) shows inside the
+    // tenant's frame, in the link's language; anything else may not be framed.
+    let signer = Signer::new(system.config.actions.signing_key.expose_secret().as_bytes())
+        .expect("the system's key");
+    let expired = signer.issue(&LinkClaims {
+        tenant_id: system.tenant_id.clone(),
+        partner_id: "mentor".into(),
+        role: Role::Mentor,
+        locale: "ru".into(),
+        expires_at: Utc::now().timestamp() - 1,
+    });
+    let genuine = token_of(&mentor.mentor_url);
+    for (path, token, status, ancestors, lang) in [
+        (
+            "mentor/mentor",
+            expired.as_str(),
+            401,
+            "https://office.acme.example",
+            "ru",
+        ),
+        (
+            "team/yuri",
+            genuine,
+            403,
+            "https://office.acme.example",
+            "en",
+        ),
+        ("mentor/mentor", "d1.garbage.x", 401, "'none'", "en"),
+    ] {
+        let response = reqwest::get(format!("{}/dashboard/{path}?token={token}", base(system)))
+            .await
+            .expect("an answer");
+        assert_eq!(response.status().as_u16(), status, "{path}");
+        let policy = response.headers()["content-security-policy"]
+            .to_str()
+            .expect("text")
+            .to_owned();
+        assert!(
+            policy.ends_with(&format!("frame-ancestors {ancestors}")),
+            "{path}: {policy}"
+        );
+        let page = response.text().await.expect("a page");
+        assert!(page.contains(&format!("<html lang=\"{lang}\">")), "{page}");
+    }
     let refused = system.cli(&[
         "admin",
         "set-frame-ancestors",

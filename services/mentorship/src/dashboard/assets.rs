@@ -137,7 +137,9 @@ pub fn page(
 }
 
 /// A refused page, said in the page's language, with nothing about whom it named.
-pub fn refused(refusal: &Refusal, locale: &str) -> Response {
+/// The refusal page in `locale`, framable by `frame_ancestors` (the tenant's, when the link is
+/// genuine: the message then shows inside the back office's frame).
+pub fn refused(refusal: &Refusal, locale: &str, frame_ancestors: &[String]) -> Response {
     let (title, advice) = if locale == "ru" {
         match refusal.status() {
             StatusCode::UNAUTHORIZED => (
@@ -166,7 +168,7 @@ pub fn refused(refusal: &Refusal, locale: &str) -> Response {
          <p class=\"refusal-code\"><code>{code}</code></p></main></body></html>",
         code = refusal.code()
     );
-    html(refusal.status(), body, &[])
+    html(refusal.status(), body, frame_ancestors)
 }
 
 /// `text` safe inside HTML text and double-quoted attributes.

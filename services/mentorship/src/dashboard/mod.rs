@@ -152,6 +152,33 @@ impl Dashboard {
         }
     }
 
+    /// The refusal page. A genuine link (expired, or for another page) names its tenant and
+    /// language: the page is in that language (`?lang=` wins) and framable by the tenant's
+    /// back offices; any other token gets English or `?lang=` and no frame.
+    async fn refused(&self, refusal: &Refusal, headers: &HeaderMap, query: &PageQuery) -> Response {
+        let token = access::presented(headers, query.token.as_deref());
+        let claims: Option<LinkClaims> = self
+            .signer
+            .as_ref()
+            .zip(token)
+            .and_then(|(signer, token)| signer.open(token).ok());
+        let lang = query
+            .lang
+            .as_deref()
+            .or(claims.as_ref().map(|claims| claims.locale.as_str()))
+            .filter(|lang| *lang == "ru")
+            .unwrap_or("en");
+        let frame_ancestors = match &claims {
+            Some(claims) => self
+                .tenants
+                .frame_ancestors(&claims.tenant_id)
+                .await
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        assets::refused(refusal, lang, &frame_ancestors)
+    }
+
     fn reader(&self) -> kpi::KpiReader {
         kpi::KpiReader {
             client: self.kpi.clone(),
@@ -169,14 +196,7 @@ async fn page(
 ) -> Response {
     let admitted = match dashboard.admit(&page, &subject, &headers, &query).await {
         Ok(admitted) => admitted,
-        Err(refusal) => {
-            let lang = query
-                .lang
-                .as_deref()
-                .filter(|lang| *lang == "ru")
-                .unwrap_or("en");
-            return assets::refused(&refusal, lang);
-        }
+        Err(refusal) => return dashboard.refused(&refusal, &headers, &query).await,
     };
     let frame_ancestors = match dashboard
         .tenants
@@ -184,7 +204,7 @@ async fn page(
         .await
     {
         Ok(origins) => origins,
-        Err(error) => return assets::refused(&unavailable(error), &admitted.locale),
+        Err(error) => return assets::refused(&unavailable(error), &admitted.locale, &[]),
     };
     assets::page(
         admitted.page,
