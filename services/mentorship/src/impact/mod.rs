@@ -22,7 +22,7 @@ use mentorstream_proto::mentorship::v1::impact_service_server::ImpactService;
 use mentorstream_proto::mentorship::v1::{
     Arm, AuditMentorsRequest, AuditMentorsResponse, CompareProgramsRequest,
     CompareProgramsResponse, GetRolloutRequest, GetRolloutResponse, ListNewcomersRequest,
-    ListNewcomersResponse, MilestoneTargets, NewcomerStatus, SetMilestoneTargetsRequest,
+    ListNewcomersResponse, MilestoneTargets, Newcomer, NewcomerStatus, SetMilestoneTargetsRequest,
     SetMilestoneTargetsResponse, StartRolloutStageRequest, StartRolloutStageResponse,
     SuggestMentorsRequest, SuggestMentorsResponse,
 };
@@ -34,6 +34,8 @@ use crate::api::{db_status, page_size, request_id, text, unavailable};
 use crate::dashboard::kpi::KpiReader;
 use crate::db;
 
+/// Newcomers ListNewcomers reads at a time while it fills a page.
+const NEWCOMERS_CHUNK: usize = 200;
 /// Most bootstrap resamples a request may ask for.
 const MAX_RESAMPLES: u32 = 20_000;
 
@@ -333,16 +335,25 @@ impl ImpactService for Impact {
             program_id: filter("program_id", &request.program_id)?.to_owned(),
             mentor_id: filter("mentor_id", &request.mentor_id)?.to_owned(),
         };
-        let tracked = newcomers::list(&self.pool, &filter, Utc::now())
-            .await
-            .map_err(unavailable)?;
-        let mut page: Vec<_> = tracked
-            .into_iter()
-            .map(|tracked| tracked.newcomer)
-            .filter(|newcomer| status.is_none_or(|status| newcomer.status() == status))
-            .filter(|newcomer| newcomer.partner_id.as_str() > request.page_token.as_str())
-            .take(size + 1)
-            .collect();
+        let now = Utc::now();
+        let chunk = (size + 1).max(NEWCOMERS_CHUNK);
+        let fetch = |after: String, limit: usize| {
+            let filter = &filter;
+            async move {
+                let limit = i64::try_from(limit).ok();
+                let tracked = newcomers::list_after(&self.pool, filter, &after, limit, now).await;
+                Ok::<_, Status>(
+                    tracked
+                        .map_err(unavailable)?
+                        .into_iter()
+                        .map(|t| t.newcomer)
+                        .collect(),
+                )
+            }
+        };
+        let keep = |newcomer: &Newcomer| status.is_none_or(|status| newcomer.status() == status);
+        let mut page =
+            newcomers::fill_page(size + 1, chunk, request.page_token.clone(), keep, fetch).await?;
         let next_page_token = if page.len() > size {
             page.truncate(size);
             page.last()

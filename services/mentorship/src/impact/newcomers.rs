@@ -95,6 +95,18 @@ pub async fn list(
     filter: &Filter,
     now: DateTime<Utc>,
 ) -> Result<Vec<Tracked>, sqlx::Error> {
+    list_after(pool, filter, "", None, now).await
+}
+
+/// [`list`] from the first mentee id after `after` (byte order, as page tokens compare), at
+/// most `limit` of them (`None`: all): a page costs the rows it reads, not the tenant's.
+pub async fn list_after(
+    pool: &PgPool,
+    filter: &Filter,
+    after: &str,
+    limit: Option<i64>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Tracked>, sqlx::Error> {
     let rows = sqlx::query_as::<_, Row>(
         "SELECT a.tenant_id, a.mentee_id, p.display_name, g.mentor_id, g.group_id, g.program_id, \
                 p.enrolled_at, \
@@ -120,16 +132,47 @@ pub async fn list(
                                      AND e.ended_at IS NULL \
          WHERE a.ended_at IS NULL AND p.enrolled_at > $1 \
            AND ($2::text IS NULL OR a.tenant_id = $2) AND ($3 = '' OR g.program_id = $3) \
-           AND ($4 = '' OR g.mentor_id = $4) \
-         ORDER BY a.tenant_id COLLATE \"C\", a.mentee_id COLLATE \"C\"",
+           AND ($4 = '' OR g.mentor_id = $4) AND a.mentee_id COLLATE \"C\" > $5 \
+         ORDER BY a.tenant_id COLLATE \"C\", a.mentee_id COLLATE \"C\" LIMIT $6",
     )
     .bind(now - TimeDelta::days(WINDOW_DAYS))
     .bind(&filter.tenant_id)
     .bind(&filter.program_id)
     .bind(&filter.mentor_id)
+    .bind(after)
+    .bind(limit)
     .fetch_all(pool)
     .await?;
     Ok(rows.into_iter().map(|row| row.tracked(now)).collect())
+}
+
+/// Up to `want` newcomers after `after` that `keep` keeps, in id order: `fetch(after, limit)`
+/// reads the next `limit` newcomers by id, chunk by chunk, until enough are kept or none are
+/// left (the status is computed, not stored, so a filtered page may read several chunks).
+pub async fn fill_page<E, F, Fut>(
+    want: usize,
+    chunk: usize,
+    mut after: String,
+    keep: impl Fn(&Newcomer) -> bool,
+    mut fetch: F,
+) -> Result<Vec<Newcomer>, E>
+where
+    F: FnMut(String, usize) -> Fut,
+    Fut: Future<Output = Result<Vec<Newcomer>, E>>,
+{
+    let mut page = Vec::with_capacity(want);
+    loop {
+        let read = fetch(after.clone(), chunk).await?;
+        let exhausted = read.len() < chunk;
+        if let Some(last) = read.last() {
+            after.clone_from(&last.partner_id);
+        }
+        page.extend(read.into_iter().filter(|newcomer| keep(newcomer)));
+        if page.len() >= want || exhausted {
+            page.truncate(want);
+            return Ok(page);
+        }
+    }
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -301,6 +344,47 @@ mod tests {
         first_rank_days: 60,
         first_rank_level: 2,
     };
+
+    #[tokio::test]
+    async fn a_page_reads_chunks_until_it_has_enough_kept_newcomers() {
+        let all: Vec<Newcomer> = (1..=9)
+            .map(|n| Newcomer {
+                partner_id: format!("n{n}"),
+                day: n,
+                ..Newcomer::default()
+            })
+            .collect();
+        let reads = std::cell::RefCell::new(Vec::new());
+        let fetch = |after: String, limit: usize| {
+            reads.borrow_mut().push(after.clone());
+            let next: Vec<Newcomer> = all
+                .iter()
+                .filter(|newcomer| newcomer.partner_id > after)
+                .take(limit)
+                .cloned()
+                .collect();
+            std::future::ready(Ok::<_, ()>(next))
+        };
+        let odd = |newcomer: &Newcomer| newcomer.day % 2 == 1;
+        let ids = |page: Vec<Newcomer>| -> Vec<String> {
+            page.into_iter()
+                .map(|newcomer| newcomer.partner_id)
+                .collect()
+        };
+        // Three odd ones after n1, two at a time: n2 n3 | n4 n5 | n6 n7.
+        let page = fill_page(3, 2, "n1".into(), odd, fetch)
+            .await
+            .expect("a page");
+        assert_eq!(ids(page), ["n3", "n5", "n7"]);
+        assert_eq!(*reads.borrow(), ["n1", "n3", "n5"]);
+        // Not enough left: the last chunk is short, and what there is comes back.
+        reads.borrow_mut().clear();
+        let page = fill_page(3, 2, "n6".into(), odd, fetch)
+            .await
+            .expect("a page");
+        assert_eq!(ids(page), ["n7", "n9"]);
+        assert_eq!(*reads.borrow(), ["n6", "n8"]);
+    }
 
     #[test]
     fn the_status_counts_overdue_milestones() {

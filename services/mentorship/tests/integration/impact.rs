@@ -478,6 +478,107 @@ async fn a_rollout_stage_admits_only_whom_its_rule_names_and_every_change_is_log
     service.stop().await;
 }
 
+/// ListNewcomers pages by partner id, with and without a status filter, each page and token
+/// exactly (the status is computed, so a filtered page reads on until it is full).
+#[tokio::test]
+async fn newcomers_come_in_pages_by_id_with_and_without_a_status() {
+    let mut service = Service::start().await;
+    enrol(&service, "m", "", "ru-RU", 30).await;
+    let program_id = program(&mut service, "Pilot").await;
+    service
+        .impact
+        .set_milestone_targets(service.write(SetMilestoneTargetsRequest {
+            request_id: String::new(),
+            program_id: program_id.clone(),
+            targets: Some(MilestoneTargets {
+                first_session_days: 90,
+                first_module_days: 3,
+                first_sale_days: 30,
+                first_recruit_days: 90,
+                first_rank_days: 90,
+                first_rank_level: 2,
+            }),
+        }))
+        .await
+        .expect("targets");
+    let group_id = group(&mut service, &program_id, "m", 0).await;
+    // n1, n3, n5, n7 joined 10 days ago without a module (due on day 3): at risk; the even
+    // ones joined yesterday: on track.
+    for n in 1..=7 {
+        let partner = format!("n{n}");
+        enrol(
+            &service,
+            &partner,
+            "m",
+            "ru-RU",
+            if n % 2 == 1 { 10 } else { 1 },
+        )
+        .await;
+        assign(&mut service, &group_id, &partner)
+            .await
+            .expect("assigned");
+    }
+    let pages = |status: NewcomerStatus, size: u32| {
+        let mut impact = service.impact.clone();
+        let service = &service;
+        async move {
+            let mut pages = Vec::new();
+            let mut token = String::new();
+            loop {
+                let page = impact
+                    .list_newcomers(service.read(ListNewcomersRequest {
+                        status: status.into(),
+                        page_size: size,
+                        page_token: token.clone(),
+                        ..ListNewcomersRequest::default()
+                    }))
+                    .await
+                    .expect("a page")
+                    .into_inner();
+                let ids: Vec<String> = page
+                    .newcomers
+                    .iter()
+                    .map(|n| n.partner_id.clone())
+                    .collect();
+                pages.push((ids, page.next_page_token.clone()));
+                if page.next_page_token.is_empty() {
+                    return pages;
+                }
+                token = page.next_page_token;
+            }
+        }
+    };
+    let owned = |pages: &[(&[&str], &str)]| -> Vec<(Vec<String>, String)> {
+        pages
+            .iter()
+            .map(|(ids, token)| {
+                (
+                    ids.iter().map(|id| (*id).to_owned()).collect(),
+                    (*token).to_owned(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        pages(NewcomerStatus::Unspecified, 3).await,
+        owned(&[
+            (&["n1", "n2", "n3"], "n3"),
+            (&["n4", "n5", "n6"], "n6"),
+            (&["n7"], "")
+        ])
+    );
+    assert_eq!(
+        pages(NewcomerStatus::AtRisk, 2).await,
+        owned(&[(&["n1", "n3"], "n3"), (&["n5", "n7"], "")])
+    );
+    assert_eq!(
+        pages(NewcomerStatus::OnTrack, 2).await,
+        owned(&[(&["n2", "n4"], "n4"), (&["n6"], "")])
+    );
+    assert_eq!(pages(NewcomerStatus::Behind, 2).await, owned(&[(&[], "")]));
+    service.stop().await;
+}
+
 /// The MenteeAtRisk events in the outbox, in order.
 async fn at_risk_events(
     service: &Service,
