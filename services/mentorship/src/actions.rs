@@ -6,9 +6,11 @@
 //! the call goes through the same handler as RespondToSession or SubmitFeedback, with
 //! `request_id` = `action:<token id>`, so a retry after a crash answers what the first call
 //! did. The token's use is claimed by one attempt before the call and marked complete by it
-//! after: another action on the same token, or the same one after it completed, is refused as
-//! used; the same one while an attempt is under way is asked to retry, and an attempt that
-//! stayed unfinished for [`STALE_CLAIM`] (its process died) is taken over.
+//! after: another action on the same token is refused as used; the same press again after
+//! it completed (a double tap, a gateway's retry) answers as the first did and changes
+//! nothing, while a RATE with another rating or comment is refused as used; the same one while
+//! an attempt is under way is asked to retry, and an attempt that stayed unfinished for
+//! [`STALE_CLAIM`] (its process died) is taken over.
 
 use chrono::Utc;
 use mentorstream_actions::{Action, Claims, Signer, TokenError};
@@ -25,6 +27,14 @@ use tracing::Instrument as _;
 
 use crate::api::{Api, unavailable};
 use crate::sessions::load;
+
+/// What [`Actions::claim`] found.
+enum Claim {
+    /// This attempt takes the action, as the attempt id.
+    Attempt(String),
+    /// An earlier press took the same action.
+    Done,
+}
 
 /// How long an unfinished claim belongs to its attempt before another may take it over.
 const STALE_CLAIM: std::time::Duration = std::time::Duration::from_secs(30);
@@ -84,13 +94,16 @@ impl Actions {
             action = action.name(),
             "button pressed"
         );
-        let attempt = self.claim(&claims, action).await?;
-        match self.take(&claims, action, &request).await {
-            Ok(()) => self.complete(&claims, &attempt).await?,
-            Err(status) => {
-                self.release(&claims, &attempt).await;
-                return Err(status);
-            }
+        match self.claim(&claims, action).await? {
+            Claim::Attempt(attempt) => match self.take(&claims, action, &request).await {
+                Ok(()) => self.complete(&claims, &attempt).await?,
+                Err(status) => {
+                    self.release(&claims, &attempt).await;
+                    return Err(status);
+                }
+            },
+            // Pressed again (a double tap, a gateway's retry): the same answer, nothing new.
+            Claim::Done => self.same_press(&claims, action, &request).await?,
         }
         let mut connection = self.api.pool.acquire().await.map_err(unavailable)?;
         let session = load(
@@ -108,9 +121,10 @@ impl Actions {
         }))
     }
 
-    /// Records that this attempt uses the token for `action`: its attempt id. Refused when
-    /// the token was used, or is being used for another action.
-    async fn claim(&self, claims: &Claims, action: Action) -> Result<String, Status> {
+    /// Records that this attempt uses the token for `action`: its attempt id; or that an
+    /// earlier press took this very action. Refused when the token was used for another
+    /// action, or is being used for another action.
+    async fn claim(&self, claims: &Claims, action: Action) -> Result<Claim, Status> {
         let attempt = uuid::Uuid::new_v4().simple().to_string();
         let stale = chrono::Duration::from_std(STALE_CLAIM).unwrap_or_default();
         loop {
@@ -126,7 +140,7 @@ impl Actions {
             .await
             .map_err(unavailable)?;
             if claimed.rows_affected() == 1 {
-                return Ok(attempt);
+                return Ok(Claim::Attempt(attempt));
             }
             let Some(used) = sqlx::query!(
                 "SELECT action, completed, used_at, attempt FROM action_token_uses \
@@ -140,6 +154,9 @@ impl Actions {
                 // Released meanwhile by a failed attempt: claim it again.
                 continue;
             };
+            if used.completed && used.action == action.name() {
+                return Ok(Claim::Done);
+            }
             if used.completed || used.action != action.name() {
                 return Err(refusal(
                     Code::AlreadyExists,
@@ -172,9 +189,46 @@ impl Actions {
             .await
             .map_err(unavailable)?;
             if taken.rows_affected() == 1 {
-                return Ok(attempt);
+                return Ok(Claim::Attempt(attempt));
             }
         }
+    }
+
+    /// Whether a press of a button already taken is the same press: ATTEND and RESCHEDULE are
+    /// their action alone; a RATE must carry the rating and comment that were recorded.
+    async fn same_press(
+        &self,
+        claims: &Claims,
+        action: Action,
+        request: &RedeemActionRequest,
+    ) -> Result<(), Status> {
+        if action != Action::Rate {
+            return Ok(());
+        }
+        let recorded: Option<(i32, String)> = sqlx::query_as(
+            "SELECT rating, comment FROM feedback \
+             WHERE tenant_id = $1 AND session_id = $2 AND mentee_id = $3",
+        )
+        .bind(&claims.tenant_id)
+        .bind(&claims.session_id)
+        .bind(&claims.partner_id)
+        .fetch_optional(&self.api.pool)
+        .await
+        .map_err(unavailable)?;
+        let asked = (
+            i32::try_from(request.rating).unwrap_or(i32::MAX),
+            request.comment.clone(),
+        );
+        if recorded.as_ref() == Some(&asked) {
+            return Ok(());
+        }
+        let rated = recorded.map_or_else(String::new, |(rating, _)| format!(", rated {rating}"));
+        Err(refusal(
+            Code::AlreadyExists,
+            "ACTION_TOKEN_USED",
+            [("used_for", action.name())],
+            format!("this button was already used (RATE{rated}); a token works once"),
+        ))
     }
 
     async fn complete(&self, claims: &Claims, attempt: &str) -> Result<(), Status> {

@@ -1,8 +1,9 @@
 //! Chat-bot buttons close the loop: the notifier's reminder and feedback request reach the
 //! gateway with action tokens; posting a token back (HTTP/JSON, no API key) answers the
 //! session or rates it, the rating shows in the mentor's feedback KPIs, and a token that was
-//! used, changed, expired, moved to another tenant or asked for an action it does not offer
-//! is refused with its reason.
+//! used for another action or another rating, changed, expired, moved to another tenant or
+//! asked for an action it does not offer is refused with its reason; the same press again
+//! answers as the first did.
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
@@ -231,14 +232,20 @@ async fn buttons_answer_and_rate_sessions_once_and_refuse_every_bad_token() {
             "respondedAt": answer["session"]["responses"][0]["respondedAt"],
         }])
     );
-    for action in ["ACTION_ATTEND", "ACTION_RESCHEDULE"] {
-        let (status, refusal) = redeem(&system, &json!({"token": token, "action": action})).await;
-        assert_eq!(
-            (status, reason(&refusal)),
-            (409, "ACTION_TOKEN_USED"),
-            "{refusal}"
-        );
-    }
+    // Pressed again (a double tap, the gateway's retry): the same answer, nothing new.
+    let (status, again) =
+        redeem(&system, &json!({"token": token, "action": "ACTION_ATTEND"})).await;
+    assert_eq!((status, &again), (200, &answer));
+    let (status, refusal) = redeem(
+        &system,
+        &json!({"token": token, "action": "ACTION_RESCHEDULE"}),
+    )
+    .await;
+    assert_eq!(
+        (status, reason(&refusal)),
+        (409, "ACTION_TOKEN_USED"),
+        "{refusal}"
+    );
     let (status, refusal) = redeem(
         &system,
         &json!({"token": token, "action": "ACTION_RATE", "rating": 5}),
@@ -331,8 +338,16 @@ async fn buttons_answer_and_rate_sessions_once_and_refuse_every_bad_token() {
         (200, &json!(past)),
         "{answer}"
     );
-    let (status, refusal) = redeem(&system, &rate).await;
+    let (status, again) = redeem(&system, &rate).await;
+    assert_eq!((status, &again), (200, &answer), "the same press again");
+    let mut rerated = rate.clone();
+    rerated["rating"] = json!(1);
+    let (status, refusal) = redeem(&system, &rerated).await;
     assert_eq!((status, reason(&refusal)), (409, "ACTION_TOKEN_USED"));
+    assert_eq!(
+        refusal["message"],
+        "this button was already used (RATE, rated 4); a token works once"
+    );
     let feedback = clients
         .mentorship
         .list_feedback(system.request(ListFeedbackRequest {
