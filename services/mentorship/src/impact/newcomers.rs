@@ -253,7 +253,9 @@ pub async fn watch_episodes(pool: &PgPool, now: DateTime<Utc>) -> Result<u64, db
             continue;
         }
         off_track.push((tenant_id.clone(), newcomer.partner_id.clone()));
-        if begin_episode(pool, tenant_id, newcomer, now).await? {
+        // One open already (as the list read): nothing to begin, no transaction to try.
+        if newcomer.at_risk_since.is_none() && begin_episode(pool, tenant_id, newcomer, now).await?
+        {
             began += 1;
         }
     }
