@@ -20,6 +20,10 @@
 //       waits until the first [data-live=K] has a data-value satisfying the condition
 //       -> {"ok":true,"value":V2,"elapsedMs":MS,"reloaded":bool}  (reloaded: the marker set by
 //          open is gone or changed); on timeout ok:false with the last "value" seen.
+//   {"cmd":"waitAttr","selector":CSS,"attr":A,"equal":V,"timeoutMs":10000}
+//       waits until the first element matching CSS has attribute A equal to V
+//       -> {"ok":true,"value":V,"elapsedMs":MS,"reloaded":bool}; on timeout ok:false with the
+//          last value seen.
 //   {"cmd":"responses"}  -> {"ok":true,"responses":[{"url","status"}...]} since open
 //   {"cmd":"screenshot","path":"/abs/file.png","fullPage":true}  -> {"ok":true}
 //   {"cmd":"console"}    -> {"ok":true,"messages":[{"type","text"}...]} console + page errors
@@ -154,6 +158,25 @@ const handlers = {
     const elapsedMs = Date.now() - receivedAt;
     const seen = await p.evaluate(() => window.__mentorstreamMarker).catch(() => undefined);
     return { value, elapsedMs, reloaded: marker === null || seen !== marker };
+  },
+
+  async waitAttr({ selector, attr, equal, timeoutMs = 10_000 }, receivedAt) {
+    const p = needPage();
+    if (!selector || !attr || equal === undefined) throw new Fail('waitAttr needs "selector", "attr" and "equal"');
+    const read = () => p.evaluate(({ selector, attr }) =>
+      document.querySelector(selector)?.getAttribute(attr) ?? null, { selector, attr });
+    const left = Math.max(1, timeoutMs - (Date.now() - receivedAt));
+    try {
+      await p.waitForFunction(({ selector, attr, equal }) =>
+        document.querySelector(selector)?.getAttribute(attr) === equal,
+      { selector, attr, equal }, { timeout: left, polling: 20 });
+    } catch (e) {
+      const last = await read().catch(() => undefined);
+      throw new Fail(`waitAttr ${selector} [${attr}]: ${e.message}`,
+        { value: last ?? null, elapsedMs: Date.now() - receivedAt });
+    }
+    const seen = await p.evaluate(() => window.__mentorstreamMarker).catch(() => undefined);
+    return { value: equal, elapsedMs: Date.now() - receivedAt, reloaded: marker === null || seen !== marker };
   },
 
   async responses() { needPage(); return { responses: [...responses] }; },

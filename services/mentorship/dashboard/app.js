@@ -753,12 +753,52 @@ function renderTeam(data) {
     section(t('numbers'), 'panel-cards', h('div', { class: 'cards cards-2' },
       renderCard(data.week, { title: t('week'), primary: TEAM_PRIMARY, previous: data.previousWeek }),
       renderCard(data.month, { title: t('month'), primary: TEAM_PRIMARY, previous: data.previousMonth }))),
+    renderTeamTables(data),
+  ];
+}
+
+// Leaderboards, series, first sales and retention: drawn from one answer, drawn again from a
+// fresh one when the team's cards move (refreshTeamTables).
+function renderTeamTables(data) {
+  return h('div', { id: 'team-tables' },
     section(t('leaders'), '', renderLeaderboards(data.leaderboards ?? [])),
     section(t('dynamics'), '', h('div', { class: 'charts' }, (data.series ?? []).map(seriesFigure))),
     h('div', { class: 'columns' },
       section(t('firstSaleTitle'), '', firstSaleFigure(data.firstSale)),
-      section(t('retention'), '', retentionFigure(data.retention))),
-  ];
+      section(t('retention'), '', retentionFigure(data.retention))));
+}
+
+// The team page's tables follow its cards: a moved team card asks for the page's data again,
+// a second after the first card (week, month and lifetime come together) and then at most
+// every TABLES_EVERY_MS; not while the keyboard is inside them (focus would be lost).
+const TABLES_AFTER_MS = 1000;
+const TABLES_EVERY_MS = 10_000;
+const tables = { timer: null, last: 0 };
+
+function scheduleTeamTables() {
+  if (ctx.page !== 'team' || tables.timer) return;
+  const wait = Math.max(TABLES_AFTER_MS, tables.last + TABLES_EVERY_MS - Date.now());
+  tables.timer = setTimeout(refreshTeamTables, wait);
+}
+
+async function refreshTeamTables() {
+  tables.timer = null;
+  tables.last = Date.now();
+  const old = document.getElementById('team-tables');
+  if (!old) return;
+  if (old.contains(document.activeElement)) { scheduleTeamTables(); return; }
+  let data;
+  try {
+    const response = await fetch(dataUrl(), { headers: dataHeaders(), cache: 'no-store' });
+    if (!response.ok) return; // the cards still move; the next change tries again
+    data = await response.json();
+  } catch {
+    return;
+  }
+  const fresh = renderTeamTables(data);
+  state.charts = state.charts.filter((chart) => !old.contains(chart.slot));
+  old.replaceWith(fresh);
+  drawCharts(true);
 }
 
 function renderLeaderboards(boards) {
@@ -1029,6 +1069,7 @@ function openLive() {
     let card;
     try { card = JSON.parse(event.data); } catch { return; }
     if (card?.subject) applyCard(card);
+    if (card?.subject?.kind === 'TEAM') scheduleTeamTables();
   });
   source.addEventListener('goals', (event) => {
     let body;
@@ -1101,6 +1142,15 @@ function applyChrome() {
 
 const RENDERERS = { partner: renderPartner, mentor: renderMentor, team: renderTeam };
 
+function dataUrl() {
+  const q = ctx.date ? `?${new URLSearchParams({ date: ctx.date })}` : '';
+  return `/dashboard/api/${ctx.page}/${encodeURIComponent(ctx.subject)}${q}`;
+}
+
+function dataHeaders() {
+  return { Authorization: `Bearer ${ctx.token}`, Accept: 'application/json' };
+}
+
 async function load() {
   const main = document.getElementById('main');
   main.setAttribute('aria-busy', 'true');
@@ -1108,12 +1158,9 @@ async function load() {
   delete html.dataset.error;
   if (!ctx.token) return showError('DASHBOARD_LINK_MISSING');
   if (!RENDERERS[ctx.page]) return showError('DASHBOARD_PAGE_UNKNOWN');
-  const q = ctx.date ? `?${new URLSearchParams({ date: ctx.date })}` : '';
   let response;
   try {
-    response = await fetch(`/dashboard/api/${ctx.page}/${encodeURIComponent(ctx.subject)}${q}`, {
-      headers: { Authorization: `Bearer ${ctx.token}`, Accept: 'application/json' }, cache: 'no-store',
-    });
+    response = await fetch(dataUrl(), { headers: dataHeaders(), cache: 'no-store' });
   } catch {
     return showError('NETWORK');
   }

@@ -510,6 +510,22 @@ async fn dashboards_show_exact_live_numbers_only_to_whom_the_link_allows() {
     );
     assert_clean_console(&mut browser).await;
     assert_accessible(&mut browser, "the leader's page").await;
+    // Live: an order of Denis's moves the team's cards, then its leaderboard, no reload.
+    clients
+        .ingest(vec![order("order-denis-live", "denis", 1_000, Utc::now())])
+        .await;
+    let denis = money(volume_of(&["denis"]) + 1_000);
+    let moved = browser
+        .run(json!({"cmd": "waitAttr",
+                    "selector": "[data-leaderboard='SALES_VOLUME'] [data-partner='denis']",
+                    "attr": "data-value", "equal": denis, "timeoutMs": WAIT.as_millis()}))
+        .await;
+    assert_eq!(moved["reloaded"], false, "{moved}");
+    let values = browser.values().await;
+    assert_eq!(
+        live(&values, "TEAM:leader|MONTH|SALES_VOLUME"),
+        money(volume_of(&team_of("leader")) + 1_000)
+    );
 
     // The mentor's page, exactly.
     let page = browser
