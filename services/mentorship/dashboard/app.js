@@ -174,7 +174,7 @@ const STRINGS = {
 // Number formatting per locale: thousands separator, decimal mark, percent suffix.
 const NUMBER_STYLE = {
   ru: { group: '\u00a0', decimal: ',', percent: '\u00a0%' },
-  en: { group: ',', decimal: '.', percent: '\u00a0%' },
+  en: { group: ',', decimal: '.', percent: '%' },
 };
 
 // ---------------------------------------------------------------------------------------------
