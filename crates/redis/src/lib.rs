@@ -128,6 +128,20 @@ impl Connection {
         Ok(taken.is_some())
     }
 
+    /// Gives the lease `key` back if `holder` still holds it (compare and delete, in one
+    /// script): after a failed round, so another replica may try the next one at once.
+    pub async fn release_lease(&self, key: &str, holder: &str) -> Result<bool, RedisError> {
+        let released: i64 = redis::Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end \
+             return 0",
+        )
+        .key(key)
+        .arg(holder)
+        .invoke_async(&mut self.clone())
+        .await?;
+        Ok(released == 1)
+    }
+
     /// Runs `commands`, each of which touches one hash slot, and answers in their order: one
     /// pipeline on a single Redis; on a cluster every command goes to its slot's node, all at
     /// once. Fails with the first error.

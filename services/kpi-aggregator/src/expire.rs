@@ -69,7 +69,9 @@ impl Sweeper {
     }
 
     /// Whether this replica sweeps the round: it took the lease, for a little less than the
-    /// interval so that the next round's lease is free when any replica asks for it.
+    /// interval so that the next round's lease is free when any replica asks for it. Without
+    /// an answer from Redis it sweeps anyway: a key tombstoned twice is harmless, a round
+    /// that nobody sweeps is not.
     pub async fn takes_round(&self, interval: Duration) -> bool {
         let ttl = interval.mul_f64(0.9);
         match self
@@ -79,9 +81,21 @@ impl Sweeper {
         {
             Ok(taken) => taken,
             Err(error) => {
-                tracing::warn!(%error, "cannot ask for the tombstone sweep's lease; this round is skipped");
-                false
+                tracing::warn!(%error, "cannot ask for the tombstone sweep's lease; sweeping anyway");
+                true
             }
+        }
+    }
+
+    /// Gives a failed round's lease back, so the next replica to ask sweeps instead of waiting
+    /// for it to run out.
+    pub async fn gives_round_back(&self) {
+        if let Err(error) = self
+            .connection
+            .release_lease(&self.lease, &self.holder)
+            .await
+        {
+            tracing::warn!(%error, "cannot give the tombstone sweep's lease back; it runs out");
         }
     }
 }
@@ -120,8 +134,14 @@ pub async fn run(
             () = shutdown.cancelled() => return,
             swept = tokio::time::timeout(interval, sweep(&kafka, &tenants, &producer, Utc::now())) => match swept {
                 Ok(Ok(swept)) => tracing::info!(read = swept.read, tombstoned = swept.tombstoned, "expired KPI update keys tombstoned"),
-                Ok(Err(error)) => tracing::warn!(%error, "cannot tombstone expired KPI update keys; next round tries again"),
-                Err(_) => tracing::warn!(?interval, "tombstoning expired KPI update keys took too long; next round tries again"),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "cannot tombstone expired KPI update keys; next round tries again");
+                    sweeper.gives_round_back().await;
+                }
+                Err(_) => {
+                    tracing::warn!(?interval, "tombstoning expired KPI update keys took too long; next round tries again");
+                    sweeper.gives_round_back().await;
+                }
             },
         }
     }

@@ -45,13 +45,29 @@ async fn a_lease_has_one_holder_until_it_is_gone() {
         .await
         .expect("PTTL");
     assert!(left > 0 && left <= 60_000, "{left} ms left");
+    // Only its holder gives it back; then the next asker takes it.
+    let release = |holder: &'static str| {
+        let connection = connection.clone();
+        let key = key.clone();
+        async move {
+            connection
+                .release_lease(&key, holder)
+                .await
+                .expect("an answer")
+        }
+    };
+    assert!(!release("replica-b").await);
+    assert!(!take("replica-b").await);
+    assert!(release("replica-a").await);
+    assert!(!release("replica-a").await, "given back once");
+    assert!(take("replica-b").await);
     // Gone (expired, or the holder's Redis lost it): the next asker takes it.
     let _: i64 = cmd("DEL")
         .arg(&key)
         .query_async(&mut commands)
         .await
         .expect("DEL");
-    assert!(take("replica-b").await);
+    assert!(take("replica-c").await);
     let _: i64 = cmd("DEL")
         .arg(&key)
         .query_async(&mut commands)

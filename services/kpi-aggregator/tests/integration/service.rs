@@ -404,6 +404,10 @@ async fn one_replica_of_a_deployment_sweeps_a_round() {
         sweeping.push(replica.takes_round(interval).await);
     }
     assert_eq!(sweeping, [true, false, false]);
+    // A failed round is given back: the next replica to ask sweeps.
+    replicas[0].gives_round_back().await;
+    assert!(replicas[1].takes_round(interval).await);
+    assert!(!replicas[0].takes_round(interval).await);
     let other = Sweeper::new(connection.clone(), &unique("ms-test"));
     assert!(other.takes_round(interval).await);
     for lease in [&replicas[0].lease, &other.lease] {
