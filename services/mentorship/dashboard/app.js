@@ -773,32 +773,37 @@ function renderTeamTables(data) {
 // every TABLES_EVERY_MS; not while the keyboard is inside them (focus would be lost).
 const TABLES_AFTER_MS = 1000;
 const TABLES_EVERY_MS = 10_000;
-const tables = { timer: null, last: 0 };
+const tables = { timer: null, last: 0, busy: false, stopped: false };
 
 function scheduleTeamTables() {
-  if (ctx.page !== 'team' || tables.timer) return;
+  if (ctx.page !== 'team' || tables.timer || tables.stopped) return;
   const wait = Math.max(TABLES_AFTER_MS, tables.last + TABLES_EVERY_MS - Date.now());
   tables.timer = setTimeout(refreshTeamTables, wait);
 }
 
+// One refresh at a time; what the keyboard is in is never redrawn (it is tried again later).
 async function refreshTeamTables() {
   tables.timer = null;
-  tables.last = Date.now();
-  const old = document.getElementById('team-tables');
-  if (!old) return;
-  if (old.contains(document.activeElement)) { scheduleTeamTables(); return; }
-  let data;
+  if (tables.busy) { scheduleTeamTables(); return; }
+  const focused = () => document.getElementById('team-tables')?.contains(document.activeElement);
+  if (focused()) { tables.last = Date.now(); scheduleTeamTables(); return; }
+  tables.busy = true;
   try {
     const response = await fetch(dataUrl(), { headers: dataHeaders(), cache: 'no-store' });
-    if (!response.ok) return; // the cards still move; the next change tries again
-    data = await response.json();
+    // Not ok: the cards still move, and the next change tries again.
+    const data = response.ok ? await response.json() : null;
+    const old = document.getElementById('team-tables');
+    if (!data || !old?.isConnected || tables.stopped) return;
+    if (focused()) { scheduleTeamTables(); return; }
+    state.charts = state.charts.filter((chart) => !old.contains(chart.slot));
+    old.replaceWith(renderTeamTables(data)); // registers its own charts
+    drawCharts(true);
   } catch {
-    return;
+    // A network error: the next change tries again.
+  } finally {
+    tables.busy = false;
+    tables.last = Date.now();
   }
-  const fresh = renderTeamTables(data);
-  state.charts = state.charts.filter((chart) => !old.contains(chart.slot));
-  old.replaceWith(fresh);
-  drawCharts(true);
 }
 
 function renderLeaderboards(boards) {
@@ -1081,6 +1086,8 @@ function openLive() {
     try { body = JSON.parse(event.data) ?? {}; } catch { /* the banner still shows */ }
     source.close();
     setLiveStatus('stopped');
+    tables.stopped = true;
+    clearTimeout(tables.timer);
     showGone(body.code || 'DASHBOARD_LINK_EXPIRED');
   });
 }

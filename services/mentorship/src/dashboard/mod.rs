@@ -153,8 +153,8 @@ impl Dashboard {
     }
 
     /// The refusal page. A genuine link (expired, or for another page) names its tenant and
-    /// language: the page is in that language (`?lang=` wins) and framable by the tenant's
-    /// back offices; any other token gets English or `?lang=` and no frame.
+    /// partner: the page is in the language the page itself would have had and framable by
+    /// the tenant's back offices; any other token gets `?lang=` or English, and no frame.
     async fn refused(&self, refusal: &Refusal, headers: &HeaderMap, query: &PageQuery) -> Response {
         let token = access::presented(headers, query.token.as_deref());
         let claims: Option<LinkClaims> = self
@@ -162,20 +162,23 @@ impl Dashboard {
             .as_ref()
             .zip(token)
             .and_then(|(signer, token)| signer.open(token).ok());
-        let lang = query
+        let asked = query
             .lang
             .as_deref()
-            .or(claims.as_ref().map(|claims| claims.locale.as_str()))
-            .filter(|lang| *lang == "ru")
-            .unwrap_or("en");
-        let frame_ancestors = match &claims {
-            Some(claims) => self
-                .tenants
-                .frame_ancestors(&claims.tenant_id)
-                .await
-                .unwrap_or_default(),
-            None => Vec::new(),
+            .filter(|lang| ["ru", "en"].contains(lang));
+        let Some(claims) = claims else {
+            return assets::refused(refusal, asked.unwrap_or("en"), &[]);
         };
+        let lang = match self.tenants.cached_tenant(&claims.tenant_id).await {
+            Ok(tenant) => self.locale(&claims, &tenant, asked).await.ok(),
+            Err(_) => None,
+        };
+        let lang = lang.as_deref().or(asked).unwrap_or("en");
+        let frame_ancestors = self
+            .tenants
+            .frame_ancestors(&claims.tenant_id)
+            .await
+            .unwrap_or_default();
         assets::refused(refusal, lang, &frame_ancestors)
     }
 

@@ -99,7 +99,8 @@ pub async fn list(
 }
 
 /// [`list`] from the first mentee id after `after` (byte order, as page tokens compare), at
-/// most `limit` of them (`None`: all): a page costs the rows it reads, not the tenant's.
+/// most `limit` of them (`None`: all): the milestone sub-queries run for those rows only.
+/// `after` orders mentees of one tenant: it needs the tenant filter.
 pub async fn list_after(
     pool: &PgPool,
     filter: &Filter,
@@ -107,6 +108,10 @@ pub async fn list_after(
     limit: Option<i64>,
     now: DateTime<Utc>,
 ) -> Result<Vec<Tracked>, sqlx::Error> {
+    debug_assert!(
+        after.is_empty() || filter.tenant_id.is_some(),
+        "after without a tenant"
+    );
     let rows = sqlx::query_as::<_, Row>(
         "SELECT a.tenant_id, a.mentee_id, p.display_name, g.mentor_id, g.group_id, g.program_id, \
                 p.enrolled_at, \
