@@ -939,25 +939,11 @@ async fn assert_expired_and_tampered_links_are_refused(
     system: &System,
     mentor: &CreateDashboardLinkResponse,
 ) {
-    let signer = Signer::new(system.config.actions.signing_key.expose_secret().as_bytes())
-        .expect("the system's key");
-    let expired = signer.issue(&LinkClaims {
-        tenant_id: system.tenant_id.clone(),
-        partner_id: "mentor".into(),
-        role: Role::Mentor,
-        locale: String::new(),
-        expires_at: Utc::now().timestamp() - 1,
-    });
+    let expired = mentor_link(system, Role::Mentor, "", -1);
     let genuine = token_of(&mentor.mentor_url);
     let (_, signature) = genuine.rsplit_once('.').expect("present");
     // The same claims raised to a leader's, under the genuine signature.
-    let raised = signer.issue(&LinkClaims {
-        tenant_id: system.tenant_id.clone(),
-        partner_id: "mentor".into(),
-        role: Role::Leader,
-        locale: "en".into(),
-        expires_at: Utc::now().timestamp() + 3600,
-    });
+    let raised = mentor_link(system, Role::Leader, "en", 3600);
     let (raised_claims, _) = raised.rsplit_once('.').expect("present");
     let tampered = format!("{raised_claims}.{signature}");
     for (token, code) in [
@@ -992,6 +978,20 @@ async fn assert_expired_and_tampered_links_are_refused(
     }
 }
 
+/// A link for the mentor signed with the system's own key, in `role` and `locale`, expiring
+/// `seconds` from now (in the past when negative).
+fn mentor_link(system: &System, role: Role, locale: &str, seconds: i64) -> String {
+    let signer = Signer::new(system.config.actions.signing_key.expose_secret().as_bytes())
+        .expect("the system's key");
+    signer.issue(&LinkClaims {
+        tenant_id: system.tenant_id.clone(),
+        partner_id: "mentor".into(),
+        role,
+        locale: locale.into(),
+        expires_at: Utc::now().timestamp() + seconds,
+    })
+}
+
 async fn assert_frame_ancestors_follow_the_tenant(
     system: &System,
     mentor: &CreateDashboardLinkResponse,
@@ -1019,15 +1019,7 @@ async fn assert_frame_ancestors_follow_the_tenant(
     );
     // A refusal of a genuine link (expired, or for a page it does not open) shows inside the
     // tenant's frame, in the link's language; anything else may not be framed.
-    let signer = Signer::new(system.config.actions.signing_key.expose_secret().as_bytes())
-        .expect("the system's key");
-    let expired = signer.issue(&LinkClaims {
-        tenant_id: system.tenant_id.clone(),
-        partner_id: "mentor".into(),
-        role: Role::Mentor,
-        locale: "ru".into(),
-        expires_at: Utc::now().timestamp() - 1,
-    });
+    let expired = mentor_link(system, Role::Mentor, "ru", -1);
     let genuine = token_of(&mentor.mentor_url);
     for (path, token, status, ancestors, lang) in [
         (

@@ -478,13 +478,10 @@ async fn a_rollout_stage_admits_only_whom_its_rule_names_and_every_change_is_log
     service.stop().await;
 }
 
-/// ListNewcomers pages by partner id, with and without a status filter, each page and token
-/// exactly (the status is computed, so a filtered page reads on until it is full).
-#[tokio::test]
-async fn newcomers_come_in_pages_by_id_with_and_without_a_status() {
-    let mut service = Service::start().await;
-    enrol(&service, "m", "", "ru-RU", 30).await;
-    let program_id = program(&mut service, "Pilot").await;
+/// A pilot programme whose first module is due on day 3 (every other milestone far off), and a
+/// group of it led by `mentor`: the group's id.
+async fn module_due_on_day_3(service: &mut Service, mentor: &str) -> String {
+    let program_id = program(service, "Pilot").await;
     service
         .impact
         .set_milestone_targets(service.write(SetMilestoneTargetsRequest {
@@ -501,7 +498,16 @@ async fn newcomers_come_in_pages_by_id_with_and_without_a_status() {
         }))
         .await
         .expect("targets");
-    let group_id = group(&mut service, &program_id, "m", 0).await;
+    group(service, &program_id, mentor, 0).await
+}
+
+/// ListNewcomers pages by partner id, with and without a status filter, each page and token
+/// exactly (the status is computed, so a filtered page reads on until it is full).
+#[tokio::test]
+async fn newcomers_come_in_pages_by_id_with_and_without_a_status() {
+    let mut service = Service::start().await;
+    enrol(&service, "m", "", "ru-RU", 30).await;
+    let group_id = module_due_on_day_3(&mut service, "m").await;
     // n1, n3, n5, n7 joined 10 days ago without a module (due on day 3): at risk; the even
     // ones joined yesterday: on track.
     for n in 1..=7 {
@@ -640,24 +646,7 @@ async fn a_newcomer_off_track_is_announced_once_per_episode() {
     .await;
     enrol(&service, "m", "", "ru-RU", 30).await;
     enrol(&service, "n", "m", "ru-RU", 10).await;
-    let program_id = program(&mut service, "Pilot").await;
-    service
-        .impact
-        .set_milestone_targets(service.write(SetMilestoneTargetsRequest {
-            request_id: String::new(),
-            program_id: program_id.clone(),
-            targets: Some(MilestoneTargets {
-                first_session_days: 90,
-                first_module_days: 3,
-                first_sale_days: 30,
-                first_recruit_days: 90,
-                first_rank_days: 90,
-                first_rank_level: 2,
-            }),
-        }))
-        .await
-        .expect("targets");
-    let group_id = group(&mut service, &program_id, "m", 0).await;
+    let group_id = module_due_on_day_3(&mut service, "m").await;
     assign(&mut service, &group_id, "n")
         .await
         .expect("assigned");
